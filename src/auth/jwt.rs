@@ -1,0 +1,306 @@
+//! JWT verification with pinned algorithms, and minting for `gatehouse token`.
+
+use std::time::Duration;
+
+use jsonwebtoken::{
+    Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind,
+};
+use serde::{Deserialize, Serialize};
+
+use super::keys::{KeyError, PublicKey};
+use super::{AuthError, Principal};
+use crate::session_id::check_name;
+
+/// Issuer, audience and algorithm settings shared by verification and minting.
+#[derive(Debug, Clone, Default)]
+pub struct JwtSettings {
+    /// Accepted algorithms; empty means the default of each key's family (HS256, RS256,
+    /// ES256, EdDSA). Never taken from the token.
+    pub algorithms: Vec<Algorithm>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+}
+
+struct VerifyingKey {
+    kid: Option<String>,
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// Verifies bearer tokens against the configured keys.
+pub struct JwtVerifier {
+    keys: Vec<VerifyingKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+struct IncomingClaims {
+    sub: String,
+    #[serde(default)]
+    roles: Option<OneOrMany>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    scope: Option<OneOrMany>,
+}
+
+fn default_algorithm(family: AlgorithmFamily) -> Algorithm {
+    match family {
+        AlgorithmFamily::Hmac => Algorithm::HS256,
+        AlgorithmFamily::Rsa => Algorithm::RS256,
+        AlgorithmFamily::Ec => Algorithm::ES256,
+        AlgorithmFamily::Ed => Algorithm::EdDSA,
+    }
+}
+
+impl JwtVerifier {
+    /// Builds a verifier from an HS256 secret and/or public keys.
+    pub fn new(
+        secret: Option<&[u8]>,
+        public_keys: Vec<PublicKey>,
+        settings: &JwtSettings,
+    ) -> Result<Self, KeyError> {
+        let secret_key = secret.map(|s| PublicKey {
+            kid: None,
+            key: DecodingKey::from_secret(s),
+            source: "GATEHOUSE_JWT_SECRET".into(),
+        });
+        let keys = secret_key
+            .into_iter()
+            .chain(public_keys)
+            .map(|k| {
+                let family = k.key.family();
+                let algorithms: Vec<Algorithm> = if settings.algorithms.is_empty() {
+                    vec![default_algorithm(family)]
+                } else {
+                    settings
+                        .algorithms
+                        .iter()
+                        .copied()
+                        .filter(|a| a.family() == family)
+                        .collect()
+                };
+                if algorithms.is_empty() {
+                    return Err(KeyError::NoAlgorithm {
+                        source_name: k.source,
+                        family,
+                        family_algorithms: format!("{:?}", family.algorithms()),
+                    });
+                }
+                let mut validation = Validation::new(algorithms[0]);
+                validation.algorithms = algorithms;
+                // jsonwebtoken checks iss/aud only when the token has them: require them.
+                let mut required = vec!["exp", "sub"];
+                required.extend(settings.issuer.as_ref().map(|_| "iss"));
+                required.extend(settings.audience.as_ref().map(|_| "aud"));
+                validation.set_required_spec_claims(&required);
+                validation.leeway = 30;
+                validation.validate_aud = settings.audience.is_some();
+                if let Some(aud) = &settings.audience {
+                    validation.set_audience(&[aud]);
+                }
+                if let Some(iss) = &settings.issuer {
+                    validation.set_issuer(&[iss]);
+                }
+                Ok(VerifyingKey {
+                    kid: k.kid,
+                    key: k.key,
+                    validation,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err(KeyError::NoKeys);
+        }
+        Ok(Self { keys })
+    }
+
+    /// Verifies `token` and reads the principal from its claims.
+    ///
+    /// A token naming a `kid` is tried against the keys with that `kid` (and keys configured
+    /// without one); a token without `kid` against every key. The first failure is reported.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(describe)?;
+        let mut first_error = None;
+        let candidates = self.keys.iter().filter(|k| match (&header.kid, &k.kid) {
+            (Some(wanted), Some(kid)) => wanted == kid,
+            _ => true,
+        });
+        for candidate in candidates {
+            match jsonwebtoken::decode::<IncomingClaims>(
+                token,
+                &candidate.key,
+                &candidate.validation,
+            ) {
+                Ok(data) => return principal(data.claims),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.map_or_else(|| AuthError::Invalid("unknown key id".into()), describe))
+    }
+}
+
+fn principal(claims: IncomingClaims) -> Result<Principal, AuthError> {
+    check_name("sub", &claims.sub).map_err(|e| AuthError::Invalid(e.to_string()))?;
+    let mut roles = match claims.roles {
+        Some(OneOrMany::One(r)) => vec![r],
+        Some(OneOrMany::Many(r)) => r,
+        None => Vec::new(),
+    };
+    roles.extend(claims.role);
+    let scopes = match claims.scope {
+        Some(OneOrMany::One(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        Some(OneOrMany::Many(s)) => s,
+        None => Vec::new(),
+    };
+    Ok(Principal {
+        sub: claims.sub,
+        roles,
+        scopes,
+    })
+}
+
+fn describe(e: jsonwebtoken::errors::Error) -> AuthError {
+    let reason = match e.kind() {
+        ErrorKind::ExpiredSignature => "token expired",
+        ErrorKind::ImmatureSignature => "token not valid yet",
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "algorithm not allowed",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::MissingRequiredClaim(_) => "missing a required claim (exp, sub, iss, aud)",
+        _ => "malformed token",
+    };
+    AuthError::Invalid(reason.into())
+}
+
+/// What to put in a minted token.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    /// The `sub` claim.
+    pub sub: String,
+    /// Roles (`roles` claim).
+    pub roles: Vec<String>,
+    /// Scopes (space-joined `scope` claim).
+    pub scopes: Vec<String>,
+    /// Lifetime.
+    pub ttl: Duration,
+}
+
+#[derive(Serialize)]
+struct OutgoingClaims<'a> {
+    sub: &'a str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    roles: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    iat: u64,
+    exp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
+}
+
+/// Mints HS256 tokens from the configured secret (for `gatehouse token` and the embedded
+/// default's admin token).
+pub struct TokenIssuer {
+    key: EncodingKey,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl TokenIssuer {
+    /// An issuer signing with `secret`, adding `iss`/`aud` when configured.
+    pub fn new(secret: &[u8], settings: &JwtSettings) -> Self {
+        Self {
+            key: EncodingKey::from_secret(secret),
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+        }
+    }
+
+    /// Signs a token for `request`.
+    pub fn mint(&self, request: &TokenRequest) -> Result<String, jsonwebtoken::errors::Error> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = OutgoingClaims {
+            sub: &request.sub,
+            roles: &request.roles,
+            scope: (!request.scopes.is_empty()).then(|| request.scopes.join(" ")),
+            iat: now,
+            exp: now.saturating_add(request.ttl.as_secs()),
+            iss: self.issuer.as_deref(),
+            aud: self.audience.as_deref(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"test-secret-test-secret-test-secret";
+
+    fn request(sub: &str, ttl: u64) -> TokenRequest {
+        TokenRequest {
+            sub: sub.into(),
+            roles: vec!["admin".into()],
+            scopes: vec!["gatehouse:validate".into(), "x".into()],
+            ttl: Duration::from_secs(ttl),
+        }
+    }
+
+    #[test]
+    fn minted_tokens_verify_with_their_claims() {
+        let settings = JwtSettings::default();
+        let verifier = JwtVerifier::new(Some(SECRET), vec![], &settings).unwrap();
+        let token = TokenIssuer::new(SECRET, &settings)
+            .mint(&request("alice", 60))
+            .unwrap();
+        let p = verifier.verify(&token).unwrap();
+        assert_eq!(p.sub, "alice");
+        assert_eq!(p.roles, vec!["admin"]);
+        assert_eq!(p.scopes, vec!["gatehouse:validate", "x"]);
+    }
+
+    #[test]
+    fn issuer_and_audience_are_enforced_when_configured() {
+        let strict = JwtSettings {
+            issuer: Some("gh".into()),
+            audience: Some("chat".into()),
+            ..JwtSettings::default()
+        };
+        let verifier = JwtVerifier::new(Some(SECRET), vec![], &strict).unwrap();
+        let plain = TokenIssuer::new(SECRET, &JwtSettings::default())
+            .mint(&request("alice", 60))
+            .unwrap();
+        assert!(verifier.verify(&plain).is_err());
+        let good = TokenIssuer::new(SECRET, &strict)
+            .mint(&request("alice", 60))
+            .unwrap();
+        assert!(verifier.verify(&good).is_ok());
+    }
+
+    #[test]
+    fn a_secret_with_only_rsa_algorithms_is_a_config_error() {
+        let settings = JwtSettings {
+            algorithms: vec![Algorithm::RS256],
+            ..JwtSettings::default()
+        };
+        assert!(matches!(
+            JwtVerifier::new(Some(SECRET), vec![], &settings),
+            Err(KeyError::NoAlgorithm { .. })
+        ));
+    }
+}

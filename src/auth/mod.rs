@@ -1,0 +1,155 @@
+//! Who is calling: JWT bearer authentication (DESIGN §1).
+//!
+//! [`Authenticator`] turns request headers into a [`Principal`]; handlers take a `Principal`
+//! argument (it implements `FromRequestParts`) and get a 401 problem when there is none. The
+//! explicit legacy mode [`Authenticator::Disabled`] makes every caller the virtual user `admin`.
+
+mod jwt;
+mod keys;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::{HeaderMap, header, request::Parts};
+
+pub use self::jwt::{JwtSettings, JwtVerifier, TokenIssuer, TokenRequest};
+pub use self::keys::{KeyError, load_public_keys};
+
+/// Scope that lets a service name another user in a check.
+pub const SCOPE_VALIDATE: &str = "gatehouse:validate";
+/// Scope that grants the admin API.
+pub const SCOPE_ADMIN: &str = "gatehouse:admin";
+/// Role that grants admin.
+pub const ROLE_ADMIN: &str = "admin";
+/// The virtual user every caller becomes when authentication is disabled.
+pub const LEGACY_USER: &str = "admin";
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The user (or service) name, from `sub`.
+    pub sub: String,
+    /// Roles from `roles` or `role`.
+    pub roles: Vec<String>,
+    /// Scopes from the space-separated `scope`.
+    pub scopes: Vec<String>,
+}
+
+impl Principal {
+    /// Whether the principal is an admin: role `admin` or scope `gatehouse:admin`.
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == ROLE_ADMIN) || self.has_scope(SCOPE_ADMIN)
+    }
+
+    /// Whether the principal holds `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Whether the principal may ask about another user (scope `gatehouse:validate`, or admin).
+    pub fn may_check_others(&self) -> bool {
+        self.has_scope(SCOPE_VALIDATE) || self.is_admin()
+    }
+
+    /// The legacy virtual admin of `GATEHOUSE_AUTH=disabled`.
+    pub fn legacy_admin() -> Self {
+        Self {
+            sub: LEGACY_USER.into(),
+            roles: vec![ROLE_ADMIN.into()],
+            scopes: Vec::new(),
+        }
+    }
+}
+
+/// Why a request carries no usable credentials. The message is safe to show (it never echoes
+/// the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header (nor configured cookie).
+    #[error("missing bearer token")]
+    Missing,
+    /// The token failed verification.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// How callers are authenticated.
+pub enum Authenticator {
+    /// Verify JWT bearer tokens.
+    Jwt(JwtVerifier),
+    /// Legacy behaviour: every caller is the virtual user `admin`. Insecure by design.
+    Disabled,
+}
+
+impl Authenticator {
+    /// Authenticates a request from its headers.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        match self {
+            Authenticator::Disabled => Ok(Principal::legacy_admin()),
+            Authenticator::Jwt(verifier) => {
+                let token = bearer_token(headers).ok_or(AuthError::Missing)?;
+                verifier.verify(token)
+            }
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+impl<S> FromRequestParts<S> for Principal
+where
+    S: Send + Sync,
+    Arc<Authenticator>: FromRef<S>,
+{
+    type Rejection = crate::http::ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        // The ownership layer authenticates before the handler runs; reuse its result.
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
+        let authenticator = Arc::<Authenticator>::from_ref(state);
+        Ok(authenticator.authenticate(&parts.headers)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
+        assert_eq!(bearer_token(&headers("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&headers("bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&headers("Bearer ")), None);
+        assert_eq!(bearer_token(&headers("Basic abc")), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn admin_comes_from_role_or_admin_scope() {
+        let mut p = Principal {
+            sub: "svc".into(),
+            roles: vec![],
+            scopes: vec![SCOPE_VALIDATE.into()],
+        };
+        assert!(!p.is_admin());
+        assert!(p.may_check_others());
+        p.scopes = vec![SCOPE_ADMIN.into()];
+        assert!(p.is_admin());
+        assert!(Principal::legacy_admin().is_admin());
+    }
+}

@@ -1,0 +1,384 @@
+//! Configuration: environment variables, optionally a TOML file, parsed once into typed values.
+//!
+//! Every key is an environment variable (`GATEHOUSE_*`, plus `REDIS_URL`). The file named by
+//! `GATEHOUSE_CONFIG` may set the same keys, written in lower case without the `GATEHOUSE_`
+//! prefix (`listen = "0.0.0.0:8080"`, `redis_url = "redis://..."`); the environment wins. All
+//! problems are reported at once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+
+use crate::auth::JwtSettings;
+use crate::decision::Mode;
+use crate::store::KeySchema;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How callers authenticate.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// JWT bearer tokens. Without a secret and keys: a random key and a printed admin token.
+    Jwt {
+        /// HS256 secret (`GATEHOUSE_JWT_SECRET`).
+        secret: Option<String>,
+        /// Public key files (`GATEHOUSE_JWT_PUBLIC_KEYS`: `[kid=]path,...`).
+        public_keys: Option<String>,
+        /// Algorithms, issuer, audience.
+        settings: JwtSettings,
+    },
+    /// Legacy: every caller is the virtual user `admin` (`GATEHOUSE_AUTH=disabled`).
+    Disabled,
+}
+
+/// Redis connection settings.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `REDIS_URL`.
+    pub url: String,
+    /// `GATEHOUSE_REDIS_CONNECTIONS` (default 4).
+    pub connections: usize,
+    /// `GATEHOUSE_REDIS_TIMEOUT` (default 500ms).
+    pub timeout: Duration,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `GATEHOUSE_LISTEN` (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// `REDIS_URL` and friends; `None` runs on the embedded in-memory store.
+    pub redis: Option<RedisConfig>,
+    /// Key names (`GATEHOUSE_KEY_PREFIX`, `GATEHOUSE_OWNER_KEY_PREFIX`,
+    /// `GATEHOUSE_USER_SESSIONS_KEY_PREFIX`).
+    pub keys: KeySchema,
+    /// `GATEHOUSE_OWNER_TTL` (default none: ownership is persistent).
+    pub owner_ttl: Option<Duration>,
+    /// `GATEHOUSE_AUTH` and the JWT settings.
+    pub auth: AuthConfig,
+    /// `GATEHOUSE_INITIAL_MODE` (default LOG_ONLY): the mode until the first change is saved.
+    pub initial_mode: Mode,
+    /// `GATEHOUSE_SETTINGS_REFRESH` (default 5s): how often settings are re-read.
+    pub settings_refresh: Duration,
+    /// `GATEHOUSE_REQUEST_TIMEOUT` (default 10s).
+    pub request_timeout: Duration,
+    /// `GATEHOUSE_LOG_FORMAT` (default text).
+    pub log_format: LogFormat,
+    /// `GATEHOUSE_LOG` (default `info`), in `tracing` filter syntax.
+    pub log_filter: String,
+}
+
+/// Everything wrong with a configuration, one problem per line.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads raw values by environment-variable name.
+struct Source {
+    values: HashMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl Source {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T>(
+        &mut self,
+        name: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        match self.get(name).map(str::to_owned) {
+            None => default,
+            Some(raw) => parse(&raw).unwrap_or_else(|why| {
+                self.problems.push(format!("{name}={raw:?}: {why}"));
+                default
+            }),
+        }
+    }
+
+    fn duration(&mut self, name: &str, default: Duration) -> Duration {
+        self.parse(name, default, |raw| {
+            humantime::parse_duration(raw).map_err(|e| format!("{e} (write e.g. 500ms, 5s, 24h)"))
+        })
+    }
+
+    fn flag(&mut self, name: &str) -> bool {
+        self.parse(name, false, |raw| match raw.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err("expected true or false".into()),
+        })
+    }
+}
+
+impl Config {
+    /// Reads the process environment (and the file it names).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads configuration from `(name, value)` pairs, as the environment would give them.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("GATEHOUSE_") || k == "REDIS_URL")
+            .collect();
+        let mut values = HashMap::new();
+        let mut problems = Vec::new();
+        if let Some(path) = env.get("GATEHOUSE_CONFIG").filter(|p| !p.trim().is_empty()) {
+            match read_file(path) {
+                Ok(file) => values.extend(file),
+                Err(why) => problems.push(format!("GATEHOUSE_CONFIG={path:?}: {why}")),
+            }
+        }
+        values.extend(env);
+        let mut src = Source { values, problems };
+        let config = Self::parse(&mut src);
+        if src.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(src.problems))
+        }
+    }
+
+    fn parse(src: &mut Source) -> Self {
+        let listen = src.parse(
+            "GATEHOUSE_LISTEN",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            |raw| {
+                raw.parse()
+                    .map_err(|e| format!("{e} (write e.g. 127.0.0.1:8080)"))
+            },
+        );
+        let redis = src.get("REDIS_URL").map(str::to_owned).map(|url| {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("unix://"))
+            {
+                src.problems
+                    .push("REDIS_URL: expected redis://, rediss:// or unix:// URL".into());
+            }
+            RedisConfig {
+                url,
+                connections: src.parse("GATEHOUSE_REDIS_CONNECTIONS", 4, |raw| {
+                    raw.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or_else(|| "expected 1-64".into())
+                }),
+                timeout: src.duration("GATEHOUSE_REDIS_TIMEOUT", Duration::from_millis(500)),
+            }
+        });
+        let defaults = KeySchema::default();
+        let keys = KeySchema {
+            owner_prefix: src
+                .get("GATEHOUSE_OWNER_KEY_PREFIX")
+                .map_or(defaults.owner_prefix, str::to_owned),
+            user_sessions_prefix: src
+                .get("GATEHOUSE_USER_SESSIONS_KEY_PREFIX")
+                .map_or(defaults.user_sessions_prefix, str::to_owned),
+            prefix: src
+                .get("GATEHOUSE_KEY_PREFIX")
+                .map_or(defaults.prefix, str::to_owned),
+        };
+        let owner_ttl = src
+            .get("GATEHOUSE_OWNER_TTL")
+            .is_some()
+            .then(|| src.duration("GATEHOUSE_OWNER_TTL", Duration::ZERO))
+            .filter(|ttl| !ttl.is_zero());
+        let auth_disabled = src.parse("GATEHOUSE_AUTH", false, |raw| {
+            match raw.to_ascii_lowercase().as_str() {
+                "jwt" => Ok(false),
+                "disabled" => Ok(true),
+                _ => Err("expected jwt or disabled".into()),
+            }
+        });
+        let allow_remote = src.flag("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE");
+        let auth = if auth_disabled {
+            if !listen.ip().is_loopback() && !allow_remote {
+                src.problems.push(format!(
+                    "GATEHOUSE_AUTH=disabled makes every caller an admin; refusing to listen on non-loopback {listen} unless GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE=true"
+                ));
+            }
+            AuthConfig::Disabled
+        } else {
+            let algorithms = src.parse("GATEHOUSE_JWT_ALGORITHMS", Vec::new(), |raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| {
+                        a.parse::<Algorithm>().map_err(|_| {
+                            format!("unknown algorithm {a:?} (HS256, RS256, ES256, EdDSA, ...)")
+                        })
+                    })
+                    .collect()
+            });
+            AuthConfig::Jwt {
+                secret: src.get("GATEHOUSE_JWT_SECRET").map(str::to_owned),
+                public_keys: src.get("GATEHOUSE_JWT_PUBLIC_KEYS").map(str::to_owned),
+                settings: JwtSettings {
+                    algorithms,
+                    issuer: src.get("GATEHOUSE_JWT_ISSUER").map(str::to_owned),
+                    audience: src.get("GATEHOUSE_JWT_AUDIENCE").map(str::to_owned),
+                },
+            }
+        };
+        if let AuthConfig::Jwt {
+            secret: Some(secret),
+            ..
+        } = &auth
+            && secret.len() < 32
+        {
+            src.problems
+                .push("GATEHOUSE_JWT_SECRET: use at least 32 bytes".into());
+        }
+        let initial_mode = src.parse("GATEHOUSE_INITIAL_MODE", Mode::LogOnly, |raw| raw.parse());
+        let settings_refresh = src.duration("GATEHOUSE_SETTINGS_REFRESH", Duration::from_secs(5));
+        let request_timeout = src.duration("GATEHOUSE_REQUEST_TIMEOUT", Duration::from_secs(10));
+        let log_format = src.parse("GATEHOUSE_LOG_FORMAT", LogFormat::Text, |raw| {
+            match raw.to_ascii_lowercase().as_str() {
+                "text" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("expected text or json".into()),
+            }
+        });
+        let log_filter = src.get("GATEHOUSE_LOG").unwrap_or("info").to_owned();
+        if settings_refresh.is_zero() {
+            src.problems
+                .push("GATEHOUSE_SETTINGS_REFRESH: must be above zero".into());
+        }
+        Config {
+            listen,
+            redis,
+            keys,
+            owner_ttl,
+            auth,
+            initial_mode,
+            settings_refresh,
+            request_timeout,
+            log_format,
+            log_filter,
+        }
+    }
+}
+
+/// Reads a TOML file of top-level keys into environment-variable names.
+fn read_file(path: &str) -> Result<HashMap<String, String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let name = if key.eq_ignore_ascii_case("redis_url") {
+                "REDIS_URL".to_owned()
+            } else {
+                format!("GATEHOUSE_{}", key.to_ascii_uppercase())
+            };
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) => {
+                    value.to_string()
+                }
+                _ => return Err(format!("{key}: expected a string, number or boolean")),
+            };
+            Ok((name, value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_run_embedded_on_loopback() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(c.redis.is_none());
+        assert!(c.owner_ttl.is_none());
+        assert_eq!(c.keys, KeySchema::default());
+        assert_eq!(c.initial_mode, Mode::LogOnly);
+        assert!(matches!(c.auth, AuthConfig::Jwt { secret: None, .. }));
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let err = Config::from_vars(vars(&[
+            ("GATEHOUSE_LISTEN", "nowhere"),
+            ("GATEHOUSE_INITIAL_MODE", "strict"),
+            ("GATEHOUSE_OWNER_TTL", "forever"),
+            ("GATEHOUSE_JWT_SECRET", "short"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn auth_disabled_is_refused_off_loopback_unless_allowed() {
+        let off = [
+            ("GATEHOUSE_AUTH", "disabled"),
+            ("GATEHOUSE_LISTEN", "0.0.0.0:8080"),
+        ];
+        assert!(Config::from_vars(vars(&off)).is_err());
+        let mut allowed = off.to_vec();
+        allowed.push(("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE", "true"));
+        assert!(matches!(
+            Config::from_vars(vars(&allowed)).unwrap().auth,
+            AuthConfig::Disabled
+        ));
+        let local = [("GATEHOUSE_AUTH", "disabled")];
+        assert!(Config::from_vars(vars(&local)).is_ok());
+    }
+
+    #[test]
+    fn the_file_sets_keys_and_the_environment_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gatehouse.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nredis_url = \"redis://127.0.0.1:1\"\nowner_ttl = \"24h\"\nkey_prefix = \"gh:\"\n").unwrap();
+        let c = Config::from_vars(vars(&[
+            ("GATEHOUSE_CONFIG", path.to_str().unwrap()),
+            ("GATEHOUSE_KEY_PREFIX", "env:"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.redis.unwrap().url, "redis://127.0.0.1:1");
+        assert_eq!(c.owner_ttl, Some(Duration::from_secs(86_400)));
+        assert_eq!(c.keys.prefix, "env:");
+    }
+}

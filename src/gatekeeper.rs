@@ -1,0 +1,137 @@
+//! The gatekeeper: answers "may this user use this session?" for every entry point.
+//!
+//! `/v1/validate`, the batch endpoint and the [`crate::middleware::OwnershipLayer`] all call
+//! [`Gatekeeper::check`]: resolve the mode from the settings in force, look the owner up only
+//! when the mode needs it, apply the pure [`decide`], and log what was denied or would have
+//! been.
+
+use std::sync::Arc;
+
+use crate::decision::{Mode, Outcome, OwnerLookup, Subject, Verdict, decide};
+use crate::enforcement::Enforcement;
+use crate::session_id::SessionId;
+use crate::store::OwnershipStore;
+
+/// The endpoint name used when a caller names none.
+pub const DEFAULT_ENDPOINT: &str = "default";
+
+/// One question: may `user` use `session` through `endpoint`?
+#[derive(Debug, Clone)]
+pub struct Check<'a> {
+    /// Who is asking to use the session.
+    pub user: &'a str,
+    /// Whether that user is an admin.
+    pub is_admin: bool,
+    /// The session.
+    pub session: &'a SessionId,
+    /// The endpoint name whose mode applies.
+    pub endpoint: &'a str,
+}
+
+/// The answer to a [`Check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// The decision.
+    pub outcome: Outcome,
+    /// The owner the store reported, when it was looked up.
+    pub owner: Option<String>,
+}
+
+/// Decides checks against the settings in force and the ownership store.
+#[derive(Clone)]
+pub struct Gatekeeper {
+    store: Arc<dyn OwnershipStore>,
+    enforcement: Enforcement,
+}
+
+impl Gatekeeper {
+    /// A gatekeeper over `store`, applying the modes of `enforcement`.
+    pub fn new(store: Arc<dyn OwnershipStore>, enforcement: Enforcement) -> Self {
+        Self { store, enforcement }
+    }
+
+    /// The settings this gatekeeper applies.
+    pub fn enforcement(&self) -> &Enforcement {
+        &self.enforcement
+    }
+
+    /// Decides one check. `pinned` overrides the configured mode (gatehouse's own session API
+    /// is always enforced).
+    pub async fn check(&self, check: &Check<'_>, pinned: Option<Mode>) -> CheckResult {
+        let mode = pinned.unwrap_or_else(|| self.enforcement.current().mode_for(check.endpoint));
+        let looked_up = if mode.needs_lookup() {
+            Some(self.store.owner(check.session).await)
+        } else {
+            None
+        };
+        self.conclude(check, mode, looked_up)
+    }
+
+    /// Decides several checks, looking all needed owners up in one round trip. Results are in
+    /// the order of `checks`.
+    pub async fn check_many(&self, checks: &[Check<'_>]) -> Vec<CheckResult> {
+        let settings = self.enforcement.current();
+        let modes: Vec<Mode> = checks
+            .iter()
+            .map(|c| settings.mode_for(c.endpoint))
+            .collect();
+        let wanted: Vec<SessionId> = checks
+            .iter()
+            .zip(&modes)
+            .filter(|(_, mode)| mode.needs_lookup())
+            .map(|(c, _)| c.session.clone())
+            .collect();
+        let mut owners = match self.store.owners(&wanted).await {
+            Ok(owners) => owners.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e); wanted.len()],
+        }
+        .into_iter();
+        checks
+            .iter()
+            .zip(modes)
+            .map(|(check, mode)| {
+                let looked_up = if mode.needs_lookup() {
+                    owners.next()
+                } else {
+                    None
+                };
+                self.conclude(check, mode, looked_up)
+            })
+            .collect()
+    }
+
+    fn conclude(
+        &self,
+        check: &Check<'_>,
+        mode: Mode,
+        looked_up: Option<Result<Option<String>, crate::store::StoreError>>,
+    ) -> CheckResult {
+        let subject = Subject {
+            user: check.user,
+            is_admin: check.is_admin,
+        };
+        let (lookup, owner) = match &looked_up {
+            None => (OwnerLookup::Skipped, None),
+            Some(Ok(owner)) => (OwnerLookup::Found(owner.as_deref()), owner.clone()),
+            Some(Err(e)) => {
+                tracing::warn!(session_id = %check.session, error = %e, "owner lookup failed");
+                (OwnerLookup::Unavailable, None)
+            }
+        };
+        let outcome = decide(mode, &subject, lookup);
+        if outcome.verdict != Verdict::Allow {
+            tracing::info!(
+                decision = ?outcome.verdict,
+                reason = ?outcome.reason,
+                mode = mode.as_str(),
+                user = check.user,
+                session_id = %check.session,
+                endpoint = check.endpoint,
+                owner = owner.as_deref(),
+                "{}",
+                if outcome.verdict == Verdict::WouldDeny { "would deny" } else { "denied" }
+            );
+        }
+        CheckResult { outcome, owner }
+    }
+}

@@ -1,0 +1,73 @@
+//! `/healthz` (the process answers) and `/readyz` (the store answers and the settings are
+//! loaded), for orchestrators and load balancers.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::AppState;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+}
+
+/// Liveness.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// Readiness, with what it is made of.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// `ok` or `unavailable`.
+    pub store: String,
+    /// Whether the enforcement settings have been read from the store since start.
+    pub settings_loaded: bool,
+    /// The settings version in force.
+    pub settings_version: u64,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// The store answers and the settings are loaded (503 otherwise).
+#[utoipa::path(get, path = "/readyz", tag = "ops",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let store_ok = state.store.ping().await.is_ok();
+    if store_ok && !state.enforcement.is_loaded() {
+        // Recover from an outage at start without waiting for the next refresh tick.
+        let _ = state.enforcement.reload().await;
+    }
+    let loaded = state.enforcement.is_loaded();
+    let ready = store_ok && loaded;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            status: if ready { "ready" } else { "not_ready" }.into(),
+            store: if store_ok { "ok" } else { "unavailable" }.into(),
+            settings_loaded: loaded,
+            settings_version: state.enforcement.current().version,
+        }),
+    )
+}

@@ -1,0 +1,142 @@
+//! The web layer: application state, the router, and what every route shares (errors,
+//! extractors, health, the OpenAPI document).
+//!
+//! [`app`] returns the whole `Router`, so tests can drive it through real sockets and `main`
+//! only wires configuration and serving. Layers are stacked in one place, [`app`].
+
+mod error;
+mod extract;
+mod health;
+mod openapi;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::http::{HeaderName, Request, StatusCode, header};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::auth::{Authenticator, Principal};
+use crate::enforcement::Enforcement;
+use crate::gatekeeper::Gatekeeper;
+use crate::store::Store;
+
+pub use self::error::{ApiError, PROBLEM_JSON, Problem, problem_response};
+pub use self::extract::{JsonBody, MAX_JSON_BODY, Path, Query};
+pub use self::openapi::ApiDoc;
+
+/// The header carrying the request id (set when absent, echoed on the response).
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler can reach.
+pub struct Services {
+    /// Authenticates callers.
+    pub authenticator: Arc<Authenticator>,
+    /// The ownership (and settings) store.
+    pub store: Arc<dyn Store>,
+    /// The enforcement settings in force.
+    pub enforcement: Enforcement,
+    /// Decides checks.
+    pub gatekeeper: Gatekeeper,
+    /// Bound on a request's whole handling.
+    pub request_timeout: Duration,
+}
+
+/// Shared application state: one `Arc`, cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// Wraps the services.
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.authenticator)
+    }
+}
+
+/// Refuses principals that are not admins.
+pub fn require_admin(principal: &Principal) -> Result<(), ApiError> {
+    if principal.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "this needs the admin role or the gatehouse:admin scope".into(),
+        ))
+    }
+}
+
+/// The API routes with their OpenAPI description.
+fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::validate::routes())
+        .merge(crate::sessions::routes(state))
+        .merge(crate::enforcement::routes())
+        .merge(health::routes())
+}
+
+/// The OpenAPI document of the API (what `/openapi.json` serves).
+pub fn openapi_document(state: &AppState) -> utoipa::openapi::OpenApi {
+    api(state).split_for_parts().1
+}
+
+/// The whole application.
+pub fn app(state: AppState) -> Router {
+    let (router, spec) = api(&state).split_for_parts();
+    let sensitive = Arc::new([header::AUTHORIZATION, header::COOKIE, header::SET_COOKIE]);
+    let layers = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".into()).into_response_boxed()
+        }))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.request_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
+    router
+        .merge(openapi::routes(spec))
+        .fallback(extract::not_found)
+        .method_not_allowed_fallback(extract::method_not_allowed)
+        .with_state(state)
+        .layer(layers)
+}
+
+impl ApiError {
+    fn into_response_boxed(self) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}

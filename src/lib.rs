@@ -1,0 +1,27 @@
+//! gatehouse: session-ownership checks for a chat platform, and their gradual enforcement.
+//!
+//! A stateless HTTP service over Redis (or an embedded in-memory store) that answers "may user
+//! U use chat session S?" ([`gatekeeper`]), under an enforcement mode that operators move from
+//! DISABLED through LOG_ONLY to ENFORCED ([`enforcement`]). The same decision protects any axum
+//! route through [`middleware::OwnershipLayer`]. The contract is `DESIGN.md`; the layout:
+//!
+//! - [`decision`]: the pure decision function (DESIGN §2).
+//! - [`gatekeeper`]: mode resolution + owner lookup + decision, shared by every entry point.
+//! - [`store`]: the store port and its Redis and in-memory adapters.
+//! - [`enforcement`], [`sessions`], [`validate`]: capabilities with their routes.
+//! - [`auth`]: JWT principals; [`http`]: state, router, errors; [`server`]: assembly.
+
+pub mod auth;
+pub mod config;
+pub mod decision;
+pub mod enforcement;
+pub mod gatekeeper;
+pub mod http;
+pub mod middleware;
+pub mod server;
+pub mod session_id;
+pub mod sessions;
+pub mod store;
+pub mod telemetry;
+pub mod timestamp;
+pub mod validate;

@@ -1,0 +1,160 @@
+//! Assembling and running a gatehouse instance from its [`Config`].
+//!
+//! [`Gatehouse::build`] creates the store, the authenticator and the services; [`Gatehouse::serve`]
+//! runs the HTTP server and the background tasks until the shutdown signal, then stops the tasks
+//! and waits for them. Tests use the same two calls on a listener bound to port 0.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{
+    Authenticator, JwtVerifier, KeyError, TokenIssuer, TokenRequest, load_public_keys,
+};
+use crate::config::{AuthConfig, Config};
+use crate::enforcement::Enforcement;
+use crate::gatekeeper::Gatekeeper;
+use crate::http::{AppState, Services, app};
+use crate::store::{MemoryStore, RedisOptions, RedisStore, Store, StoreError};
+
+/// Lifetime of the admin token printed by the embedded default.
+pub const BOOTSTRAP_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Why an instance could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The store could not be set up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A token could not be minted.
+    #[error("cannot mint the bootstrap token: {0}")]
+    Token(#[from] jsonwebtoken::errors::Error),
+}
+
+/// A built instance, ready to serve.
+pub struct Gatehouse {
+    state: AppState,
+    settings_refresh: Duration,
+    /// The admin token minted for the embedded default (no auth configured); print it once.
+    pub bootstrap_token: Option<String>,
+    /// Which store backs this instance, for the start-up log.
+    pub store_kind: &'static str,
+}
+
+impl Gatehouse {
+    /// Builds the store, authenticator and services. Must run inside a Tokio runtime; does not
+    /// need Redis to be up (readiness reports it).
+    pub fn build(config: &Config) -> Result<Self, BuildError> {
+        let (store, store_kind): (Arc<dyn Store>, _) = match &config.redis {
+            Some(redis) => (
+                Arc::new(RedisStore::connect(&RedisOptions {
+                    url: redis.url.clone(),
+                    connections: redis.connections,
+                    timeout: redis.timeout,
+                    owner_ttl: config.owner_ttl,
+                    keys: config.keys.clone(),
+                })?),
+                "redis",
+            ),
+            None => (Arc::new(MemoryStore::new(config.owner_ttl)), "memory"),
+        };
+        let (authenticator, bootstrap_token) = authenticator(&config.auth)?;
+        let enforcement = Enforcement::new(store.clone(), config.initial_mode);
+        let gatekeeper = Gatekeeper::new(store.clone(), enforcement.clone());
+        let state = AppState::new(Services {
+            authenticator: Arc::new(authenticator),
+            store,
+            enforcement,
+            gatekeeper,
+            request_timeout: config.request_timeout,
+        });
+        Ok(Self {
+            state,
+            settings_refresh: config.settings_refresh,
+            bootstrap_token,
+            store_kind,
+        })
+    }
+
+    /// The application state (for tests and embedding).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves on `listener` until `shutdown` fires, then drains connections, stops the
+    /// background tasks and waits for them.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        if let Err(e) = self.state.enforcement.reload().await {
+            tracing::warn!(error = %e, "enforcement settings not loaded yet; using the initial mode until the store answers");
+        }
+        let tasks = shutdown.child_token();
+        let refresh = self
+            .state
+            .enforcement
+            .spawn_refresh(self.settings_refresh, tasks.clone());
+        let router = app(self.state);
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        tasks.cancel();
+        if let Err(e) = refresh.await {
+            tracing::error!(error = %e, "settings refresh task failed");
+        }
+        served
+    }
+}
+
+fn authenticator(config: &AuthConfig) -> Result<(Authenticator, Option<String>), BuildError> {
+    let AuthConfig::Jwt {
+        secret,
+        public_keys,
+        settings,
+    } = config
+    else {
+        return Ok((Authenticator::Disabled, None));
+    };
+    let public = public_keys
+        .as_deref()
+        .map(load_public_keys)
+        .transpose()?
+        .unwrap_or_default();
+    if secret.is_none() && public.is_empty() {
+        // Embedded default: a key that lives as long as the process, and one admin token.
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        let token = TokenIssuer::new(&key, settings).mint(&TokenRequest {
+            sub: "admin".into(),
+            roles: vec![crate::auth::ROLE_ADMIN.into()],
+            scopes: Vec::new(),
+            ttl: BOOTSTRAP_TOKEN_TTL,
+        })?;
+        let verifier = JwtVerifier::new(Some(&key), Vec::new(), settings)?;
+        return Ok((Authenticator::Jwt(verifier), Some(token)));
+    }
+    let verifier = JwtVerifier::new(secret.as_deref().map(str::as_bytes), public, settings)?;
+    Ok((Authenticator::Jwt(verifier), None))
+}
+
+/// A state on the embedded store with authentication disabled, for rendering the OpenAPI
+/// document (which does not depend on configuration).
+pub fn spec_state() -> AppState {
+    let store = Arc::new(MemoryStore::new(None));
+    let enforcement = Enforcement::new(store.clone(), crate::decision::Mode::LogOnly);
+    AppState::new(Services {
+        authenticator: Arc::new(Authenticator::Disabled),
+        gatekeeper: Gatekeeper::new(store.clone(), enforcement.clone()),
+        store,
+        enforcement,
+        request_timeout: Duration::from_secs(10),
+    })
+}

@@ -1,0 +1,286 @@
+//! `/v1/sessions` and `/v1/users/{user}/sessions`: claiming, reading, transferring and
+//! releasing session ownership.
+//!
+//! Reads and deletes of one session go through the [`OwnershipLayer`], pinned to ENFORCED:
+//! rollout modes govern chat traffic, never gatehouse's own ownership API (a LOG_ONLY switch
+//! must not let anyone release someone else's session and claim it).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::auth::Principal;
+use crate::decision::Mode;
+use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, require_admin};
+use crate::middleware::{AccessDecision, OwnershipLayer};
+use crate::session_id::{SessionId, check_name};
+use crate::store::{ClaimOutcome, Expected, OwnerChange};
+
+/// Endpoint name under which the session API's own checks are logged.
+pub const SESSIONS_ENDPOINT: &str = "gatehouse.sessions";
+
+/// The session routes; `state` provides the ownership layer's gatekeeper.
+pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let guard = OwnershipLayer::new(
+        state.gatekeeper.clone(),
+        state.authenticator.clone(),
+        SESSIONS_ENDPOINT,
+    )
+    .session_from_path("session_id")
+    .pin_mode(Mode::Enforced);
+    let guarded = OpenApiRouter::new()
+        .routes(routes!(get_session, delete_session))
+        .route_layer(guard);
+    OpenApiRouter::new()
+        .routes(routes!(claim_session))
+        .routes(routes!(put_owner))
+        .routes(routes!(list_user_sessions))
+        .merge(guarded)
+}
+
+/// A session and its owner.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionOwner {
+    /// The session.
+    pub session_id: String,
+    /// Its owner.
+    pub owner: String,
+}
+
+/// Makes the caller the owner of a session that has none.
+///
+/// 201 when the caller became the owner, 200 when it already was, 409 when another user
+/// owns it. Of concurrent claims exactly one gets 201.
+#[utoipa::path(post, path = "/v1/sessions/{session_id}/claim", tag = "sessions",
+    params(("session_id" = String, Path, description = "The session")),
+    responses(
+        (status = 201, description = "Claimed", body = SessionOwner),
+        (status = 200, description = "Already the caller's", body = SessionOwner),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 409, description = "Owned by another user", body = Problem),
+        (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn claim_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(session_id): Path<String>,
+) -> Result<(StatusCode, Json<SessionOwner>), ApiError> {
+    let session = SessionId::parse(&session_id)?;
+    let status = match state.store.claim(&session, &principal.sub).await? {
+        ClaimOutcome::Claimed => StatusCode::CREATED,
+        ClaimOutcome::AlreadyOwned => StatusCode::OK,
+        ClaimOutcome::OwnedByOther(_) => {
+            return Err(ApiError::conflict(
+                "session-owned",
+                format!("session {session} is owned by another user"),
+                json!({ "session_id": session }),
+            ));
+        }
+    };
+    Ok((
+        status,
+        Json(SessionOwner {
+            session_id: session.as_str().to_owned(),
+            owner: principal.sub,
+        }),
+    ))
+}
+
+/// Who owns the session (its owner or an admin; 403 for anyone else).
+#[utoipa::path(get, path = "/v1/sessions/{session_id}", tag = "sessions",
+    params(("session_id" = String, Path, description = "The session")),
+    responses(
+        (status = 200, body = SessionOwner),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem),
+        (status = 404, description = "No owner (admins only; others get 403)", body = Problem),
+        (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn get_session(
+    Extension(access): Extension<AccessDecision>,
+) -> Result<Json<SessionOwner>, ApiError> {
+    match access.owner {
+        Some(owner) => Ok(Json(SessionOwner {
+            session_id: access.session.as_str().to_owned(),
+            owner,
+        })),
+        None => Err(ApiError::NotFound(format!(
+            "session {} has no owner",
+            access.session
+        ))),
+    }
+}
+
+/// Releases the session (its owner or an admin): it has no owner afterwards.
+#[utoipa::path(delete, path = "/v1/sessions/{session_id}", tag = "sessions",
+    params(("session_id" = String, Path, description = "The session")),
+    responses(
+        (status = 204, description = "Released"),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem),
+        (status = 404, description = "No owner (admins only)", body = Problem),
+        (status = 409, description = "The owner changed meanwhile", body = Problem),
+        (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn delete_session(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(access): Extension<AccessDecision>,
+) -> Result<StatusCode, ApiError> {
+    // Admins release whatever is there; an owner only what is still theirs.
+    let expected = if principal.is_admin() {
+        Expected::Any
+    } else {
+        Expected::Owner(principal.sub.clone())
+    };
+    match state.store.release(&access.session, &expected).await? {
+        OwnerChange::Done { previous: Some(_) } => Ok(StatusCode::NO_CONTENT),
+        OwnerChange::Done { previous: None } => Err(ApiError::NotFound(format!(
+            "session {} has no owner",
+            access.session
+        ))),
+        OwnerChange::Mismatch { .. } => Err(ApiError::conflict(
+            "owner-mismatch",
+            "the session's owner changed meanwhile; nothing was released",
+            json!({ "session_id": access.session }),
+        )),
+    }
+}
+
+/// Body of `PUT /v1/sessions/{session_id}/owner`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutOwner {
+    /// The new owner.
+    pub owner: String,
+    /// Transfer only if this is the current owner (compare-and-set; 409 otherwise).
+    #[serde(default)]
+    pub expected_owner: Option<String>,
+}
+
+/// The result of a transfer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OwnerTransferred {
+    /// The session.
+    pub session_id: String,
+    /// Its owner now.
+    pub owner: String,
+    /// Its owner before (absent: it had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_owner: Option<String>,
+}
+
+/// Sets the owner of a session (admin or `gatehouse:admin`).
+#[utoipa::path(put, path = "/v1/sessions/{session_id}/owner", tag = "sessions",
+    params(("session_id" = String, Path, description = "The session")),
+    request_body = PutOwner,
+    responses(
+        (status = 200, body = OwnerTransferred),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem),
+        (status = 409, description = "`expected_owner` is not the owner (`current_owner` says who is)", body = Problem),
+        (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn put_owner(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(session_id): Path<String>,
+    JsonBody(body): JsonBody<PutOwner>,
+) -> Result<Json<OwnerTransferred>, ApiError> {
+    require_admin(&principal)?;
+    let session = SessionId::parse(&session_id)?;
+    check_name("owner", &body.owner)?;
+    let expected = match body.expected_owner {
+        Some(owner) => {
+            check_name("expected_owner", &owner)?;
+            Expected::Owner(owner)
+        }
+        None => Expected::Any,
+    };
+    match state
+        .store
+        .set_owner(&session, &body.owner, &expected)
+        .await?
+    {
+        OwnerChange::Done { previous } => {
+            tracing::info!(actor = %principal.sub, session_id = %session, owner = %body.owner, previous = previous.as_deref(), "session owner set");
+            Ok(Json(OwnerTransferred {
+                session_id: session.as_str().to_owned(),
+                owner: body.owner,
+                previous_owner: previous,
+            }))
+        }
+        OwnerChange::Mismatch { actual } => Err(ApiError::conflict(
+            "owner-mismatch",
+            "expected_owner is not the session's owner; nothing changed",
+            json!({ "session_id": session, "current_owner": actual }),
+        )),
+    }
+}
+
+/// Query of `GET /v1/users/{user}/sessions`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Sessions per page (1-1000, default 100).
+    pub limit: Option<usize>,
+}
+
+/// A page of a user's sessions.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserSessions {
+    /// The user.
+    pub user: String,
+    /// Session ids (in no particular order).
+    pub sessions: Vec<String>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// The sessions a user owns (the user or an admin).
+#[utoipa::path(get, path = "/v1/users/{user}/sessions", tag = "sessions",
+    params(("user" = String, Path, description = "The user"), PageQuery),
+    responses(
+        (status = 200, body = UserSessions),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn list_user_sessions(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(user): Path<String>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<UserSessions>, ApiError> {
+    check_name("user", &user)?;
+    if user != principal.sub && !principal.is_admin() {
+        return Err(ApiError::Forbidden(
+            "only the user or an admin may list a user's sessions".into(),
+        ));
+    }
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::InvalidRequest("limit must be 1-1000".into()));
+    }
+    let page = state
+        .store
+        .user_sessions(&user, query.cursor.as_deref(), limit)
+        .await?;
+    Ok(Json(UserSessions {
+        user,
+        sessions: page.sessions,
+        next_cursor: page.next_cursor,
+    }))
+}

@@ -1,0 +1,61 @@
+//! Redis key names (DESIGN §4), configurable so gatehouse can sit on an existing deployment.
+
+/// Where each piece of state lives in Redis.
+///
+/// Owner and index keys keep the legacy names by default. Settings and history share the hash
+/// tag `{enforcement}` so that the Lua script that updates both stays in one Redis Cluster slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySchema {
+    /// Prefix of the owner keys: `chat_session_owner:` + session id → owner.
+    pub owner_prefix: String,
+    /// Prefix of the per-user index sets: `user_chat_sessions:` + user → set of session ids.
+    pub user_sessions_prefix: String,
+    /// Prefix of everything else gatehouse keeps (`gatehouse:`).
+    pub prefix: String,
+}
+
+impl Default for KeySchema {
+    fn default() -> Self {
+        Self {
+            owner_prefix: "chat_session_owner:".into(),
+            user_sessions_prefix: "user_chat_sessions:".into(),
+            prefix: "gatehouse:".into(),
+        }
+    }
+}
+
+impl KeySchema {
+    /// The owner key of a session.
+    pub fn owner(&self, session_id: &str) -> String {
+        format!("{}{}", self.owner_prefix, session_id)
+    }
+
+    /// The index set of a user's sessions.
+    pub fn user_sessions(&self, user: &str) -> String {
+        format!("{}{}", self.user_sessions_prefix, user)
+    }
+
+    /// The enforcement settings hash (fields `version` and `settings`).
+    pub fn settings(&self) -> String {
+        format!("{}{{enforcement}}", self.prefix)
+    }
+
+    /// The settings history, a sorted set of JSON entries scored by version.
+    pub fn history(&self) -> String {
+        format!("{}{{enforcement}}:history", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_legacy_names() {
+        let k = KeySchema::default();
+        assert_eq!(k.owner("s1"), "chat_session_owner:s1");
+        assert_eq!(k.user_sessions("admin"), "user_chat_sessions:admin");
+        assert_eq!(k.settings(), "gatehouse:{enforcement}");
+        assert_eq!(k.history(), "gatehouse:{enforcement}:history");
+    }
+}

@@ -1,0 +1,231 @@
+//! The embedded in-memory store: the default for `cargo run` without `REDIS_URL`.
+//!
+//! Same contract as the Redis adapter (the contract suite runs against both); state lives as
+//! long as the process. Locks are never held across an `.await`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{
+    ClaimOutcome, Expected, OwnerChange, OwnershipStore, SaveOutcome, SessionPage, SettingsStore,
+    StoreError,
+};
+use crate::enforcement::{EnforcementSettings, HistoryEntry};
+use crate::session_id::SessionId;
+
+/// Cursor prefix, so a Redis cursor handed to this store is refused rather than misread.
+const CURSOR_PREFIX: &str = "m:";
+
+#[derive(Default)]
+struct Owners {
+    owners: HashMap<String, (String, Option<Instant>)>,
+    index: HashMap<String, BTreeSet<String>>,
+}
+
+impl Owners {
+    fn get(&self, session: &str) -> Option<&str> {
+        match self.owners.get(session) {
+            Some((owner, expires)) if expires.is_none_or(|at| at > Instant::now()) => Some(owner),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, session: &str, owner: &str, ttl: Option<Duration>) {
+        let expires = ttl.map(|ttl| Instant::now() + ttl);
+        if let Some((old, _)) = self
+            .owners
+            .insert(session.to_owned(), (owner.to_owned(), expires))
+        {
+            self.unindex(&old, session);
+        }
+        self.index
+            .entry(owner.to_owned())
+            .or_default()
+            .insert(session.to_owned());
+    }
+
+    fn remove(&mut self, session: &str) {
+        if let Some((old, _)) = self.owners.remove(session) {
+            self.unindex(&old, session);
+        }
+    }
+
+    fn unindex(&mut self, owner: &str, session: &str) {
+        if let Some(set) = self.index.get_mut(owner) {
+            set.remove(session);
+            if set.is_empty() {
+                self.index.remove(owner);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Settings {
+    current: Option<EnforcementSettings>,
+    history: Vec<HistoryEntry>,
+}
+
+/// In-process implementation of both store ports.
+#[derive(Default)]
+pub struct MemoryStore {
+    owners: Mutex<Owners>,
+    settings: Mutex<Settings>,
+    owner_ttl: Option<Duration>,
+}
+
+impl MemoryStore {
+    /// An empty store; owner entries expire after `owner_ttl` when given (persistent otherwise).
+    pub fn new(owner_ttl: Option<Duration>) -> Self {
+        Self {
+            owner_ttl,
+            ..Self::default()
+        }
+    }
+
+    fn owners(&self) -> MutexGuard<'_, Owners> {
+        // A poisoned lock only means another thread panicked mid-update of plain maps; the
+        // maps are still valid, so carry on rather than take the service down.
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn settings(&self) -> MutexGuard<'_, Settings> {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl OwnershipStore for MemoryStore {
+    async fn owner(&self, session: &SessionId) -> Result<Option<String>, StoreError> {
+        Ok(self.owners().get(session.as_str()).map(str::to_owned))
+    }
+
+    async fn owners(&self, sessions: &[SessionId]) -> Result<Vec<Option<String>>, StoreError> {
+        let owners = self.owners();
+        Ok(sessions
+            .iter()
+            .map(|s| owners.get(s.as_str()).map(str::to_owned))
+            .collect())
+    }
+
+    async fn claim(&self, session: &SessionId, user: &str) -> Result<ClaimOutcome, StoreError> {
+        let mut owners = self.owners();
+        Ok(match owners.get(session.as_str()) {
+            Some(owner) if owner == user => ClaimOutcome::AlreadyOwned,
+            Some(owner) => ClaimOutcome::OwnedByOther(owner.to_owned()),
+            None => {
+                owners.put(session.as_str(), user, self.owner_ttl);
+                ClaimOutcome::Claimed
+            }
+        })
+    }
+
+    async fn set_owner(
+        &self,
+        session: &SessionId,
+        owner: &str,
+        expected: &Expected,
+    ) -> Result<OwnerChange, StoreError> {
+        let mut owners = self.owners();
+        let current = owners.get(session.as_str()).map(str::to_owned);
+        if !expected.matches(current.as_deref()) {
+            return Ok(OwnerChange::Mismatch { actual: current });
+        }
+        owners.put(session.as_str(), owner, self.owner_ttl);
+        Ok(OwnerChange::Done { previous: current })
+    }
+
+    async fn release(
+        &self,
+        session: &SessionId,
+        expected: &Expected,
+    ) -> Result<OwnerChange, StoreError> {
+        let mut owners = self.owners();
+        let current = owners.get(session.as_str()).map(str::to_owned);
+        if !expected.matches(current.as_deref()) {
+            return Ok(OwnerChange::Mismatch { actual: current });
+        }
+        owners.remove(session.as_str());
+        Ok(OwnerChange::Done { previous: current })
+    }
+
+    async fn user_sessions(
+        &self,
+        user: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionPage, StoreError> {
+        let after = match cursor {
+            None => None,
+            Some(c) => Some(
+                c.strip_prefix(CURSOR_PREFIX)
+                    .filter(|id| SessionId::parse(id).is_ok())
+                    .ok_or(StoreError::InvalidCursor)?,
+            ),
+        };
+        let owners = self.owners();
+        let Some(set) = owners.index.get(user) else {
+            return Ok(SessionPage {
+                sessions: Vec::new(),
+                next_cursor: None,
+            });
+        };
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
+        let mut rest = set.range((start, Bound::Unbounded));
+        let sessions: Vec<String> = rest.by_ref().take(limit).cloned().collect();
+        let next_cursor = match (rest.next(), sessions.last()) {
+            (Some(_), Some(last)) => Some(format!("{CURSOR_PREFIX}{last}")),
+            _ => None,
+        };
+        Ok(SessionPage {
+            sessions,
+            next_cursor,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SettingsStore for MemoryStore {
+    async fn load_settings(&self) -> Result<Option<EnforcementSettings>, StoreError> {
+        Ok(self.settings().current.clone())
+    }
+
+    async fn save_settings(
+        &self,
+        next: &EnforcementSettings,
+        entry: &HistoryEntry,
+    ) -> Result<SaveOutcome, StoreError> {
+        let mut settings = self.settings();
+        let current = settings.current.as_ref().map_or(0, |s| s.version);
+        if next.version != current + 1 {
+            return Ok(SaveOutcome::VersionConflict { current });
+        }
+        settings.current = Some(next.clone());
+        settings.history.push(entry.clone());
+        Ok(SaveOutcome::Saved)
+    }
+
+    async fn history(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let settings = self.settings();
+        Ok(settings
+            .history
+            .iter()
+            .rev()
+            .filter(|e| before.is_none_or(|b| e.version < b))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}

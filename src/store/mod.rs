@@ -1,0 +1,172 @@
+//! The store port: what gatehouse needs from its storage, and the two adapters.
+//!
+//! [`OwnershipStore`] holds who owns which session (DESIGN §4); [`SettingsStore`] holds the
+//! versioned enforcement settings and their history. [`RedisStore`] is the production adapter
+//! and [`MemoryStore`] the embedded default; both pass the same contract suite
+//! (`tests/integration/store_contract.rs`). Capabilities call these traits, never Redis.
+
+mod keys;
+mod memory;
+mod redis;
+
+use async_trait::async_trait;
+
+use crate::enforcement::{EnforcementSettings, HistoryEntry};
+use crate::session_id::SessionId;
+
+pub use self::keys::KeySchema;
+pub use self::memory::MemoryStore;
+pub use self::redis::{RedisOptions, RedisStore};
+
+/// Why a store call failed. Both variants are the store's fault, never the caller's.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with data gatehouse cannot read.
+    #[error("unexpected data in store: {0}")]
+    Corrupt(String),
+    /// A paging cursor this store did not hand out (the caller's fault: a 400).
+    #[error("invalid cursor: pass back the next_cursor of the previous page")]
+    InvalidCursor,
+}
+
+/// What a claim did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The session had no owner; the claimant is now its owner.
+    Claimed,
+    /// The claimant already owned the session; nothing changed.
+    AlreadyOwned,
+    /// Another user owns the session; nothing changed.
+    OwnedByOther(String),
+}
+
+/// A condition on the current owner for a compare-and-set write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expected {
+    /// Write whatever the current owner is.
+    Any,
+    /// Write only if this user is the current owner.
+    Owner(String),
+}
+
+impl Expected {
+    fn matches(&self, current: Option<&str>) -> bool {
+        match self {
+            Expected::Any => true,
+            Expected::Owner(expected) => current == Some(expected.as_str()),
+        }
+    }
+}
+
+/// What a compare-and-set write of an owner did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerChange {
+    /// Done; the session's owner before the write.
+    Done {
+        /// The owner before (None: the session had none).
+        previous: Option<String>,
+    },
+    /// The condition did not hold; nothing changed.
+    Mismatch {
+        /// The owner found instead.
+        actual: Option<String>,
+    },
+}
+
+/// One page of a user's sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPage {
+    /// Session ids on this page.
+    pub sessions: Vec<String>,
+    /// Opaque cursor for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Who owns which chat session.
+///
+/// Owner keys are the source of truth; the per-user index is secondary (it is updated after
+/// the owner key and can be rebuilt from the owner keys).
+#[async_trait]
+pub trait OwnershipStore: Send + Sync + 'static {
+    /// The session's owner, if it has one.
+    async fn owner(&self, session: &SessionId) -> Result<Option<String>, StoreError>;
+
+    /// The owners of several sessions, in order, in one round trip.
+    async fn owners(&self, sessions: &[SessionId]) -> Result<Vec<Option<String>>, StoreError>;
+
+    /// Makes `user` the owner if the session has none (`SET NX`: of concurrent claims exactly
+    /// one wins).
+    async fn claim(&self, session: &SessionId, user: &str) -> Result<ClaimOutcome, StoreError>;
+
+    /// Sets the owner to `owner` if the current owner matches `expected` (atomic).
+    async fn set_owner(
+        &self,
+        session: &SessionId,
+        owner: &str,
+        expected: &Expected,
+    ) -> Result<OwnerChange, StoreError>;
+
+    /// Removes the owner if it matches `expected` (atomic). `previous` is `None` when the
+    /// session had no owner to remove.
+    async fn release(
+        &self,
+        session: &SessionId,
+        expected: &Expected,
+    ) -> Result<OwnerChange, StoreError>;
+
+    /// A page of at most `limit` of the sessions `user` owns, from the per-user index.
+    ///
+    /// Paging follows `SSCAN` semantics: a session owned throughout the paging is returned;
+    /// one added or removed meanwhile may or may not be.
+    async fn user_sessions(
+        &self,
+        user: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionPage, StoreError>;
+
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// What saving a settings change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// Saved, and the history entry appended.
+    Saved,
+    /// The stored version was not the expected one; nothing changed.
+    VersionConflict {
+        /// The version found in the store.
+        current: u64,
+    },
+}
+
+/// The versioned enforcement settings and their history.
+#[async_trait]
+pub trait SettingsStore: Send + Sync + 'static {
+    /// The saved settings, or `None` when no change was ever saved.
+    async fn load_settings(&self) -> Result<Option<EnforcementSettings>, StoreError>;
+
+    /// Saves `next` if the stored version is `next.version - 1` (0 when nothing is stored),
+    /// and appends `entry` to the history, atomically.
+    async fn save_settings(
+        &self,
+        next: &EnforcementSettings,
+        entry: &HistoryEntry,
+    ) -> Result<SaveOutcome, StoreError>;
+
+    /// History entries newest first, with versions below `before` when given.
+    async fn history(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
+}
+
+/// A store that provides both ports: what the service runs on.
+pub trait Store: OwnershipStore + SettingsStore {}
+
+impl<T: OwnershipStore + SettingsStore> Store for T {}

@@ -1,0 +1,398 @@
+//! The Redis adapter: legacy-compatible keys, `SET NX` claims, Lua compare-and-set.
+//!
+//! Connections are redis-rs [`ConnectionManager`]s: multiplexed (concurrent requests share a
+//! connection and are pipelined on it) and reconnecting on their own after an outage. A small
+//! fixed set is used round-robin instead of a checkout pool, because a pool that pings on every
+//! checkout (deadpool-redis does) doubles the round trips of the one `GET` a check needs.
+//!
+//! Every call is bounded by the configured timeout, so a paused or unreachable Redis turns
+//! into [`StoreError::Unavailable`] quickly, never into a hung request. Scripts touch one key
+//! (or keys sharing a hash tag), so they are Redis Cluster safe.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+use super::{
+    ClaimOutcome, Expected, KeySchema, OwnerChange, OwnershipStore, SaveOutcome, SessionPage,
+    SettingsStore, StoreError,
+};
+use crate::enforcement::{EnforcementSettings, HistoryEntry};
+use crate::session_id::SessionId;
+
+/// How to reach Redis and lay out keys.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://` or `rediss://` URL.
+    pub url: String,
+    /// Number of multiplexed connections used round-robin.
+    pub connections: usize,
+    /// Bound on every store call (connect included).
+    pub timeout: Duration,
+    /// TTL given to owner keys; `None` (the default) keeps ownership persistent.
+    pub owner_ttl: Option<Duration>,
+    /// Key names.
+    pub keys: KeySchema,
+}
+
+/// Sets the owner if the current one matches. KEYS[1] owner key; ARGV: new owner, check flag,
+/// expected owner, TTL in ms (0: none). Returns {1, previous} or {0, actual}.
+const SET_OWNER: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if ARGV[2] == '1' and cur ~= ARGV[3] then return {0, cur} end
+if ARGV[4] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return {1, cur}
+";
+
+/// Deletes the owner if it matches. KEYS[1] owner key; ARGV: check flag, expected owner.
+/// Returns {1, previous} or {0, actual}.
+const RELEASE: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' and cur ~= ARGV[2] then return {0, cur} end
+if cur then redis.call('DEL', KEYS[1]) end
+return {1, cur}
+";
+
+/// Saves settings if the stored version is one below the new one, and appends the history
+/// entry. KEYS: settings hash, history zset; ARGV: new version, settings JSON, entry JSON.
+/// Returns -1 when saved, else the stored version.
+const SAVE_SETTINGS: &str = r"
+local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if cur + 1 ~= tonumber(ARGV[1]) then return cur end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'settings', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
+return -1
+";
+
+/// A claim that keeps losing to concurrent releases gives up after this many rounds.
+const CLAIM_ATTEMPTS: usize = 5;
+
+/// Production adapter for both store ports.
+pub struct RedisStore {
+    connections: Vec<ConnectionManager>,
+    next: AtomicUsize,
+    keys: KeySchema,
+    owner_ttl: Option<Duration>,
+    timeout: Duration,
+    set_owner: Script,
+    release: Script,
+    save_settings: Script,
+}
+
+impl RedisStore {
+    /// Prepares the connections without waiting for Redis: it may be down at start, and
+    /// gatehouse then reports not-ready until it answers. Must run inside a Tokio runtime.
+    pub fn connect(options: &RedisOptions) -> Result<Self, StoreError> {
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(options.timeout);
+        let connections = (0..options.connections.max(1))
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
+        Ok(Self {
+            connections,
+            next: AtomicUsize::new(0),
+            keys: options.keys.clone(),
+            owner_ttl: options.owner_ttl,
+            timeout: options.timeout,
+            set_owner: Script::new(SET_OWNER),
+            release: Script::new(RELEASE),
+            save_settings: Script::new(SAVE_SETTINGS),
+        })
+    }
+
+    /// The key names in use.
+    pub fn keys(&self) -> &KeySchema {
+        &self.keys
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        self.connections[i].clone()
+    }
+
+    /// Runs one store call under the timeout.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    fn ttl_millis(&self) -> u64 {
+        self.owner_ttl
+            .map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Moves `session` from `previous`'s index set to `owner`'s. The owner key is already
+    /// written; the index is secondary, so a failure here is logged, not returned.
+    async fn reindex(&self, session: &str, previous: Option<&str>, owner: Option<&str>) {
+        let mut pipe = redis::pipe();
+        if let Some(previous) = previous.filter(|p| Some(*p) != owner) {
+            pipe.srem(self.keys.user_sessions(previous), session)
+                .ignore();
+        }
+        if let Some(owner) = owner {
+            pipe.sadd(self.keys.user_sessions(owner), session).ignore();
+        }
+        let mut conn = self.conn();
+        if let Err(e) = self.bounded(pipe.query_async::<()>(&mut conn)).await {
+            tracing::warn!(session_id = session, error = %e, "user index not updated; `gatehouse migrate` rebuilds it");
+        }
+    }
+}
+
+fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn expected_args(expected: &Expected) -> (&'static str, &str) {
+    match expected {
+        Expected::Any => ("0", ""),
+        Expected::Owner(owner) => ("1", owner.as_str()),
+    }
+}
+
+fn owner_change(reply: (i64, Option<String>)) -> OwnerChange {
+    match reply {
+        (1, previous) => OwnerChange::Done { previous },
+        (_, actual) => OwnerChange::Mismatch { actual },
+    }
+}
+
+/// Reads one SSCAN batch as (next cursor, members).
+fn scan_reply(value: Value) -> Result<(u64, Vec<String>), StoreError> {
+    redis::from_redis_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[async_trait]
+impl OwnershipStore for RedisStore {
+    async fn owner(&self, session: &SessionId) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        let cmd = redis::cmd("GET")
+            .arg(self.keys.owner(session.as_str()))
+            .clone();
+        self.bounded(cmd.query_async(&mut conn)).await
+    }
+
+    async fn owners(&self, sessions: &[SessionId]) -> Result<Vec<Option<String>>, StoreError> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One GET per key in a pipeline rather than MGET: keys of different sessions may live
+        // in different Cluster slots.
+        let mut pipe = redis::pipe();
+        for session in sessions {
+            pipe.get(self.keys.owner(session.as_str()));
+        }
+        let mut conn = self.conn();
+        self.bounded(pipe.query_async(&mut conn)).await
+    }
+
+    async fn claim(&self, session: &SessionId, user: &str) -> Result<ClaimOutcome, StoreError> {
+        let key = self.keys.owner(session.as_str());
+        for _ in 0..CLAIM_ATTEMPTS {
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(user).arg("NX");
+            if let Some(ttl) = self.owner_ttl {
+                set.arg("PX")
+                    .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+            }
+            let mut pipe = redis::pipe();
+            pipe.add_command(set).get(&key);
+            let mut conn = self.conn();
+            let (set, current): (Option<String>, Option<String>) =
+                self.bounded(pipe.query_async(&mut conn)).await?;
+            match (set, current) {
+                (Some(_), _) => {
+                    self.reindex(session.as_str(), None, Some(user)).await;
+                    return Ok(ClaimOutcome::Claimed);
+                }
+                (None, Some(owner)) if owner == user => return Ok(ClaimOutcome::AlreadyOwned),
+                (None, Some(owner)) => return Ok(ClaimOutcome::OwnedByOther(owner)),
+                // Released between our SET and GET: try again.
+                (None, None) => continue,
+            }
+        }
+        Err(StoreError::Unavailable(
+            "claim kept racing with releases".into(),
+        ))
+    }
+
+    async fn set_owner(
+        &self,
+        session: &SessionId,
+        owner: &str,
+        expected: &Expected,
+    ) -> Result<OwnerChange, StoreError> {
+        let (check, expected_owner) = expected_args(expected);
+        let mut invocation = self.set_owner.key(self.keys.owner(session.as_str()));
+        invocation
+            .arg(owner)
+            .arg(check)
+            .arg(expected_owner)
+            .arg(self.ttl_millis());
+        let mut conn = self.conn();
+        let change = owner_change(self.bounded(invocation.invoke_async(&mut conn)).await?);
+        if let OwnerChange::Done { previous } = &change {
+            self.reindex(session.as_str(), previous.as_deref(), Some(owner))
+                .await;
+        }
+        Ok(change)
+    }
+
+    async fn release(
+        &self,
+        session: &SessionId,
+        expected: &Expected,
+    ) -> Result<OwnerChange, StoreError> {
+        let (check, expected_owner) = expected_args(expected);
+        let mut invocation = self.release.key(self.keys.owner(session.as_str()));
+        invocation.arg(check).arg(expected_owner);
+        let mut conn = self.conn();
+        let change = owner_change(self.bounded(invocation.invoke_async(&mut conn)).await?);
+        if let OwnerChange::Done {
+            previous: Some(previous),
+        } = &change
+        {
+            self.reindex(session.as_str(), Some(previous), None).await;
+        }
+        Ok(change)
+    }
+
+    async fn user_sessions(
+        &self,
+        user: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionPage, StoreError> {
+        // The cursor is `{sscan cursor}:{members of that batch already returned}`, so a page
+        // can end in the middle of a batch and `limit` is exact.
+        let (mut scan, mut skip) = match cursor {
+            None => (0u64, 0usize),
+            Some(raw) => raw
+                .split_once(':')
+                .and_then(|(s, k)| Some((s.parse().ok()?, k.parse().ok()?)))
+                .ok_or(StoreError::InvalidCursor)?,
+        };
+        let key = self.keys.user_sessions(user);
+        let mut sessions = Vec::with_capacity(limit);
+        loop {
+            let mut conn = self.conn();
+            let cmd = redis::cmd("SSCAN")
+                .arg(&key)
+                .arg(scan)
+                .arg("COUNT")
+                .arg(limit.max(10))
+                .clone();
+            let (next, batch) = scan_reply(self.bounded(cmd.query_async(&mut conn)).await?)?;
+            let batch_len = batch.len();
+            let wanted = limit - sessions.len();
+            let taken = batch_len.saturating_sub(skip).min(wanted);
+            sessions.extend(batch.into_iter().skip(skip).take(taken));
+            if skip + taken < batch_len {
+                let next_cursor = Some(format!("{scan}:{}", skip + taken));
+                return Ok(SessionPage {
+                    sessions,
+                    next_cursor,
+                });
+            }
+            if next == 0 {
+                return Ok(SessionPage {
+                    sessions,
+                    next_cursor: None,
+                });
+            }
+            (scan, skip) = (next, 0);
+            if sessions.len() == limit {
+                return Ok(SessionPage {
+                    sessions,
+                    next_cursor: Some(format!("{scan}:0")),
+                });
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let cmd = redis::cmd("PING");
+        self.bounded(cmd.query_async::<String>(&mut conn))
+            .await
+            .map(drop)
+    }
+}
+
+#[async_trait]
+impl SettingsStore for RedisStore {
+    async fn load_settings(&self) -> Result<Option<EnforcementSettings>, StoreError> {
+        let mut conn = self.conn();
+        let cmd = redis::cmd("HGET")
+            .arg(self.keys.settings())
+            .arg("settings")
+            .clone();
+        let raw: Option<String> = self.bounded(cmd.query_async(&mut conn)).await?;
+        raw.map(|json| serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    async fn save_settings(
+        &self,
+        next: &EnforcementSettings,
+        entry: &HistoryEntry,
+    ) -> Result<SaveOutcome, StoreError> {
+        let settings =
+            serde_json::to_string(next).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let entry = serde_json::to_string(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut invocation = self.save_settings.key(self.keys.settings());
+        invocation
+            .key(self.keys.history())
+            .arg(next.version)
+            .arg(settings)
+            .arg(entry);
+        let mut conn = self.conn();
+        let reply: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(match u64::try_from(reply) {
+            Ok(current) => SaveOutcome::VersionConflict { current },
+            Err(_) => SaveOutcome::Saved,
+        })
+    }
+
+    async fn history(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let max = before.map_or_else(|| "+inf".to_owned(), |b| format!("({b}"));
+        let mut conn = self.conn();
+        let cmd = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(self.keys.history())
+            .arg(max)
+            .arg("-inf")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .clone();
+        let raw: Vec<String> = self.bounded(cmd.query_async(&mut conn)).await?;
+        raw.iter()
+            .map(|json| serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
+    }
+}
