@@ -12,9 +12,14 @@ use utoipa::ToSchema;
 pub struct Timestamp(SystemTime);
 
 impl Timestamp {
-    /// The current time.
+    /// The current time, truncated to the millisecond (the precision it is written with, so
+    /// a timestamp survives a round trip through JSON unchanged).
     pub fn now() -> Self {
-        Self(SystemTime::now())
+        Self(SystemTime::now()).truncated()
+    }
+
+    fn truncated(self) -> Self {
+        Self::from_unix_millis(self.unix_millis())
     }
 
     /// Milliseconds since the Unix epoch (0 for earlier times).

@@ -13,8 +13,9 @@ pub const MAX_JSON_BODY: usize = 256 * 1024;
 
 /// A JSON request body.
 ///
-/// Unlike `axum::Json`, a body without `Content-Type` is accepted (curl users forget it); one
-/// declared as something else is a 415. Malformed JSON, missing and unknown fields are 400s
+/// Unlike `axum::Json`, a body without `Content-Type`, or with curl's default
+/// `application/x-www-form-urlencoded`, is read as JSON (operators type `curl -d '{...}'`); one
+/// declared as anything else is a 415. Malformed JSON, missing and unknown fields are 400s
 /// whose detail is serde's message (with line and column).
 pub struct JsonBody<T>(pub T);
 
@@ -35,7 +36,12 @@ where
                 .unwrap_or("")
                 .trim()
                 .to_ascii_lowercase();
-            if essence != "application/json" && !essence.ends_with("+json") {
+            // curl -d sends application/x-www-form-urlencoded unless told otherwise: read it
+            // as JSON rather than make every operator add a header.
+            let json_like = essence == "application/json"
+                || essence.ends_with("+json")
+                || essence == "application/x-www-form-urlencoded";
+            if !json_like {
                 return Err(ApiError::UnsupportedMediaType);
             }
         }

@@ -52,5 +52,5 @@ pub(super) fn routes(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
     let json = Json(spec.clone());
     Router::new()
         .route("/openapi.json", get(move || async move { json.clone() }))
-        .merge(Scalar::with_url("/docs", spec))
+        .merge(Scalar::with_url("/docs", spec).title("gatehouse API"))
 }

@@ -130,11 +130,31 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "no answer within {:?}",
-                self.timeout
-            ))),
+            Err(_) => Err(self.timed_out()),
         }
+    }
+
+    /// Runs a read-only call, once more on another connection if the first one turns out to
+    /// be dead (after a Redis restart each idle connection finds out on its next use; a read
+    /// is safe to repeat). A timeout is not retried: it already took the whole budget.
+    async fn read<T, Fut>(&self, call: impl Fn(ConnectionManager) -> Fut) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        match tokio::time::timeout(self.timeout, call(self.conn())).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e))
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() =>
+            {
+                self.bounded(call(self.conn())).await
+            }
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    fn timed_out(&self) -> StoreError {
+        StoreError::Unavailable(format!("no answer within {:?}", self.timeout))
     }
 
     fn ttl_millis(&self) -> u64 {
@@ -203,8 +223,11 @@ impl OwnershipStore for RedisStore {
         for session in sessions {
             pipe.get(self.keys.owner(session.as_str()));
         }
-        let mut conn = self.conn();
-        self.bounded(pipe.query_async(&mut conn)).await
+        self.read(|mut conn| {
+            let pipe = &pipe;
+            async move { pipe.query_async(&mut conn).await }
+        })
+        .await
     }
 
     async fn claim(&self, session: &SessionId, user: &str) -> Result<ClaimOutcome, StoreError> {
@@ -296,14 +319,19 @@ impl OwnershipStore for RedisStore {
         let key = self.keys.user_sessions(user);
         let mut sessions = Vec::with_capacity(limit);
         loop {
-            let mut conn = self.conn();
             let cmd = redis::cmd("SSCAN")
                 .arg(&key)
                 .arg(scan)
                 .arg("COUNT")
                 .arg(limit.max(10))
                 .clone();
-            let (next, batch) = scan_reply(self.bounded(cmd.query_async(&mut conn)).await?)?;
+            let reply = self
+                .read(|mut conn| {
+                    let cmd = &cmd;
+                    async move { cmd.query_async(&mut conn).await }
+                })
+                .await?;
+            let (next, batch) = scan_reply(reply)?;
             let batch_len = batch.len();
             let wanted = limit - sessions.len();
             let taken = batch_len.saturating_sub(skip).min(wanted);
@@ -331,11 +359,20 @@ impl OwnershipStore for RedisStore {
         }
     }
 
+    /// Pings every connection, so that "ready" means each of them works (and a dead one
+    /// starts reconnecting now rather than on a request).
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let cmd = redis::cmd("PING");
-        self.bounded(cmd.query_async::<String>(&mut conn))
+        let pings = self.connections.iter().map(|conn| {
+            let mut conn = conn.clone();
+            async move {
+                self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+                    .await
+            }
+        });
+        futures_util::future::join_all(pings)
             .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
             .map(drop)
     }
 }
@@ -343,12 +380,16 @@ impl OwnershipStore for RedisStore {
 #[async_trait]
 impl SettingsStore for RedisStore {
     async fn load_settings(&self) -> Result<Option<EnforcementSettings>, StoreError> {
-        let mut conn = self.conn();
         let cmd = redis::cmd("HGET")
             .arg(self.keys.settings())
             .arg("settings")
             .clone();
-        let raw: Option<String> = self.bounded(cmd.query_async(&mut conn)).await?;
+        let raw: Option<String> = self
+            .read(|mut conn| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await?;
         raw.map(|json| serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()
     }
@@ -381,7 +422,6 @@ impl SettingsStore for RedisStore {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         let max = before.map_or_else(|| "+inf".to_owned(), |b| format!("({b}"));
-        let mut conn = self.conn();
         let cmd = redis::cmd("ZREVRANGEBYSCORE")
             .arg(self.keys.history())
             .arg(max)
@@ -390,7 +430,12 @@ impl SettingsStore for RedisStore {
             .arg(0)
             .arg(limit)
             .clone();
-        let raw: Vec<String> = self.bounded(cmd.query_async(&mut conn)).await?;
+        let raw: Vec<String> = self
+            .read(|mut conn| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await?;
         raw.iter()
             .map(|json| serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect()

@@ -1,0 +1,19 @@
+//! Black-box tests: gatehouse served on real sockets, against a real `redis-server` and the
+//! embedded store. One test binary (link once); the harness is in `tests/common/`.
+
+mod common;
+
+#[path = "integration/binary.rs"]
+mod binary;
+#[path = "integration/enforcement.rs"]
+mod enforcement;
+#[path = "integration/openapi.rs"]
+mod openapi;
+#[path = "integration/outage.rs"]
+mod outage;
+#[path = "integration/sessions.rs"]
+mod sessions;
+#[path = "integration/store_contract.rs"]
+mod store_contract;
+#[path = "integration/validate.rs"]
+mod validate;

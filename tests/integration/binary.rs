@@ -1,0 +1,206 @@
+//! The real `gatehouse` binary: the embedded default prints a working admin token, and with
+//! `REDIS_URL` ownership survives a restart, without TTLs.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::common::{Backend, SECRET, eventually, free_port};
+
+/// A running `gatehouse` process; killed on drop.
+struct Process {
+    child: Child,
+    base: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Process {
+    fn start(env: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("GATEHOUSE_") || key == "REDIS_URL" {
+                command.env_remove(key);
+            }
+        }
+        command
+            .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("the binary starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            stderr: rx,
+        }
+    }
+
+    /// The first stderr line that looks like a JWT.
+    fn printed_token(&self) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.starts_with("ey") && line.split('.').count() == 3 => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no admin token printed on stderr within 20s");
+    }
+
+    async fn wait_ready(&self, http: &reqwest::Client) {
+        eventually(
+            Duration::from_secs(20),
+            "the binary to be ready",
+            || async {
+                let reply = http
+                    .get(format!("{}/readyz", self.base))
+                    .send()
+                    .await
+                    .ok()?;
+                (reply.status() == 200).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// SIGTERM, and the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("the binary exits")
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn embedded_default_prints_a_working_admin_token() {
+    let process = Process::start(&[]);
+    let token = process.printed_token();
+    let http = reqwest::Client::new();
+    process.wait_ready(&http).await;
+    let reply = http
+        .get(format!("{}/v1/enforcement", process.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let claim = http
+        .post(format!("{}/v1/sessions/s1/claim", process.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(claim.status(), 201);
+    let status = process.terminate();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+#[tokio::test]
+async fn auth_disabled_is_refused_on_a_public_address() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    let output = command
+        .env("GATEHOUSE_AUTH", "disabled")
+        .env("GATEHOUSE_LISTEN", "0.0.0.0:0")
+        .env_remove("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn with_redis_owners_survive_a_restart_and_never_expire() {
+    let Some(mut backend) = Backend::redis() else {
+        return;
+    };
+    let url = backend.redis_server().unwrap().url();
+    let env = [
+        ("REDIS_URL", url),
+        ("GATEHOUSE_JWT_SECRET", SECRET.to_owned()),
+    ];
+    let http = reqwest::Client::new();
+    let issuer = gatehouse::auth::TokenIssuer::new(SECRET.as_bytes(), &Default::default());
+    let token = |sub: &str| {
+        issuer
+            .mint(&gatehouse::auth::TokenRequest {
+                sub: sub.into(),
+                roles: vec![],
+                scopes: vec![],
+                ttl: Duration::from_secs(600),
+            })
+            .unwrap()
+    };
+
+    let first = Process::start(&env);
+    first.wait_ready(&http).await;
+    for (session, user) in [("s1", "alice"), ("s2", "bob"), ("s3", "alice")] {
+        let reply = http
+            .request(
+                Method::POST,
+                format!("{}/v1/sessions/{session}/claim", first.base),
+            )
+            .bearer_auth(token(user))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 201);
+    }
+    assert!(first.terminate().success());
+
+    let second = Process::start(&env);
+    second.wait_ready(&http).await;
+    for (session, user) in [("s1", "alice"), ("s2", "bob"), ("s3", "alice")] {
+        let reply = http
+            .post(format!("{}/v1/validate", second.base))
+            .bearer_auth(token(user))
+            .json(&json!({ "session_id": session }))
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = reply.json().await.unwrap();
+        assert_eq!(body["reason"], "owner", "{session}: {body}");
+    }
+    let mut redis = backend.redis_server().unwrap().client();
+    for session in ["s1", "s2", "s3"] {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(format!("chat_session_owner:{session}"))
+            .query(&mut redis)
+            .unwrap();
+        assert_eq!(ttl, -1, "{session} must be persistent");
+    }
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("user_chat_sessions:alice")
+        .query(&mut redis)
+        .unwrap();
+    let mut members = members;
+    members.sort();
+    assert_eq!(members, ["s1", "s3"]);
+    drop(second);
+}

@@ -1,0 +1,204 @@
+//! The session API: read, transfer, release and list, with their permission rules.
+
+use std::collections::HashSet;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::common::{Backend, TestApp};
+
+both_backends!(
+    read_and_release_are_owner_or_admin,
+    transfer_is_compare_and_set,
+    listing_pages_through_everything
+);
+
+async fn read_and_release_are_owner_or_admin(backend: Backend) {
+    // DISABLED globally: gatehouse's own session API stays enforced regardless.
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_INITIAL_MODE", "DISABLED")]).await;
+    app.claim("s1", "alice").await;
+    let alice = app.user("alice");
+    let bob = app.user("bob");
+    let admin = app.admin();
+
+    let reply = app
+        .call(Method::GET, "/v1/sessions/s1", Some(&alice), None)
+        .await;
+    assert_eq!(
+        (reply.status, &reply.body),
+        (200, &json!({ "session_id": "s1", "owner": "alice" }))
+    );
+    let reply = app
+        .call(Method::GET, "/v1/sessions/s1", Some(&bob), None)
+        .await;
+    reply.assert_problem(403, "access-denied");
+    assert_eq!(reply.body["reason"], "not_owner");
+    let reply = app.call(Method::GET, "/v1/sessions/s1", None, None).await;
+    reply.assert_problem(401, "unauthorized");
+    let reply = app
+        .call(Method::GET, "/v1/sessions/s1", Some(&admin), None)
+        .await;
+    assert_eq!(reply.status, 200);
+    let reply = app
+        .call(Method::GET, "/v1/sessions/bad*id", Some(&admin), None)
+        .await;
+    reply.assert_problem(400, "invalid-session-id");
+
+    // Bob may neither release nor then claim Alice's session.
+    let reply = app
+        .call(Method::DELETE, "/v1/sessions/s1", Some(&bob), None)
+        .await;
+    reply.assert_problem(403, "access-denied");
+    let reply = app
+        .call(Method::POST, "/v1/sessions/s1/claim", Some(&bob), None)
+        .await;
+    reply.assert_problem(409, "session-owned");
+
+    // Alice releases; it is gone from her index; releasing again is a 403 (no owner) for
+    // her and a 404 for an admin.
+    let reply = app
+        .call(Method::DELETE, "/v1/sessions/s1", Some(&alice), None)
+        .await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+    let reply = app
+        .call(Method::GET, "/v1/users/alice/sessions", Some(&alice), None)
+        .await;
+    assert_eq!(reply.body["sessions"], json!([]));
+    let reply = app
+        .call(Method::DELETE, "/v1/sessions/s1", Some(&alice), None)
+        .await;
+    reply.assert_problem(403, "access-denied");
+    assert_eq!(reply.body["reason"], "no_owner");
+    let reply = app
+        .call(Method::DELETE, "/v1/sessions/s1", Some(&admin), None)
+        .await;
+    reply.assert_problem(404, "not-found");
+
+    // An admin releases anyone's session.
+    app.claim("s2", "bob").await;
+    let reply = app
+        .call(Method::DELETE, "/v1/sessions/s2", Some(&admin), None)
+        .await;
+    assert_eq!(reply.status, 204);
+    app.claim("s2", "alice").await;
+    app.stop().await;
+}
+
+async fn transfer_is_compare_and_set(backend: Backend) {
+    let app = TestApp::spawn(&backend, &[]).await;
+    app.claim("s1", "alice").await;
+    let admin = app.admin();
+    let put = |body| {
+        app.call(
+            Method::PUT,
+            "/v1/sessions/s1/owner",
+            Some(&admin),
+            Some(body),
+        )
+    };
+
+    let reply = app
+        .call(
+            Method::PUT,
+            "/v1/sessions/s1/owner",
+            Some(&app.user("alice")),
+            Some(json!({ "owner": "bob" })),
+        )
+        .await;
+    reply.assert_problem(403, "forbidden");
+
+    let reply = put(json!({ "owner": "bob", "expected_owner": "carol" })).await;
+    reply.assert_problem(409, "owner-mismatch");
+    assert_eq!(reply.body["current_owner"], "alice");
+
+    let reply = put(json!({ "owner": "bob", "expected_owner": "alice" })).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        reply.body,
+        json!({ "session_id": "s1", "owner": "bob", "previous_owner": "alice" })
+    );
+
+    // The index follows the owner.
+    let list = |user: &'static str| {
+        let path = format!("/v1/users/{user}/sessions");
+        let (app, admin) = (&app, &admin);
+        async move { app.call(Method::GET, &path, Some(admin), None).await }
+    };
+    assert_eq!(list("alice").await.body["sessions"], json!([]));
+    assert_eq!(list("bob").await.body["sessions"], json!(["s1"]));
+
+    // Unconditional transfer, also of an unowned session; the gatehouse:admin scope suffices.
+    let ops = app.token("ops-bot", &[], &["gatehouse:admin"]);
+    let reply = app
+        .call(
+            Method::PUT,
+            "/v1/sessions/fresh/owner",
+            Some(&ops),
+            Some(json!({ "owner": "carol" })),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.get("previous_owner").is_none(), "{reply:?}");
+    app.stop().await;
+}
+
+async fn listing_pages_through_everything(backend: Backend) {
+    let app = TestApp::spawn(&backend, &[]).await;
+    // Enough members for Redis to store the set as a hash table, so SSCAN returns batches.
+    let ids: HashSet<String> = (0..300).map(|i| format!("sess-{i:04}")).collect();
+    let ops = app.token("ops-bot", &[], &["gatehouse:admin"]);
+    for id in &ids {
+        let reply = app
+            .call(
+                Method::PUT,
+                &format!("/v1/sessions/{id}/owner"),
+                Some(&ops),
+                Some(json!({ "owner": "dana" })),
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    let dana = app.user("dana");
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("?limit=70&cursor={c}"),
+            None => "?limit=70".into(),
+        };
+        let reply = app
+            .call(
+                Method::GET,
+                &format!("/v1/users/dana/sessions{query}"),
+                Some(&dana),
+                None,
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let page = reply.body["sessions"].as_array().unwrap();
+        assert!(page.len() <= 70);
+        seen.extend(page.iter().map(|s| s.as_str().unwrap().to_owned()));
+        pages += 1;
+        assert!(pages < 50, "paging does not end");
+        match reply.body["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let unique: HashSet<String> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), unique.len(), "a session was repeated");
+    assert_eq!(unique, ids);
+
+    let reply = app
+        .call(
+            Method::GET,
+            "/v1/users/dana/sessions",
+            Some(&app.user("eve")),
+            None,
+        )
+        .await;
+    reply.assert_problem(403, "forbidden");
+    app.stop().await;
+}

@@ -1,0 +1,298 @@
+//! The store contract: the same assertions against the Redis adapter and the in-memory one.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse::decision::Mode;
+use gatehouse::enforcement::{EnforcementSettings, HistoryEntry};
+use gatehouse::session_id::SessionId;
+use gatehouse::store::{
+    ClaimOutcome, Expected, KeySchema, MemoryStore, OwnerChange, RedisOptions, RedisStore,
+    SaveOutcome, Store, StoreError,
+};
+use gatehouse::timestamp::Timestamp;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::common::{Backend, eventually};
+
+both_backends!(
+    claims_and_compare_and_set,
+    paging_is_exact_and_complete,
+    settings_are_versioned,
+    owner_ttl_is_opt_in
+);
+
+fn store(backend: &Backend, owner_ttl: Option<Duration>) -> Arc<dyn Store> {
+    match backend {
+        Backend::Memory => Arc::new(MemoryStore::new(owner_ttl)),
+        Backend::Redis(redis) => Arc::new(
+            RedisStore::connect(&RedisOptions {
+                url: redis.url(),
+                connections: 2,
+                timeout: Duration::from_secs(2),
+                owner_ttl,
+                keys: KeySchema::default(),
+            })
+            .expect("connects lazily"),
+        ),
+    }
+}
+
+fn id(raw: &str) -> SessionId {
+    SessionId::parse(raw).unwrap()
+}
+
+async fn claims_and_compare_and_set(backend: Backend) {
+    let store = store(&backend, None);
+    let s1 = id("s1");
+    assert_eq!(store.owner(&s1).await.unwrap(), None);
+    assert_eq!(
+        store.claim(&s1, "alice").await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        store.claim(&s1, "alice").await.unwrap(),
+        ClaimOutcome::AlreadyOwned
+    );
+    assert_eq!(
+        store.claim(&s1, "bob").await.unwrap(),
+        ClaimOutcome::OwnedByOther("alice".into())
+    );
+    assert_eq!(store.owner(&s1).await.unwrap().as_deref(), Some("alice"));
+
+    let owners = store
+        .owners(&[id("s1"), id("nope"), id("s1")])
+        .await
+        .unwrap();
+    assert_eq!(
+        owners,
+        vec![Some("alice".into()), None, Some("alice".into())]
+    );
+    assert_eq!(
+        store.owners(&[]).await.unwrap(),
+        Vec::<Option<String>>::new()
+    );
+
+    let mismatch = store
+        .set_owner(&s1, "bob", &Expected::Owner("carol".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        mismatch,
+        OwnerChange::Mismatch {
+            actual: Some("alice".into())
+        }
+    );
+    let done = store
+        .set_owner(&s1, "bob", &Expected::Owner("alice".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        OwnerChange::Done {
+            previous: Some("alice".into())
+        }
+    );
+    let page = store.user_sessions("alice", None, 10).await.unwrap();
+    assert!(page.sessions.is_empty());
+    assert_eq!(
+        store.user_sessions("bob", None, 10).await.unwrap().sessions,
+        vec!["s1"]
+    );
+
+    let unowned = store
+        .set_owner(&id("s2"), "bob", &Expected::Owner("bob".into()))
+        .await
+        .unwrap();
+    assert_eq!(unowned, OwnerChange::Mismatch { actual: None });
+    let any = store
+        .set_owner(&id("s2"), "bob", &Expected::Any)
+        .await
+        .unwrap();
+    assert_eq!(any, OwnerChange::Done { previous: None });
+
+    let refused = store
+        .release(&s1, &Expected::Owner("alice".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        OwnerChange::Mismatch {
+            actual: Some("bob".into())
+        }
+    );
+    let released = store
+        .release(&s1, &Expected::Owner("bob".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        released,
+        OwnerChange::Done {
+            previous: Some("bob".into())
+        }
+    );
+    assert_eq!(
+        store.release(&s1, &Expected::Any).await.unwrap(),
+        OwnerChange::Done { previous: None }
+    );
+    assert_eq!(store.owner(&s1).await.unwrap(), None);
+    assert_eq!(
+        store.user_sessions("bob", None, 10).await.unwrap().sessions,
+        vec!["s2"]
+    );
+    store.ping().await.unwrap();
+}
+
+async fn paging_is_exact_and_complete(backend: Backend) {
+    let store = store(&backend, None);
+    assert!(
+        store
+            .user_sessions("nobody", None, 5)
+            .await
+            .unwrap()
+            .sessions
+            .is_empty()
+    );
+    // Small (one SSCAN batch in Redis) and large (many batches) sets.
+    for (user, count) in [("small", 7usize), ("large", 1000)] {
+        for i in 0..count {
+            store
+                .claim(&id(&format!("{user}-{i}")), user)
+                .await
+                .unwrap();
+        }
+        for limit in [1usize, 3, 100] {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = store
+                    .user_sessions(user, cursor.as_deref(), limit)
+                    .await
+                    .unwrap();
+                assert!(page.sessions.len() <= limit, "{user} limit {limit}");
+                seen.extend(page.sessions);
+                match page.next_cursor {
+                    Some(next) => cursor = Some(next),
+                    None => break,
+                }
+                assert!(seen.len() <= count * 2, "paging does not end");
+            }
+            let unique: HashSet<_> = seen.iter().collect();
+            assert_eq!(unique.len(), seen.len(), "{user} limit {limit}: repeats");
+            assert_eq!(unique.len(), count, "{user} limit {limit}: missing");
+        }
+    }
+    assert!(matches!(
+        store.user_sessions("large", Some("garbage"), 5).await,
+        Err(StoreError::InvalidCursor)
+    ));
+}
+
+fn entry(version: u64) -> HistoryEntry {
+    HistoryEntry {
+        version,
+        at: Timestamp::now(),
+        actor: "root".into(),
+        change: "mode".into(),
+        from: json!("LOG_ONLY"),
+        to: json!("ENFORCED"),
+        reason: format!("change {version}"),
+    }
+}
+
+fn settings(version: u64, mode: Mode) -> EnforcementSettings {
+    EnforcementSettings {
+        mode,
+        version,
+        updated_at: Some(Timestamp::now()),
+        updated_by: Some("root".into()),
+    }
+}
+
+async fn settings_are_versioned(backend: Backend) {
+    let store = store(&backend, None);
+    assert_eq!(store.load_settings().await.unwrap(), None);
+    assert!(store.history(None, 10).await.unwrap().is_empty());
+    let v1 = settings(1, Mode::Enforced);
+    assert_eq!(
+        store.save_settings(&v1, &entry(1)).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    assert_eq!(
+        store
+            .save_settings(&settings(1, Mode::Disabled), &entry(1))
+            .await
+            .unwrap(),
+        SaveOutcome::VersionConflict { current: 1 }
+    );
+    assert_eq!(
+        store
+            .save_settings(&settings(3, Mode::Disabled), &entry(3))
+            .await
+            .unwrap(),
+        SaveOutcome::VersionConflict { current: 1 }
+    );
+    assert_eq!(store.load_settings().await.unwrap(), Some(v1));
+    for v in 2..=5 {
+        assert_eq!(
+            store
+                .save_settings(&settings(v, Mode::LogOnly), &entry(v))
+                .await
+                .unwrap(),
+            SaveOutcome::Saved
+        );
+    }
+    let versions =
+        |entries: Vec<HistoryEntry>| entries.iter().map(|e| e.version).collect::<Vec<_>>();
+    assert_eq!(
+        versions(store.history(None, 10).await.unwrap()),
+        [5, 4, 3, 2, 1]
+    );
+    assert_eq!(versions(store.history(Some(4), 2).await.unwrap()), [3, 2]);
+    assert_eq!(
+        versions(store.history(Some(1), 10).await.unwrap()),
+        Vec::<u64>::new()
+    );
+}
+
+async fn owner_ttl_is_opt_in(mut backend: Backend) {
+    let persistent = store(&backend, None);
+    persistent.claim(&id("kept"), "alice").await.unwrap();
+    persistent
+        .set_owner(&id("moved"), "bob", &Expected::Any)
+        .await
+        .unwrap();
+    let expiring = store(&backend, Some(Duration::from_millis(300)));
+    expiring.claim(&id("brief"), "alice").await.unwrap();
+    if let Some(redis) = backend.redis_server() {
+        let mut conn = redis.client();
+        for key in ["chat_session_owner:kept", "chat_session_owner:moved"] {
+            let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).unwrap();
+            assert_eq!(ttl, -1, "{key} must not expire");
+        }
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg("chat_session_owner:brief")
+            .query(&mut conn)
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 300, "brief has a TTL: {ttl}");
+    }
+    eventually(
+        Duration::from_secs(5),
+        "the TTL'd owner to expire",
+        || async {
+            expiring
+                .owner(&id("brief"))
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        persistent.owner(&id("kept")).await.unwrap().as_deref(),
+        Some("alice")
+    );
+}
