@@ -270,3 +270,171 @@ fn denied(session: &SessionId, outcome: Outcome) -> Response {
     extensions.insert("session_id".into(), json!(session));
     problem_response(status, kind, title, detail, extensions)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::{Extension, Router};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::auth::{JwtSettings, JwtVerifier, TokenIssuer, TokenRequest};
+    use crate::enforcement::Enforcement;
+    use crate::store::{MemoryStore, OwnershipStore};
+
+    const SECRET: &[u8] = b"middleware-test-secret-0123456789";
+
+    struct Fixture {
+        gatekeeper: Gatekeeper,
+        authenticator: Arc<Authenticator>,
+    }
+
+    async fn fixture(mode: Mode) -> Fixture {
+        let store = Arc::new(MemoryStore::new(None));
+        store
+            .claim(&SessionId::parse("s1").unwrap(), "alice")
+            .await
+            .unwrap();
+        let enforcement = Enforcement::new(store.clone(), mode);
+        let verifier = JwtVerifier::new(Some(SECRET), vec![], &JwtSettings::default()).unwrap();
+        Fixture {
+            gatekeeper: Gatekeeper::new(store, enforcement),
+            authenticator: Arc::new(Authenticator::Jwt(verifier)),
+        }
+    }
+
+    fn token(sub: &str) -> String {
+        TokenIssuer::new(SECRET, &JwtSettings::default())
+            .mint(&TokenRequest {
+                sub: sub.into(),
+                roles: vec![],
+                scopes: vec![],
+                ttl: Duration::from_secs(60),
+            })
+            .unwrap()
+    }
+
+    /// The inner handler reports what the layer let through.
+    async fn inner(Extension(access): Extension<AccessDecision>) -> String {
+        format!("{:?}:{:?}", access.outcome.verdict, access.owner)
+    }
+
+    async fn send(app: Router, uri: &str, user: Option<&str>) -> (StatusCode, String) {
+        let mut request = Request::builder().uri(uri);
+        if let Some(user) = user {
+            request = request.header("authorization", format!("Bearer {}", token(user)));
+        }
+        let response = app
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn path_app(f: &Fixture) -> Router {
+        Router::new()
+            .route("/chats/{session_id}", get(inner))
+            .route_layer(OwnershipLayer::new(
+                f.gatekeeper.clone(),
+                f.authenticator.clone(),
+                "chat",
+            ))
+    }
+
+    #[tokio::test]
+    async fn path_parameter_owner_passes_other_is_denied() {
+        let f = fixture(Mode::Enforced).await;
+        let (status, body) = send(path_app(&f), "/chats/s1", Some("alice")).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "Allow:Some(\"alice\")")
+        );
+        let (status, body) = send(path_app(&f), "/chats/s1", Some("bob")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(
+            body.contains("urn:gatehouse:problem:access-denied"),
+            "{body}"
+        );
+        assert!(body.contains("\"reason\":\"not_owner\""), "{body}");
+        let (status, _) = send(path_app(&f), "/chats/s1", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = send(path_app(&f), "/chats/bad*id", Some("alice")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        // route_layer: an unknown path is a plain 404, not a check.
+        let (status, _) = send(path_app(&f), "/elsewhere", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn log_only_lets_the_request_through_as_would_deny() {
+        let f = fixture(Mode::LogOnly).await;
+        let (status, body) = send(path_app(&f), "/chats/s1", Some("bob")).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::OK, "WouldDeny:Some(\"alice\")")
+        );
+    }
+
+    #[tokio::test]
+    async fn header_and_query_sources() {
+        let f = fixture(Mode::Enforced).await;
+        let by_query = Router::new().route("/messages", get(inner)).route_layer(
+            OwnershipLayer::new(f.gatekeeper.clone(), f.authenticator.clone(), "chat")
+                .session_from_query("session"),
+        );
+        let (status, _) = send(by_query.clone(), "/messages?x=1&session=s1", Some("alice")).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = send(by_query.clone(), "/messages?session=s1", Some("bob")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = send(by_query, "/messages", Some("alice")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        let by_header = Router::new().route("/messages", get(inner)).route_layer(
+            OwnershipLayer::new(f.gatekeeper.clone(), f.authenticator.clone(), "chat")
+                .session_from_header(HeaderName::from_static("x-session-id")),
+        );
+        let request = Request::builder()
+            .uri("/messages")
+            .header("x-session-id", "s1")
+            .header("authorization", format!("Bearer {}", token("alice")))
+            .body(Body::empty())
+            .unwrap();
+        let response = by_header.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn pinned_mode_ignores_the_settings() {
+        let f = fixture(Mode::Disabled).await;
+        let pinned = Router::new()
+            .route("/chats/{session_id}", get(inner))
+            .route_layer(
+                OwnershipLayer::new(f.gatekeeper.clone(), f.authenticator.clone(), "chat")
+                    .pin_mode(Mode::Enforced),
+            );
+        let (status, _) = send(pinned, "/chats/s1", Some("bob")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, body) = send(path_app(&f), "/chats/s1", Some("bob")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "Allow:None"));
+    }
+
+    #[tokio::test]
+    async fn a_principal_from_an_earlier_layer_is_reused() {
+        let f = fixture(Mode::Enforced).await;
+        let alice = Principal {
+            sub: "alice".into(),
+            roles: vec![],
+            scopes: vec![],
+        };
+        let app = path_app(&f).layer(Extension(alice));
+        let (status, _) = send(app, "/chats/s1", None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+}

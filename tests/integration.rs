@@ -7,6 +7,8 @@ mod common;
 mod binary;
 #[path = "integration/enforcement.rs"]
 mod enforcement;
+#[path = "integration/keys.rs"]
+mod keys;
 #[path = "integration/openapi.rs"]
 mod openapi;
 #[path = "integration/outage.rs"]
