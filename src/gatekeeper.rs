@@ -35,6 +35,8 @@ pub struct CheckResult {
     pub outcome: Outcome,
     /// The owner the store reported, when it was looked up.
     pub owner: Option<String>,
+    /// The lookup was needed and failed: `owner` is unknown, not absent.
+    pub lookup_failed: bool,
 }
 
 /// Decides checks against the settings in force and the ownership store.
@@ -58,7 +60,11 @@ impl Gatekeeper {
     /// Decides one check. `pinned` overrides the configured mode (gatehouse's own session API
     /// is always enforced).
     pub async fn check(&self, check: &Check<'_>, pinned: Option<Mode>) -> CheckResult {
-        let mode = pinned.unwrap_or_else(|| self.enforcement.current().mode_for(check.endpoint));
+        let mode = pinned.unwrap_or_else(|| {
+            self.enforcement
+                .current()
+                .mode_for(check.endpoint, check.user)
+        });
         let looked_up = if mode.needs_lookup() {
             Some(self.store.owner(check.session).await)
         } else {
@@ -73,7 +79,7 @@ impl Gatekeeper {
         let settings = self.enforcement.current();
         let modes: Vec<Mode> = checks
             .iter()
-            .map(|c| settings.mode_for(c.endpoint))
+            .map(|c| settings.mode_for(c.endpoint, c.user))
             .collect();
         let wanted: Vec<SessionId> = checks
             .iter()
@@ -132,6 +138,10 @@ impl Gatekeeper {
                 if outcome.verdict == Verdict::WouldDeny { "would deny" } else { "denied" }
             );
         }
-        CheckResult { outcome, owner }
+        CheckResult {
+            outcome,
+            owner,
+            lookup_failed: lookup == OwnerLookup::Unavailable,
+        }
     }
 }

@@ -25,7 +25,9 @@
 //! ```
 //!
 //! Attach it with `route_layer` so that it runs after routing (path parameters are known
-//! then, and unknown paths stay 404).
+//! then, and unknown paths stay 404). Handlers should take the session from the
+//! [`AccessDecision`] extension rather than parse it again; a header or query parameter given
+//! twice is refused with a 400 so the two can never disagree.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -64,6 +66,8 @@ pub struct AccessDecision {
     pub outcome: Outcome,
     /// The owner, when looked up.
     pub owner: Option<String>,
+    /// The owner lookup failed (an admin was let through without it): `owner` is unknown.
+    pub lookup_failed: bool,
 }
 
 struct Settings {
@@ -213,6 +217,7 @@ impl Settings {
                 session,
                 outcome: result.outcome,
                 owner: result.owner,
+                lookup_failed: result.lookup_failed,
             },
         ))
     }
@@ -228,16 +233,25 @@ impl Settings {
                         .find(|(key, _)| key == name)
                         .map(|(_, value)| value.to_owned())
                 }),
-            SessionIdSource::Header(name) => parts
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-            SessionIdSource::Query(name) => parts.uri.query().and_then(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.into_owned())
-            }),
+            SessionIdSource::Header(name) => {
+                let mut values = parts.headers.get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (Some(value), None) => value.to_str().ok().map(str::to_owned),
+                    (Some(_), Some(_)) => return Err(ambiguous(&self.source)),
+                    _ => None,
+                }
+            }
+            SessionIdSource::Query(name) => {
+                let query = parts.uri.query().unwrap_or("");
+                let mut values = form_urlencoded::parse(query.as_bytes())
+                    .filter(|(k, _)| k == name)
+                    .map(|(_, v)| v.into_owned());
+                match (values.next(), values.next()) {
+                    (Some(value), None) => Some(value),
+                    (Some(_), Some(_)) => return Err(ambiguous(&self.source)),
+                    _ => None,
+                }
+            }
         };
         let raw = raw.ok_or_else(|| {
             ApiError::InvalidRequest(format!("no session id in the request ({:?})", self.source))
@@ -245,6 +259,14 @@ impl Settings {
         })?;
         SessionId::parse(&raw).map_err(|e| ApiError::from(e).into_response())
     }
+}
+
+/// A session id given twice: the check and the handler could disagree on which one counts.
+fn ambiguous(source: &SessionIdSource) -> Response {
+    ApiError::InvalidRequest(format!(
+        "the session id is given more than once ({source:?})"
+    ))
+    .into_response()
 }
 
 fn denied(session: &SessionId, outcome: Outcome) -> Response {
@@ -393,7 +415,9 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         let (status, _) = send(by_query.clone(), "/messages?session=s1", Some("bob")).await;
         assert_eq!(status, StatusCode::FORBIDDEN);
-        let (status, _) = send(by_query, "/messages", Some("alice")).await;
+        let (status, _) = send(by_query.clone(), "/messages", Some("alice")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = send(by_query, "/messages?session=s2&session=s1", Some("alice")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
 
         let by_header = Router::new().route("/messages", get(inner)).route_layer(

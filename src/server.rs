@@ -40,7 +40,6 @@ pub enum BuildError {
 /// A built instance, ready to serve.
 pub struct Gatehouse {
     state: AppState,
-    settings_refresh: Duration,
     /// The admin token minted for the embedded default (no auth configured); print it once.
     pub bootstrap_token: Option<String>,
     /// Which store backs this instance, for the start-up log.
@@ -65,7 +64,8 @@ impl Gatehouse {
             None => (Arc::new(MemoryStore::new(config.owner_ttl)), "memory"),
         };
         let (authenticator, bootstrap_token) = authenticator(&config.auth)?;
-        let enforcement = Enforcement::new(store.clone(), config.initial_mode);
+        let enforcement = Enforcement::new(store.clone(), config.initial_mode)
+            .with_refresh(config.settings_refresh);
         let gatekeeper = Gatekeeper::new(store.clone(), enforcement.clone());
         let state = AppState::new(Services {
             authenticator: Arc::new(authenticator),
@@ -76,7 +76,6 @@ impl Gatehouse {
         });
         Ok(Self {
             state,
-            settings_refresh: config.settings_refresh,
             bootstrap_token,
             store_kind,
         })
@@ -98,17 +97,19 @@ impl Gatehouse {
             tracing::warn!(error = %e, "enforcement settings not loaded yet; using the initial mode until the store answers");
         }
         let tasks = shutdown.child_token();
-        let refresh = self
-            .state
-            .enforcement
-            .spawn_refresh(self.settings_refresh, tasks.clone());
+        let background = [
+            self.state.enforcement.spawn_refresh(tasks.clone()),
+            self.state.enforcement.spawn_watch(tasks.clone()),
+        ];
         let router = app(self.state);
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         tasks.cancel();
-        if let Err(e) = refresh.await {
-            tracing::error!(error = %e, "settings refresh task failed");
+        for task in background {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "background task failed");
+            }
         }
         served
     }

@@ -105,6 +105,9 @@ async fn claim_session(
 async fn get_session(
     Extension(access): Extension<AccessDecision>,
 ) -> Result<Json<SessionOwner>, ApiError> {
+    if access.lookup_failed {
+        return Err(ApiError::StoreUnavailable("owner lookup failed".into()));
+    }
     match access.owner {
         Some(owner) => Ok(Json(SessionOwner {
             session_id: access.session.as_str().to_owned(),
@@ -265,7 +268,7 @@ async fn list_user_sessions(
     Query(query): Query<PageQuery>,
 ) -> Result<Json<UserSessions>, ApiError> {
     check_name("user", &user)?;
-    if user != principal.sub && !principal.is_admin() {
+    if user != principal.sub && !principal.may_administer() {
         return Err(ApiError::Forbidden(
             "only the user or an admin may list a user's sessions".into(),
         ));

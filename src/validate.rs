@@ -54,7 +54,8 @@ pub struct ValidateResponse {
     pub reason: Reason,
     /// The mode applied.
     pub mode: Mode,
-    /// The session's owner, when it was looked up and the session has one.
+    /// The session's owner, when it was looked up, the session has one, and the caller may
+    /// know it (the owner themself, an admin, or a service with `gatehouse:validate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// The session checked.
@@ -87,6 +88,9 @@ struct Accepted {
     is_admin: bool,
     endpoint: String,
     is_self: bool,
+    /// Whether the caller may learn who owns the session (admins and services may; a user
+    /// only learns it about their own sessions).
+    may_see_owner: bool,
 }
 
 fn accept(principal: &Principal, request: ValidateRequest) -> Result<Accepted, ApiError> {
@@ -108,6 +112,7 @@ fn accept(principal: &Principal, request: ValidateRequest) -> Result<Accepted, A
         )));
     }
     Ok(Accepted {
+        may_see_owner: principal.may_check_others(),
         session,
         // Admin rights are the caller's: a service naming a user cannot vouch for theirs.
         is_admin: is_self && principal.is_admin(),
@@ -133,7 +138,9 @@ impl Accepted {
             decision: result.outcome.verdict,
             reason: result.outcome.reason,
             mode: result.outcome.mode,
-            owner: result.owner,
+            owner: result
+                .owner
+                .filter(|owner| self.may_see_owner || *owner == self.user),
             session_id: self.session.as_str().to_owned(),
             user: self.user,
             endpoint: self.endpoint,

@@ -103,6 +103,7 @@ impl JwtVerifier {
                 required.extend(settings.audience.as_ref().map(|_| "aud"));
                 validation.set_required_spec_claims(&required);
                 validation.leeway = 30;
+                validation.validate_nbf = true;
                 validation.validate_aud = settings.audience.is_some();
                 if let Some(aud) = &settings.audience {
                     validation.set_audience(&[aud]);

@@ -36,9 +36,16 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Whether the principal is an admin: role `admin` or scope `gatehouse:admin`.
+    /// Whether the principal has the role `admin`: the decision rule allows it on every
+    /// session (DESIGN §2).
     pub fn is_admin(&self) -> bool {
-        self.roles.iter().any(|r| r == ROLE_ADMIN) || self.has_scope(SCOPE_ADMIN)
+        self.roles.iter().any(|r| r == ROLE_ADMIN)
+    }
+
+    /// Whether the principal may use the admin API: role `admin` or scope `gatehouse:admin`.
+    /// The scope alone does not open chat sessions (services get it to manage, not to read).
+    pub fn may_administer(&self) -> bool {
+        self.is_admin() || self.has_scope(SCOPE_ADMIN)
     }
 
     /// Whether the principal holds `scope`.
@@ -48,7 +55,7 @@ impl Principal {
 
     /// Whether the principal may ask about another user (scope `gatehouse:validate`, or admin).
     pub fn may_check_others(&self) -> bool {
-        self.has_scope(SCOPE_VALIDATE) || self.is_admin()
+        self.has_scope(SCOPE_VALIDATE) || self.may_administer()
     }
 
     /// The legacy virtual admin of `GATEHOUSE_AUTH=disabled`.
@@ -149,7 +156,8 @@ mod tests {
         assert!(!p.is_admin());
         assert!(p.may_check_others());
         p.scopes = vec![SCOPE_ADMIN.into()];
-        assert!(p.is_admin());
+        assert!(p.may_administer());
+        assert!(!p.is_admin(), "the admin scope does not open sessions");
         assert!(Principal::legacy_admin().is_admin());
     }
 }

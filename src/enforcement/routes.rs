@@ -1,4 +1,8 @@
 //! `/v1/enforcement`: read and change the enforcement settings (admin only).
+//!
+//! Every change needs a `reason`, may carry an `expected_version` (409 when stale), bumps the
+//! version, is recorded in the history and announced to every instance. A change that changes
+//! nothing returns the current settings and records nothing.
 
 use axum::Json;
 use axum::extract::State;
@@ -7,22 +11,27 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{ChangeError, EnforcementSettings, GlobalChange, HistoryEntry};
+use super::{Change, ChangeError, EnforcementSettings, HistoryEntry};
 use crate::auth::Principal;
 use crate::decision::Mode;
-use crate::http::{ApiError, AppState, JsonBody, Problem, Query, require_admin};
+use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, require_admin};
 
 /// The enforcement routes.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_enforcement, put_enforcement))
+        .routes(routes!(put_endpoint, delete_endpoint))
+        .routes(routes!(kill_switch_on, kill_switch_off))
         .routes(routes!(get_history))
 }
 
 impl From<ChangeError> for ApiError {
     fn from(e: ChangeError) -> Self {
         match e {
-            ChangeError::InvalidReason => ApiError::InvalidRequest(e.to_string()),
+            ChangeError::InvalidReason | ChangeError::InvalidPercent => {
+                ApiError::InvalidRequest(e.to_string())
+            }
+            ChangeError::InvalidEndpoint(id) => ApiError::InvalidId(id),
             ChangeError::VersionConflict { current, .. } => ApiError::conflict(
                 "version-conflict",
                 e.to_string(),
@@ -39,11 +48,54 @@ impl From<ChangeError> for ApiError {
 pub struct PutEnforcement {
     /// The new global mode.
     pub mode: Mode,
+    /// With ENFORCED, enforce only for this share of users (0-100, by a stable per-user
+    /// bucket); the others get LOG_ONLY. Absent or null: everyone.
+    #[serde(default)]
+    pub enforce_percent: Option<u8>,
     /// Why the change is made (required, recorded in the history).
     pub reason: String,
     /// Apply only if the settings are still at this version (409 otherwise).
     #[serde(default)]
     pub expected_version: Option<u64>,
+}
+
+/// Body of `PUT /v1/enforcement/endpoints/{name}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutEndpoint {
+    /// The endpoint's mode (overrides the global mode).
+    pub mode: Mode,
+    /// Why (required).
+    pub reason: String,
+    /// Apply only if the settings are still at this version.
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+}
+
+/// Body of the changes that need only a reason (removing an override, the kill switch).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reasoned {
+    /// Why (required).
+    pub reason: String,
+    /// Apply only if the settings are still at this version.
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+}
+
+async fn make_change(
+    state: &AppState,
+    principal: &Principal,
+    change: Change,
+    reason: &str,
+    expected_version: Option<u64>,
+) -> Result<Json<EnforcementSettings>, ApiError> {
+    require_admin(principal)?;
+    let settings = state
+        .enforcement
+        .change(&principal.sub, change, reason, expected_version)
+        .await?;
+    Ok(Json(settings))
 }
 
 /// The current enforcement settings.
@@ -61,7 +113,7 @@ async fn get_enforcement(
     Ok(Json((*state.enforcement.current()).clone()))
 }
 
-/// Changes the global mode. Setting the mode already in force is a no-op (same version).
+/// Sets the global mode and partial-rollout percentage.
 #[utoipa::path(put, path = "/v1/enforcement", tag = "enforcement",
     request_body = PutEnforcement,
     responses(
@@ -77,15 +129,129 @@ async fn put_enforcement(
     principal: Principal,
     JsonBody(body): JsonBody<PutEnforcement>,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
-    require_admin(&principal)?;
-    let change = GlobalChange {
+    let change = Change::Global {
         mode: body.mode,
-        reason: body.reason,
-        expected_version: body.expected_version,
+        enforce_percent: body.enforce_percent,
     };
-    Ok(Json(
-        state.enforcement.set_global(&principal.sub, change).await?,
-    ))
+    make_change(
+        &state,
+        &principal,
+        change,
+        &body.reason,
+        body.expected_version,
+    )
+    .await
+}
+
+/// Overrides the mode of one endpoint.
+#[utoipa::path(put, path = "/v1/enforcement/endpoints/{name}", tag = "enforcement",
+    params(("name" = String, Path, description = "The endpoint name")),
+    request_body = PutEndpoint,
+    responses(
+        (status = 200, body = EnforcementSettings),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem),
+        (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn put_endpoint(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<PutEndpoint>,
+) -> Result<Json<EnforcementSettings>, ApiError> {
+    let change = Change::Endpoint {
+        name,
+        mode: Some(body.mode),
+    };
+    make_change(
+        &state,
+        &principal,
+        change,
+        &body.reason,
+        body.expected_version,
+    )
+    .await
+}
+
+/// Removes an endpoint's override: it follows the global mode again.
+#[utoipa::path(delete, path = "/v1/enforcement/endpoints/{name}", tag = "enforcement",
+    params(("name" = String, Path, description = "The endpoint name")),
+    request_body = Reasoned,
+    responses(
+        (status = 200, body = EnforcementSettings),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem),
+        (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn delete_endpoint(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<Reasoned>,
+) -> Result<Json<EnforcementSettings>, ApiError> {
+    let change = Change::Endpoint { name, mode: None };
+    make_change(
+        &state,
+        &principal,
+        change,
+        &body.reason,
+        body.expected_version,
+    )
+    .await
+}
+
+/// Turns the kill switch on: every endpoint resolves to DISABLED until it is turned off.
+#[utoipa::path(post, path = "/v1/enforcement/kill-switch", tag = "enforcement",
+    request_body = Reasoned,
+    responses(
+        (status = 200, body = EnforcementSettings),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem),
+        (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn kill_switch_on(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<Reasoned>,
+) -> Result<Json<EnforcementSettings>, ApiError> {
+    let change = Change::KillSwitch(true);
+    make_change(
+        &state,
+        &principal,
+        change,
+        &body.reason,
+        body.expected_version,
+    )
+    .await
+}
+
+/// Turns the kill switch off: the configured modes apply again.
+#[utoipa::path(delete, path = "/v1/enforcement/kill-switch", tag = "enforcement",
+    request_body = Reasoned,
+    responses(
+        (status = 200, body = EnforcementSettings),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem),
+        (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn kill_switch_off(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<Reasoned>,
+) -> Result<Json<EnforcementSettings>, ApiError> {
+    let change = Change::KillSwitch(false);
+    make_change(
+        &state,
+        &principal,
+        change,
+        &body.reason,
+        body.expected_version,
+    )
+    .await
 }
 
 /// Query of `GET /v1/enforcement/history`.

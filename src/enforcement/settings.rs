@@ -1,4 +1,7 @@
-//! The enforcement settings record and its change history (DESIGN §3 Enforcement).
+//! The enforcement settings record, how it resolves a mode, and its change history
+//! (DESIGN §2 mode resolution, §3 Enforcement).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,6 +17,16 @@ use crate::timestamp::Timestamp;
 pub struct EnforcementSettings {
     /// The global mode.
     pub mode: Mode,
+    /// Per-endpoint overrides of the global mode.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, Mode>,
+    /// With ENFORCED, enforce only for users whose bucket (0-99) is below this; the others get
+    /// LOG_ONLY. Absent: everyone.
+    #[serde(default)]
+    pub enforce_percent: Option<u8>,
+    /// When on, every mode resolves to DISABLED.
+    #[serde(default)]
+    pub kill_switch: bool,
     /// Bumped by one on every change.
     pub version: u64,
     /// When the last change was made (absent before the first change).
@@ -29,16 +42,45 @@ impl EnforcementSettings {
     pub fn initial(mode: Mode) -> Self {
         Self {
             mode,
+            endpoints: BTreeMap::new(),
+            enforce_percent: None,
+            kill_switch: false,
             version: 0,
             updated_at: None,
             updated_by: None,
         }
     }
 
-    /// The mode that applies to `endpoint`.
-    pub fn mode_for(&self, _endpoint: &str) -> Mode {
-        self.mode
+    /// The mode that applies to `user` on `endpoint`: the kill switch beats everything, an
+    /// endpoint override beats the global mode, and a partial rollout turns ENFORCED into
+    /// LOG_ONLY for users whose bucket is at or above `enforce_percent`.
+    pub fn mode_for(&self, endpoint: &str, user: &str) -> Mode {
+        if self.kill_switch {
+            return Mode::Disabled;
+        }
+        let mode = self.endpoints.get(endpoint).copied().unwrap_or(self.mode);
+        match self.enforce_percent {
+            Some(percent)
+                if mode == Mode::Enforced && rollout_bucket(endpoint, user) >= percent =>
+            {
+                Mode::LogOnly
+            }
+            _ => mode,
+        }
     }
+}
+
+/// The user's stable rollout bucket on `endpoint`, 0-99: `murmur3_32("{endpoint}:{user}",
+/// seed 0) % 100`.
+///
+/// The same hash as Unleash's gradual rollout (which adds one to get 1-100), so a user's bucket
+/// is the same on every instance and across restarts, and raising the percentage only ever adds
+/// users. Grouping by endpoint spreads the first enforced users differently per endpoint.
+pub fn rollout_bucket(endpoint: &str, user: &str) -> u8 {
+    let key = format!("{endpoint}:{user}");
+    let hash = murmur3::murmur3_32(&mut std::io::Cursor::new(key.as_bytes()), 0)
+        .expect("hashing an in-memory buffer cannot fail");
+    u8::try_from(hash % 100).expect("a value below 100 fits in u8")
 }
 
 /// One change in the history: what changed, from what, to what, by whom and why.
@@ -50,7 +92,7 @@ pub struct HistoryEntry {
     pub at: Timestamp,
     /// The principal that made it.
     pub actor: String,
-    /// What changed: `mode`.
+    /// What changed: `global` (mode and enforce_percent), `endpoint:{name}` or `kill_switch`.
     pub change: String,
     /// The value before.
     #[schema(value_type = Object)]
@@ -60,4 +102,68 @@ pub struct HistoryEntry {
     pub to: serde_json::Value,
     /// The reason the actor gave.
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(mode: Mode) -> EnforcementSettings {
+        EnforcementSettings::initial(mode)
+    }
+
+    #[test]
+    fn endpoint_override_beats_global_and_kill_switch_beats_everything() {
+        let mut s = settings(Mode::LogOnly);
+        s.endpoints.insert("chat".into(), Mode::Enforced);
+        assert_eq!(s.mode_for("chat", "u"), Mode::Enforced);
+        assert_eq!(s.mode_for("other", "u"), Mode::LogOnly);
+        s.kill_switch = true;
+        assert_eq!(s.mode_for("chat", "u"), Mode::Disabled);
+        assert_eq!(s.mode_for("other", "u"), Mode::Disabled);
+    }
+
+    #[test]
+    fn buckets_are_murmur3_and_never_change_between_releases() {
+        // The reference vector of MurmurHash3 x86_32: the crate computes the real thing.
+        let hello = murmur3::murmur3_32(&mut std::io::Cursor::new(b"hello"), 0).unwrap();
+        assert_eq!(hello, 0x248b_fa47);
+        // Pinned: a change here would silently move users in or out of a partial rollout.
+        assert_eq!(rollout_bucket("chat", "alice"), 65);
+        assert_eq!(rollout_bucket("default", "bob"), 28);
+    }
+
+    #[test]
+    fn partial_enforcement_is_close_to_the_share_and_only_grows() {
+        let users: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
+        let mut s = settings(Mode::Enforced);
+        let mut previous: Vec<bool> = vec![false; users.len()];
+        for percent in [0u8, 1, 10, 25, 50, 90, 100] {
+            s.enforce_percent = Some(percent);
+            let enforced: Vec<bool> = users
+                .iter()
+                .map(|u| s.mode_for("chat", u) == Mode::Enforced)
+                .collect();
+            let share = enforced.iter().filter(|e| **e).count() as f64 / users.len() as f64;
+            assert!(
+                (share - f64::from(percent) / 100.0).abs() < 0.02,
+                "{percent}%: got {share}"
+            );
+            for (before, now) in previous.iter().zip(&enforced) {
+                assert!(!before || *now, "raising the percentage removed a user");
+            }
+            previous = enforced;
+        }
+        s.enforce_percent = Some(50);
+        s.mode = Mode::LogOnly;
+        assert!(users.iter().all(|u| s.mode_for("chat", u) == Mode::LogOnly));
+    }
+
+    #[test]
+    fn old_records_without_the_new_fields_still_load() {
+        let old = r#"{"mode":"ENFORCED","version":3}"#;
+        let s: EnforcementSettings = serde_json::from_str(old).unwrap();
+        assert_eq!(s.mode, Mode::Enforced);
+        assert!(s.endpoints.is_empty() && !s.kill_switch && s.enforce_percent.is_none());
+    }
 }

@@ -78,7 +78,7 @@ impl FromRef<AppState> for Arc<Authenticator> {
 
 /// Refuses principals that are not admins.
 pub fn require_admin(principal: &Principal) -> Result<(), ApiError> {
-    if principal.is_admin() {
+    if principal.may_administer() {
         Ok(())
     } else {
         Err(ApiError::Forbidden(

@@ -44,6 +44,11 @@ impl KeySchema {
     pub fn history(&self) -> String {
         format!("{}{{enforcement}}:history", self.prefix)
     }
+
+    /// The pub/sub channel on which every saved settings record is announced (as JSON).
+    pub fn settings_channel(&self) -> String {
+        format!("{}enforcement:changed", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
+use tokio::sync::broadcast;
 
 use super::{
-    ClaimOutcome, Expected, OwnerChange, OwnershipStore, SaveOutcome, SessionPage, SettingsStore,
-    StoreError,
+    ClaimOutcome, Expected, OwnerChange, OwnershipStore, SaveOutcome, SessionPage, SettingsFeed,
+    SettingsStore, StoreError,
 };
 use crate::enforcement::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
@@ -71,19 +73,27 @@ struct Settings {
 }
 
 /// In-process implementation of both store ports.
-#[derive(Default)]
 pub struct MemoryStore {
     owners: Mutex<Owners>,
     settings: Mutex<Settings>,
     owner_ttl: Option<Duration>,
+    announcements: broadcast::Sender<EnforcementSettings>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new(None)
+    }
 }
 
 impl MemoryStore {
     /// An empty store; owner entries expire after `owner_ttl` when given (persistent otherwise).
     pub fn new(owner_ttl: Option<Duration>) -> Self {
         Self {
+            owners: Mutex::default(),
+            settings: Mutex::default(),
             owner_ttl,
-            ..Self::default()
+            announcements: broadcast::channel(64).0,
         }
     }
 
@@ -210,6 +220,8 @@ impl SettingsStore for MemoryStore {
         }
         settings.current = Some(next.clone());
         settings.history.push(entry.clone());
+        // No subscriber is fine: nobody to tell.
+        let _ = self.announcements.send(next.clone());
         Ok(SaveOutcome::Saved)
     }
 
@@ -227,5 +239,20 @@ impl SettingsStore for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn watch(&self) -> Result<SettingsFeed, StoreError> {
+        let receiver = self.announcements.subscribe();
+        Ok(
+            futures_util::stream::unfold(receiver, |mut receiver| async move {
+                match receiver.recv().await {
+                    Ok(settings) => Some((Some(settings), receiver)),
+                    // Fell behind: say so, and the watcher re-reads the record.
+                    Err(broadcast::error::RecvError::Lagged(_)) => Some((None, receiver)),
+                    Err(broadcast::error::RecvError::Closed) => None,
+                }
+            })
+            .boxed(),
+        )
     }
 }

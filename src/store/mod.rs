@@ -164,7 +164,15 @@ pub trait SettingsStore: Send + Sync + 'static {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// Subscribes to the settings announced by every save, from any instance. An item is
+    /// `None` when an announcement could not be read (re-read the record then); the stream
+    /// ends when the subscription is lost.
+    async fn watch(&self) -> Result<SettingsFeed, StoreError>;
 }
+
+/// The stream returned by [`SettingsStore::watch`].
+pub type SettingsFeed = futures_util::stream::BoxStream<'static, Option<EnforcementSettings>>;
 
 /// A store that provides both ports: what the service runs on.
 pub trait Store: OwnershipStore + SettingsStore {}

@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use super::{
     ClaimOutcome, Expected, KeySchema, OwnerChange, OwnershipStore, SaveOutcome, SessionPage,
-    SettingsStore, StoreError,
+    SettingsFeed, SettingsStore, StoreError,
 };
 use crate::enforcement::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
@@ -60,14 +61,15 @@ if cur then redis.call('DEL', KEYS[1]) end
 return {1, cur}
 ";
 
-/// Saves settings if the stored version is one below the new one, and appends the history
-/// entry. KEYS: settings hash, history zset; ARGV: new version, settings JSON, entry JSON.
-/// Returns -1 when saved, else the stored version.
+/// Saves settings if the stored version is one below the new one, appends the history entry
+/// and announces the settings. KEYS: settings hash, history zset; ARGV: new version, settings
+/// JSON, entry JSON, channel. Returns -1 when saved, else the stored version.
 const SAVE_SETTINGS: &str = r"
 local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if cur + 1 ~= tonumber(ARGV[1]) then return cur end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'settings', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[2])
 return -1
 ";
 
@@ -76,6 +78,7 @@ const CLAIM_ATTEMPTS: usize = 5;
 
 /// Production adapter for both store ports.
 pub struct RedisStore {
+    client: redis::Client,
     connections: Vec<ConnectionManager>,
     next: AtomicUsize,
     keys: KeySchema,
@@ -102,6 +105,7 @@ impl RedisStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         Ok(Self {
+            client,
             connections,
             next: AtomicUsize::new(0),
             keys: options.keys.clone(),
@@ -134,20 +138,18 @@ impl RedisStore {
         }
     }
 
-    /// Runs a read-only call, once more on another connection if the first one turns out to
-    /// be dead (after a Redis restart each idle connection finds out on its next use; a read
-    /// is safe to repeat). A timeout is not retried: it already took the whole budget.
+    /// Runs a read-only call, and once more if the connection turns out to be dead: after a
+    /// Redis restart each idle connection finds out on its next use, and its manager
+    /// reconnects at once, so the same connection is the one to retry on (a read is safe to
+    /// repeat). A timeout is not retried: it already took the whole budget.
     async fn read<T, Fut>(&self, call: impl Fn(ConnectionManager) -> Fut) -> Result<T, StoreError>
     where
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        match tokio::time::timeout(self.timeout, call(self.conn())).await {
+        let conn = self.conn();
+        match tokio::time::timeout(self.timeout, call(conn.clone())).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e))
-                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() =>
-            {
-                self.bounded(call(self.conn())).await
-            }
+            Ok(Err(e)) if is_dead_connection(&e) => self.bounded(call(conn)).await,
             Ok(Err(e)) => Err(unavailable(e)),
             Err(_) => Err(self.timed_out()),
         }
@@ -180,6 +182,10 @@ impl RedisStore {
     }
 }
 
+fn is_dead_connection(e: &redis::RedisError) -> bool {
+    !e.is_timeout() && (e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal())
+}
+
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -206,11 +212,14 @@ fn scan_reply(value: Value) -> Result<(u64, Vec<String>), StoreError> {
 #[async_trait]
 impl OwnershipStore for RedisStore {
     async fn owner(&self, session: &SessionId) -> Result<Option<String>, StoreError> {
-        let mut conn = self.conn();
         let cmd = redis::cmd("GET")
             .arg(self.keys.owner(session.as_str()))
             .clone();
-        self.bounded(cmd.query_async(&mut conn)).await
+        self.read(|mut conn| {
+            let cmd = &cmd;
+            async move { cmd.query_async(&mut conn).await }
+        })
+        .await
     }
 
     async fn owners(&self, sessions: &[SessionId]) -> Result<Vec<Option<String>>, StoreError> {
@@ -307,17 +316,28 @@ impl OwnershipStore for RedisStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<SessionPage, StoreError> {
-        // The cursor is `{sscan cursor}:{members of that batch already returned}`, so a page
-        // can end in the middle of a batch and `limit` is exact.
-        let (mut scan, mut skip) = match cursor {
-            None => (0u64, 0usize),
-            Some(raw) => raw
-                .split_once(':')
-                .and_then(|(s, k)| Some((s.parse().ok()?, k.parse().ok()?)))
-                .ok_or(StoreError::InvalidCursor)?,
+        // The cursor is `{sscan cursor}:{last member returned from that batch}`: a page can
+        // end inside a batch, so `limit` is exact. Each batch is sorted and resumed after the
+        // last member returned, so removing a member meanwhile cannot shift another one out.
+        let (mut scan, mut after) = match cursor {
+            None => (0u64, None),
+            Some(raw) => {
+                let (scan, after) = raw.split_once(':').ok_or(StoreError::InvalidCursor)?;
+                let scan = scan.parse().map_err(|_| StoreError::InvalidCursor)?;
+                let after = match after {
+                    "" => None,
+                    id => Some(
+                        SessionId::parse(id)
+                            .map_err(|_| StoreError::InvalidCursor)?
+                            .as_str()
+                            .to_owned(),
+                    ),
+                };
+                (scan, after)
+            }
         };
         let key = self.keys.user_sessions(user);
-        let mut sessions = Vec::with_capacity(limit);
+        let mut sessions: Vec<String> = Vec::with_capacity(limit);
         loop {
             let cmd = redis::cmd("SSCAN")
                 .arg(&key)
@@ -331,29 +351,36 @@ impl OwnershipStore for RedisStore {
                     async move { cmd.query_async(&mut conn).await }
                 })
                 .await?;
-            let (next, batch) = scan_reply(reply)?;
-            let batch_len = batch.len();
+            let (next, mut batch) = scan_reply(reply)?;
+            batch.sort_unstable();
+            batch.dedup();
+            let rest: Vec<String> = batch
+                .into_iter()
+                .filter(|member| after.as_ref().is_none_or(|a| member > a))
+                .filter(|member| !sessions.contains(member))
+                .collect();
             let wanted = limit - sessions.len();
-            let taken = batch_len.saturating_sub(skip).min(wanted);
-            sessions.extend(batch.into_iter().skip(skip).take(taken));
-            if skip + taken < batch_len {
-                let next_cursor = Some(format!("{scan}:{}", skip + taken));
+            if rest.len() > wanted {
+                sessions.extend(rest.into_iter().take(wanted));
+                let last = sessions.last().map_or("", String::as_str);
+                let next_cursor = Some(format!("{scan}:{last}"));
                 return Ok(SessionPage {
                     sessions,
                     next_cursor,
                 });
             }
+            sessions.extend(rest);
             if next == 0 {
                 return Ok(SessionPage {
                     sessions,
                     next_cursor: None,
                 });
             }
-            (scan, skip) = (next, 0);
+            (scan, after) = (next, None);
             if sessions.len() == limit {
                 return Ok(SessionPage {
                     sessions,
-                    next_cursor: Some(format!("{scan}:0")),
+                    next_cursor: Some(format!("{scan}:")),
                 });
             }
         }
@@ -407,7 +434,8 @@ impl SettingsStore for RedisStore {
             .key(self.keys.history())
             .arg(next.version)
             .arg(settings)
-            .arg(entry);
+            .arg(entry)
+            .arg(self.keys.settings_channel());
         let mut conn = self.conn();
         let reply: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
         Ok(match u64::try_from(reply) {
@@ -439,5 +467,22 @@ impl SettingsStore for RedisStore {
         raw.iter()
             .map(|json| serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect()
+    }
+
+    async fn watch(&self) -> Result<SettingsFeed, StoreError> {
+        let channel = self.keys.settings_channel();
+        let subscribe = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok(pubsub)
+        };
+        let pubsub = self.bounded(subscribe).await?;
+        Ok(pubsub
+            .into_on_message()
+            .map(|message| {
+                let json: String = message.get_payload().ok()?;
+                serde_json::from_str(&json).ok()
+            })
+            .boxed())
     }
 }

@@ -56,8 +56,15 @@ async fn changes_are_versioned_and_recorded(backend: Backend) {
     let entries = reply.body["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0]["version"], 2);
-    assert_eq!(entries[0]["from"], "ENFORCED");
-    assert_eq!(entries[0]["to"], "DISABLED");
+    assert_eq!(entries[0]["change"], "global");
+    assert_eq!(
+        entries[0]["from"],
+        json!({ "mode": "ENFORCED", "enforce_percent": null })
+    );
+    assert_eq!(
+        entries[0]["to"],
+        json!({ "mode": "DISABLED", "enforce_percent": null })
+    );
     assert_eq!(entries[0]["reason"], "incident 42");
     assert_eq!(entries[0]["actor"], "root");
     assert_eq!(entries[1]["version"], 1);
@@ -95,6 +102,6 @@ async fn racing_admins_one_wins(backend: Backend) {
         .await;
     let entries = reply.body["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1);
-    assert_eq!(entries[0]["to"], winner.body["mode"]);
+    assert_eq!(entries[0]["to"]["mode"], winner.body["mode"]);
     app.stop().await;
 }

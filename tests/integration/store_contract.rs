@@ -204,10 +204,10 @@ fn entry(version: u64) -> HistoryEntry {
 
 fn settings(version: u64, mode: Mode) -> EnforcementSettings {
     EnforcementSettings {
-        mode,
         version,
         updated_at: Some(Timestamp::now()),
         updated_by: Some("root".into()),
+        ..EnforcementSettings::initial(mode)
     }
 }
 

@@ -96,8 +96,12 @@ async fn design_table_every_mode_and_subject(backend: Backend) {
         assert_eq!(reply.body["reason"], *reason, "{row}");
         assert_eq!(reply.body["mode"], *mode, "{row}");
         assert_eq!(reply.body["session_id"], *session, "{row}");
-        if *mode != "DISABLED" && *session == "owned" {
+        // The owner is told to the owner and admins, never to another user.
+        let shows_owner = *mode != "DISABLED" && *session == "owned" && *token != bob;
+        if shows_owner {
             assert_eq!(reply.body["owner"], "alice", "{row}");
+        } else {
+            assert!(reply.body.get("owner").is_none(), "{row}");
         }
     }
     // An unowned session is never auto-claimed by a check.
