@@ -8,8 +8,10 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// How strictly ownership is enforced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+/// How strictly ownership is enforced, ordered from weakest to strictest.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Mode {
     /// No lookup; everyone is allowed (`enforcement_disabled`).

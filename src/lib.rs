@@ -8,16 +8,19 @@
 //! - [`decision`]: the pure decision function (DESIGN §2).
 //! - [`gatekeeper`]: mode resolution + owner lookup + decision, shared by every entry point.
 //! - [`store`]: the store port and its Redis and in-memory adapters.
-//! - [`enforcement`], [`sessions`], [`validate`]: capabilities with their routes.
+//! - [`enforcement`], [`rollout`], [`sessions`], [`validate`]: capabilities with their routes.
+//! - [`client`]: the admin REST client behind `gatehouse mode`.
 //! - [`auth`]: JWT principals; [`http`]: state, router, errors; [`server`]: assembly.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod decision;
 pub mod enforcement;
 pub mod gatekeeper;
 pub mod http;
 pub mod middleware;
+pub mod rollout;
 pub mod server;
 pub mod session_id;
 pub mod sessions;

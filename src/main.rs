@@ -1,11 +1,14 @@
-//! The `gatehouse` binary: `serve` (the default), `token` and `openapi`.
+//! The `gatehouse` binary: `serve` (the default), `token`, `openapi`, and the admin clients
+//! `mode` and `rollout`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use gatehouse::auth::{TokenIssuer, TokenRequest};
+use gatehouse::client::{AdminClient, ClientError};
 use gatehouse::config::{AuthConfig, Config};
+use gatehouse::decision::Mode;
 use gatehouse::server::Gatehouse;
 use tokio_util::sync::CancellationToken;
 
@@ -38,17 +41,111 @@ enum Command {
     },
     /// Print the OpenAPI document (the committed openapi/openapi.json).
     Openapi,
+    /// Read or change the enforcement settings of a running gatehouse (REST client).
+    Mode {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        action: ModeAction,
+    },
+    /// Print the rollout report of a running gatehouse (GET /v1/rollout).
+    Rollout {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(Args)]
+struct ApiArgs {
+    /// Base URL of a gatehouse instance (plain HTTP).
+    #[arg(
+        long,
+        env = "GATEHOUSE_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    url: String,
+    /// An admin bearer token (e.g. from `gatehouse token --sub ops --role admin`).
+    #[arg(long, env = "GATEHOUSE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ModeAction {
+    /// Print the settings in force.
+    Get,
+    /// Set the global mode (and, with ENFORCED, the share of users enforced).
+    Set {
+        /// DISABLED, LOG_ONLY or ENFORCED.
+        mode: Mode,
+        /// Enforce only for this percentage of users (0-100); the rest get LOG_ONLY.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        percent: Option<u8>,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Override one endpoint's mode, or make it follow the global mode again (`global`).
+    Endpoint {
+        /// The endpoint name.
+        name: String,
+        /// DISABLED, LOG_ONLY, ENFORCED, or `global` to remove the override.
+        mode: EndpointMode,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Turn the kill switch on (every check allowed unchecked) or off.
+    KillSwitch {
+        state: OnOff,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+    /// Print the latest changes.
+    History {
+        /// How many entries.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+/// What every change carries.
+#[derive(Args)]
+struct ChangeArgs {
+    /// Why (required; recorded in the history).
+    #[arg(long)]
+    reason: String,
+    /// Apply only if the settings are still at this version.
+    #[arg(long)]
+    expected_version: Option<u64>,
+}
+
+#[derive(Clone)]
+enum EndpointMode {
+    Set(Mode),
+    Global,
+}
+
+impl std::str::FromStr for EndpointMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("global") {
+            Ok(EndpointMode::Global)
+        } else {
+            s.parse().map(EndpointMode::Set)
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
+    let command = cli.command.unwrap_or(Command::Serve);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -56,7 +153,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
+    // The REST clients need no server configuration.
+    match command {
+        Command::Mode { api, action } => return runtime.block_on(mode(api, action)),
+        Command::Rollout { api } => {
+            return runtime.block_on(admin(api, |client| async move { client.rollout().await }));
+        }
+        Command::Openapi => return runtime.block_on(openapi()),
+        Command::Serve | Command::Token { .. } => {}
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
         Command::Serve => runtime.block_on(serve(config)),
         Command::Token {
             sub,
@@ -72,7 +185,70 @@ fn main() -> ExitCode {
                 ttl,
             },
         ),
-        Command::Openapi => runtime.block_on(openapi()),
+        Command::Mode { .. } | Command::Rollout { .. } | Command::Openapi => {
+            unreachable!("handled above")
+        }
+    }
+}
+
+async fn mode(api: ApiArgs, action: ModeAction) -> ExitCode {
+    admin(api, |client| async move {
+        match action {
+            ModeAction::Get => client.settings().await,
+            ModeAction::Set {
+                mode,
+                percent,
+                change,
+            } => {
+                client
+                    .set_global(mode, percent, &change.reason, change.expected_version)
+                    .await
+            }
+            ModeAction::Endpoint { name, mode, change } => {
+                let mode = match mode {
+                    EndpointMode::Set(mode) => Some(mode),
+                    EndpointMode::Global => None,
+                };
+                client
+                    .set_endpoint(&name, mode, &change.reason, change.expected_version)
+                    .await
+            }
+            ModeAction::KillSwitch { state, change } => {
+                client
+                    .kill_switch(matches!(state, OnOff::On), &change.reason)
+                    .await
+            }
+            ModeAction::History { limit } => client.history(limit).await,
+        }
+    })
+    .await
+}
+
+/// Runs one admin call and prints its answer as JSON (stdout) or its error (stderr, exit 1).
+async fn admin<F, Fut>(api: ApiArgs, call: F) -> ExitCode
+where
+    F: FnOnce(AdminClient) -> Fut,
+    Fut: Future<Output = Result<serde_json::Value, ClientError>>,
+{
+    let client = match AdminClient::new(&api.url, api.token) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match call(client).await {
+        Ok(value) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -34,6 +34,10 @@ pub struct Readiness {
     pub settings_loaded: bool,
     /// The settings version in force.
     pub settings_version: u64,
+    /// Whether the settings in force may be out of date: this instance is not subscribed to
+    /// changes, or has not confirmed them against the store for three refresh periods. They
+    /// stay in force meanwhile.
+    pub settings_stale: bool,
 }
 
 /// The process is up.
@@ -68,6 +72,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
             store: if store_ok { "ok" } else { "unavailable" }.into(),
             settings_loaded: loaded,
             settings_version: state.enforcement.current().version,
+            settings_stale: state.enforcement.may_be_stale(),
         }),
     )
 }

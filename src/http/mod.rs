@@ -93,6 +93,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::validate::routes())
         .merge(crate::sessions::routes(state))
         .merge(crate::enforcement::routes())
+        .merge(crate::rollout::routes())
         .merge(health::routes())
 }
 

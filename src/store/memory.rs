@@ -197,6 +197,16 @@ impl OwnershipStore for MemoryStore {
         })
     }
 
+    async fn count_owned(&self) -> Result<u64, StoreError> {
+        let owners = self.owners();
+        let live = owners
+            .owners
+            .keys()
+            .filter(|session| owners.get(session).is_some())
+            .count();
+        Ok(live as u64)
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }

@@ -128,6 +128,10 @@ pub trait OwnershipStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<SessionPage, StoreError>;
 
+    /// How many sessions have an owner. On Redis this walks the owner keys with `SCAN` (never
+    /// `KEYS`), so its cost grows with the keyspace: for admin reports, not for requests.
+    async fn count_owned(&self) -> Result<u64, StoreError>;
+
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }

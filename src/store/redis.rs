@@ -204,6 +204,21 @@ fn owner_change(reply: (i64, Option<String>)) -> OwnerChange {
     }
 }
 
+/// Keys asked for per `SCAN` round trip.
+const SCAN_COUNT: usize = 1000;
+
+/// Escapes the glob metacharacters of a key prefix for `SCAN MATCH`.
+fn glob_escape(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 /// Reads one SSCAN batch as (next cursor, members).
 fn scan_reply(value: Value) -> Result<(u64, Vec<String>), StoreError> {
     redis::from_redis_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -386,6 +401,32 @@ impl OwnershipStore for RedisStore {
         }
     }
 
+    async fn count_owned(&self) -> Result<u64, StoreError> {
+        let pattern = format!("{}*", glob_escape(&self.keys.owner_prefix));
+        let mut conn = self.conn();
+        let (mut cursor, mut count) = (0_u64, 0_u64);
+        loop {
+            let cmd = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .arg("TYPE")
+                .arg("string")
+                .clone();
+            let reply: Value = self.bounded(cmd.query_async(&mut conn)).await?;
+            // Keys as bytes: a foreign key matching the pattern need not be UTF-8.
+            let (next, keys): (u64, Vec<Vec<u8>>) =
+                redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            count += keys.len() as u64;
+            if next == 0 {
+                return Ok(count);
+            }
+            cursor = next;
+        }
+    }
+
     /// Pings every connection, so that "ready" means each of them works (and a dead one
     /// starts reconnecting now rather than on a request).
     async fn ping(&self) -> Result<(), StoreError> {
@@ -484,5 +525,16 @@ impl SettingsStore for RedisStore {
                 serde_json::from_str(&json).ok()
             })
             .boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_escape;
+
+    #[test]
+    fn glob_metacharacters_in_prefixes_are_escaped() {
+        assert_eq!(glob_escape("chat_session_owner:"), "chat_session_owner:");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 }

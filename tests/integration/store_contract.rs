@@ -21,7 +21,8 @@ both_backends!(
     claims_and_compare_and_set,
     paging_is_exact_and_complete,
     settings_are_versioned,
-    owner_ttl_is_opt_in
+    owner_ttl_is_opt_in,
+    counts_owned_sessions
 );
 
 fn store(backend: &Backend, owner_ttl: Option<Duration>) -> Arc<dyn Store> {
@@ -295,4 +296,22 @@ async fn owner_ttl_is_opt_in(mut backend: Backend) {
         persistent.owner(&id("kept")).await.unwrap().as_deref(),
         Some("alice")
     );
+}
+
+async fn counts_owned_sessions(backend: Backend) {
+    let store = store(&backend, None);
+    assert_eq!(store.count_owned().await.unwrap(), 0);
+    // More than one SCAN batch (1000), claimed concurrently.
+    let claims = (0..2500).map(|i| {
+        let store = Arc::clone(&store);
+        async move { store.claim(&id(&format!("count-{i}")), "alice").await }
+    });
+    for outcome in futures_util::future::join_all(claims).await {
+        assert_eq!(outcome.unwrap(), ClaimOutcome::Claimed);
+    }
+    store
+        .release(&id("count-7"), &Expected::Owner("alice".into()))
+        .await
+        .unwrap();
+    assert_eq!(store.count_owned().await.unwrap(), 2499);
 }

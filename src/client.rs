@@ -1,0 +1,180 @@
+//! A thin client of the admin REST API, behind `gatehouse mode` and `gatehouse rollout`.
+//!
+//! It speaks plain HTTP to one gatehouse (the REST API is the only way settings change, so the
+//! CLI and curl do exactly the same thing); put a TLS-terminating proxy in front for remote use.
+//! Answers are returned as JSON values for printing; problem+json answers become
+//! [`ClientError::Problem`] with their title and detail.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{Value, json};
+
+use crate::decision::Mode;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The base URL is not an `http://` URL.
+    #[error("invalid gatehouse URL {0:?} (write e.g. http://127.0.0.1:8080)")]
+    InvalidUrl(String),
+    /// gatehouse could not be reached.
+    #[error("cannot reach gatehouse at {url}: {source}")]
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// The transport error.
+        source: reqwest::Error,
+    },
+    /// gatehouse answered with an error.
+    #[error("{status}: {title}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Problem {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The problem title (or the status text).
+        title: String,
+        /// The problem detail, when given.
+        detail: Option<String>,
+    },
+}
+
+/// A client of one gatehouse instance.
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+impl AdminClient {
+    /// A client of the gatehouse at `base` (e.g. `http://127.0.0.1:8080`), sending `token` as
+    /// the bearer token when given.
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let base = Url::parse(base)
+            .ok()
+            .filter(|url| url.scheme() == "http" && url.has_host())
+            .ok_or_else(|| ClientError::InvalidUrl(base.to_owned()))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|source| ClientError::Unreachable {
+                url: base.to_string(),
+                source,
+            })?;
+        Ok(Self { http, base, token })
+    }
+
+    /// `GET /v1/enforcement`.
+    pub async fn settings(&self) -> Result<Value, ClientError> {
+        self.call(Method::GET, &["v1", "enforcement"], None).await
+    }
+
+    /// `PUT /v1/enforcement`.
+    pub async fn set_global(
+        &self,
+        mode: Mode,
+        enforce_percent: Option<u8>,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<Value, ClientError> {
+        let body = json!({
+            "mode": mode, "enforce_percent": enforce_percent,
+            "reason": reason, "expected_version": expected_version,
+        });
+        self.call(Method::PUT, &["v1", "enforcement"], Some(body))
+            .await
+    }
+
+    /// `PUT` (with a mode) or `DELETE` (without) `/v1/enforcement/endpoints/{name}`.
+    pub async fn set_endpoint(
+        &self,
+        name: &str,
+        mode: Option<Mode>,
+        reason: &str,
+        expected_version: Option<u64>,
+    ) -> Result<Value, ClientError> {
+        let path = ["v1", "enforcement", "endpoints", name];
+        match mode {
+            Some(mode) => {
+                let body =
+                    json!({ "mode": mode, "reason": reason, "expected_version": expected_version });
+                self.call(Method::PUT, &path, Some(body)).await
+            }
+            None => {
+                let body = json!({ "reason": reason, "expected_version": expected_version });
+                self.call(Method::DELETE, &path, Some(body)).await
+            }
+        }
+    }
+
+    /// `POST` (on) or `DELETE` (off) `/v1/enforcement/kill-switch`.
+    pub async fn kill_switch(&self, on: bool, reason: &str) -> Result<Value, ClientError> {
+        let method = if on { Method::POST } else { Method::DELETE };
+        let body = json!({ "reason": reason });
+        self.call(method, &["v1", "enforcement", "kill-switch"], Some(body))
+            .await
+    }
+
+    /// `GET /v1/enforcement/history?limit=`.
+    pub async fn history(&self, limit: usize) -> Result<Value, ClientError> {
+        let mut url = self.url(&["v1", "enforcement", "history"]);
+        url.query_pairs_mut()
+            .append_pair("limit", &limit.to_string());
+        self.send(Method::GET, url, None).await
+    }
+
+    /// `GET /v1/rollout`.
+    pub async fn rollout(&self) -> Result<Value, ClientError> {
+        self.call(Method::GET, &["v1", "rollout"], None).await
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            // Each segment is percent-encoded: an endpoint name with `/` stays one segment.
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        self.send(method, self.url(segments), body).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let unreachable = |source| ClientError::Unreachable {
+            url: url.to_string(),
+            source,
+        };
+        let mut request = self.http.request(method, url.clone());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let text = response.text().await.map_err(unreachable)?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            return Ok(value);
+        }
+        let field = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
+        Err(ClientError::Problem {
+            status,
+            title: field("title")
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
+            detail: field("detail"),
+        })
+    }
+}

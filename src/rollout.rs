@@ -1,0 +1,384 @@
+//! `GET /v1/rollout`: where the rollout stands and whether to take the next step.
+//!
+//! The recommended path is DISABLED → LOG_ONLY (at least [`MIN_OBSERVATION`] of "would deny"
+//! data) → ENFORCED for [`PERCENT_STEPS`] of users (at least [`MIN_STEP`] each) → ENFORCED for
+//! everyone. The recommendation is a pure function of the settings, the ownership coverage and
+//! when the current global mode was set ([`recommend`]), so it is unit-tested without a server.
+//! Counts of would-deny and deny decisions join the report with the audit stream (issue 4);
+//! until then they are left out rather than guessed.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::auth::Principal;
+use crate::decision::Mode;
+use crate::enforcement::EnforcementSettings;
+use crate::http::{ApiError, AppState, Problem, require_admin};
+use crate::timestamp::Timestamp;
+
+/// Shortest LOG_ONLY observation before enforcing is recommended.
+pub const MIN_OBSERVATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Shortest time at one partial-enforcement step before the next is recommended.
+pub const MIN_STEP: Duration = Duration::from_secs(3600);
+
+/// The partial-enforcement steps, in percent of users; after the last comes everyone.
+pub const PERCENT_STEPS: [u8; 3] = [10, 50, 100];
+
+/// History entries read to find when the global mode was last set.
+const HISTORY_LOOKBACK: usize = 500;
+
+/// The rollout routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_rollout))
+}
+
+/// The rollout report.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Rollout {
+    /// The settings in force on this instance.
+    pub settings: EnforcementSettings,
+    /// Which step of the rollout the settings are at.
+    pub phase: Phase,
+    /// When the global mode (and percentage) were last set; absent when never set or older
+    /// than the history read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_since: Option<Timestamp>,
+    /// How many sessions have an owner.
+    pub ownership: Ownership,
+    /// What to do next, and why.
+    pub recommendation: Recommendation,
+}
+
+/// The rollout step the settings are at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The kill switch is on: nothing is checked.
+    Killed,
+    /// Global DISABLED.
+    Disabled,
+    /// Global LOG_ONLY: deciding, recording, refusing nobody.
+    Observing,
+    /// Global ENFORCED for a share of users.
+    Partial,
+    /// Global ENFORCED for everyone.
+    Enforced,
+}
+
+/// Ownership coverage.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Ownership {
+    /// Sessions with an owner (counted with SCAN on Redis).
+    pub owned_sessions: u64,
+}
+
+/// Advance or hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Take the next step (`next`).
+    Advance,
+    /// Stay where you are.
+    Hold,
+}
+
+/// The global settings a step leads to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Step {
+    /// The global mode.
+    pub mode: Mode,
+    /// The share of users enforced (absent: everyone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce_percent: Option<u8>,
+}
+
+/// The recommendation with its reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Recommendation {
+    /// Advance or hold.
+    pub action: Action,
+    /// With `advance`: the settings to `PUT /v1/enforcement` next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Step>,
+    /// Why, in words an operator can act on.
+    pub reasons: Vec<String>,
+}
+
+/// The phase the settings are at.
+pub fn phase(settings: &EnforcementSettings) -> Phase {
+    if settings.kill_switch {
+        return Phase::Killed;
+    }
+    match (settings.mode, settings.enforce_percent) {
+        (Mode::Disabled, _) => Phase::Disabled,
+        (Mode::LogOnly, _) => Phase::Observing,
+        (Mode::Enforced, Some(p)) if p < 100 => Phase::Partial,
+        (Mode::Enforced, _) => Phase::Enforced,
+    }
+}
+
+/// What to do next, given the settings, the ownership coverage, and how long the current
+/// phase has lasted (`None`: unknown, treated as just started).
+pub fn recommend(
+    settings: &EnforcementSettings,
+    owned_sessions: u64,
+    in_phase: Option<Duration>,
+) -> Recommendation {
+    let hold = |reasons: Vec<String>| Recommendation {
+        action: Action::Hold,
+        next: None,
+        reasons,
+    };
+    let advance = |next: Step, reasons: Vec<String>| Recommendation {
+        action: Action::Advance,
+        next: Some(next),
+        reasons,
+    };
+    let lasted = in_phase.unwrap_or_default();
+    let mut reasons = Vec::new();
+    let relaxed: Vec<&str> = settings
+        .endpoints
+        .iter()
+        .filter(|(_, mode)| **mode < settings.mode)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !relaxed.is_empty() && settings.mode != Mode::Disabled {
+        reasons.push(format!(
+            "endpoints {} are overridden to a weaker mode than the global one",
+            relaxed.join(", ")
+        ));
+    }
+
+    let phase = phase(settings);
+    if phase == Phase::Killed {
+        reasons.insert(
+            0,
+            "the kill switch is on: every check is allowed without looking; find out why it \
+             was turned on (GET /v1/enforcement/history) and turn it off before advancing"
+                .into(),
+        );
+        return hold(reasons);
+    }
+    if owned_sessions == 0 && phase != Phase::Disabled {
+        reasons.insert(
+            0,
+            "no session has an owner yet: run the backfill before going further".into(),
+        );
+        return hold(reasons);
+    }
+    match phase {
+        Phase::Killed => unreachable!("handled above"),
+        Phase::Disabled => {
+            if owned_sessions == 0 {
+                reasons.push(
+                    "no session has an owner yet: LOG_ONLY would report every legacy \
+                     session as unowned; run the backfill first"
+                        .into(),
+                );
+                return hold(reasons);
+            }
+            reasons.push(
+                "LOG_ONLY decides every check and records would-deny events without \
+                 refusing anyone: the data needed before enforcing"
+                    .into(),
+            );
+            advance(
+                Step {
+                    mode: Mode::LogOnly,
+                    enforce_percent: None,
+                },
+                reasons,
+            )
+        }
+        Phase::Observing => {
+            if lasted < MIN_OBSERVATION {
+                reasons.push(format!(
+                    "LOG_ONLY for {}; collect at least {} of would-deny data first",
+                    hours(lasted),
+                    hours(MIN_OBSERVATION)
+                ));
+                return hold(reasons);
+            }
+            reasons.push(format!(
+                "LOG_ONLY for {}: if the would-deny events are all expected (attempts on other \
+                 users' sessions), enforce for a first share of users",
+                hours(lasted)
+            ));
+            advance(
+                Step {
+                    mode: Mode::Enforced,
+                    enforce_percent: Some(PERCENT_STEPS[0]),
+                },
+                reasons,
+            )
+        }
+        Phase::Partial => {
+            let percent = settings.enforce_percent.unwrap_or(100);
+            if lasted < MIN_STEP {
+                reasons.push(format!(
+                    "ENFORCED for {percent}% of users for {}; wait at least {} per step",
+                    hours(lasted),
+                    hours(MIN_STEP)
+                ));
+                return hold(reasons);
+            }
+            let next = PERCENT_STEPS
+                .into_iter()
+                .find(|step| *step > percent)
+                .filter(|step| *step < 100);
+            reasons.push(format!(
+                "ENFORCED for {percent}% of users for {} with no kill switch: widen it",
+                hours(lasted)
+            ));
+            advance(
+                Step {
+                    mode: Mode::Enforced,
+                    enforce_percent: next,
+                },
+                reasons,
+            )
+        }
+        Phase::Enforced => {
+            reasons.insert(0, "ENFORCED for everyone: the rollout is complete".into());
+            hold(reasons)
+        }
+    }
+}
+
+fn hours(d: Duration) -> String {
+    format!("{:.1} h", d.as_secs_f64() / 3600.0)
+}
+
+/// The rollout report: settings, ownership coverage and a recommendation.
+#[utoipa::path(get, path = "/v1/rollout", tag = "enforcement",
+    responses(
+        (status = 200, body = Rollout),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn get_rollout(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Rollout>, ApiError> {
+    require_admin(&principal)?;
+    let settings = (*state.enforcement.current()).clone();
+    let history = state.enforcement.history(None, HISTORY_LOOKBACK).await?;
+    let phase_since = history
+        .iter()
+        .find(|entry| entry.change == "global" || entry.change == "kill_switch")
+        .map(|entry| entry.at);
+    let owned_sessions = state.store.count_owned().await?;
+    let in_phase = phase_since.map(|since| {
+        Duration::from_millis(
+            Timestamp::now()
+                .unix_millis()
+                .saturating_sub(since.unix_millis()),
+        )
+    });
+    Ok(Json(Rollout {
+        phase: phase(&settings),
+        recommendation: recommend(&settings, owned_sessions, in_phase),
+        settings,
+        phase_since,
+        ownership: Ownership { owned_sessions },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(mode: Mode, percent: Option<u8>) -> EnforcementSettings {
+        EnforcementSettings {
+            enforce_percent: percent,
+            ..EnforcementSettings::initial(mode)
+        }
+    }
+
+    const DAY: Duration = MIN_OBSERVATION;
+
+    #[test]
+    fn the_ladder_is_disabled_log_only_partial_full() {
+        let r = recommend(&settings(Mode::Disabled, None), 10, None);
+        assert_eq!(r.action, Action::Advance);
+        assert_eq!(r.next.unwrap().mode, Mode::LogOnly);
+
+        let r = recommend(&settings(Mode::LogOnly, None), 10, Some(DAY));
+        assert_eq!(
+            r.next,
+            Some(Step {
+                mode: Mode::Enforced,
+                enforce_percent: Some(10)
+            })
+        );
+
+        let r = recommend(&settings(Mode::Enforced, Some(10)), 10, Some(MIN_STEP));
+        assert_eq!(r.next.unwrap().enforce_percent, Some(50));
+        let r = recommend(&settings(Mode::Enforced, Some(50)), 10, Some(MIN_STEP));
+        assert_eq!(r.next.unwrap().enforce_percent, None, "then everyone");
+
+        let r = recommend(&settings(Mode::Enforced, None), 10, Some(DAY));
+        assert_eq!(r.action, Action::Hold);
+        assert!(r.reasons[0].contains("complete"));
+    }
+
+    #[test]
+    fn holds_until_enough_time_has_passed() {
+        let r = recommend(
+            &settings(Mode::LogOnly, None),
+            10,
+            Some(Duration::from_secs(3600)),
+        );
+        assert_eq!(r.action, Action::Hold);
+        assert!(r.reasons[0].contains("1.0 h"), "{:?}", r.reasons);
+        let r = recommend(&settings(Mode::LogOnly, None), 10, None);
+        assert_eq!(
+            r.action,
+            Action::Hold,
+            "unknown duration counts as just set"
+        );
+        let r = recommend(
+            &settings(Mode::Enforced, Some(10)),
+            10,
+            Some(Duration::from_secs(60)),
+        );
+        assert_eq!(r.action, Action::Hold);
+    }
+
+    #[test]
+    fn kill_switch_and_no_owners_hold() {
+        let mut killed = settings(Mode::Enforced, Some(10));
+        killed.kill_switch = true;
+        let r = recommend(&killed, 10, Some(DAY));
+        assert_eq!((r.action, phase(&killed)), (Action::Hold, Phase::Killed));
+        assert!(r.reasons[0].contains("kill switch"));
+
+        for mode in [Mode::Disabled, Mode::LogOnly, Mode::Enforced] {
+            let r = recommend(&settings(mode, None), 0, Some(DAY));
+            assert_eq!(r.action, Action::Hold, "{mode:?}");
+            assert!(r.reasons.iter().any(|r| r.contains("backfill")), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn weaker_endpoint_overrides_are_pointed_out() {
+        let mut s = settings(Mode::LogOnly, None);
+        s.endpoints.insert("chat.export".into(), Mode::Disabled);
+        s.endpoints.insert("chat.read".into(), Mode::Enforced);
+        let r = recommend(&s, 10, Some(DAY));
+        assert!(
+            r.reasons
+                .iter()
+                .any(|r| r.contains("chat.export") && !r.contains("chat.read")),
+            "{:?}",
+            r.reasons
+        );
+    }
+}
