@@ -13,6 +13,8 @@ mod keys;
 mod openapi;
 #[path = "integration/outage.rs"]
 mod outage;
+#[path = "integration/propagation.rs"]
+mod propagation;
 #[path = "integration/rollout.rs"]
 mod rollout;
 #[path = "integration/sessions.rs"]

@@ -123,6 +123,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `127.0.0.1:{port}`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
     /// A synchronous connection for inspecting keys.
     pub fn client(&self) -> redis::Connection {
         redis::Client::open(self.url())
@@ -416,5 +421,81 @@ impl Reply {
             "{self:?}"
         );
         assert_eq!(self.body["status"], status, "{self:?}");
+    }
+}
+
+/// A TCP proxy on loopback that a test can cut (close every connection through it and refuse
+/// new ones) and restore: a network partition of whatever connects through it.
+pub struct TcpProxy {
+    port: u16,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct ProxyState {
+    open: bool,
+    /// Cancelled on cut: ends every connection opened before it.
+    generation: CancellationToken,
+}
+
+impl TcpProxy {
+    /// Proxies a fresh loopback port to `target` (`host:port`).
+    pub async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let port = listener.local_addr().expect("bound address").port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState {
+            open: true,
+            generation: CancellationToken::new(),
+        }));
+        let shared = std::sync::Arc::clone(&state);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let (open, generation) = {
+                    let state = shared.lock().unwrap();
+                    (state.open, state.generation.clone())
+                };
+                if !open {
+                    drop(inbound);
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = generation.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Self { port, state, task }
+    }
+
+    /// The proxy's `redis://` URL (for a Redis target).
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    pub fn cut(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.open = false;
+        state.generation.cancel();
+        state.generation = CancellationToken::new();
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.state.lock().unwrap().open = true;
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -7,9 +7,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::common::{Backend, SECRET, eventually, free_port};
+use crate::common::{Backend, SECRET, TestApp, eventually, free_port};
 
 /// A running `gatehouse` process; killed on drop.
 struct Process {
@@ -203,4 +203,125 @@ async fn with_redis_owners_survive_a_restart_and_never_expire() {
     members.sort();
     assert_eq!(members, ["s1", "s3"]);
     drop(second);
+}
+
+/// Runs `gatehouse args...` against `app` as an admin: (exit code, stdout JSON, stderr).
+async fn cli(app: &TestApp, token: Option<&str>, args: &[&str]) -> (i32, Value, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    command
+        .env_remove("GATEHOUSE_TOKEN")
+        .env("GATEHOUSE_URL", &app.base);
+    if let Some(token) = token {
+        command.env("GATEHOUSE_TOKEN", token);
+    }
+    let output = command.args(args).output().await.expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    (
+        output.status.code().unwrap_or(-1),
+        serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_cli_drives_the_rest_api() {
+    let app = TestApp::spawn(&Backend::Memory, &[]).await;
+    let admin = app.admin();
+    let admin = Some(admin.as_str());
+
+    let (code, body, _) = cli(&app, admin, &["mode", "get"]).await;
+    assert_eq!((code, body["version"].clone()), (0, json!(0)));
+    let (code, body, err) = cli(
+        &app,
+        admin,
+        &[
+            "mode",
+            "set",
+            "enforced",
+            "--percent",
+            "25",
+            "--reason",
+            "step 1",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(body["mode"], "ENFORCED");
+    assert_eq!(body["enforce_percent"], 25);
+    let (_, body, _) = cli(
+        &app,
+        admin,
+        &[
+            "mode",
+            "endpoint",
+            "chat/export",
+            "DISABLED",
+            "--reason",
+            "pilot",
+        ],
+    )
+    .await;
+    assert_eq!(
+        body["endpoints"]["chat/export"], "DISABLED",
+        "a name with / stays one path segment"
+    );
+    let (_, body, _) = cli(
+        &app,
+        admin,
+        &["mode", "kill-switch", "on", "--reason", "incident"],
+    )
+    .await;
+    assert_eq!(body["kill_switch"], true);
+    let (_, body, _) = cli(
+        &app,
+        admin,
+        &[
+            "mode",
+            "endpoint",
+            "chat/export",
+            "global",
+            "--reason",
+            "pilot over",
+        ],
+    )
+    .await;
+    assert_eq!(body["endpoints"], json!({}));
+    let (_, body, _) = cli(&app, admin, &["mode", "history", "--limit", "2"]).await;
+    let changes: Vec<&str> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(changes, ["endpoint:chat/export", "kill_switch"]);
+    let (code, body, _) = cli(&app, admin, &["rollout"]).await;
+    assert_eq!((code, body["phase"].clone()), (0, json!("killed")));
+
+    // Errors: readable on stderr, non-zero exit, nothing changed.
+    let (code, _, err) = cli(&app, None, &["mode", "set", "DISABLED", "--reason", "x"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+    let (code, _, err) = cli(&app, admin, &["mode", "set", "DISABLED"]).await;
+    assert_eq!(code, 2, "clap refuses a change without --reason: {err}");
+    let (code, _, err) = cli(
+        &app,
+        admin,
+        &[
+            "mode",
+            "set",
+            "ENFORCED",
+            "--reason",
+            "x",
+            "--expected-version",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("409") && err.contains("version"), "{err}");
+    let (code, _, err) = cli(&app, admin, &["mode", "set", "STRICT", "--reason", "x"]).await;
+    assert_eq!(code, 2, "{err}");
+    let (_, body, _) = cli(&app, admin, &["mode", "get"]).await;
+    assert_eq!(body["version"], 4);
+    app.stop().await;
 }
