@@ -93,6 +93,43 @@ async fn a_change_through_one_instance_is_applied_by_the_others() {
             .await;
         assert_eq!(reply.body["reason"], "enforcement_disabled", "{reply:?}");
     }
+
+    // A partial rollout: every instance puts each user in the same bucket.
+    let reply = a
+        .call(
+            Method::DELETE,
+            "/v1/enforcement/kill-switch",
+            Some(&a.admin()),
+            Some(json!({ "reason": "incident over" })),
+        )
+        .await;
+    assert_eq!(reply.body["version"], 4);
+    let reply = a
+        .call(
+            Method::PUT,
+            "/v1/enforcement",
+            Some(&a.admin()),
+            Some(json!({ "mode": "ENFORCED", "enforce_percent": 50, "reason": "half" })),
+        )
+        .await;
+    assert_eq!(reply.body["version"], 5);
+    for app in [&b, &c] {
+        at_version(app, 5, Duration::from_secs(2)).await;
+    }
+    let mut enforced = 0;
+    for i in 0..30 {
+        let user = format!("u{i}");
+        let mut modes = Vec::new();
+        for app in [&a, &b, &c] {
+            let reply = app
+                .validate(&app.user(&user), json!({ "session_id": "s1" }))
+                .await;
+            modes.push(reply.body["mode"].clone());
+        }
+        assert!(modes.iter().all(|m| *m == modes[0]), "{user}: {modes:?}");
+        enforced += usize::from(modes[0] == "ENFORCED");
+    }
+    assert!((5..=25).contains(&enforced), "about half of 30: {enforced}");
     for app in [a, b, c] {
         app.stop().await;
     }
