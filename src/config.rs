@@ -76,6 +76,24 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `GATEHOUSE_LOG` (default `info`), in `tracing` filter syntax.
     pub log_filter: String,
+    /// `GATEHOUSE_INSTANCE` (default: the host name): this instance's name in audit events.
+    pub instance: String,
+    /// The audit writer's settings.
+    pub audit: AuditSettings,
+}
+
+/// `GATEHOUSE_AUDIT_*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// `GATEHOUSE_AUDIT_MAXLEN` (default 1,000,000): approximate bound of the stream.
+    pub maxlen: usize,
+    /// `GATEHOUSE_AUDIT_QUEUE` (default 10,000): events held in memory before spooling.
+    pub queue: usize,
+    /// `GATEHOUSE_AUDIT_SPOOL` (default `gatehouse-audit.spool`; `off`: none): the spool file
+    /// used with Redis.
+    pub spool: Option<std::path::PathBuf>,
+    /// `GATEHOUSE_AUDIT_SPOOL_MAX_MB` (default 1024): the spool's largest size.
+    pub spool_max_bytes: u64,
 }
 
 /// Everything wrong with a configuration, one problem per line.
@@ -209,6 +227,7 @@ impl Config {
             prefix: src
                 .get("GATEHOUSE_KEY_PREFIX")
                 .map_or(defaults.prefix, str::to_owned),
+            audit: src.get("GATEHOUSE_AUDIT_KEY").map(str::to_owned),
         };
         let owner_ttl = src
             .get("GATEHOUSE_OWNER_TTL")
@@ -272,6 +291,32 @@ impl Config {
             }
         });
         let log_filter = src.get("GATEHOUSE_LOG").unwrap_or("info").to_owned();
+        let instance = src
+            .get("GATEHOUSE_INSTANCE")
+            .map(str::to_owned)
+            .unwrap_or_else(host_name);
+        if let Err(e) = crate::session_id::check_name("instance", &instance) {
+            src.problems.push(format!("GATEHOUSE_INSTANCE: {e}"));
+        }
+        let count = |name: &str, default: usize, src: &mut Source| {
+            src.parse(name, default, |raw| {
+                raw.replace('_', "")
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| "expected a positive whole number".into())
+            })
+        };
+        let audit = AuditSettings {
+            maxlen: count("GATEHOUSE_AUDIT_MAXLEN", 1_000_000, src),
+            queue: count("GATEHOUSE_AUDIT_QUEUE", 10_000, src),
+            spool: match src.get("GATEHOUSE_AUDIT_SPOOL") {
+                Some(off) if off.eq_ignore_ascii_case("off") => None,
+                Some(path) => Some(path.into()),
+                None => Some("gatehouse-audit.spool".into()),
+            },
+            spool_max_bytes: count("GATEHOUSE_AUDIT_SPOOL_MAX_MB", 1024, src) as u64 * 1024 * 1024,
+        };
         if settings_refresh.is_zero() {
             src.problems
                 .push("GATEHOUSE_SETTINGS_REFRESH: must be above zero".into());
@@ -287,8 +332,20 @@ impl Config {
             request_timeout,
             log_format,
             log_filter,
+            instance,
+            audit,
         }
     }
+}
+
+/// The host name, for naming this instance (`gatehouse` when it cannot be read).
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "gatehouse".to_owned())
 }
 
 /// Reads a TOML file of top-level keys into environment-variable names.

@@ -74,6 +74,15 @@ impl Verdict {
         self != Verdict::Deny
     }
 
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::WouldDeny => "would_deny",
+        }
+    }
+
     /// Whether this verdict is audited (everything but a plain allow).
     pub fn is_audited(self) -> bool {
         self != Verdict::Allow
@@ -96,6 +105,20 @@ pub enum Reason {
     NotOwner,
     /// The store could not be asked.
     StoreUnavailable,
+}
+
+impl Reason {
+    /// The name used on the wire, in logs and in the audit stream.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::EnforcementDisabled => "enforcement_disabled",
+            Reason::Admin => "admin",
+            Reason::Owner => "owner",
+            Reason::NoOwner => "no_owner",
+            Reason::NotOwner => "not_owner",
+            Reason::StoreUnavailable => "store_unavailable",
+        }
+    }
 }
 
 /// Who the decision is about.

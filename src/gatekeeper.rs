@@ -3,12 +3,14 @@
 //! `/v1/validate`, the batch endpoint and the [`crate::middleware::OwnershipLayer`] all call
 //! [`Gatekeeper::check`]: resolve the mode from the settings in force, look the owner up only
 //! when the mode needs it, apply the pure [`decide`], and log what was denied or would have
-//! been.
+//! been, and record it in the audit stream.
 
 use std::sync::Arc;
 
-use crate::decision::{Mode, Outcome, OwnerLookup, Subject, Verdict, decide};
+use crate::audit::{Audit, AuditEvent, Source};
+use crate::decision::{Mode, Outcome, OwnerLookup, Reason, Subject, Verdict, decide};
 use crate::enforcement::Enforcement;
+use crate::metrics::Metrics;
 use crate::session_id::SessionId;
 use crate::store::OwnershipStore;
 
@@ -26,6 +28,36 @@ pub struct Check<'a> {
     pub session: &'a SessionId,
     /// The endpoint name whose mode applies.
     pub endpoint: &'a str,
+    /// Where the question comes from (for the audit stream).
+    pub origin: &'a Origin,
+}
+
+/// Where a check comes from: the audit stream's request fields.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Which entry point asked.
+    pub source: Source,
+    /// The HTTP method of the request being checked, when known.
+    pub method: Option<String>,
+    /// The path of the request being checked, when known.
+    pub path: Option<String>,
+    /// The request id.
+    pub request_id: Option<String>,
+    /// The client's address.
+    pub client_ip: Option<String>,
+}
+
+impl Origin {
+    /// An origin with only its source known.
+    pub fn new(source: Source) -> Self {
+        Self {
+            source,
+            method: None,
+            path: None,
+            request_id: None,
+            client_ip: None,
+        }
+    }
 }
 
 /// The answer to a [`Check`].
@@ -44,12 +76,32 @@ pub struct CheckResult {
 pub struct Gatekeeper {
     store: Arc<dyn OwnershipStore>,
     enforcement: Enforcement,
+    audit: Audit,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Gatekeeper {
-    /// A gatekeeper over `store`, applying the modes of `enforcement`.
+    /// A gatekeeper over `store`, applying the modes of `enforcement`. It logs what it denies;
+    /// add [`Self::with_audit`] to record it in the audit stream.
     pub fn new(store: Arc<dyn OwnershipStore>, enforcement: Enforcement) -> Self {
-        Self { store, enforcement }
+        Self {
+            store,
+            enforcement,
+            audit: Audit::disabled("gatehouse"),
+            metrics: None,
+        }
+    }
+
+    /// Records denials, would-denials and unavailable lookups through `audit`.
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// Counts decisions in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The settings this gatekeeper applies.
@@ -125,6 +177,33 @@ impl Gatekeeper {
             }
         };
         let outcome = decide(mode, &subject, lookup);
+        let source = check.origin.source;
+        if let Some(metrics) = &self.metrics {
+            metrics.decision(
+                outcome.verdict.as_str(),
+                outcome.reason.as_str(),
+                source.as_str(),
+            );
+        }
+        if outcome.verdict != Verdict::Allow || outcome.reason == Reason::StoreUnavailable {
+            let origin = check.origin;
+            let mut event = AuditEvent::decision(
+                outcome.verdict,
+                outcome.reason,
+                mode,
+                source,
+                self.audit.instance(),
+            );
+            event.user = check.user.to_owned();
+            event.session_id = Some(check.session.as_str().to_owned());
+            event.owner.clone_from(&owner);
+            event.endpoint = Some(check.endpoint.to_owned());
+            event.method.clone_from(&origin.method);
+            event.path.clone_from(&origin.path);
+            event.request_id.clone_from(&origin.request_id);
+            event.client_ip.clone_from(&origin.client_ip);
+            self.audit.record(event);
+        }
         if outcome.verdict != Verdict::Allow {
             tracing::info!(
                 decision = ?outcome.verdict,

@@ -9,9 +9,11 @@
 //! - [`gatekeeper`]: mode resolution + owner lookup + decision, shared by every entry point.
 //! - [`store`]: the store port and its Redis and in-memory adapters.
 //! - [`enforcement`], [`rollout`], [`sessions`], [`validate`]: capabilities with their routes.
+//! - [`audit`]: the audit stream writer and queries; [`metrics`]: Prometheus metrics.
 //! - [`client`]: the admin REST client behind `gatehouse mode`.
 //! - [`auth`]: JWT principals; [`http`]: state, router, errors; [`server`]: assembly.
 
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod config;
@@ -19,6 +21,7 @@ pub mod decision;
 pub mod enforcement;
 pub mod gatekeeper;
 pub mod http;
+pub mod metrics;
 pub mod middleware;
 pub mod rollout;
 pub mod server;

@@ -40,10 +40,11 @@ use futures_util::future::BoxFuture;
 use serde_json::json;
 use tower::{Layer, Service};
 
+use crate::audit::Source;
 use crate::auth::{Authenticator, Principal};
 use crate::decision::{Mode, Outcome, Reason, Verdict};
-use crate::gatekeeper::{Check, Gatekeeper};
-use crate::http::{ApiError, problem_response};
+use crate::gatekeeper::{Check, Gatekeeper, Origin};
+use crate::http::{ApiError, RequestMeta, problem_response};
 use crate::session_id::SessionId;
 
 /// Where the layer finds the session id.
@@ -201,11 +202,17 @@ impl Settings {
                 .map_err(|e| ApiError::from(e).into_response())?,
         };
         let session = self.session_id(parts).await?;
+        let origin = Origin {
+            method: Some(parts.method.as_str().to_owned()),
+            path: Some(parts.uri.path().to_owned()),
+            ..RequestMeta::of(parts).origin(Source::Middleware)
+        };
         let check = Check {
             user: &principal.sub,
             is_admin: principal.is_admin(),
             session: &session,
             endpoint: &self.endpoint,
+            origin: &origin,
         };
         let result = self.gatekeeper.check(&check, self.pinned).await;
         if result.outcome.verdict == Verdict::Deny {

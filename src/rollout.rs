@@ -4,21 +4,21 @@
 //! data) → ENFORCED for [`PERCENT_STEPS`] of users (at least [`MIN_STEP`] each) → ENFORCED for
 //! everyone. The recommendation is a pure function of the settings, the ownership coverage and
 //! when the current global mode was set ([`recommend`]), so it is unit-tested without a server.
-//! Counts of would-deny and deny decisions join the report with the audit stream (issue 4);
-//! until then they are left out rather than guessed.
+//! Counts of would-deny and deny decisions over a window (default 24 h) come from the audit
+//! stream.
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::Principal;
 use crate::decision::Mode;
 use crate::enforcement::EnforcementSettings;
-use crate::http::{ApiError, AppState, Problem, require_admin};
+use crate::http::{ApiError, AppState, Problem, Query, require_admin};
 use crate::timestamp::Timestamp;
 
 /// Shortest LOG_ONLY observation before enforcing is recommended.
@@ -51,6 +51,8 @@ pub struct Rollout {
     pub phase_since: Option<Timestamp>,
     /// How many sessions have an owner.
     pub ownership: Ownership,
+    /// Audited decisions over the window.
+    pub decisions: WindowCounts,
     /// What to do next, and why.
     pub recommendation: Recommendation,
 }
@@ -76,6 +78,32 @@ pub enum Phase {
 pub struct Ownership {
     /// Sessions with an owner (counted with SCAN on Redis).
     pub owned_sessions: u64,
+}
+
+/// Audited decisions over a window, from the audit stream.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WindowCounts {
+    /// The window, as asked (`24h` by default).
+    pub window: String,
+    /// Its start.
+    pub since: Timestamp,
+    /// Would-deny decisions (LOG_ONLY).
+    pub would_deny: u64,
+    /// Deny decisions (ENFORCED), `store_unavailable` included.
+    pub deny: u64,
+    /// Of those, how many were `store_unavailable` (the store, not the user).
+    pub store_unavailable: u64,
+    /// False when the window held more entries than one report examines.
+    pub complete: bool,
+}
+
+/// Query of `GET /v1/rollout`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutQuery {
+    /// The window the decisions are counted over, e.g. `1h`, `24h`, `7d` (default `24h`).
+    pub window: Option<String>,
 }
 
 /// Advance or hold.
@@ -123,12 +151,14 @@ pub fn phase(settings: &EnforcementSettings) -> Phase {
     }
 }
 
-/// What to do next, given the settings, the ownership coverage, and how long the current
-/// phase has lasted (`None`: unknown, treated as just started).
+/// What to do next, given the settings, the ownership coverage, how long the current phase
+/// has lasted (`None`: unknown, treated as just started) and the audited decisions of the
+/// window, when known.
 pub fn recommend(
     settings: &EnforcementSettings,
     owned_sessions: u64,
     in_phase: Option<Duration>,
+    counts: Option<&WindowCounts>,
 ) -> Recommendation {
     let hold = |reasons: Vec<String>| Recommendation {
         action: Action::Hold,
@@ -205,6 +235,22 @@ pub fn recommend(
                 ));
                 return hold(reasons);
             }
+            if let Some(counts) = counts {
+                if counts.would_deny == 0 {
+                    reasons.push(format!(
+                        "no would-deny decision in the last {}: either all access is \
+                         legitimate, or traffic does not go through gatehouse; check before \
+                         enforcing",
+                        counts.window
+                    ));
+                } else {
+                    reasons.push(format!(
+                        "{} would-deny decisions in the last {}: review them \
+                         (GET /v1/audit?decision=would_deny, GET /v1/audit/summary)",
+                        counts.would_deny, counts.window
+                    ));
+                }
+            }
             reasons.push(format!(
                 "LOG_ONLY for {}: if the would-deny events are all expected (attempts on other \
                  users' sessions), enforce for a first share of users",
@@ -232,6 +278,17 @@ pub fn recommend(
                 .into_iter()
                 .find(|step| *step > percent)
                 .filter(|step| *step < 100);
+            if let Some(counts) = counts.filter(|c| c.store_unavailable > 0) {
+                reasons.insert(
+                    0,
+                    format!(
+                        "{} checks failed closed on an unreachable store in the last {}: \
+                         fix the store's availability before widening",
+                        counts.store_unavailable, counts.window
+                    ),
+                );
+                return hold(reasons);
+            }
             reasons.push(format!(
                 "ENFORCED for {percent}% of users for {} with no kill switch: widen it",
                 hours(lasted)
@@ -257,17 +314,38 @@ fn hours(d: Duration) -> String {
 
 /// The rollout report: settings, ownership coverage and a recommendation.
 #[utoipa::path(get, path = "/v1/rollout", tag = "enforcement",
+    params(RolloutQuery),
     responses(
         (status = 200, body = Rollout),
-        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 503, body = Problem),
     ),
     security(("bearer" = [])))]
 async fn get_rollout(
     State(state): State<AppState>,
     principal: Principal,
+    Query(query): Query<RolloutQuery>,
 ) -> Result<Json<Rollout>, ApiError> {
     require_admin(&principal)?;
+    let window = query.window.unwrap_or_else(|| "24h".into());
+    let back = humantime::parse_duration(&window).map_err(|_| {
+        ApiError::InvalidRequest(format!("window: {window:?}: write e.g. 1h, 24h, 7d"))
+    })?;
+    let since = crate::audit::parse_since(&window).map_err(ApiError::InvalidRequest)?;
+    let summary = crate::audit::summarize(state.store.as_ref(), since).await?;
+    let count = |key: &str| summary.by_decision.get(key).copied().unwrap_or(0);
+    let decisions = WindowCounts {
+        window: humantime::format_duration(back).to_string(),
+        since,
+        would_deny: count("would_deny"),
+        deny: count("deny"),
+        store_unavailable: summary
+            .by_reason
+            .get("store_unavailable")
+            .copied()
+            .unwrap_or(0),
+        complete: summary.complete,
+    };
     let settings = (*state.enforcement.current()).clone();
     let history = state.enforcement.history(None, HISTORY_LOOKBACK).await?;
     let phase_since = history
@@ -284,10 +362,11 @@ async fn get_rollout(
     });
     Ok(Json(Rollout {
         phase: phase(&settings),
-        recommendation: recommend(&settings, owned_sessions, in_phase),
+        recommendation: recommend(&settings, owned_sessions, in_phase, Some(&decisions)),
         settings,
         phase_since,
         ownership: Ownership { owned_sessions },
+        decisions,
     }))
 }
 
@@ -306,11 +385,11 @@ mod tests {
 
     #[test]
     fn the_ladder_is_disabled_log_only_partial_full() {
-        let r = recommend(&settings(Mode::Disabled, None), 10, None);
+        let r = recommend(&settings(Mode::Disabled, None), 10, None, None);
         assert_eq!(r.action, Action::Advance);
         assert_eq!(r.next.unwrap().mode, Mode::LogOnly);
 
-        let r = recommend(&settings(Mode::LogOnly, None), 10, Some(DAY));
+        let r = recommend(&settings(Mode::LogOnly, None), 10, Some(DAY), None);
         assert_eq!(
             r.next,
             Some(Step {
@@ -319,12 +398,22 @@ mod tests {
             })
         );
 
-        let r = recommend(&settings(Mode::Enforced, Some(10)), 10, Some(MIN_STEP));
+        let r = recommend(
+            &settings(Mode::Enforced, Some(10)),
+            10,
+            Some(MIN_STEP),
+            None,
+        );
         assert_eq!(r.next.unwrap().enforce_percent, Some(50));
-        let r = recommend(&settings(Mode::Enforced, Some(50)), 10, Some(MIN_STEP));
+        let r = recommend(
+            &settings(Mode::Enforced, Some(50)),
+            10,
+            Some(MIN_STEP),
+            None,
+        );
         assert_eq!(r.next.unwrap().enforce_percent, None, "then everyone");
 
-        let r = recommend(&settings(Mode::Enforced, None), 10, Some(DAY));
+        let r = recommend(&settings(Mode::Enforced, None), 10, Some(DAY), None);
         assert_eq!(r.action, Action::Hold);
         assert!(r.reasons[0].contains("complete"));
     }
@@ -335,10 +424,11 @@ mod tests {
             &settings(Mode::LogOnly, None),
             10,
             Some(Duration::from_secs(3600)),
+            None,
         );
         assert_eq!(r.action, Action::Hold);
         assert!(r.reasons[0].contains("1.0 h"), "{:?}", r.reasons);
-        let r = recommend(&settings(Mode::LogOnly, None), 10, None);
+        let r = recommend(&settings(Mode::LogOnly, None), 10, None, None);
         assert_eq!(
             r.action,
             Action::Hold,
@@ -348,6 +438,7 @@ mod tests {
             &settings(Mode::Enforced, Some(10)),
             10,
             Some(Duration::from_secs(60)),
+            None,
         );
         assert_eq!(r.action, Action::Hold);
     }
@@ -356,12 +447,12 @@ mod tests {
     fn kill_switch_and_no_owners_hold() {
         let mut killed = settings(Mode::Enforced, Some(10));
         killed.kill_switch = true;
-        let r = recommend(&killed, 10, Some(DAY));
+        let r = recommend(&killed, 10, Some(DAY), None);
         assert_eq!((r.action, phase(&killed)), (Action::Hold, Phase::Killed));
         assert!(r.reasons[0].contains("kill switch"));
 
         for mode in [Mode::Disabled, Mode::LogOnly, Mode::Enforced] {
-            let r = recommend(&settings(mode, None), 0, Some(DAY));
+            let r = recommend(&settings(mode, None), 0, Some(DAY), None);
             assert_eq!(r.action, Action::Hold, "{mode:?}");
             assert!(r.reasons.iter().any(|r| r.contains("backfill")), "{mode:?}");
         }
@@ -372,11 +463,49 @@ mod tests {
         let mut s = settings(Mode::LogOnly, None);
         s.endpoints.insert("chat.export".into(), Mode::Disabled);
         s.endpoints.insert("chat.read".into(), Mode::Enforced);
-        let r = recommend(&s, 10, Some(DAY));
+        let r = recommend(&s, 10, Some(DAY), None);
         assert!(
             r.reasons
                 .iter()
                 .any(|r| r.contains("chat.export") && !r.contains("chat.read")),
+            "{:?}",
+            r.reasons
+        );
+    }
+
+    #[test]
+    fn audited_counts_shape_the_reasons() {
+        let counts = |would_deny, store_unavailable| WindowCounts {
+            window: "24h".into(),
+            since: Timestamp::from_unix_millis(0),
+            would_deny,
+            deny: store_unavailable,
+            store_unavailable,
+            complete: true,
+        };
+        let r = recommend(
+            &settings(Mode::LogOnly, None),
+            10,
+            Some(DAY),
+            Some(&counts(0, 0)),
+        );
+        assert!(r.reasons[0].contains("no would-deny"), "{:?}", r.reasons);
+        let r = recommend(
+            &settings(Mode::LogOnly, None),
+            10,
+            Some(DAY),
+            Some(&counts(42, 0)),
+        );
+        assert!(r.reasons[0].contains("42 would-deny"), "{:?}", r.reasons);
+        let r = recommend(
+            &settings(Mode::Enforced, Some(10)),
+            10,
+            Some(MIN_STEP),
+            Some(&counts(0, 3)),
+        );
+        assert_eq!(r.action, Action::Hold);
+        assert!(
+            r.reasons[0].contains("3 checks failed closed"),
             "{:?}",
             r.reasons
         );

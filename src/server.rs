@@ -11,6 +11,7 @@ use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{Audit, AuditConfig, AuditWriter};
 use crate::auth::{
     Authenticator, JwtVerifier, KeyError, TokenIssuer, TokenRequest, load_public_keys,
 };
@@ -18,6 +19,7 @@ use crate::config::{AuthConfig, Config};
 use crate::enforcement::Enforcement;
 use crate::gatekeeper::Gatekeeper;
 use crate::http::{AppState, Services, app};
+use crate::metrics::Metrics;
 use crate::store::{MemoryStore, RedisOptions, RedisStore, Store, StoreError};
 
 /// Lifetime of the admin token printed by the embedded default.
@@ -35,11 +37,15 @@ pub enum BuildError {
     /// A token could not be minted.
     #[error("cannot mint the bootstrap token: {0}")]
     Token(#[from] jsonwebtoken::errors::Error),
+    /// The audit spool could not be opened.
+    #[error("cannot open the audit spool: {0}")]
+    Spool(#[from] std::io::Error),
 }
 
 /// A built instance, ready to serve.
 pub struct Gatehouse {
     state: AppState,
+    audit_writer: AuditWriter,
     /// The admin token minted for the embedded default (no auth configured); print it once.
     pub bootstrap_token: Option<String>,
     /// Which store backs this instance, for the start-up log.
@@ -58,24 +64,47 @@ impl Gatehouse {
                     timeout: redis.timeout,
                     owner_ttl: config.owner_ttl,
                     keys: config.keys.clone(),
+                    audit_maxlen: config.audit.maxlen,
                 })?),
                 "redis",
             ),
-            None => (Arc::new(MemoryStore::new(config.owner_ttl)), "memory"),
+            None => (
+                Arc::new(MemoryStore::new(config.owner_ttl).with_audit_maxlen(config.audit.maxlen)),
+                "memory",
+            ),
         };
+        // The embedded store cannot be unreachable: it needs no spool.
+        let spool = config.redis.as_ref().and(config.audit.spool.clone());
+        let metrics = Metrics::new();
+        let (audit, audit_writer) = Audit::start(
+            store.clone(),
+            AuditConfig {
+                instance: config.instance.clone(),
+                queue: config.audit.queue,
+                batch: 500,
+                spool,
+                spool_max_bytes: config.audit.spool_max_bytes,
+            },
+            metrics.audit.clone(),
+        )?;
         let (authenticator, bootstrap_token) = authenticator(&config.auth)?;
         let enforcement = Enforcement::new(store.clone(), config.initial_mode)
             .with_refresh(config.settings_refresh);
-        let gatekeeper = Gatekeeper::new(store.clone(), enforcement.clone());
+        let gatekeeper = Gatekeeper::new(store.clone(), enforcement.clone())
+            .with_audit(audit.clone())
+            .with_metrics(metrics.clone());
         let state = AppState::new(Services {
             authenticator: Arc::new(authenticator),
             store,
             enforcement,
             gatekeeper,
+            audit,
+            metrics,
             request_timeout: config.request_timeout,
         });
         Ok(Self {
             state,
+            audit_writer,
             bootstrap_token,
             store_kind,
         })
@@ -100,11 +129,15 @@ impl Gatehouse {
         let background = [
             self.state.enforcement.spawn_refresh(tasks.clone()),
             self.state.enforcement.spawn_watch(tasks.clone()),
+            tokio::spawn(self.audit_writer.run(tasks.clone())),
         ];
         let router = app(self.state);
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
         tasks.cancel();
         for task in background {
             if let Err(e) = task.await {
@@ -156,6 +189,8 @@ pub fn spec_state() -> AppState {
         gatekeeper: Gatekeeper::new(store.clone(), enforcement.clone()),
         store,
         enforcement,
+        audit: Audit::disabled("spec"),
+        metrics: Metrics::new(),
         request_timeout: Duration::from_secs(10),
     })
 }

@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::audit::Source;
 use crate::auth::Principal;
 use crate::decision::{Mode, Reason, Verdict};
-use crate::gatekeeper::{Check, CheckResult, DEFAULT_ENDPOINT};
-use crate::http::{ApiError, AppState, JsonBody, Problem};
+use crate::gatekeeper::{Check, CheckResult, DEFAULT_ENDPOINT, Origin};
+use crate::http::{ApiError, AppState, JsonBody, Problem, RequestMeta};
 use crate::session_id::{SessionId, check_name};
 
 /// Most checks in one batch.
@@ -123,12 +124,13 @@ fn accept(principal: &Principal, request: ValidateRequest) -> Result<Accepted, A
 }
 
 impl Accepted {
-    fn check(&self) -> Check<'_> {
+    fn check<'a>(&'a self, origin: &'a Origin) -> Check<'a> {
         Check {
             user: &self.user,
             is_admin: self.is_admin,
             session: &self.session,
             endpoint: &self.endpoint,
+            origin,
         }
     }
 
@@ -161,10 +163,12 @@ impl Accepted {
 async fn validate(
     State(state): State<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     JsonBody(request): JsonBody<ValidateRequest>,
 ) -> Result<(StatusCode, Json<ValidateResponse>), ApiError> {
     let accepted = accept(&principal, request)?;
-    let result = state.gatekeeper.check(&accepted.check(), None).await;
+    let origin = meta.origin(Source::Validate);
+    let result = state.gatekeeper.check(&accepted.check(&origin), None).await;
     let status = match (result.outcome.verdict, result.outcome.reason) {
         (Verdict::Deny, Reason::StoreUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
         (Verdict::Deny, _) if accepted.is_self => StatusCode::FORBIDDEN,
@@ -188,6 +192,7 @@ async fn validate(
 async fn validate_batch(
     State(state): State<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     JsonBody(request): JsonBody<BatchRequest>,
 ) -> Result<Json<BatchResponse>, ApiError> {
     if request.checks.len() > MAX_BATCH {
@@ -208,7 +213,8 @@ async fn validate_batch(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let checks: Vec<Check<'_>> = accepted.iter().map(Accepted::check).collect();
+    let origin = meta.origin(Source::Validate);
+    let checks: Vec<Check<'_>> = accepted.iter().map(|a| a.check(&origin)).collect();
     let results = state.gatekeeper.check_many(&checks).await;
     drop(checks);
     let results = accepted

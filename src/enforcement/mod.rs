@@ -321,15 +321,16 @@ impl Enforcement {
         })
     }
 
-    /// Makes `change` on behalf of `actor`. A change that changes nothing is not saved and
-    /// not recorded (the call is idempotent); the settings in force are returned either way.
+    /// Makes `change` on behalf of `actor`: the settings now in force, and the history entry
+    /// recorded. A change that changes nothing is not saved and not recorded (the call is
+    /// idempotent): the entry is then `None`.
     pub async fn change(
         &self,
         actor: &str,
         change: Change,
         reason: &str,
         expected_version: Option<u64>,
-    ) -> Result<EnforcementSettings, ChangeError> {
+    ) -> Result<(EnforcementSettings, Option<HistoryEntry>), ChangeError> {
         let reason = reason.trim();
         if reason.is_empty() || reason.chars().count() > MAX_REASON_LEN {
             return Err(ChangeError::InvalidReason);
@@ -353,7 +354,7 @@ impl Enforcement {
             let store_went_back = self.current().version > base.version;
             let Some((mut next, label, from, to)) = change.apply(&base) else {
                 self.apply(base.clone());
-                return Ok(base);
+                return Ok((base, None));
             };
             let now = Timestamp::now();
             next.version = base.version + 1;
@@ -376,7 +377,7 @@ impl Enforcement {
                     } else {
                         self.apply(next.clone());
                     }
-                    return Ok(next);
+                    return Ok((next, Some(entry)));
                 }
                 SaveOutcome::VersionConflict { current } => {
                     if let Some(expected) = expected_version {

@@ -12,9 +12,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Change, ChangeError, EnforcementSettings, HistoryEntry};
+use crate::audit::{AuditDecision, AuditEvent, Source};
 use crate::auth::Principal;
 use crate::decision::Mode;
-use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, require_admin};
+use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, RequestMeta, require_admin};
 
 /// The enforcement routes.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -86,16 +87,43 @@ pub struct Reasoned {
 async fn make_change(
     state: &AppState,
     principal: &Principal,
+    meta: &RequestMeta,
     change: Change,
     reason: &str,
     expected_version: Option<u64>,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
     require_admin(principal)?;
-    let settings = state
+    let (settings, entry) = state
         .enforcement
         .change(&principal.sub, change, reason, expected_version)
         .await?;
+    if let Some(entry) = entry {
+        state.audit.record(change_event(state, meta, &entry));
+    }
     Ok(Json(settings))
+}
+
+/// The audit event of a recorded settings change.
+fn change_event(state: &AppState, meta: &RequestMeta, entry: &HistoryEntry) -> AuditEvent {
+    AuditEvent {
+        ts: entry.at,
+        decision: AuditDecision::Change,
+        reason: entry.change.clone(),
+        user: entry.actor.clone(),
+        session_id: None,
+        owner: None,
+        endpoint: None,
+        method: None,
+        path: None,
+        mode: None,
+        source: Source::Admin,
+        request_id: meta.request_id.clone(),
+        client_ip: meta.client_ip.clone(),
+        instance: state.audit.instance().to_owned(),
+        detail: Some(json!({
+            "version": entry.version, "from": entry.from, "to": entry.to, "reason": entry.reason,
+        })),
+    }
 }
 
 /// The current enforcement settings.
@@ -127,6 +155,7 @@ async fn get_enforcement(
 async fn put_enforcement(
     State(state): State<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     JsonBody(body): JsonBody<PutEnforcement>,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
     let change = Change::Global {
@@ -136,6 +165,7 @@ async fn put_enforcement(
     make_change(
         &state,
         &principal,
+        &meta,
         change,
         &body.reason,
         body.expected_version,
@@ -157,6 +187,7 @@ async fn put_enforcement(
 async fn put_endpoint(
     State(state): State<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<PutEndpoint>,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
@@ -167,6 +198,7 @@ async fn put_endpoint(
     make_change(
         &state,
         &principal,
+        &meta,
         change,
         &body.reason,
         body.expected_version,
@@ -188,6 +220,7 @@ async fn put_endpoint(
 async fn delete_endpoint(
     State(state): State<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<Reasoned>,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
@@ -195,6 +228,7 @@ async fn delete_endpoint(
     make_change(
         &state,
         &principal,
+        &meta,
         change,
         &body.reason,
         body.expected_version,
@@ -215,12 +249,14 @@ async fn delete_endpoint(
 async fn kill_switch_on(
     State(state): State<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     JsonBody(body): JsonBody<Reasoned>,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
     let change = Change::KillSwitch(true);
     make_change(
         &state,
         &principal,
+        &meta,
         change,
         &body.reason,
         body.expected_version,
@@ -241,12 +277,14 @@ async fn kill_switch_on(
 async fn kill_switch_off(
     State(state): State<AppState>,
     principal: Principal,
+    meta: RequestMeta,
     JsonBody(body): JsonBody<Reasoned>,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
     let change = Change::KillSwitch(false);
     make_change(
         &state,
         &principal,
+        &meta,
         change,
         &body.reason,
         body.expected_version,

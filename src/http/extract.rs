@@ -100,3 +100,53 @@ where
             .map_err(|e| ApiError::InvalidRequest(e.body_text()))
     }
 }
+
+/// Where a request came from, for the audit stream: its request id and the peer's address
+/// (the connection's, from `ConnectInfo`; forwarded-for headers are not trusted here).
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// The `x-request-id` header (set by the request-id layer when the client sent none).
+    pub request_id: Option<String>,
+    /// The peer's IP address.
+    pub client_ip: Option<String>,
+}
+
+impl RequestMeta {
+    /// Reads the metadata of a request's parts.
+    pub fn of(parts: &Parts) -> Self {
+        Self::from_headers_and_extensions(&parts.headers, &parts.extensions)
+    }
+
+    /// Reads the metadata from headers and extensions (for middleware holding a `Request`).
+    pub fn from_headers_and_extensions(
+        headers: &axum::http::HeaderMap,
+        extensions: &axum::http::Extensions,
+    ) -> Self {
+        Self {
+            request_id: headers
+                .get(super::REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            client_ip: extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip().to_string()),
+        }
+    }
+
+    /// The audit origin of a check made by `source` for this request.
+    pub fn origin(&self, source: crate::audit::Source) -> crate::gatekeeper::Origin {
+        crate::gatekeeper::Origin {
+            request_id: self.request_id.clone(),
+            client_ip: self.client_ip.clone(),
+            ..crate::gatekeeper::Origin::new(source)
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(parts))
+    }
+}

@@ -1,5 +1,5 @@
 //! `/healthz` (the process answers) and `/readyz` (the store answers and the settings are
-//! loaded), for orchestrators and load balancers.
+//! loaded), for orchestrators and load balancers; `/metrics` for Prometheus.
 
 use axum::Json;
 use axum::extract::State;
@@ -14,6 +14,21 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
+
+/// Prometheus metrics (OpenMetrics text): decisions by decision, reason and source; audit
+/// events by outcome (queued, written, spooled, replayed, dropped) and the backlog.
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 /// Liveness.

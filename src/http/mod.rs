@@ -25,13 +25,15 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::audit::Audit;
 use crate::auth::{Authenticator, Principal};
 use crate::enforcement::Enforcement;
 use crate::gatekeeper::Gatekeeper;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub use self::error::{ApiError, PROBLEM_JSON, Problem, problem_response};
-pub use self::extract::{JsonBody, MAX_JSON_BODY, Path, Query};
+pub use self::extract::{JsonBody, MAX_JSON_BODY, Path, Query, RequestMeta};
 pub use self::openapi::ApiDoc;
 
 /// The header carrying the request id (set when absent, echoed on the response).
@@ -47,6 +49,10 @@ pub struct Services {
     pub enforcement: Enforcement,
     /// Decides checks.
     pub gatekeeper: Gatekeeper,
+    /// Records audit events.
+    pub audit: Audit,
+    /// This instance's metrics.
+    pub metrics: Arc<Metrics>,
     /// Bound on a request's whole handling.
     pub request_timeout: Duration,
 }
@@ -94,6 +100,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::sessions::routes(state))
         .merge(crate::enforcement::routes())
         .merge(crate::rollout::routes())
+        .merge(crate::audit::routes())
         .merge(health::routes())
 }
 

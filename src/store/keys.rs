@@ -12,6 +12,8 @@ pub struct KeySchema {
     pub user_sessions_prefix: String,
     /// Prefix of everything else gatehouse keeps (`gatehouse:`).
     pub prefix: String,
+    /// The audit stream; `None`: `{prefix}audit`.
+    pub audit: Option<String>,
 }
 
 impl Default for KeySchema {
@@ -20,6 +22,7 @@ impl Default for KeySchema {
             owner_prefix: "chat_session_owner:".into(),
             user_sessions_prefix: "user_chat_sessions:".into(),
             prefix: "gatehouse:".into(),
+            audit: None,
         }
     }
 }
@@ -45,6 +48,19 @@ impl KeySchema {
         format!("{}{{enforcement}}:history", self.prefix)
     }
 
+    /// The audit stream.
+    pub fn audit(&self) -> String {
+        self.audit
+            .clone()
+            .unwrap_or_else(|| format!("{}audit", self.prefix))
+    }
+
+    /// The hash of each audit writer's last appended sequence number (beside the stream: give
+    /// the stream a hash tag, e.g. `gatehouse:{audit}`, and both share a Cluster slot).
+    pub fn audit_writers(&self) -> String {
+        format!("{}:writers", self.audit())
+    }
+
     /// The pub/sub channel on which every saved settings record is announced (as JSON).
     pub fn settings_channel(&self) -> String {
         format!("{}enforcement:changed", self.prefix)
@@ -62,5 +78,7 @@ mod tests {
         assert_eq!(k.user_sessions("admin"), "user_chat_sessions:admin");
         assert_eq!(k.settings(), "gatehouse:{enforcement}");
         assert_eq!(k.history(), "gatehouse:{enforcement}:history");
+        assert_eq!(k.audit(), "gatehouse:audit");
+        assert_eq!(k.audit_writers(), "gatehouse:audit:writers");
     }
 }

@@ -3,7 +3,7 @@
 //! Same contract as the Redis adapter (the contract suite runs against both); state lives as
 //! long as the process. Locks are never held across an `.await`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -13,9 +13,10 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    ClaimOutcome, Expected, OwnerChange, OwnershipStore, SaveOutcome, SessionPage, SettingsFeed,
-    SettingsStore, StoreError,
+    AuditStore, ClaimOutcome, Expected, OwnerChange, OwnershipStore, SaveOutcome, SessionPage,
+    SettingsFeed, SettingsStore, StoreError,
 };
+use crate::audit::{AuditEntry, AuditId, Sequenced};
 use crate::enforcement::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
 
@@ -72,10 +73,41 @@ struct Settings {
     history: Vec<HistoryEntry>,
 }
 
-/// In-process implementation of both store ports.
+/// The default bound of the in-memory audit stream.
+pub const DEFAULT_AUDIT_MAXLEN: usize = 1_000_000;
+
+struct Audit {
+    entries: VecDeque<AuditEntry>,
+    writers: HashMap<String, u64>,
+    last: AuditId,
+    maxlen: usize,
+}
+
+impl Audit {
+    /// The next id, as Redis makes them: the current millisecond, or the last id's
+    /// millisecond with the next sequence when the clock has not moved on.
+    fn next_id(&mut self) -> AuditId {
+        let now = crate::timestamp::Timestamp::now().unix_millis();
+        self.last = if now > self.last.millis {
+            AuditId {
+                millis: now,
+                seq: 0,
+            }
+        } else {
+            AuditId {
+                millis: self.last.millis,
+                seq: self.last.seq + 1,
+            }
+        };
+        self.last
+    }
+}
+
+/// In-process implementation of every store port.
 pub struct MemoryStore {
     owners: Mutex<Owners>,
     settings: Mutex<Settings>,
+    audit: Mutex<Audit>,
     owner_ttl: Option<Duration>,
     announcements: broadcast::Sender<EnforcementSettings>,
 }
@@ -92,9 +124,25 @@ impl MemoryStore {
         Self {
             owners: Mutex::default(),
             settings: Mutex::default(),
+            audit: Mutex::new(Audit {
+                entries: VecDeque::new(),
+                writers: HashMap::new(),
+                last: AuditId { millis: 0, seq: 0 },
+                maxlen: DEFAULT_AUDIT_MAXLEN,
+            }),
             owner_ttl,
             announcements: broadcast::channel(64).0,
         }
+    }
+
+    /// Bounds the audit stream to `maxlen` entries (oldest dropped first, like `MAXLEN`).
+    pub fn with_audit_maxlen(self, maxlen: usize) -> Self {
+        self.audit().maxlen = maxlen.max(1);
+        self
+    }
+
+    fn audit(&self) -> MutexGuard<'_, Audit> {
+        self.audit.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn owners(&self) -> MutexGuard<'_, Owners> {
@@ -264,5 +312,60 @@ impl SettingsStore for MemoryStore {
             })
             .boxed(),
         )
+    }
+}
+
+#[async_trait]
+impl AuditStore for MemoryStore {
+    async fn append_audit(&self, writer: &str, events: &[Sequenced]) -> Result<usize, StoreError> {
+        let mut audit = self.audit();
+        let mut last = audit.writers.get(writer).copied().unwrap_or(0);
+        let mut written = 0;
+        for sequenced in events {
+            if sequenced.seq <= last {
+                continue;
+            }
+            let id = audit.next_id();
+            audit.entries.push_back(AuditEntry {
+                id,
+                event: sequenced.event.clone(),
+            });
+            last = sequenced.seq;
+            written += 1;
+        }
+        while audit.entries.len() > audit.maxlen {
+            audit.entries.pop_front();
+        }
+        audit.writers.insert(writer.to_owned(), last);
+        Ok(written)
+    }
+
+    async fn audit_before(
+        &self,
+        before: Option<AuditId>,
+        count: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let audit = self.audit();
+        // Entries are in id order: find the first at or after `before`, walk back from it.
+        let end = before.map_or(audit.entries.len(), |before| {
+            audit.entries.partition_point(|e| e.id < before)
+        });
+        Ok(audit
+            .entries
+            .range(..end)
+            .rev()
+            .take(count)
+            .cloned()
+            .collect())
+    }
+
+    async fn audit_after(
+        &self,
+        after: Option<AuditId>,
+        count: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let audit = self.audit();
+        let start = after.map_or(0, |after| audit.entries.partition_point(|e| e.id <= after));
+        Ok(audit.entries.range(start..).take(count).cloned().collect())
     }
 }

@@ -11,6 +11,7 @@ mod redis;
 
 use async_trait::async_trait;
 
+use crate::audit::{AuditEntry, AuditId, Sequenced};
 use crate::enforcement::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
 
@@ -178,7 +179,34 @@ pub trait SettingsStore: Send + Sync + 'static {
 /// The stream returned by [`SettingsStore::watch`].
 pub type SettingsFeed = futures_util::stream::BoxStream<'static, Option<EnforcementSettings>>;
 
-/// A store that provides both ports: what the service runs on.
-pub trait Store: OwnershipStore + SettingsStore {}
+/// The audit stream (DESIGN §6).
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// Appends `events` of `writer` (sequence numbers ascending), skipping every event whose
+    /// number is at or below the last one recorded for that writer, and records the new last
+    /// number, atomically. Returns how many were appended.
+    ///
+    /// This is what makes delivery exactly-once: a batch whose answer was lost (a timeout
+    /// after Redis applied it) or a spool replayed twice after a crash is skipped, not
+    /// duplicated, as long as each writer appends its events in order.
+    async fn append_audit(&self, writer: &str, events: &[Sequenced]) -> Result<usize, StoreError>;
 
-impl<T: OwnershipStore + SettingsStore> Store for T {}
+    /// Up to `count` entries, newest first, with ids below `before` when given.
+    async fn audit_before(
+        &self,
+        before: Option<AuditId>,
+        count: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Up to `count` entries, oldest first, with ids above `after` when given.
+    async fn audit_after(
+        &self,
+        after: Option<AuditId>,
+        count: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// A store that provides every port: what the service runs on.
+pub trait Store: OwnershipStore + SettingsStore + AuditStore {}
+
+impl<T: OwnershipStore + SettingsStore + AuditStore> Store for T {}

@@ -18,9 +18,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use super::{
-    ClaimOutcome, Expected, KeySchema, OwnerChange, OwnershipStore, SaveOutcome, SessionPage,
-    SettingsFeed, SettingsStore, StoreError,
+    AuditStore, ClaimOutcome, Expected, KeySchema, OwnerChange, OwnershipStore, SaveOutcome,
+    SessionPage, SettingsFeed, SettingsStore, StoreError,
 };
+use crate::audit::{AuditEntry, AuditEvent, AuditId, Sequenced};
 use crate::enforcement::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
 
@@ -37,6 +38,8 @@ pub struct RedisOptions {
     pub owner_ttl: Option<Duration>,
     /// Key names.
     pub keys: KeySchema,
+    /// Approximate bound of the audit stream (`XADD MAXLEN ~`).
+    pub audit_maxlen: usize,
 }
 
 /// Sets the owner if the current one matches. KEYS[1] owner key; ARGV: new owner, check flag,
@@ -73,6 +76,29 @@ redis.call('PUBLISH', ARGV[4], ARGV[2])
 return -1
 ";
 
+/// Appends a writer's audit events, skipping those already appended. KEYS: stream, writers
+/// hash; ARGV: maxlen, writer, then per event: seq, field count n, n field/value strings.
+/// Returns how many were appended.
+const APPEND_AUDIT: &str = r"
+local last = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+local written = 0
+local i = 3
+while i <= #ARGV do
+  local seq = tonumber(ARGV[i])
+  local n = tonumber(ARGV[i + 1])
+  if seq > last then
+    local args = {KEYS[1], 'MAXLEN', '~', ARGV[1], '*'}
+    for j = i + 2, i + 1 + n do args[#args + 1] = ARGV[j] end
+    redis.call('XADD', unpack(args))
+    last = seq
+    written = written + 1
+  end
+  i = i + 2 + n
+end
+redis.call('HSET', KEYS[2], ARGV[2], last)
+return written
+";
+
 /// A claim that keeps losing to concurrent releases gives up after this many rounds.
 const CLAIM_ATTEMPTS: usize = 5;
 
@@ -87,6 +113,8 @@ pub struct RedisStore {
     set_owner: Script,
     release: Script,
     save_settings: Script,
+    append_audit: Script,
+    audit_maxlen: usize,
 }
 
 impl RedisStore {
@@ -114,6 +142,8 @@ impl RedisStore {
             set_owner: Script::new(SET_OWNER),
             release: Script::new(RELEASE),
             save_settings: Script::new(SAVE_SETTINGS),
+            append_audit: Script::new(APPEND_AUDIT),
+            audit_maxlen: options.audit_maxlen.max(1),
         })
     }
 
@@ -525,6 +555,93 @@ impl SettingsStore for RedisStore {
                 serde_json::from_str(&json).ok()
             })
             .boxed())
+    }
+}
+
+/// Reads an `XRANGE`/`XREVRANGE` reply.
+fn audit_entries(reply: redis::streams::StreamRangeReply) -> Result<Vec<AuditEntry>, StoreError> {
+    reply
+        .ids
+        .into_iter()
+        .map(|entry| {
+            let id: AuditId = entry.id.parse().map_err(StoreError::Corrupt)?;
+            let fields = entry
+                .map
+                .into_iter()
+                .map(|(key, value)| {
+                    redis::from_redis_value::<String>(value)
+                        .map(|value| (key, value))
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))
+                })
+                .collect::<Result<_, _>>()?;
+            let event = AuditEvent::from_fields(fields)
+                .map_err(|e| StoreError::Corrupt(format!("audit entry {id}: {e}")))?;
+            Ok(AuditEntry { id, event })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl AuditStore for RedisStore {
+    async fn append_audit(&self, writer: &str, events: &[Sequenced]) -> Result<usize, StoreError> {
+        let mut invocation = self.append_audit.key(self.keys.audit());
+        invocation
+            .key(self.keys.audit_writers())
+            .arg(self.audit_maxlen)
+            .arg(writer);
+        for sequenced in events {
+            let fields = sequenced.event.to_fields();
+            invocation.arg(sequenced.seq).arg(fields.len() * 2);
+            for (key, value) in fields {
+                invocation.arg(key).arg(value);
+            }
+        }
+        let mut conn = self.conn();
+        self.bounded(invocation.invoke_async(&mut conn)).await
+    }
+
+    async fn audit_before(
+        &self,
+        before: Option<AuditId>,
+        count: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let end = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
+        let cmd = redis::cmd("XREVRANGE")
+            .arg(self.keys.audit())
+            .arg(end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(count)
+            .clone();
+        let reply = self
+            .read(|mut conn| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await?;
+        audit_entries(reply)
+    }
+
+    async fn audit_after(
+        &self,
+        after: Option<AuditId>,
+        count: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let cmd = redis::cmd("XRANGE")
+            .arg(self.keys.audit())
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .clone();
+        let reply = self
+            .read(|mut conn| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await?;
+        audit_entries(reply)
     }
 }
 

@@ -243,12 +243,20 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     issuer: TokenIssuer,
+    /// Holds the instance's audit spool unless the test chose its own path.
+    _spool_dir: tempfile::TempDir,
 }
 
 impl TestApp {
     /// Starts an instance on `backend` with the test secret and `extra` settings.
     pub async fn spawn(backend: &Backend, extra: &[(&str, &str)]) -> Self {
+        let spool_dir = tempfile::tempdir().expect("temporary directory");
+        let spool = spool_dir.path().join("audit.spool");
         let mut vars: Vec<(String, String)> = vec![
+            (
+                "GATEHOUSE_AUDIT_SPOOL".into(),
+                spool.to_string_lossy().into_owned(),
+            ),
             ("GATEHOUSE_JWT_SECRET".into(), SECRET.into()),
             ("GATEHOUSE_REDIS_TIMEOUT".into(), "300ms".into()),
             ("GATEHOUSE_SETTINGS_REFRESH".into(), "200ms".into()),
@@ -270,6 +278,7 @@ impl TestApp {
             shutdown,
             server,
             issuer: TokenIssuer::new(SECRET.as_bytes(), &JwtSettings::default()),
+            _spool_dir: spool_dir,
         }
     }
 

@@ -16,6 +16,7 @@ struct Process {
     child: Child,
     base: String,
     stderr: mpsc::Receiver<String>,
+    _spool_dir: tempfile::TempDir,
 }
 
 impl Process {
@@ -27,7 +28,12 @@ impl Process {
                 command.env_remove(key);
             }
         }
+        let spool_dir = tempfile::tempdir().expect("temporary directory");
         command
+            .env(
+                "GATEHOUSE_AUDIT_SPOOL",
+                spool_dir.path().join("audit.spool"),
+            )
             .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
@@ -46,6 +52,7 @@ impl Process {
             child,
             base: format!("http://127.0.0.1:{port}"),
             stderr: rx,
+            _spool_dir: spool_dir,
         }
     }
 

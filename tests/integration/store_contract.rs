@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse::decision::Mode;
+use gatehouse::audit::{AuditEvent, AuditId, Sequenced, Source};
+use gatehouse::decision::{Mode, Reason, Verdict};
 use gatehouse::enforcement::{EnforcementSettings, HistoryEntry};
 use gatehouse::session_id::SessionId;
 use gatehouse::store::{
@@ -22,7 +23,9 @@ both_backends!(
     paging_is_exact_and_complete,
     settings_are_versioned,
     owner_ttl_is_opt_in,
-    counts_owned_sessions
+    counts_owned_sessions,
+    audit_appends_are_idempotent_per_writer,
+    audit_paging_never_skips_or_repeats,
 );
 
 fn store(backend: &Backend, owner_ttl: Option<Duration>) -> Arc<dyn Store> {
@@ -35,6 +38,7 @@ fn store(backend: &Backend, owner_ttl: Option<Duration>) -> Arc<dyn Store> {
                 timeout: Duration::from_secs(2),
                 owner_ttl,
                 keys: KeySchema::default(),
+                audit_maxlen: 1_000_000,
             })
             .expect("connects lazily"),
         ),
@@ -314,4 +318,90 @@ async fn counts_owned_sessions(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(store.count_owned().await.unwrap(), 2499);
+}
+
+fn audit_event(user: &str, session: &str) -> AuditEvent {
+    let mut event = AuditEvent::decision(
+        Verdict::Deny,
+        Reason::NotOwner,
+        Mode::Enforced,
+        Source::Validate,
+        "contract",
+    );
+    event.user = user.into();
+    event.session_id = Some(session.into());
+    event.endpoint = Some("chat".into());
+    event
+}
+
+fn sequenced(range: std::ops::RangeInclusive<u64>) -> Vec<Sequenced> {
+    range
+        .map(|seq| Sequenced {
+            seq,
+            event: audit_event("bob", &format!("s{seq}")),
+        })
+        .collect()
+}
+
+async fn audit_appends_are_idempotent_per_writer(backend: Backend) {
+    let store = store(&backend, None);
+    assert_eq!(
+        store.append_audit("w1", &sequenced(1..=3)).await.unwrap(),
+        3
+    );
+    // A retried batch, and one overlapping it: only the new events are appended.
+    assert_eq!(
+        store.append_audit("w1", &sequenced(1..=3)).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.append_audit("w1", &sequenced(2..=5)).await.unwrap(),
+        2
+    );
+    // Another writer numbers independently.
+    let w2 = sequenced(1..=2);
+    assert_eq!(store.append_audit("w2", &w2).await.unwrap(), 2);
+    let all = store.audit_before(None, 100).await.unwrap();
+    let sessions: Vec<String> = all
+        .iter()
+        .rev()
+        .map(|e| e.event.session_id.clone().unwrap())
+        .collect();
+    assert_eq!(sessions, ["s1", "s2", "s3", "s4", "s5", "s1", "s2"]);
+    assert_eq!(all[0].event, w2[1].event, "fields round-trip");
+    let ids: Vec<AuditId> = all.iter().map(|e| e.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+}
+
+async fn audit_paging_never_skips_or_repeats(backend: Backend) {
+    let store = store(&backend, None);
+    for batch in 0..12_u64 {
+        let events = sequenced(batch * 100 + 1..=batch * 100 + 100);
+        assert_eq!(store.append_audit("w", &events).await.unwrap(), 100);
+    }
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.audit_before(before, 7).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before = Some(page.last().unwrap().id);
+        seen.extend(page.into_iter().map(|e| e.event.session_id.unwrap()));
+    }
+    let expected: Vec<String> = (1..=1200).rev().map(|i| format!("s{i}")).collect();
+    assert_eq!(seen, expected);
+
+    let mut forward = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.audit_after(after, 500).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().unwrap().id);
+        forward.extend(page.into_iter().map(|e| e.id));
+    }
+    assert_eq!(forward.len(), 1200);
+    assert!(forward.windows(2).all(|w| w[0] < w[1]));
 }

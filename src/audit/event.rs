@@ -1,0 +1,293 @@
+//! The audit event (DESIGN §6) and its stream encoding.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::decision::{Mode, Reason, Verdict};
+use crate::timestamp::Timestamp;
+
+/// What produced an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// `POST /v1/validate` and its batch.
+    Validate,
+    /// `/v1/forward-auth`.
+    ForwardAuth,
+    /// The ownership middleware.
+    Middleware,
+    /// An admin change (settings, backfill).
+    Admin,
+}
+
+impl Source {
+    /// The name used on the wire and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Validate => "validate",
+            Source::ForwardAuth => "forward_auth",
+            Source::Middleware => "middleware",
+            Source::Admin => "admin",
+        }
+    }
+}
+
+/// The decision an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditDecision {
+    /// Allowed although the rule could not be applied (`store_unavailable` outside ENFORCED).
+    Allow,
+    /// Denied.
+    Deny,
+    /// Would have been denied (LOG_ONLY).
+    WouldDeny,
+    /// An admin change; `reason` names what changed.
+    Change,
+}
+
+impl From<Verdict> for AuditDecision {
+    fn from(verdict: Verdict) -> Self {
+        match verdict {
+            Verdict::Allow => AuditDecision::Allow,
+            Verdict::Deny => AuditDecision::Deny,
+            Verdict::WouldDeny => AuditDecision::WouldDeny,
+        }
+    }
+}
+
+impl AuditDecision {
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditDecision::Allow => "allow",
+            AuditDecision::Deny => "deny",
+            AuditDecision::WouldDeny => "would_deny",
+            AuditDecision::Change => "change",
+        }
+    }
+}
+
+impl FromStr for AuditDecision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow" => Ok(AuditDecision::Allow),
+            "deny" => Ok(AuditDecision::Deny),
+            "would_deny" => Ok(AuditDecision::WouldDeny),
+            "change" => Ok(AuditDecision::Change),
+            _ => Err(format!(
+                "unknown decision {s:?}: use deny, would_deny, allow or change"
+            )),
+        }
+    }
+}
+
+/// One audited decision or admin change. Never carries tokens or message content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEvent {
+    /// When it happened.
+    pub ts: Timestamp,
+    /// deny, would_deny, allow (store unavailable outside ENFORCED) or change.
+    pub decision: AuditDecision,
+    /// The decision's reason (`not_owner`, `no_owner`, `store_unavailable`, ...) or, for a
+    /// change, what changed (`global`, `endpoint:{name}`, `kill_switch`, ...).
+    pub reason: String,
+    /// The user checked, or the admin who made the change.
+    pub user: String,
+    /// The session checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The session's owner, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// The endpoint whose mode applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The HTTP method of the request checked, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The path of the request checked (no query string), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The mode applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
+    /// What produced the event.
+    pub source: Source,
+    /// The request id (`x-request-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The client's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// The gatehouse instance that recorded it.
+    pub instance: String,
+    /// For changes: `{version?, from, to, reason}` and the like.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+impl AuditEvent {
+    /// A decision event with the request-independent fields set; the caller fills in where
+    /// the request came from.
+    pub fn decision(
+        verdict: Verdict,
+        reason: Reason,
+        mode: Mode,
+        source: Source,
+        instance: &str,
+    ) -> Self {
+        Self {
+            ts: Timestamp::now(),
+            decision: verdict.into(),
+            reason: reason.as_str().to_owned(),
+            user: String::new(),
+            session_id: None,
+            owner: None,
+            endpoint: None,
+            method: None,
+            path: None,
+            mode: Some(mode),
+            source,
+            request_id: None,
+            client_ip: None,
+            instance: instance.to_owned(),
+            detail: None,
+        }
+    }
+
+    /// The event as stream fields: one field per attribute (so `XRANGE` in redis-cli is
+    /// readable), absent attributes left out, `detail` as JSON text.
+    pub fn to_fields(&self) -> Vec<(String, String)> {
+        let Ok(Value::Object(map)) = serde_json::to_value(self) else {
+            return Vec::new();
+        };
+        map.into_iter()
+            .filter_map(|(key, value)| match value {
+                Value::Null => None,
+                Value::String(s) => Some((key, s)),
+                other => Some((key, other.to_string())),
+            })
+            .collect()
+    }
+
+    /// Reads an event back from its stream fields.
+    pub fn from_fields(fields: HashMap<String, String>) -> Result<Self, String> {
+        let map: Map<String, Value> = fields
+            .into_iter()
+            .map(|(key, value)| {
+                let value = if key == "detail" {
+                    serde_json::from_str(&value).unwrap_or(Value::String(value))
+                } else {
+                    Value::String(value)
+                };
+                (key, value)
+            })
+            .collect();
+        serde_json::from_value(Value::Object(map)).map_err(|e| e.to_string())
+    }
+}
+
+/// A stream entry id, `{milliseconds}-{sequence}` as Redis writes them: the paging cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AuditId {
+    /// Milliseconds since the Unix epoch.
+    pub millis: u64,
+    /// Sequence within the millisecond.
+    pub seq: u64,
+}
+
+impl fmt::Display for AuditId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.millis, self.seq)
+    }
+}
+
+impl FromStr for AuditId {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || format!("{s:?} is not an audit entry id (e.g. 1732350000000-0)");
+        let (millis, seq) = s.split_once('-').ok_or_else(invalid)?;
+        Ok(Self {
+            millis: millis.parse().map_err(|_| invalid())?,
+            seq: seq.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// A stored event with its id.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AuditEntry {
+    /// The stream entry id (pass it as `before` to page).
+    #[schema(value_type = String, example = "1732350000000-0")]
+    #[serde(serialize_with = "serialize_display")]
+    pub id: AuditId,
+    /// The event.
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+fn serialize_display<S: serde::Serializer>(id: &AuditId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+/// An event numbered by the writer that queued it: `(writer, seq)` is what makes writes
+/// idempotent (see [`crate::store::AuditStore::append_audit`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sequenced {
+    /// The writer's sequence number, from 1, increasing by one per event.
+    pub seq: u64,
+    /// The event.
+    pub event: AuditEvent,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip() {
+        let mut event = AuditEvent::decision(
+            Verdict::WouldDeny,
+            Reason::NotOwner,
+            Mode::LogOnly,
+            Source::Validate,
+            "gh-1",
+        );
+        event.user = "bob".into();
+        event.session_id = Some("s1".into());
+        event.owner = Some("alice".into());
+        event.detail = Some(serde_json::json!({ "from": 1, "to": [2] }));
+        let fields = event.to_fields();
+        assert!(
+            fields
+                .iter()
+                .any(|(k, v)| k == "decision" && v == "would_deny")
+        );
+        assert!(
+            !fields.iter().any(|(k, _)| k == "method"),
+            "absent: left out"
+        );
+        let back = AuditEvent::from_fields(fields.into_iter().collect()).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn ids_parse_and_order() {
+        let a: AuditId = "1732350000000-0".parse().unwrap();
+        let b: AuditId = "1732350000000-11".parse().unwrap();
+        assert!(a < b);
+        assert_eq!(b.to_string(), "1732350000000-11");
+        for bad in ["", "1", "x-1", "1-", "-1", "1-2-3"] {
+            assert!(bad.parse::<AuditId>().is_err(), "{bad}");
+        }
+    }
+}

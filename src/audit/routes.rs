@@ -1,0 +1,310 @@
+//! `GET /v1/audit` (filtered, newest first, cursor paging) and `GET /v1/audit/summary`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{AuditDecision, AuditEntry, AuditId, Source};
+use crate::auth::Principal;
+use crate::http::{ApiError, AppState, Problem, Query, require_admin};
+use crate::store::{AuditStore, StoreError};
+use crate::timestamp::Timestamp;
+
+/// Entries read from the store per round trip.
+const PAGE: usize = 500;
+/// Entries examined at most by one `GET /v1/audit` call; past it the call returns what it
+/// found and a cursor to continue from.
+const MAX_SCAN: usize = 50_000;
+/// Entries examined at most by one summary.
+const MAX_SUMMARY_SCAN: usize = 2_000_000;
+/// Users listed in a summary.
+const TOP_USERS: usize = 10;
+
+/// The audit routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_audit))
+        .routes(routes!(get_summary))
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Entries at most (1-1000, default 100).
+    pub limit: Option<usize>,
+    /// Only entries older than this id (the `next_before` of the previous page).
+    pub before: Option<String>,
+    /// Only this decision: deny, would_deny, allow or change.
+    pub decision: Option<String>,
+    /// Only this user.
+    pub user: Option<String>,
+    /// Only this session.
+    pub session_id: Option<String>,
+    /// Only this endpoint.
+    pub endpoint: Option<String>,
+    /// Only this source: validate, forward_auth, middleware or admin.
+    pub source: Option<Source>,
+}
+
+/// A page of audit entries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Matching entries, newest first.
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `before` for the next page; absent when the stream has nothing older. A page
+    /// may hold fewer than `limit` entries and still have a next one (each call examines at
+    /// most 50,000 entries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<String>,
+}
+
+/// A filter over entries.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    /// Only this decision.
+    pub decision: Option<AuditDecision>,
+    /// Only this user.
+    pub user: Option<String>,
+    /// Only this session.
+    pub session_id: Option<String>,
+    /// Only this endpoint.
+    pub endpoint: Option<String>,
+    /// Only this source.
+    pub source: Option<Source>,
+}
+
+impl Filter {
+    fn matches(&self, entry: &AuditEntry) -> bool {
+        let e = &entry.event;
+        self.decision.is_none_or(|d| d == e.decision)
+            && self.user.as_ref().is_none_or(|u| *u == e.user)
+            && self
+                .session_id
+                .as_ref()
+                .is_none_or(|s| e.session_id.as_ref() == Some(s))
+            && self
+                .endpoint
+                .as_ref()
+                .is_none_or(|x| e.endpoint.as_ref() == Some(x))
+            && self.source.is_none_or(|s| s == e.source)
+    }
+}
+
+/// Matching entries older than `before`, newest first: at most `limit`, examining at most
+/// `max_scan`. The cursor returned is the id of the last entry examined, so paging with it
+/// never skips or repeats an entry.
+pub async fn query(
+    store: &dyn AuditStore,
+    filter: &Filter,
+    before: Option<AuditId>,
+    limit: usize,
+    max_scan: usize,
+) -> Result<(Vec<AuditEntry>, Option<AuditId>), StoreError> {
+    let mut entries = Vec::new();
+    let mut cursor = before;
+    let mut scanned = 0;
+    loop {
+        let page = store.audit_before(cursor, PAGE).await?;
+        let full = page.len() == PAGE;
+        for entry in page {
+            scanned += 1;
+            cursor = Some(entry.id);
+            if filter.matches(&entry) {
+                entries.push(entry);
+                if entries.len() == limit {
+                    return Ok((entries, cursor));
+                }
+            }
+        }
+        if !full {
+            return Ok((entries, None));
+        }
+        if scanned >= max_scan {
+            return Ok((entries, cursor));
+        }
+    }
+}
+
+/// Audit entries, newest first, filtered.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, body = AuditPage),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn get_audit(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<AuditPage>, ApiError> {
+    require_admin(&principal)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::InvalidRequest("limit must be 1-1000".into()));
+    }
+    let before = q
+        .before
+        .as_deref()
+        .map(str::parse::<AuditId>)
+        .transpose()
+        .map_err(|why| ApiError::InvalidRequest(format!("before: {why}")))?;
+    let decision = q
+        .decision
+        .as_deref()
+        .map(str::parse::<AuditDecision>)
+        .transpose()
+        .map_err(|why| ApiError::InvalidRequest(format!("decision: {why}")))?;
+    let filter = Filter {
+        decision,
+        user: q.user,
+        session_id: q.session_id,
+        endpoint: q.endpoint,
+        source: q.source,
+    };
+    let (entries, next) = query(state.store.as_ref(), &filter, before, limit, MAX_SCAN).await?;
+    Ok(Json(AuditPage {
+        entries,
+        next_before: next.map(|id| id.to_string()),
+    }))
+}
+
+/// Query of `GET /v1/audit/summary`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryQuery {
+    /// Start of the window: an RFC 3339 time, or a duration back from now such as `24h`
+    /// (default `24h`).
+    pub since: Option<String>,
+}
+
+/// Counts over a window of the stream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Summary {
+    /// Start of the window.
+    pub since: Option<Timestamp>,
+    /// End of the window (when the summary was made).
+    pub until: Option<Timestamp>,
+    /// Entries counted.
+    pub total: u64,
+    /// By decision (deny, would_deny, allow, change).
+    pub by_decision: BTreeMap<String, u64>,
+    /// By reason.
+    pub by_reason: BTreeMap<String, u64>,
+    /// By endpoint (decisions only).
+    pub by_endpoint: BTreeMap<String, u64>,
+    /// The users with the most denied and would-deny decisions, most first.
+    pub top_users: Vec<UserCount>,
+    /// False when the window held more entries than one summary examines (2,000,000).
+    pub complete: bool,
+}
+
+/// A user and their count.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserCount {
+    /// The user.
+    pub user: String,
+    /// Deny and would-deny decisions.
+    pub count: u64,
+}
+
+/// Parses `since`: an RFC 3339 time or a duration back from now.
+pub fn parse_since(raw: &str) -> Result<Timestamp, String> {
+    if let Ok(at) = raw.parse::<Timestamp>() {
+        return Ok(at);
+    }
+    let back: Duration = humantime::parse_duration(raw)
+        .map_err(|_| format!("{raw:?}: write an RFC 3339 time or a duration such as 24h"))?;
+    let millis = u64::try_from(back.as_millis()).unwrap_or(u64::MAX);
+    Ok(Timestamp::from_unix_millis(
+        Timestamp::now().unix_millis().saturating_sub(millis),
+    ))
+}
+
+/// Counts the entries from `since` to now.
+pub async fn summarize(store: &dyn AuditStore, since: Timestamp) -> Result<Summary, StoreError> {
+    let until = Timestamp::now();
+    let mut summary = Summary {
+        since: Some(since),
+        until: Some(until),
+        complete: true,
+        ..Summary::default()
+    };
+    let mut users: HashMap<String, u64> = HashMap::new();
+    let start = since.unix_millis();
+    let mut cursor = (start > 0).then(|| AuditId {
+        millis: start - 1,
+        seq: u64::MAX,
+    });
+    let mut scanned = 0;
+    'pages: loop {
+        let page = store.audit_after(cursor, PAGE).await?;
+        let full = page.len() == PAGE;
+        for entry in page {
+            if entry.id.millis > until.unix_millis() {
+                break 'pages;
+            }
+            scanned += 1;
+            cursor = Some(entry.id);
+            let e = &entry.event;
+            summary.total += 1;
+            *summary
+                .by_decision
+                .entry(e.decision.as_str().to_owned())
+                .or_default() += 1;
+            *summary.by_reason.entry(e.reason.clone()).or_default() += 1;
+            if e.decision != AuditDecision::Change {
+                if let Some(endpoint) = &e.endpoint {
+                    *summary.by_endpoint.entry(endpoint.clone()).or_default() += 1;
+                }
+                if matches!(e.decision, AuditDecision::Deny | AuditDecision::WouldDeny) {
+                    *users.entry(e.user.clone()).or_default() += 1;
+                }
+            }
+        }
+        if !full {
+            break;
+        }
+        if scanned >= MAX_SUMMARY_SCAN {
+            summary.complete = false;
+            break;
+        }
+    }
+    let mut top: Vec<UserCount> = users
+        .into_iter()
+        .map(|(user, count)| UserCount { user, count })
+        .collect();
+    top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.user.cmp(&b.user)));
+    top.truncate(TOP_USERS);
+    summary.top_users = top;
+    Ok(summary)
+}
+
+/// Counts by decision, reason, endpoint and top users since a point in time.
+#[utoipa::path(get, path = "/v1/audit/summary", tag = "audit",
+    params(SummaryQuery),
+    responses(
+        (status = 200, body = Summary),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn get_summary(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<SummaryQuery>,
+) -> Result<Json<Summary>, ApiError> {
+    require_admin(&principal)?;
+    let since = parse_since(q.since.as_deref().unwrap_or("24h"))
+        .map_err(|why| ApiError::InvalidRequest(format!("since: {why}")))?;
+    Ok(Json(summarize(state.store.as_ref(), since).await?))
+}

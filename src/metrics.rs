@@ -1,0 +1,172 @@
+//! Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format.
+//!
+//! Each instance owns its [`Metrics`] (a `prometheus-client` registry, no global state), so
+//! several instances in one process — the integration tests — keep separate counts.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels<const N: usize> = [(&'static str, &'static str); N];
+
+/// The metrics of one instance.
+pub struct Metrics {
+    registry: Registry,
+    /// Audit writer counters.
+    pub audit: AuditMetrics,
+    decisions: Family<Labels<3>, Counter>,
+}
+
+/// Counters of the audit writer: `gatehouse_audit_events_total{outcome}` and the backlog.
+#[derive(Clone, Default)]
+pub struct AuditMetrics {
+    events: Family<Labels<1>, Counter>,
+    backlog: Gauge,
+}
+
+/// The audit writer's counts, for tests and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditCounts {
+    /// Accepted from the request path.
+    pub queued: u64,
+    /// Appended to the stream from memory.
+    pub written: u64,
+    /// Written to the local spool file (Redis unreachable, memory queue full or shutting down).
+    pub spooled: u64,
+    /// Appended to the stream from the spool file.
+    pub replayed: u64,
+    /// Lost: the queue and the spool were both full or unavailable.
+    pub dropped: u64,
+}
+
+const OUTCOMES: [&str; 5] = ["queued", "written", "spooled", "replayed", "dropped"];
+
+impl AuditMetrics {
+    fn add(&self, outcome: &'static str, n: usize) {
+        self.events
+            .get_or_create(&[("outcome", outcome)])
+            .inc_by(n as u64);
+    }
+
+    /// Events accepted from the request path.
+    pub fn queued(&self, n: usize) {
+        self.add("queued", n);
+    }
+
+    /// Events appended from memory.
+    pub fn written(&self, n: usize) {
+        self.add("written", n);
+    }
+
+    /// Events moved to the spool file.
+    pub fn spooled(&self, n: usize) {
+        self.add("spooled", n);
+    }
+
+    /// Events appended from the spool file.
+    pub fn replayed(&self, n: usize) {
+        self.add("replayed", n);
+    }
+
+    /// Events lost.
+    pub fn dropped(&self, n: usize) {
+        self.add("dropped", n);
+    }
+
+    /// Events waiting (in memory and in the spool file).
+    pub fn set_backlog(&self, n: usize) {
+        self.backlog.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> AuditCounts {
+        let get = |outcome: &'static str| self.events.get_or_create(&[("outcome", outcome)]).get();
+        AuditCounts {
+            queued: get("queued"),
+            written: get("written"),
+            spooled: get("spooled"),
+            replayed: get("replayed"),
+            dropped: get("dropped"),
+        }
+    }
+}
+
+impl Metrics {
+    /// A registry with every gatehouse metric registered.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("gatehouse");
+        let audit = AuditMetrics::default();
+        for outcome in OUTCOMES {
+            // Present from the start at 0, so a dashboard can alert on `dropped > 0`.
+            let _ = audit.events.get_or_create(&[("outcome", outcome)]);
+        }
+        registry.register(
+            "audit_events",
+            "Audit events by outcome: queued, written, spooled, replayed, dropped",
+            audit.events.clone(),
+        );
+        registry.register(
+            "audit_backlog",
+            "Audit events waiting in memory or in the spool file",
+            audit.backlog.clone(),
+        );
+        let decisions = Family::<Labels<3>, Counter>::default();
+        registry.register(
+            "decisions",
+            "Ownership decisions by decision, reason and source",
+            decisions.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            audit,
+            decisions,
+        })
+    }
+
+    /// Counts one decision.
+    pub fn decision(&self, decision: &'static str, reason: &'static str, source: &'static str) {
+        self.decisions
+            .get_or_create(&[
+                ("decision", decision),
+                ("reason", reason),
+                ("source", source),
+            ])
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_audit_counters_from_zero() {
+        let metrics = Metrics::new();
+        metrics.audit.queued(3);
+        metrics.audit.dropped(0);
+        metrics.decision("deny", "not_owner", "validate");
+        let text = metrics.render();
+        assert!(
+            text.contains("gatehouse_audit_events_total{outcome=\"queued\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gatehouse_audit_events_total{outcome=\"dropped\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("gatehouse_decisions_total{decision=\"deny\",reason=\"not_owner\",source=\"validate\"} 1"), "{text}");
+        assert_eq!(metrics.audit.counts().queued, 3);
+    }
+}
