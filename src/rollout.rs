@@ -328,14 +328,14 @@ async fn get_rollout(
 ) -> Result<Json<Rollout>, ApiError> {
     require_admin(&principal)?;
     let window = query.window.unwrap_or_else(|| "24h".into());
-    let back = humantime::parse_duration(&window).map_err(|_| {
+    humantime::parse_duration(&window).map_err(|_| {
         ApiError::InvalidRequest(format!("window: {window:?}: write e.g. 1h, 24h, 7d"))
     })?;
     let since = crate::audit::parse_since(&window).map_err(ApiError::InvalidRequest)?;
     let summary = crate::audit::summarize(state.store.as_ref(), since).await?;
     let count = |key: &str| summary.by_decision.get(key).copied().unwrap_or(0);
     let decisions = WindowCounts {
-        window: humantime::format_duration(back).to_string(),
+        window,
         since,
         would_deny: count("would_deny"),
         deny: count("deny"),

@@ -3,6 +3,8 @@
 
 mod common;
 
+#[path = "integration/audit.rs"]
+mod audit;
 #[path = "integration/binary.rs"]
 mod binary;
 #[path = "integration/enforcement.rs"]

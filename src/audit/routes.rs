@@ -308,3 +308,66 @@ async fn get_summary(
         .map_err(|why| ApiError::InvalidRequest(format!("since: {why}")))?;
     Ok(Json(summarize(state.store.as_ref(), since).await?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditEvent, Sequenced};
+    use crate::decision::{Mode, Reason, Verdict};
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn a_scan_cap_returns_a_cursor_that_neither_skips_nor_repeats() {
+        let store = MemoryStore::default();
+        let events: Vec<Sequenced> = (1..=2_000)
+            .map(|seq| {
+                let mut event = AuditEvent::decision(
+                    Verdict::Deny,
+                    Reason::NotOwner,
+                    Mode::Enforced,
+                    Source::Validate,
+                    "t",
+                );
+                // One entry in seven is bob's.
+                event.user = if seq % 7 == 0 { "bob" } else { "eve" }.into();
+                event.session_id = Some(format!("s{seq}"));
+                Sequenced { seq, event }
+            })
+            .collect();
+        store.append_audit("w", &events).await.unwrap();
+        let filter = Filter {
+            user: Some("bob".into()),
+            ..Filter::default()
+        };
+        let mut seen = Vec::new();
+        let mut before = None;
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            // At most 600 entries examined per call (two store pages of 500), 50 results.
+            let (page, next) = query(&store, &filter, before, 50, 600).await.unwrap();
+            seen.extend(page.into_iter().map(|e| e.event.session_id.unwrap()));
+            match next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (1..=2_000)
+            .rev()
+            .filter(|i| i % 7 == 0)
+            .map(|i| format!("s{i}"))
+            .collect();
+        assert_eq!(seen, expected);
+        assert!(calls >= 4, "the cap was hit: {calls} calls");
+    }
+
+    #[test]
+    fn since_is_a_time_or_a_duration_back() {
+        let at = parse_since("2026-11-23T10:00:00Z").unwrap();
+        assert_eq!(at.to_string(), "2026-11-23T10:00:00.000Z");
+        let back = parse_since("1h").unwrap();
+        let expected = Timestamp::now().unix_millis() - 3_600_000;
+        assert!(back.unix_millis().abs_diff(expected) < 5_000);
+        assert!(parse_since("soon").is_err());
+    }
+}

@@ -245,10 +245,9 @@ async fn rollout_report_recommends_with_reasons(backend: Backend) {
     assert_eq!(report.body["recommendation"]["action"], "hold");
     let reasons = report.body["recommendation"]["reasons"].to_string();
     assert!(reasons.contains("backfill"), "{reasons}");
-    assert!(
-        report.body.get("would_deny").is_none() && report.body.get("deny").is_none(),
-        "no audit counts before the audit stream exists"
-    );
+    assert_eq!(report.body["decisions"]["would_deny"], 0);
+    assert_eq!(report.body["decisions"]["deny"], 0);
+    assert_eq!(report.body["decisions"]["window"], "24h");
 
     for session in ["r1", "r2", "r3"] {
         app.claim(session, "alice").await;
