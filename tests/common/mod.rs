@@ -243,6 +243,7 @@ pub struct TestApp {
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     issuer: TokenIssuer,
+    metrics: std::sync::Arc<gatehouse::metrics::Metrics>,
     /// Holds the instance's audit spool unless the test chose its own path.
     _spool_dir: tempfile::TempDir,
 }
@@ -266,6 +267,7 @@ impl TestApp {
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let config = Config::from_vars(vars).expect("test configuration is valid");
         let gatehouse = Gatehouse::build(&config).expect("gatehouse builds");
+        let metrics = gatehouse.state().metrics.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -278,14 +280,22 @@ impl TestApp {
             shutdown,
             server,
             issuer: TokenIssuer::new(SECRET.as_bytes(), &JwtSettings::default()),
+            metrics,
             _spool_dir: spool_dir,
         }
     }
 
-    /// Stops the instance and waits for it.
+    /// Stops the instance, waits for it, and checks that its audit writer lost nothing.
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.server.await;
+        let counts = self.metrics.audit.counts();
+        assert_eq!(counts.dropped, 0, "audit events dropped: {counts:?}");
+        assert_eq!(
+            counts.queued,
+            counts.written + counts.spooled,
+            "every queued event was written or spooled: {counts:?}"
+        );
     }
 
     /// A token for `sub` with `roles` and `scopes`, valid for an hour.
