@@ -80,6 +80,10 @@ pub struct Config {
     pub instance: String,
     /// The audit writer's settings.
     pub audit: AuditSettings,
+    /// `GATEHOUSE_ROUTES` (the route file; default: the built-in legacy chat routes),
+    /// `GATEHOUSE_FORWARD_AUTH_UNMATCHED` (`allow` default, `deny`) and
+    /// `GATEHOUSE_FORWARD_AUTH_COOKIE`.
+    pub forward_auth: crate::forward_auth::ForwardAuth,
 }
 
 /// `GATEHOUSE_AUDIT_*`.
@@ -317,6 +321,35 @@ impl Config {
             },
             spool_max_bytes: count("GATEHOUSE_AUDIT_SPOOL_MAX_MB", 1024, src) as u64 * 1024 * 1024,
         };
+        let routes = match src.get("GATEHOUSE_ROUTES").map(str::to_owned) {
+            None => crate::forward_auth::DEFAULT_ROUTES.to_owned(),
+            Some(path) => std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                src.problems.push(format!("GATEHOUSE_ROUTES={path:?}: {e}"));
+                String::new()
+            }),
+        };
+        let routes = crate::forward_auth::RouteTable::parse(&routes).unwrap_or_else(|problems| {
+            src.problems.extend(
+                problems
+                    .into_iter()
+                    .map(|p| format!("GATEHOUSE_ROUTES: {p}")),
+            );
+            crate::forward_auth::RouteTable::parse("").unwrap_or_else(|_| unreachable!())
+        });
+        let unmatched = src.parse(
+            "GATEHOUSE_FORWARD_AUTH_UNMATCHED",
+            crate::forward_auth::Unmatched::Allow,
+            |raw| match raw.to_ascii_lowercase().as_str() {
+                "allow" => Ok(crate::forward_auth::Unmatched::Allow),
+                "deny" => Ok(crate::forward_auth::Unmatched::Deny),
+                _ => Err("expected allow or deny".into()),
+            },
+        );
+        let forward_auth = crate::forward_auth::ForwardAuth {
+            routes,
+            unmatched,
+            cookie: src.get("GATEHOUSE_FORWARD_AUTH_COOKIE").map(str::to_owned),
+        };
         if settings_refresh.is_zero() {
             src.problems
                 .push("GATEHOUSE_SETTINGS_REFRESH: must be above zero".into());
@@ -334,6 +367,7 @@ impl Config {
             log_filter,
             instance,
             audit,
+            forward_auth,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - [`decision`]: the pure decision function (DESIGN §2).
 //! - [`gatekeeper`]: mode resolution + owner lookup + decision, shared by every entry point.
 //! - [`store`]: the store port and its Redis and in-memory adapters.
+//! - [`forward_auth`]: the auth subrequest of reverse proxies and its route table.
 //! - [`enforcement`], [`rollout`], [`sessions`], [`validate`]: capabilities with their routes.
 //! - [`audit`]: the audit stream writer and queries; [`metrics`]: Prometheus metrics.
 //! - [`client`]: the admin REST client behind `gatehouse mode`.
@@ -19,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod decision;
 pub mod enforcement;
+pub mod forward_auth;
 pub mod gatekeeper;
 pub mod http;
 pub mod metrics;

@@ -100,6 +100,7 @@ impl Gatehouse {
             gatekeeper,
             audit,
             metrics,
+            forward_auth: config.forward_auth.clone(),
             request_timeout: config.request_timeout,
         });
         Ok(Self {
@@ -190,6 +191,7 @@ pub fn spec_state() -> AppState {
         store,
         enforcement,
         audit: Audit::disabled("spec"),
+        forward_auth: crate::forward_auth::ForwardAuth::default(),
         metrics: Metrics::new(),
         request_timeout: Duration::from_secs(10),
     })

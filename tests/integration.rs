@@ -9,6 +9,8 @@ mod audit;
 mod binary;
 #[path = "integration/enforcement.rs"]
 mod enforcement;
+#[path = "integration/forward_auth.rs"]
+mod forward_auth;
 #[path = "integration/keys.rs"]
 mod keys;
 #[path = "integration/openapi.rs"]

@@ -51,6 +51,8 @@ pub struct Services {
     pub gatekeeper: Gatekeeper,
     /// Records audit events.
     pub audit: Audit,
+    /// The forward-auth route table and policy.
+    pub forward_auth: crate::forward_auth::ForwardAuth,
     /// This instance's metrics.
     pub metrics: Arc<Metrics>,
     /// Bound on a request's whole handling.
@@ -101,6 +103,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::enforcement::routes())
         .merge(crate::rollout::routes())
         .merge(crate::audit::routes())
+        .merge(crate::forward_auth::routes())
         .merge(health::routes())
 }
 

@@ -19,13 +19,16 @@ use super::{AppState, Problem};
         title = "gatehouse",
         description = "Session ownership checks and their gradual enforcement for a chat platform."
     ),
+    paths(crate::forward_auth::forward_auth),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags(
         (name = "validate", description = "Ownership checks for backend services"),
         (name = "sessions", description = "Claiming, reading, transferring and releasing ownership"),
         (name = "enforcement", description = "Enforcement modes (admin)"),
-        (name = "ops", description = "Health and readiness"),
+        (name = "audit", description = "The audit stream (admin)"),
+        (name = "forward-auth", description = "Auth subrequests of reverse proxies"),
+        (name = "ops", description = "Health, readiness and metrics"),
     )
 )]
 pub struct ApiDoc;
