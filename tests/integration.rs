@@ -9,10 +9,14 @@ mod audit;
 mod binary;
 #[path = "integration/enforcement.rs"]
 mod enforcement;
+#[path = "integration/example.rs"]
+mod example;
 #[path = "integration/forward_auth.rs"]
 mod forward_auth;
 #[path = "integration/keys.rs"]
 mod keys;
+#[path = "integration/nginx.rs"]
+mod nginx;
 #[path = "integration/openapi.rs"]
 mod openapi;
 #[path = "integration/outage.rs"]

@@ -271,6 +271,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_tables_compile() {
+        let shipped =
+            RouteTable::parse(include_str!("../../examples/proxies/routes.conf")).unwrap();
+        assert_eq!(shipped.routes().len(), 3);
+        assert_eq!(RouteTable::parse(DEFAULT_ROUTES).unwrap().routes().len(), 1);
+    }
+
+    #[test]
     fn bad_tables_are_refused_with_every_problem() {
         let problems = RouteTable::parse(
             "a GET\n\
