@@ -89,6 +89,25 @@ impl FromStr for AuditDecision {
     }
 }
 
+/// The stream fields of an event, in the order they are written.
+const FIELDS: [&str; 15] = [
+    "ts",
+    "decision",
+    "reason",
+    "user",
+    "session_id",
+    "owner",
+    "endpoint",
+    "method",
+    "path",
+    "mode",
+    "source",
+    "request_id",
+    "client_ip",
+    "instance",
+    "detail",
+];
+
 /// One audited decision or admin change. Never carries tokens or message content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEvent {
@@ -164,24 +183,39 @@ impl AuditEvent {
     }
 
     /// The event as stream fields: one field per attribute (so `XRANGE` in redis-cli is
-    /// readable), absent attributes left out, `detail` as JSON text.
-    pub fn to_fields(&self) -> Vec<(String, String)> {
-        let Ok(Value::Object(map)) = serde_json::to_value(self) else {
-            return Vec::new();
-        };
-        map.into_iter()
-            .filter_map(|(key, value)| match value {
-                Value::Null => None,
-                Value::String(s) => Some((key, s)),
-                other => Some((key, other.to_string())),
-            })
-            .collect()
+    /// readable), every attribute always present in the same order (absent ones empty, which
+    /// lets Redis store the field names once per stream node), `detail` as JSON text.
+    pub fn to_fields(&self) -> [(&'static str, String); FIELDS.len()] {
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        let values = [
+            self.ts.to_string(),
+            self.decision.as_str().to_owned(),
+            self.reason.clone(),
+            self.user.clone(),
+            text(&self.session_id),
+            text(&self.owner),
+            text(&self.endpoint),
+            text(&self.method),
+            text(&self.path),
+            self.mode.map(|m| m.as_str().to_owned()).unwrap_or_default(),
+            self.source.as_str().to_owned(),
+            text(&self.request_id),
+            text(&self.client_ip),
+            self.instance.clone(),
+            self.detail
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ];
+        let mut values = values.into_iter();
+        FIELDS.map(|key| (key, values.next().unwrap_or_default()))
     }
 
     /// Reads an event back from its stream fields.
     pub fn from_fields(fields: HashMap<String, String>) -> Result<Self, String> {
         let map: Map<String, Value> = fields
             .into_iter()
+            .filter(|(_, value)| !value.is_empty())
             .map(|(key, value)| {
                 let value = if key == "detail" {
                     serde_json::from_str(&value).unwrap_or(Value::String(value))
@@ -270,14 +304,48 @@ mod tests {
         assert!(
             fields
                 .iter()
-                .any(|(k, v)| k == "decision" && v == "would_deny")
+                .any(|(k, v)| *k == "decision" && v == "would_deny")
         );
+        assert_eq!(fields.len(), FIELDS.len(), "every field, always");
         assert!(
-            !fields.iter().any(|(k, _)| k == "method"),
-            "absent: left out"
+            fields.iter().any(|(k, v)| *k == "method" && v.is_empty()),
+            "absent: empty"
         );
-        let back = AuditEvent::from_fields(fields.into_iter().collect()).unwrap();
+        let back =
+            AuditEvent::from_fields(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                .unwrap();
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn fields_name_every_attribute() {
+        let mut event = AuditEvent::decision(
+            Verdict::Deny,
+            Reason::NotOwner,
+            Mode::Enforced,
+            Source::Middleware,
+            "gh-1",
+        );
+        for field in [
+            &mut event.session_id,
+            &mut event.owner,
+            &mut event.endpoint,
+            &mut event.method,
+            &mut event.path,
+            &mut event.request_id,
+            &mut event.client_ip,
+        ] {
+            *field = Some("x".into());
+        }
+        event.detail = Some(serde_json::json!({}));
+        let Value::Object(map) = serde_json::to_value(&event).unwrap() else {
+            unreachable!()
+        };
+        let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        let mut fields = FIELDS.to_vec();
+        keys.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(keys, fields);
     }
 
     #[test]

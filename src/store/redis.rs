@@ -87,9 +87,7 @@ while i <= #ARGV do
   local seq = tonumber(ARGV[i])
   local n = tonumber(ARGV[i + 1])
   if seq > last then
-    local args = {KEYS[1], 'MAXLEN', '~', ARGV[1], '*'}
-    for j = i + 2, i + 1 + n do args[#args + 1] = ARGV[j] end
-    redis.call('XADD', unpack(args))
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, i + 2, i + 1 + n))
     last = seq
     written = written + 1
   end
