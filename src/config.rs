@@ -84,6 +84,9 @@ pub struct Config {
     /// `GATEHOUSE_FORWARD_AUTH_UNMATCHED` (`allow` default, `deny`) and
     /// `GATEHOUSE_FORWARD_AUTH_COOKIE`.
     pub forward_auth: crate::forward_auth::ForwardAuth,
+    /// `GATEHOUSE_BACKFILL_ROOTS`: comma-separated directories backfill sources must lie in
+    /// (default none: the backfill API refuses every source).
+    pub backfill_roots: Vec<std::path::PathBuf>,
 }
 
 /// `GATEHOUSE_AUDIT_*`.
@@ -350,6 +353,22 @@ impl Config {
             unmatched,
             cookie: src.get("GATEHOUSE_FORWARD_AUTH_COOKIE").map(str::to_owned),
         };
+        let backfill_roots: Vec<std::path::PathBuf> = src
+            .get("GATEHOUSE_BACKFILL_ROOTS")
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(std::path::PathBuf::from)
+            .collect();
+        for root in &backfill_roots {
+            if !root.is_dir() {
+                src.problems.push(format!(
+                    "GATEHOUSE_BACKFILL_ROOTS: {} is not a directory",
+                    root.display()
+                ));
+            }
+        }
         if settings_refresh.is_zero() {
             src.problems
                 .push("GATEHOUSE_SETTINGS_REFRESH: must be above zero".into());
@@ -368,6 +387,7 @@ impl Config {
             instance,
             audit,
             forward_auth,
+            backfill_roots,
         }
     }
 }

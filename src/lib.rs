@@ -11,11 +11,13 @@
 //! - [`forward_auth`]: the auth subrequest of reverse proxies and its route table.
 //! - [`enforcement`], [`rollout`], [`sessions`], [`validate`]: capabilities with their routes.
 //! - [`audit`]: the audit stream writer and queries; [`metrics`]: Prometheus metrics.
+//! - [`backfill`]: legacy sessions get a default owner; verify and roll back.
 //! - [`client`]: the admin REST client behind `gatehouse mode`.
 //! - [`auth`]: JWT principals; [`http`]: state, router, errors; [`server`]: assembly.
 
 pub mod audit;
 pub mod auth;
+pub mod backfill;
 pub mod client;
 pub mod config;
 pub mod decision;

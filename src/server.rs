@@ -93,8 +93,14 @@ impl Gatehouse {
         let gatekeeper = Gatekeeper::new(store.clone(), enforcement.clone())
             .with_audit(audit.clone())
             .with_metrics(metrics.clone());
+        let backfill = crate::backfill::Backfill::new(
+            store.clone(),
+            crate::backfill::sources::Roots::new(config.backfill_roots.clone()),
+            audit.clone(),
+        );
         let state = AppState::new(Services {
             authenticator: Arc::new(authenticator),
+            backfill,
             store,
             enforcement,
             gatekeeper,
@@ -187,6 +193,11 @@ pub fn spec_state() -> AppState {
     let enforcement = Enforcement::new(store.clone(), crate::decision::Mode::LogOnly);
     AppState::new(Services {
         authenticator: Arc::new(Authenticator::Disabled),
+        backfill: crate::backfill::Backfill::new(
+            store.clone(),
+            crate::backfill::sources::Roots::default(),
+            Audit::disabled("spec"),
+        ),
         gatekeeper: Gatekeeper::new(store.clone(), enforcement.clone()),
         store,
         enforcement,

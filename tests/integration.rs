@@ -5,6 +5,8 @@ mod common;
 
 #[path = "integration/audit.rs"]
 mod audit;
+#[path = "integration/backfill.rs"]
+mod backfill;
 #[path = "integration/binary.rs"]
 mod binary;
 #[path = "integration/enforcement.rs"]

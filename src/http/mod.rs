@@ -51,6 +51,8 @@ pub struct Services {
     pub gatekeeper: Gatekeeper,
     /// Records audit events.
     pub audit: Audit,
+    /// Backfill jobs.
+    pub backfill: crate::backfill::Backfill,
     /// The forward-auth route table and policy.
     pub forward_auth: crate::forward_auth::ForwardAuth,
     /// This instance's metrics.
@@ -104,6 +106,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::rollout::routes())
         .merge(crate::audit::routes())
         .merge(crate::forward_auth::routes())
+        .merge(crate::backfill::routes())
         .merge(health::routes())
 }
 

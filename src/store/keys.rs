@@ -61,6 +61,21 @@ impl KeySchema {
         format!("{}:writers", self.audit())
     }
 
+    /// A backfill job's record.
+    pub fn backfill_job(&self, id: &str) -> String {
+        format!("{}backfill:job:{id}", self.prefix)
+    }
+
+    /// The set of sessions a backfill job assigned (and has not rolled back).
+    pub fn backfill_assigned(&self, id: &str) -> String {
+        format!("{}backfill:job:{id}:assigned", self.prefix)
+    }
+
+    /// The record of applied migrations (hash: id → JSON).
+    pub fn migrations(&self) -> String {
+        format!("{}migrations", self.prefix)
+    }
+
     /// The pub/sub channel on which every saved settings record is announced (as JSON).
     pub fn settings_channel(&self) -> String {
         format!("{}enforcement:changed", self.prefix)

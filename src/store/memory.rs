@@ -13,8 +13,8 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    AuditStore, ClaimOutcome, Expected, OwnerChange, OwnershipStore, SaveOutcome, SessionPage,
-    SettingsFeed, SettingsStore, StoreError,
+    AuditStore, BackfillStore, ClaimOutcome, Expected, OwnerChange, OwnershipStore, Released,
+    SaveOutcome, SessionPage, SettingsFeed, SettingsStore, StoreError,
 };
 use crate::audit::{AuditEntry, AuditId, Sequenced};
 use crate::enforcement::{EnforcementSettings, HistoryEntry};
@@ -73,6 +73,12 @@ struct Settings {
     history: Vec<HistoryEntry>,
 }
 
+#[derive(Default)]
+struct Jobs {
+    records: HashMap<String, String>,
+    assigned: HashMap<String, BTreeSet<String>>,
+}
+
 /// The default bound of the in-memory audit stream.
 pub const DEFAULT_AUDIT_MAXLEN: usize = 1_000_000;
 
@@ -106,6 +112,7 @@ impl Audit {
 /// In-process implementation of every store port.
 pub struct MemoryStore {
     owners: Mutex<Owners>,
+    jobs: Mutex<Jobs>,
     settings: Mutex<Settings>,
     audit: Mutex<Audit>,
     owner_ttl: Option<Duration>,
@@ -123,6 +130,7 @@ impl MemoryStore {
     pub fn new(owner_ttl: Option<Duration>) -> Self {
         Self {
             owners: Mutex::default(),
+            jobs: Mutex::default(),
             settings: Mutex::default(),
             audit: Mutex::new(Audit {
                 entries: VecDeque::new(),
@@ -139,6 +147,10 @@ impl MemoryStore {
     pub fn with_audit_maxlen(self, maxlen: usize) -> Self {
         self.audit().maxlen = maxlen.max(1);
         self
+    }
+
+    fn jobs(&self) -> MutexGuard<'_, Jobs> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn audit(&self) -> MutexGuard<'_, Audit> {
@@ -367,5 +379,91 @@ impl AuditStore for MemoryStore {
         let audit = self.audit();
         let start = after.map_or(0, |after| audit.entries.partition_point(|e| e.id <= after));
         Ok(audit.entries.range(start..).take(count).cloned().collect())
+    }
+}
+
+#[async_trait]
+impl BackfillStore for MemoryStore {
+    async fn assign(&self, job: &str, owner: &str, sessions: &[String]) -> Result<u64, StoreError> {
+        // Lock order: owners, then jobs (as everywhere below).
+        let mut owners = self.owners();
+        let mut jobs = self.jobs();
+        let assigned = jobs.assigned.entry(job.to_owned()).or_default();
+        let mut count = 0;
+        for session in sessions {
+            if owners.get(session).is_none() {
+                owners.put(session, owner, self.owner_ttl);
+                assigned.insert(session.clone());
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn release_assigned(
+        &self,
+        job: &str,
+        owner: &str,
+        sessions: &[String],
+    ) -> Result<Released, StoreError> {
+        let mut owners = self.owners();
+        let mut jobs = self.jobs();
+        let mut result = Released::default();
+        for session in sessions {
+            if owners.get(session) == Some(owner) {
+                owners.remove(session);
+                result.released += 1;
+            } else {
+                result.kept.push(session.clone());
+            }
+            if let Some(set) = jobs.assigned.get_mut(job) {
+                set.remove(session);
+            }
+        }
+        Ok(result)
+    }
+
+    async fn assigned_sample(&self, job: &str, count: usize) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .jobs()
+            .assigned
+            .get(job)
+            .map(|set| set.iter().take(count).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn assigned_count(&self, job: &str) -> Result<u64, StoreError> {
+        Ok(self.jobs().assigned.get(job).map_or(0, |s| s.len() as u64))
+    }
+
+    async fn owned_page(
+        &self,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        // The cursor is an offset into the sorted live ids: stable enough for a report.
+        let owners = self.owners();
+        let mut live: Vec<&String> = owners
+            .owners
+            .keys()
+            .filter(|s| owners.get(s).is_some())
+            .collect();
+        live.sort();
+        let start = usize::try_from(cursor)
+            .unwrap_or(usize::MAX)
+            .min(live.len());
+        let end = (start + count.max(1)).min(live.len());
+        let page = live[start..end].iter().map(|s| (*s).clone()).collect();
+        let next = if end == live.len() { 0 } else { end as u64 };
+        Ok((next, page))
+    }
+
+    async fn save_job(&self, id: &str, record: &str) -> Result<(), StoreError> {
+        self.jobs().records.insert(id.to_owned(), record.to_owned());
+        Ok(())
+    }
+
+    async fn load_job(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.jobs().records.get(id).cloned())
     }
 }

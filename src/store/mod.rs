@@ -206,7 +206,51 @@ pub trait AuditStore: Send + Sync + 'static {
     ) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
-/// A store that provides every port: what the service runs on.
-pub trait Store: OwnershipStore + SettingsStore + AuditStore {}
+/// What a release of a job's sessions did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Sessions whose owner was removed.
+    pub released: u64,
+    /// Sessions left alone: their owner is no longer the one the job gave them.
+    pub kept: Vec<String>,
+}
 
-impl<T: OwnershipStore + SettingsStore + AuditStore> Store for T {}
+/// Backfill jobs: the exact set of sessions each assigned, and their records (DESIGN §4).
+#[async_trait]
+pub trait BackfillStore: Send + Sync + 'static {
+    /// For each of `sessions` with no owner: makes `owner` its owner (`SET NX`, never
+    /// overwriting), adds it to `owner`'s index, and records it in `job`'s assigned set, all
+    /// in one atomic step per call. Returns how many were assigned.
+    async fn assign(&self, job: &str, owner: &str, sessions: &[String]) -> Result<u64, StoreError>;
+
+    /// For each of `sessions`: removes its owner if it is still `owner` (and its index entry),
+    /// else leaves it alone and reports it; either way removes it from `job`'s assigned set.
+    async fn release_assigned(
+        &self,
+        job: &str,
+        owner: &str,
+        sessions: &[String],
+    ) -> Result<Released, StoreError>;
+
+    /// Up to about `count` members of `job`'s assigned set (from the start: members are
+    /// removed as they are released).
+    async fn assigned_sample(&self, job: &str, count: usize) -> Result<Vec<String>, StoreError>;
+
+    /// How many sessions `job`'s assigned set holds.
+    async fn assigned_count(&self, job: &str) -> Result<u64, StoreError>;
+
+    /// One `SCAN` step over the owner keys: the next cursor (0 at the end) and session ids.
+    async fn owned_page(&self, cursor: u64, count: usize)
+    -> Result<(u64, Vec<String>), StoreError>;
+
+    /// Saves a job record (JSON) under its id.
+    async fn save_job(&self, id: &str, record: &str) -> Result<(), StoreError>;
+
+    /// A job record.
+    async fn load_job(&self, id: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// A store that provides every port: what the service runs on.
+pub trait Store: OwnershipStore + SettingsStore + AuditStore + BackfillStore {}
+
+impl<T: OwnershipStore + SettingsStore + AuditStore + BackfillStore> Store for T {}

@@ -18,8 +18,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use super::{
-    AuditStore, ClaimOutcome, Expected, KeySchema, OwnerChange, OwnershipStore, SaveOutcome,
-    SessionPage, SettingsFeed, SettingsStore, StoreError,
+    AuditStore, BackfillStore, ClaimOutcome, Expected, KeySchema, OwnerChange, OwnershipStore,
+    Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, StoreError,
 };
 use crate::audit::{AuditEntry, AuditEvent, AuditId, Sequenced};
 use crate::enforcement::{EnforcementSettings, HistoryEntry};
@@ -97,6 +97,51 @@ redis.call('HSET', KEYS[2], ARGV[2], last)
 return written
 ";
 
+/// Assigns unowned sessions to a backfill job's owner. KEYS[1]: the job's assigned set;
+/// ARGV: owner, owner key prefix, index key prefix, TTL in ms (0: none), then session ids.
+/// Returns how many were assigned. Touches keys it computes: standalone Redis only.
+const BACKFILL_ASSIGN: &str = r"
+local assigned = 0
+local index = ARGV[3] .. ARGV[1]
+for i = 5, #ARGV do
+  local id = ARGV[i]
+  local ok
+  if ARGV[4] ~= '0' then
+    ok = redis.call('SET', ARGV[2] .. id, ARGV[1], 'NX', 'PX', ARGV[4])
+  else
+    ok = redis.call('SET', ARGV[2] .. id, ARGV[1], 'NX')
+  end
+  if ok then
+    redis.call('SADD', index, id)
+    redis.call('SADD', KEYS[1], id)
+    assigned = assigned + 1
+  end
+end
+return assigned
+";
+
+/// Releases a job's sessions that still have its owner. KEYS[1]: the job's assigned set;
+/// ARGV: owner, owner key prefix, index key prefix, then session ids. Returns {released,
+/// {kept ids}}.
+const BACKFILL_RELEASE: &str = r"
+local released = 0
+local kept = {}
+local index = ARGV[3] .. ARGV[1]
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local key = ARGV[2] .. id
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+    redis.call('SREM', index, id)
+    released = released + 1
+  else
+    kept[#kept + 1] = id
+  end
+  redis.call('SREM', KEYS[1], id)
+end
+return {released, kept}
+";
+
 /// A claim that keeps losing to concurrent releases gives up after this many rounds.
 const CLAIM_ATTEMPTS: usize = 5;
 
@@ -112,6 +157,8 @@ pub struct RedisStore {
     release: Script,
     save_settings: Script,
     append_audit: Script,
+    backfill_assign: Script,
+    backfill_release: Script,
     audit_maxlen: usize,
 }
 
@@ -141,6 +188,8 @@ impl RedisStore {
             release: Script::new(RELEASE),
             save_settings: Script::new(SAVE_SETTINGS),
             append_audit: Script::new(APPEND_AUDIT),
+            backfill_assign: Script::new(BACKFILL_ASSIGN),
+            backfill_release: Script::new(BACKFILL_RELEASE),
             audit_maxlen: options.audit_maxlen.max(1),
         })
     }
@@ -640,6 +689,118 @@ impl AuditStore for RedisStore {
             })
             .await?;
         audit_entries(reply)
+    }
+}
+
+#[async_trait]
+impl BackfillStore for RedisStore {
+    async fn assign(&self, job: &str, owner: &str, sessions: &[String]) -> Result<u64, StoreError> {
+        let mut invocation = self.backfill_assign.key(self.keys.backfill_assigned(job));
+        invocation
+            .arg(owner)
+            .arg(&self.keys.owner_prefix)
+            .arg(&self.keys.user_sessions_prefix)
+            .arg(self.ttl_millis())
+            .arg(sessions);
+        let mut conn = self.conn();
+        self.bounded(invocation.invoke_async(&mut conn)).await
+    }
+
+    async fn release_assigned(
+        &self,
+        job: &str,
+        owner: &str,
+        sessions: &[String],
+    ) -> Result<Released, StoreError> {
+        let mut invocation = self.backfill_release.key(self.keys.backfill_assigned(job));
+        invocation
+            .arg(owner)
+            .arg(&self.keys.owner_prefix)
+            .arg(&self.keys.user_sessions_prefix)
+            .arg(sessions);
+        let mut conn = self.conn();
+        let (released, kept): (u64, Vec<String>) =
+            self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(Released { released, kept })
+    }
+
+    async fn assigned_sample(&self, job: &str, count: usize) -> Result<Vec<String>, StoreError> {
+        // SSCAN may answer a step with no member and a cursor to go on: go on until some.
+        let key = self.keys.backfill_assigned(job);
+        let mut conn = self.conn();
+        let mut cursor = 0_u64;
+        loop {
+            let cmd = redis::cmd("SSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(count)
+                .clone();
+            let reply: Value = self.bounded(cmd.query_async(&mut conn)).await?;
+            let (next, members) = scan_reply(reply)?;
+            if !members.is_empty() || next == 0 {
+                return Ok(members);
+            }
+            cursor = next;
+        }
+    }
+
+    async fn assigned_count(&self, job: &str) -> Result<u64, StoreError> {
+        let cmd = redis::cmd("SCARD")
+            .arg(self.keys.backfill_assigned(job))
+            .clone();
+        self.read(|mut conn| {
+            let cmd = &cmd;
+            async move { cmd.query_async(&mut conn).await }
+        })
+        .await
+    }
+
+    async fn owned_page(
+        &self,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let pattern = format!("{}*", glob_escape(&self.keys.owner_prefix));
+        let cmd = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(count)
+            .arg("TYPE")
+            .arg("string")
+            .clone();
+        let mut conn = self.conn();
+        let reply: Value = self.bounded(cmd.query_async(&mut conn)).await?;
+        let (next, keys): (u64, Vec<Vec<u8>>) =
+            redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let prefix = self.keys.owner_prefix.as_bytes();
+        let ids = keys
+            .iter()
+            .filter_map(|key| key.strip_prefix(prefix))
+            .filter_map(|id| std::str::from_utf8(id).ok())
+            .map(str::to_owned)
+            .collect();
+        Ok((next, ids))
+    }
+
+    async fn save_job(&self, id: &str, record: &str) -> Result<(), StoreError> {
+        let cmd = redis::cmd("SET")
+            .arg(self.keys.backfill_job(id))
+            .arg(record)
+            .clone();
+        let mut conn = self.conn();
+        self.bounded(cmd.query_async::<()>(&mut conn)).await
+    }
+
+    async fn load_job(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let cmd = redis::cmd("GET").arg(self.keys.backfill_job(id)).clone();
+        self.read(|mut conn| {
+            let cmd = &cmd;
+            async move { cmd.query_async(&mut conn).await }
+        })
+        .await
     }
 }
 

@@ -106,7 +106,14 @@ async fn frozen_redis_times_out_instead_of_hanging() {
     let Some(mut backend) = Backend::redis() else {
         return;
     };
-    let app = TestApp::spawn(&backend, &[("GATEHOUSE_INITIAL_MODE", "ENFORCED")]).await;
+    let app = TestApp::spawn(
+        &backend,
+        &[
+            ("GATEHOUSE_INITIAL_MODE", "ENFORCED"),
+            ("GATEHOUSE_REDIS_TIMEOUT", "300ms"),
+        ],
+    )
+    .await;
     app.claim("s1", "alice").await;
     let alice = app.user("alice");
     backend.redis_server().unwrap().pause();

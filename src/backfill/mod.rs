@@ -1,0 +1,510 @@
+//! Backfill: give legacy sessions (no owner) a default owner, safely (DESIGN §3 Backfill, §4).
+//!
+//! - A job reads session ids from legacy sources ([`sources`]) and/or an explicit list, and in
+//!   batches makes the default owner the owner of each session that has none (`SET NX`: an
+//!   existing owner is never overwritten, it is counted as `skipped_owned`). Each batch is one
+//!   atomic store step that also records the session in the job's assigned set, so the job
+//!   knows exactly what it assigned.
+//! - A dry run counts what would be assigned and writes no owner or index key (only its job
+//!   record).
+//! - Jobs are records in the store: a job interrupted by a restart shows as `interrupted` and
+//!   can be resumed (or re-run: assignments are idempotent).
+//! - [`Backfill::rollback`] releases exactly the sessions a job assigned that still have the
+//!   owner it gave them; a session reassigned since is left alone and reported.
+//! - [`Backfill::verify`] compares the ids of the sources with the owners in the store
+//!   (`missing`, `extra` via `SCAN`, `per_user`, `complete`).
+//!
+//! Job starts, finishes and rollbacks are audit events.
+
+mod routes;
+pub mod sources;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use self::sources::{FileError, Found, Roots};
+use crate::audit::{Audit, AuditDecision, AuditEvent, Source};
+use crate::session_id::SessionId;
+use crate::store::{Store, StoreError};
+use crate::timestamp::Timestamp;
+
+pub use self::routes::routes;
+
+/// Sessions per store step.
+pub const BATCH: usize = 1000;
+/// Errors kept in a job record (the count is exact).
+const MAX_ERRORS_KEPT: usize = 1000;
+/// Kept (reassigned) sessions listed in a rollback report.
+const MAX_KEPT_LISTED: usize = 100;
+/// A running job whose record has not moved for this long is reported as interrupted.
+const STALE_AFTER: Duration = Duration::from_secs(30);
+/// Store failures tolerated in a row before a job fails.
+const STORE_ATTEMPTS: u32 = 8;
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Working.
+    Running,
+    /// Stopped mid-way (its process went away); resume it.
+    Interrupted,
+    /// Done.
+    Completed,
+    /// Stopped on an error; resume it.
+    Failed,
+    /// Done, then rolled back.
+    RolledBack,
+}
+
+/// Counts of a job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Counts {
+    /// Files read from the sources.
+    pub files: u64,
+    /// Unique valid session ids found (files and explicit list).
+    pub found: u64,
+    /// Sessions processed so far.
+    pub processed: u64,
+    /// Sessions this job made the default owner's (real runs).
+    pub assigned: u64,
+    /// Sessions that had an owner already (left as they were).
+    pub skipped_owned: u64,
+    /// Sessions a real run would assign (dry runs).
+    pub would_assign: u64,
+    /// Unreadable files and invalid ids.
+    pub errors: u64,
+}
+
+/// The result of a rollback.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Rollback {
+    /// When.
+    pub at: Option<Timestamp>,
+    /// Who.
+    pub actor: String,
+    /// Sessions released.
+    pub released: u64,
+    /// Sessions left alone because their owner changed since the job.
+    pub kept: u64,
+    /// Some of those (up to 100).
+    pub kept_sample: Vec<String>,
+}
+
+/// A backfill job's record.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// The job id.
+    pub job_id: String,
+    /// Where it stands.
+    pub state: JobState,
+    /// Whether it only counts.
+    pub dry_run: bool,
+    /// The owner given to unowned sessions.
+    pub default_owner: String,
+    /// The sources (as resolved).
+    pub sources: Vec<String>,
+    /// How many ids were given explicitly.
+    pub explicit_ids: u64,
+    /// Who started it.
+    pub actor: String,
+    /// When it started.
+    pub created_at: Timestamp,
+    /// When its record last moved.
+    pub updated_at: Timestamp,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Counts so far.
+    pub counts: Counts,
+    /// The first 1,000 errors (`counts.errors` has them all).
+    pub errors: Vec<FileError>,
+    /// Set once rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// What a job is asked to do.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    /// Count only.
+    pub dry_run: bool,
+    /// The owner to give.
+    pub default_owner: String,
+    /// Resolved source directories.
+    pub sources: Vec<PathBuf>,
+    /// Explicit session ids.
+    pub session_ids: Vec<String>,
+    /// Who asks.
+    pub actor: String,
+}
+
+/// Why a backfill call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// No such job.
+    #[error("no backfill job {0}")]
+    NotFound(String),
+    /// The job is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The verification report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Verification {
+    /// Unique session ids in the sources.
+    pub expected: u64,
+    /// Of those, how many have an owner.
+    pub owned: u64,
+    /// Of those, how many have none.
+    pub missing: u64,
+    /// Sessions with an owner that are not in the sources.
+    pub extra: u64,
+    /// Owners of the expected sessions, with their counts.
+    pub per_user: BTreeMap<String, u64>,
+    /// Every expected session has an owner.
+    pub complete: bool,
+    /// Up to 100 missing ids.
+    pub missing_sample: Vec<String>,
+    /// Unreadable files and invalid ids in the sources.
+    pub errors: Vec<FileError>,
+}
+
+/// Runs backfill jobs against a store.
+#[derive(Clone)]
+pub struct Backfill {
+    store: Arc<dyn Store>,
+    roots: Roots,
+    audit: Audit,
+}
+
+impl Backfill {
+    /// Backfill over `store`, reading sources inside `roots`, auditing through `audit`.
+    pub fn new(store: Arc<dyn Store>, roots: Roots, audit: Audit) -> Self {
+        Self {
+            store,
+            roots,
+            audit,
+        }
+    }
+
+    /// The allowed roots.
+    pub fn roots(&self) -> &Roots {
+        &self.roots
+    }
+
+    /// A new job record for `request` (saved, not yet run).
+    pub async fn create(&self, request: &JobRequest) -> Result<Job, StoreError> {
+        let now = Timestamp::now();
+        let job = Job {
+            job_id: format!("bf-{}", uuid::Uuid::new_v4().simple()),
+            state: JobState::Running,
+            dry_run: request.dry_run,
+            default_owner: request.default_owner.clone(),
+            sources: request
+                .sources
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            explicit_ids: request.session_ids.len() as u64,
+            actor: request.actor.clone(),
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            counts: Counts::default(),
+            errors: Vec::new(),
+            rollback: None,
+            failure: None,
+        };
+        self.save(&job).await?;
+        self.audit_event(&job, "backfill:start", json!({ "dry_run": job.dry_run }));
+        Ok(job)
+    }
+
+    /// A job's record, with `interrupted` for a running job whose record stopped moving.
+    pub async fn job(&self, id: &str) -> Result<Job, BackfillError> {
+        let raw = self
+            .store
+            .load_job(id)
+            .await?
+            .ok_or_else(|| BackfillError::NotFound(id.to_owned()))?;
+        let mut job: Job =
+            serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let age = Timestamp::now()
+            .unix_millis()
+            .saturating_sub(job.updated_at.unix_millis());
+        if job.state == JobState::Running && Duration::from_millis(age) > STALE_AFTER {
+            job.state = JobState::Interrupted;
+        }
+        Ok(job)
+    }
+
+    async fn save(&self, job: &Job) -> Result<(), StoreError> {
+        let raw = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.store.save_job(&job.job_id, &raw).await
+    }
+
+    fn audit_event(&self, job: &Job, what: &str, detail: serde_json::Value) {
+        let mut detail = detail;
+        detail["job_id"] = json!(job.job_id);
+        detail["default_owner"] = json!(job.default_owner);
+        detail["counts"] = json!(job.counts);
+        self.audit.record(AuditEvent {
+            ts: Timestamp::now(),
+            decision: AuditDecision::Change,
+            reason: what.to_owned(),
+            user: job.actor.clone(),
+            session_id: None,
+            owner: None,
+            endpoint: None,
+            method: None,
+            path: None,
+            mode: None,
+            source: Source::Admin,
+            request_id: None,
+            client_ip: None,
+            instance: self.audit.instance().to_owned(),
+            detail: Some(detail),
+        });
+    }
+
+    /// Reads the sources and runs `job` to its end, calling `progress(processed, total)`
+    /// between batches. Failures end up in the job record.
+    pub async fn run(&self, mut job: Job, request: JobRequest, progress: impl Fn(u64, u64)) -> Job {
+        let sources = request.sources.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut found = Found::default();
+            sources::scan(&sources, &mut found);
+            found.add_ids(request.session_ids.iter().map(String::as_str));
+            found
+        })
+        .await
+        .unwrap_or_default();
+        job.counts.files = found.files;
+        job.counts.found = found.ids.len() as u64;
+        job.counts.errors = found.errors.len() as u64;
+        job.errors = found.errors.into_iter().take(MAX_ERRORS_KEPT).collect();
+        let ids: Vec<String> = found.ids.into_iter().collect();
+        let total = ids.len() as u64;
+        job.counts.processed = 0;
+        job.counts.would_assign = 0;
+        let mut last_save = Instant::now();
+        for batch in ids.chunks(BATCH) {
+            if let Err(e) = self.step(&mut job, batch).await {
+                job.state = JobState::Failed;
+                job.failure = Some(format!(
+                    "{e}; {} of {total} processed. Resume the job: it continues where the store left it",
+                    job.counts.processed
+                ));
+                job.updated_at = Timestamp::now();
+                let _ = self.save(&job).await;
+                self.audit_event(&job, "backfill:failed", json!({ "failure": job.failure }));
+                return job;
+            }
+            job.counts.processed += batch.len() as u64;
+            progress(job.counts.processed, total);
+            if last_save.elapsed() > Duration::from_millis(250) {
+                job.updated_at = Timestamp::now();
+                let _ = self.save(&job).await;
+                last_save = Instant::now();
+            }
+        }
+        if !job.dry_run {
+            // Exact, and right after a resume too: what the job's set holds.
+            match self.store.assigned_count(&job.job_id).await {
+                Ok(assigned) => job.counts.assigned = assigned,
+                Err(e) => tracing::warn!(error = %e, "assigned count not read"),
+            }
+            job.counts.skipped_owned = job.counts.found.saturating_sub(job.counts.assigned);
+        }
+        job.state = JobState::Completed;
+        job.failure = None;
+        let now = Timestamp::now();
+        job.updated_at = now;
+        job.finished_at = Some(now);
+        if let Err(e) = self.save(&job).await {
+            tracing::error!(job_id = %job.job_id, error = %e, "backfill job record not saved");
+        }
+        self.audit_event(&job, "backfill:finish", json!({ "dry_run": job.dry_run }));
+        tracing::info!(job_id = %job.job_id, dry_run = job.dry_run, found = job.counts.found, assigned = job.counts.assigned, skipped_owned = job.counts.skipped_owned, would_assign = job.counts.would_assign, errors = job.counts.errors, "backfill job finished");
+        job
+    }
+
+    /// One batch, retried with backoff while the store is unreachable.
+    async fn step(&self, job: &mut Job, batch: &[String]) -> Result<(), StoreError> {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            let result = if job.dry_run {
+                let ids: Vec<SessionId> = batch
+                    .iter()
+                    .filter_map(|id| SessionId::parse(id).ok())
+                    .collect();
+                self.store.owners(&ids).await.map(|owners| {
+                    let unowned = owners.iter().filter(|o| o.is_none()).count() as u64;
+                    job.counts.would_assign += unowned;
+                    job.counts.skipped_owned += owners.len() as u64 - unowned;
+                })
+            } else {
+                self.store
+                    .assign(&job.job_id, &job.default_owner, batch)
+                    .await
+                    .map(|assigned| job.counts.assigned += assigned)
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt + 1 < STORE_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::warn!(job_id = %job.job_id, error = %e, attempt, "backfill batch failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Prepares a failed or interrupted job to run again (same id, same assigned set).
+    pub async fn resume(&self, id: &str) -> Result<Job, BackfillError> {
+        let mut job = self.job(id).await?;
+        if !matches!(job.state, JobState::Interrupted | JobState::Failed) {
+            return Err(BackfillError::Conflict(format!(
+                "job {id} is {:?}: only interrupted or failed jobs resume",
+                job.state
+            )));
+        }
+        job.state = JobState::Running;
+        job.failure = None;
+        job.counts.skipped_owned = 0;
+        job.updated_at = Timestamp::now();
+        self.save(&job).await?;
+        Ok(job)
+    }
+
+    /// The request that re-runs `job` (its sources as resolved then, no explicit ids: an
+    /// explicit list is not stored, so resume such jobs by re-running them).
+    pub fn request_of(job: &Job) -> JobRequest {
+        JobRequest {
+            dry_run: job.dry_run,
+            default_owner: job.default_owner.clone(),
+            sources: job.sources.iter().map(PathBuf::from).collect(),
+            session_ids: Vec::new(),
+            actor: job.actor.clone(),
+        }
+    }
+
+    /// Releases the sessions `id` assigned that still have its owner.
+    pub async fn rollback(&self, id: &str, actor: &str) -> Result<Job, BackfillError> {
+        let mut job = self.job(id).await?;
+        if job.dry_run {
+            return Err(BackfillError::Conflict(format!(
+                "job {id} is a dry run: it assigned nothing"
+            )));
+        }
+        if matches!(job.state, JobState::Running) {
+            return Err(BackfillError::Conflict(format!(
+                "job {id} is still running; wait for it to end"
+            )));
+        }
+        let mut report = job.rollback.take().unwrap_or_default();
+        loop {
+            let sample = self.store.assigned_sample(&job.job_id, BATCH).await?;
+            if sample.is_empty() {
+                break;
+            }
+            let released = self
+                .store
+                .release_assigned(&job.job_id, &job.default_owner, &sample)
+                .await?;
+            report.released += released.released;
+            report.kept += released.kept.len() as u64;
+            let room = MAX_KEPT_LISTED.saturating_sub(report.kept_sample.len());
+            report
+                .kept_sample
+                .extend(released.kept.into_iter().take(room));
+        }
+        report.at = Some(Timestamp::now());
+        report.actor = actor.to_owned();
+        job.state = JobState::RolledBack;
+        job.updated_at = Timestamp::now();
+        job.rollback = Some(report.clone());
+        self.save(&job).await?;
+        self.audit_event(
+            &job,
+            "backfill:rollback",
+            json!({ "released": report.released, "kept": report.kept, "by": actor }),
+        );
+        Ok(job)
+    }
+
+    /// Compares the ids of `sources` (and `session_ids`) with the owners in the store.
+    pub async fn verify(
+        &self,
+        sources: Vec<PathBuf>,
+        session_ids: Vec<String>,
+    ) -> Result<Verification, StoreError> {
+        let found = tokio::task::spawn_blocking(move || {
+            let mut found = Found::default();
+            sources::scan(&sources, &mut found);
+            found.add_ids(session_ids.iter().map(String::as_str));
+            found
+        })
+        .await
+        .unwrap_or_default();
+        let mut report = Verification {
+            expected: found.ids.len() as u64,
+            errors: found.errors,
+            ..Verification::default()
+        };
+        let ids: Vec<&String> = found.ids.iter().collect();
+        for batch in ids.chunks(BATCH) {
+            let sessions: Vec<SessionId> = batch
+                .iter()
+                .filter_map(|id| SessionId::parse(id).ok())
+                .collect();
+            let owners = self.store.owners(&sessions).await?;
+            for (session, owner) in sessions.iter().zip(owners) {
+                match owner {
+                    Some(owner) => {
+                        report.owned += 1;
+                        *report.per_user.entry(owner).or_default() += 1;
+                    }
+                    None => {
+                        report.missing += 1;
+                        if report.missing_sample.len() < MAX_KEPT_LISTED {
+                            report.missing_sample.push(session.as_str().to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        let expected: HashSet<&str> = found.ids.iter().map(String::as_str).collect();
+        let mut cursor = 0;
+        loop {
+            let (next, owned) = self.store.owned_page(cursor, BATCH).await?;
+            report.extra += owned
+                .iter()
+                .filter(|id| !expected.contains(id.as_str()))
+                .count() as u64;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        report.complete = report.missing == 0;
+        Ok(report)
+    }
+}

@@ -1,0 +1,217 @@
+//! `/v1/backfill`: start, follow, resume and roll back jobs; verify coverage (admin only).
+
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::sources::SourceError;
+use super::{Backfill, BackfillError, Job, JobRequest, Verification};
+use crate::auth::Principal;
+use crate::http::{ApiError, AppState, JsonBody, Path, Problem, require_admin};
+use crate::session_id::check_name;
+
+/// Explicit ids accepted in one request (larger lists: `gatehouse backfill --ids-file`).
+pub const MAX_EXPLICIT_IDS: usize = 10_000;
+
+/// The backfill routes.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(start_job))
+        .routes(routes!(verify))
+        .routes(routes!(get_job))
+        .routes(routes!(resume_job))
+        .routes(routes!(rollback_job))
+}
+
+impl From<BackfillError> for ApiError {
+    fn from(e: BackfillError) -> Self {
+        match e {
+            BackfillError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            BackfillError::Conflict(why) => ApiError::conflict("job-state", why, json!({})),
+            BackfillError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<SourceError> for ApiError {
+    fn from(e: SourceError) -> Self {
+        ApiError::InvalidRequest(e.to_string())
+    }
+}
+
+/// Body of `POST /v1/backfill`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartJob {
+    /// Count only: write no owner.
+    pub dry_run: bool,
+    /// The owner given to sessions that have none.
+    pub default_owner: String,
+    /// Data directories (holding `chats/` and/or `conversation_transcripts/`) inside the
+    /// allowed roots.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Explicit session ids (up to 10,000).
+    #[serde(default)]
+    pub session_ids: Vec<String>,
+}
+
+fn spawn(backfill: &Backfill, job: Job, request: JobRequest) {
+    let backfill = backfill.clone();
+    tokio::spawn(async move {
+        backfill.run(job, request, |_, _| {}).await;
+    });
+}
+
+fn accepted(job: &Job) -> Response {
+    let location = format!("/v1/backfill/{}", job.job_id);
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(job.clone()),
+    )
+        .into_response()
+}
+
+/// Starts a backfill job (runs in the background; follow it with `GET /v1/backfill/{job_id}`).
+#[utoipa::path(post, path = "/v1/backfill", tag = "backfill",
+    request_body = StartJob,
+    responses(
+        (status = 202, description = "Started", body = Job),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn start_job(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(body): JsonBody<StartJob>,
+) -> Result<Response, ApiError> {
+    require_admin(&principal)?;
+    check_name("default_owner", &body.default_owner)?;
+    if body.sources.is_empty() && body.session_ids.is_empty() {
+        return Err(ApiError::InvalidRequest(
+            "name at least one source or session id".into(),
+        ));
+    }
+    if body.session_ids.len() > MAX_EXPLICIT_IDS {
+        return Err(ApiError::InvalidRequest(format!(
+            "at most {MAX_EXPLICIT_IDS} session_ids per request; use `gatehouse backfill --ids-file` for more"
+        )));
+    }
+    let sources = body
+        .sources
+        .iter()
+        .map(|s| state.backfill.roots().resolve(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let request = JobRequest {
+        dry_run: body.dry_run,
+        default_owner: body.default_owner,
+        sources,
+        session_ids: body.session_ids,
+        actor: principal.sub,
+    };
+    let job = state.backfill.create(&request).await?;
+    spawn(&state.backfill, job.clone(), request);
+    Ok(accepted(&job))
+}
+
+/// A job: state, progress, counts and errors.
+#[utoipa::path(get, path = "/v1/backfill/{job_id}", tag = "backfill",
+    params(("job_id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, body = Job),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn get_job(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(job_id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    require_admin(&principal)?;
+    Ok(Json(state.backfill.job(&job_id).await?))
+}
+
+/// Resumes an interrupted or failed job (its sources are read again; assignments are
+/// idempotent).
+#[utoipa::path(post, path = "/v1/backfill/{job_id}/resume", tag = "backfill",
+    params(("job_id" = String, Path, description = "The job id")),
+    responses(
+        (status = 202, body = Job),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn resume_job(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    require_admin(&principal)?;
+    let job = state.backfill.resume(&job_id).await?;
+    spawn(&state.backfill, job.clone(), Backfill::request_of(&job));
+    Ok(accepted(&job))
+}
+
+/// Rolls a job back: releases the sessions it assigned that still have the owner it gave them.
+#[utoipa::path(post, path = "/v1/backfill/{job_id}/rollback", tag = "backfill",
+    params(("job_id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, body = Job),
+        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn rollback_job(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(job_id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    require_admin(&principal)?;
+    Ok(Json(
+        state.backfill.rollback(&job_id, &principal.sub).await?,
+    ))
+}
+
+/// Compares the sources with the owners in the store (`?source=DIR`, repeatable).
+#[utoipa::path(get, path = "/v1/backfill/verify", tag = "backfill",
+    params(("source" = Vec<String>, Query, description = "A data directory inside the allowed roots (repeat for several)")),
+    responses(
+        (status = 200, body = Verification),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn verify(
+    State(state): State<AppState>,
+    principal: Principal,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Verification>, ApiError> {
+    require_admin(&principal)?;
+    let mut sources = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "source" => sources.push(state.backfill.roots().resolve(&value)?),
+            other => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "unknown parameter {other:?} (use source=DIR, repeatable)"
+                )));
+            }
+        }
+    }
+    if sources.is_empty() {
+        return Err(ApiError::InvalidRequest(
+            "name at least one source=DIR".into(),
+        ));
+    }
+    Ok(Json(state.backfill.verify(sources, Vec::new()).await?))
+}

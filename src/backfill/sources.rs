@@ -1,0 +1,327 @@
+//! Reading session ids from the legacy file stores (read-only; nothing here writes).
+//!
+//! A source is a data directory holding `chats/` and/or `conversation_transcripts/`:
+//!
+//! - `chats/chat_{session_id}.json`: the id is the file name between `chat_` and `.json`;
+//! - `conversation_transcripts/{name}.json`: the id is the file's `"session_id"` string when
+//!   present, else the file stem.
+//!
+//! Every file must be valid JSON; a file that is not, whose `session_id` is not a string, or
+//! whose id is not a valid session id, is an error (with its path) and the scan goes on.
+//! Symbolic links are not followed (reported as errors). A source must lie inside one of the
+//! allowed roots after resolving `..` and links ([`Roots::resolve`]).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::session_id::SessionId;
+
+/// A file that could not be read as a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileError {
+    /// The file (or directory).
+    pub path: String,
+    /// Why.
+    pub error: String,
+}
+
+/// What a scan of the sources found.
+#[derive(Debug, Default, Clone)]
+pub struct Found {
+    /// Unique session ids, sorted.
+    pub ids: BTreeSet<String>,
+    /// Files read (valid or not).
+    pub files: u64,
+    /// Unreadable files.
+    pub errors: Vec<FileError>,
+}
+
+impl Found {
+    fn error(&mut self, path: &Path, error: impl Into<String>) {
+        self.errors.push(FileError {
+            path: path.display().to_string(),
+            error: error.into(),
+        });
+    }
+
+    fn add(&mut self, path: &Path, id: &str) {
+        match SessionId::parse(id) {
+            Ok(_) => {
+                self.ids.insert(id.to_owned());
+            }
+            Err(e) => self.error(path, format!("{e} ({id:?})")),
+        }
+    }
+
+    /// Adds explicit ids (invalid ones become errors named `session_ids[i]`).
+    pub fn add_ids<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
+        for (i, id) in ids.into_iter().enumerate() {
+            match SessionId::parse(id) {
+                Ok(_) => {
+                    self.ids.insert(id.to_owned());
+                }
+                Err(e) => self.errors.push(FileError {
+                    path: format!("session_ids[{i}]"),
+                    error: format!("{e} ({id:?})"),
+                }),
+            }
+        }
+    }
+}
+
+/// The directories sources may be taken from (`GATEHOUSE_BACKFILL_ROOTS`).
+#[derive(Debug, Clone, Default)]
+pub struct Roots(Vec<PathBuf>);
+
+/// Why a source was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// No roots are configured.
+    #[error("no backfill roots are configured (GATEHOUSE_BACKFILL_ROOTS)")]
+    NoRoots,
+    /// The source does not exist or cannot be resolved.
+    #[error("source {0:?} does not exist or cannot be read")]
+    Missing(String),
+    /// The source resolves outside every root.
+    #[error("source {0:?} is not inside an allowed backfill root")]
+    OutsideRoots(String),
+    /// The source holds neither `chats/` nor `conversation_transcripts/`.
+    #[error("source {0:?} holds neither chats/ nor conversation_transcripts/")]
+    NotASource(String),
+}
+
+impl Roots {
+    /// Roots from paths; the ones that do not exist are kept out (and reported by config).
+    pub fn new(paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        Self(
+            paths
+                .into_iter()
+                .filter_map(|p| std::fs::canonicalize(p).ok())
+                .collect(),
+        )
+    }
+
+    /// Whether any root is configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Resolves `source` (`..` and links included) and checks it lies inside a root.
+    pub fn resolve(&self, source: &str) -> Result<PathBuf, SourceError> {
+        if self.0.is_empty() {
+            return Err(SourceError::NoRoots);
+        }
+        let resolved =
+            std::fs::canonicalize(source).map_err(|_| SourceError::Missing(source.to_owned()))?;
+        if !self.0.iter().any(|root| resolved.starts_with(root)) {
+            return Err(SourceError::OutsideRoots(source.to_owned()));
+        }
+        let has = |name: &str| resolved.join(name).is_dir();
+        if !has("chats") && !has("conversation_transcripts") {
+            return Err(SourceError::NotASource(source.to_owned()));
+        }
+        Ok(resolved)
+    }
+}
+
+/// Scans resolved sources into `found`.
+pub fn scan(sources: &[PathBuf], found: &mut Found) {
+    for source in sources {
+        scan_dir(&source.join("chats"), found, |path, stem, _| {
+            stem.strip_prefix("chat_")
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{} is not named chat_{{session_id}}.json", path.display()))
+        });
+        scan_dir(
+            &source.join("conversation_transcripts"),
+            found,
+            |_, stem, json| match json.get("session_id") {
+                None => Ok(stem.to_owned()),
+                Some(serde_json::Value::String(id)) => Ok(id.clone()),
+                Some(other) => Err(format!("\"session_id\" is not a string: {other}")),
+            },
+        );
+    }
+}
+
+/// Reads every `*.json` file of `dir` (not recursively), naming each session with `id_of`.
+fn scan_dir(
+    dir: &Path,
+    found: &mut Found,
+    id_of: impl Fn(&Path, &str, &serde_json::Value) -> Result<String, String>,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        found.files += 1;
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                found.error(&path, "symbolic link: not followed");
+                continue;
+            }
+            Ok(meta) if !meta.is_file() => {
+                found.error(&path, "not a regular file");
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                found.error(&path, e.to_string());
+                continue;
+            }
+        }
+        let json: serde_json::Value = match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))
+            }) {
+            Ok(json) => json,
+            Err(e) => {
+                found.error(&path, e);
+                continue;
+            }
+        };
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        match id_of(&path, stem, &json) {
+            Ok(id) => found.add(&path, &id),
+            Err(e) => found.error(&path, e),
+        }
+    }
+}
+
+/// Writes a legacy tree shaped like the census: 1 chat file, 54 transcripts, one id in both
+/// (54 unique sessions), plus `malformed` broken files. For tests and benchmarks.
+pub fn write_census_tree(dir: &Path, malformed: usize) -> std::io::Result<BTreeSet<String>> {
+    let chats = dir.join("chats");
+    let transcripts = dir.join("conversation_transcripts");
+    std::fs::create_dir_all(&chats)?;
+    std::fs::create_dir_all(&transcripts)?;
+    let mut ids = BTreeSet::new();
+    let shared = "3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77";
+    std::fs::write(
+        chats.join(format!("chat_{shared}.json")),
+        r#"{"messages": [{"role": "user", "content": "hi"}]}"#,
+    )?;
+    ids.insert(shared.to_owned());
+    for i in 0..54 {
+        let (name, body, id) = match i {
+            0 => (
+                "shared".to_owned(),
+                format!(r#"{{"session_id": "{shared}", "messages": []}}"#),
+                shared.to_owned(),
+            ),
+            i if i % 3 == 0 => {
+                let id = format!("session_{}", 1000 + i);
+                (format!("t{i}"), format!(r#"{{"session_id": "{id}"}}"#), id)
+            }
+            i if i % 3 == 1 => {
+                let id = format!("test-session-{i:04}");
+                (id.clone(), r#"{"messages": []}"#.to_owned(), id)
+            }
+            i => {
+                let id = format!(
+                    "chat-{}-{:08x}-0000-4000-8000-{:012x}",
+                    1_728_201_960 + i,
+                    i,
+                    i
+                );
+                (
+                    format!("x{i}"),
+                    format!(r#"{{"session_id": "{id}", "turns": 3}}"#),
+                    id,
+                )
+            }
+        };
+        std::fs::write(transcripts.join(format!("{name}.json")), body)?;
+        ids.insert(id);
+    }
+    for i in 0..malformed {
+        let body = if i % 2 == 0 {
+            "{ this is not json".to_owned()
+        } else {
+            r#"{"session_id": 42}"#.to_owned()
+        };
+        std::fs::write(transcripts.join(format!("broken-{i}.json")), body)?;
+    }
+    Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_census_tree_has_54_unique_sessions_and_reports_malformed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected = write_census_tree(dir.path(), 3).unwrap();
+        assert_eq!(expected.len(), 54);
+        let mut found = Found::default();
+        scan(&[dir.path().to_owned()], &mut found);
+        assert_eq!(found.ids, expected);
+        assert_eq!(found.files, 1 + 54 + 3);
+        assert_eq!(found.errors.len(), 3, "{:?}", found.errors);
+        assert!(found.errors.iter().all(|e| e.path.contains("broken-")));
+        assert!(
+            found
+                .errors
+                .iter()
+                .any(|e| e.error.contains("not a string"))
+        );
+    }
+
+    #[test]
+    fn roots_refuse_paths_outside_them_dots_and_links_included() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("root");
+        let outside = base.path().join("outside");
+        for dir in [&root, &outside] {
+            std::fs::create_dir_all(dir.join("data/chats")).unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+        let roots = Roots::new([root.clone()]);
+        assert!(roots.resolve(root.join("data").to_str().unwrap()).is_ok());
+        let dotted = format!("{}/../outside/data", root.display());
+        assert_eq!(
+            roots.resolve(&dotted),
+            Err(SourceError::OutsideRoots(dotted.clone()))
+        );
+        let linked = format!("{}/link/data", root.display());
+        assert!(matches!(
+            roots.resolve(&linked),
+            Err(SourceError::OutsideRoots(_))
+        ));
+        assert!(matches!(
+            roots.resolve("/nonexistent/x"),
+            Err(SourceError::Missing(_))
+        ));
+        assert!(matches!(
+            roots.resolve(root.to_str().unwrap()),
+            Err(SourceError::NotASource(_))
+        ));
+        assert_eq!(Roots::default().resolve("/"), Err(SourceError::NoRoots));
+    }
+
+    #[test]
+    fn links_inside_a_source_are_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let chats = dir.path().join("chats");
+        std::fs::create_dir_all(&chats).unwrap();
+        let secret = dir.path().join("secret.json");
+        std::fs::write(&secret, "{}").unwrap();
+        std::os::unix::fs::symlink(&secret, chats.join("chat_s1.json")).unwrap();
+        let mut found = Found::default();
+        scan(&[dir.path().to_owned()], &mut found);
+        assert!(found.ids.is_empty());
+        assert_eq!(found.errors.len(), 1);
+        assert!(found.errors[0].error.contains("symbolic link"));
+    }
+}

@@ -1,0 +1,311 @@
+//! Backfill over HTTP on a tree shaped like the legacy census: verify, dry run, run, re-run,
+//! rollback; pre-owned and reassigned sessions; refused sources.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::common::{Backend, TestApp, eventually};
+use gatehouse::backfill::sources::write_census_tree;
+
+both_backends!(
+    census_tree_backfill_verify_and_rollback,
+    owners_are_never_overwritten_and_reassigned_sessions_survive_rollback,
+    sources_outside_the_roots_are_refused,
+);
+
+/// A root with one data directory holding the census tree (3 malformed files).
+fn census_root() -> (tempfile::TempDir, String) {
+    let root = tempfile::tempdir().unwrap();
+    write_census_tree(&root.path().join("data"), 3).unwrap();
+    let data = root.path().join("data").display().to_string();
+    (root, data)
+}
+
+async fn start(app: &TestApp, body: Value) -> Value {
+    let reply = app
+        .call(Method::POST, "/v1/backfill", Some(&app.admin()), Some(body))
+        .await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let job_id = reply.body["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        reply.headers["location"].to_str().unwrap(),
+        format!("/v1/backfill/{job_id}")
+    );
+    eventually(Duration::from_secs(20), "the job to complete", || async {
+        let job = app
+            .call(
+                Method::GET,
+                &format!("/v1/backfill/{job_id}"),
+                Some(&app.admin()),
+                None,
+            )
+            .await
+            .body;
+        (job["state"] == "completed").then_some(job)
+    })
+    .await
+}
+
+async fn verify(app: &TestApp, data: &str) -> Value {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("source", data)
+        .finish();
+    let reply = app
+        .call(
+            Method::GET,
+            &format!("/v1/backfill/verify?{query}"),
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.body
+}
+
+async fn rollback(app: &TestApp, job: &Value) -> Value {
+    let reply = app
+        .call(
+            Method::POST,
+            &format!("/v1/backfill/{}/rollback", job["job_id"].as_str().unwrap()),
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.body
+}
+
+async fn census_tree_backfill_verify_and_rollback(backend: Backend) {
+    let (root, data) = census_root();
+    let roots = root.path().display().to_string();
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_BACKFILL_ROOTS", &roots)]).await;
+
+    let before = verify(&app, &data).await;
+    assert_eq!(
+        (
+            before["expected"].clone(),
+            before["missing"].clone(),
+            before["complete"].clone()
+        ),
+        (json!(54), json!(54), json!(false))
+    );
+    assert_eq!(before["errors"].as_array().unwrap().len(), 3);
+
+    let dry = start(
+        &app,
+        json!({ "dry_run": true, "default_owner": "admin", "sources": [data] }),
+    )
+    .await;
+    assert_eq!(dry["counts"]["would_assign"], 54, "{dry}");
+    assert_eq!(dry["counts"]["assigned"], 0);
+    assert_eq!(
+        verify(&app, &data).await["missing"],
+        54,
+        "a dry run writes nothing"
+    );
+
+    let first = start(
+        &app,
+        json!({ "dry_run": false, "default_owner": "admin", "sources": [data] }),
+    )
+    .await;
+    assert_eq!(first["counts"]["found"], 54, "{first}");
+    assert_eq!(first["counts"]["assigned"], 54);
+    assert_eq!(first["counts"]["skipped_owned"], 0);
+    assert_eq!(first["counts"]["errors"], 3);
+    let errors = first["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["path"].as_str().unwrap().contains("broken-"))
+    );
+
+    let second = start(
+        &app,
+        json!({ "dry_run": false, "default_owner": "admin", "sources": [data] }),
+    )
+    .await;
+    assert_eq!(second["counts"]["assigned"], 0, "{second}");
+    assert_eq!(second["counts"]["skipped_owned"], 54);
+
+    let after = verify(&app, &data).await;
+    assert_eq!(after["complete"], true, "{after}");
+    assert_eq!(after["missing"], 0);
+    assert_eq!(after["per_user"], json!({ "admin": 54 }));
+    let page = app
+        .call(
+            Method::GET,
+            "/v1/users/admin/sessions?limit=1000",
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(
+        page.body["sessions"].as_array().unwrap().len(),
+        54,
+        "{page:?}"
+    );
+    if let Backend::Redis(redis) = &backend {
+        let members: usize = redis::cmd("SCARD")
+            .arg("user_chat_sessions:admin")
+            .query(&mut redis.client())
+            .unwrap();
+        assert_eq!(members, 54);
+    }
+
+    let rolled = rollback(&app, &first).await;
+    assert_eq!(rolled["state"], "rolled_back");
+    assert_eq!(rolled["rollback"]["released"], 54);
+    assert_eq!(rollback(&app, &second).await["rollback"]["released"], 0);
+    assert_eq!(
+        rollback(&app, &first).await["rollback"]["released"],
+        54,
+        "idempotent"
+    );
+    let back = verify(&app, &data).await;
+    assert_eq!(
+        (back["missing"].clone(), back["complete"].clone()),
+        (json!(54), json!(false))
+    );
+
+    let audit = eventually(Duration::from_secs(5), "backfill audit events", || async {
+        let reply = app
+            .call(
+                Method::GET,
+                "/v1/audit?source=admin&limit=100",
+                Some(&app.admin()),
+                None,
+            )
+            .await;
+        let reasons: Vec<String> = reply.body["entries"]
+            .as_array()?
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or("").to_owned())
+            .collect();
+        (reasons
+            .iter()
+            .filter(|r| r.starts_with("backfill:"))
+            .count()
+            >= 9)
+            .then_some(reasons)
+    })
+    .await;
+    assert!(audit.contains(&"backfill:rollback".to_owned()), "{audit:?}");
+    app.stop().await;
+}
+
+async fn owners_are_never_overwritten_and_reassigned_sessions_survive_rollback(backend: Backend) {
+    let app = TestApp::spawn(&backend, &[]).await;
+    app.claim("keep-1", "carol").await;
+    let job = start(
+        &app,
+        json!({ "dry_run": false, "default_owner": "admin",
+                "session_ids": ["keep-1", "new-1", "moved-1", "bad id!"] }),
+    )
+    .await;
+    assert_eq!(job["counts"]["assigned"], 2, "{job}");
+    assert_eq!(job["counts"]["skipped_owned"], 1);
+    assert_eq!(job["counts"]["errors"], 1);
+    assert_eq!(job["errors"][0]["path"], "session_ids[3]");
+
+    // moved-1 changes hands after the backfill.
+    let reply = app
+        .call(
+            Method::PUT,
+            "/v1/sessions/moved-1/owner",
+            Some(&app.admin()),
+            Some(json!({ "owner": "dave", "expected_owner": "admin" })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+
+    let rolled = rollback(&app, &job).await;
+    assert_eq!(rolled["rollback"]["released"], 1, "{rolled}");
+    assert_eq!(rolled["rollback"]["kept"], 1);
+    assert_eq!(rolled["rollback"]["kept_sample"], json!(["moved-1"]));
+    for (session, owner) in [
+        ("keep-1", json!("carol")),
+        ("moved-1", json!("dave")),
+        ("new-1", Value::Null),
+    ] {
+        let reply = app
+            .call(
+                Method::GET,
+                &format!("/v1/sessions/{session}"),
+                Some(&app.admin()),
+                None,
+            )
+            .await;
+        assert_eq!(reply.body["owner"], owner, "{session}: {reply:?}");
+    }
+    app.stop().await;
+}
+
+async fn sources_outside_the_roots_are_refused(backend: Backend) {
+    let (root, data) = census_root();
+    let outside = tempfile::tempdir().unwrap();
+    write_census_tree(outside.path(), 0).unwrap();
+    let roots = root.path().display().to_string();
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_BACKFILL_ROOTS", &roots)]).await;
+    let admin = app.admin();
+    let post = |body: Value| app.call(Method::POST, "/v1/backfill", Some(&admin), Some(body));
+    for source in [
+        outside.path().display().to_string(),
+        format!(
+            "{data}/../../{}",
+            outside.path().file_name().unwrap().to_str().unwrap()
+        ),
+        "/etc".to_owned(),
+        root.path().display().to_string(),
+    ] {
+        let reply =
+            post(json!({ "dry_run": true, "default_owner": "admin", "sources": [source] })).await;
+        reply.assert_problem(400, "invalid-request");
+    }
+    let reply =
+        post(json!({ "dry_run": true, "default_owner": "has space", "sources": [data] })).await;
+    assert_eq!(reply.status, 400);
+    let reply = post(json!({ "dry_run": true, "default_owner": "admin" })).await;
+    reply.assert_problem(400, "invalid-request");
+    let reply = post(json!({ "default_owner": "admin", "sources": [data] })).await;
+    reply.assert_problem(400, "invalid-request");
+    let reply = app
+        .call(
+            Method::POST,
+            "/v1/backfill",
+            Some(&app.user("eve")),
+            Some(json!({ "dry_run": true, "default_owner": "eve", "sources": [data] })),
+        )
+        .await;
+    reply.assert_problem(403, "forbidden");
+    let reply = app
+        .call(
+            Method::GET,
+            "/v1/backfill/bf-nope",
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    reply.assert_problem(404, "not-found");
+    let job = start(
+        &app,
+        json!({ "dry_run": true, "default_owner": "admin", "sources": [data] }),
+    )
+    .await;
+    let id = job["job_id"].as_str().unwrap();
+    for action in ["resume", "rollback"] {
+        let reply = app
+            .call(
+                Method::POST,
+                &format!("/v1/backfill/{id}/{action}"),
+                Some(&app.admin()),
+                None,
+            )
+            .await;
+        reply.assert_problem(409, "job-state");
+    }
+    app.stop().await;
+}
