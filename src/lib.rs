@@ -27,6 +27,7 @@ pub mod gatekeeper;
 pub mod http;
 pub mod metrics;
 pub mod middleware;
+pub mod migrate;
 pub mod rollout;
 pub mod server;
 pub mod session_id;

@@ -1,15 +1,22 @@
-//! The `gatehouse` binary: `serve` (the default), `token`, `openapi`, and the admin clients
-//! `mode` and `rollout`.
+//! The `gatehouse` binary: `serve` (the default), `token`, `openapi`, the admin clients `mode`
+//! and `rollout`, and the operator tools working directly on Redis: `backfill`, `verify`,
+//! `rollback` and `migrate`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use gatehouse::audit::{Audit, AuditConfig};
 use gatehouse::auth::{TokenIssuer, TokenRequest};
+use gatehouse::backfill::sources::Roots;
+use gatehouse::backfill::{Backfill, JobRequest, JobState};
 use gatehouse::client::{AdminClient, ClientError};
 use gatehouse::config::{AuthConfig, Config};
 use gatehouse::decision::Mode;
 use gatehouse::server::Gatehouse;
+use gatehouse::store::{RedisOptions, RedisStore};
 use tokio_util::sync::CancellationToken;
 
 /// Session-ownership checks and their gradual enforcement.
@@ -52,6 +59,42 @@ enum Command {
     Rollout {
         #[command(flatten)]
         api: ApiArgs,
+    },
+    /// Give sessions of legacy data directories (or an id list) a default owner, directly on
+    /// REDIS_URL (SET NX: existing owners are kept). Prints the job record.
+    Backfill {
+        /// Count only: write no owner.
+        #[arg(long)]
+        dry_run: bool,
+        /// A data directory holding chats/ and/or conversation_transcripts/ (repeatable).
+        #[arg(long = "data-dir")]
+        data_dirs: Vec<PathBuf>,
+        /// A file of session ids, one per line.
+        #[arg(long)]
+        ids_file: Option<PathBuf>,
+        /// The owner given to sessions that have none.
+        #[arg(long)]
+        default_owner: String,
+    },
+    /// Compare legacy data directories with the owners on REDIS_URL.
+    Verify {
+        /// A data directory (repeatable).
+        #[arg(long = "data-dir", required = true)]
+        data_dirs: Vec<PathBuf>,
+    },
+    /// Roll a backfill job back on REDIS_URL: release what it assigned and still owns.
+    Rollback {
+        /// The job id (printed by `gatehouse backfill`).
+        job_id: String,
+    },
+    /// Apply the data migrations of migrations/ to REDIS_URL.
+    Migrate {
+        /// Report what would change; change and record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run migrations already recorded as applied again.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -160,7 +203,7 @@ fn main() -> ExitCode {
             return runtime.block_on(admin(api, |client| async move { client.rollout().await }));
         }
         Command::Openapi => return runtime.block_on(openapi()),
-        Command::Serve | Command::Token { .. } => {}
+        _ => {}
     }
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -185,6 +228,21 @@ fn main() -> ExitCode {
                 ttl,
             },
         ),
+        Command::Backfill {
+            dry_run,
+            data_dirs,
+            ids_file,
+            default_owner,
+        } => runtime.block_on(backfill(
+            config,
+            dry_run,
+            data_dirs,
+            ids_file,
+            default_owner,
+        )),
+        Command::Verify { data_dirs } => runtime.block_on(verify(config, data_dirs)),
+        Command::Rollback { job_id } => runtime.block_on(rollback(config, job_id)),
+        Command::Migrate { dry_run, force } => runtime.block_on(migrate(config, dry_run, force)),
         Command::Mode { .. } | Command::Rollout { .. } | Command::Openapi => {
             unreachable!("handled above")
         }
@@ -352,6 +410,205 @@ async fn openapi() -> ExitCode {
         }
         Err(e) => {
             eprintln!("cannot render the OpenAPI document: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// The Redis store of the configuration (the operator tools need one).
+fn redis_store(config: &Config) -> Result<Arc<RedisStore>, String> {
+    let redis = config
+        .redis
+        .as_ref()
+        .ok_or("set REDIS_URL: this works directly on the Redis gatehouse uses")?;
+    RedisStore::connect(&RedisOptions {
+        url: redis.url.clone(),
+        connections: 2,
+        timeout: redis.timeout.max(Duration::from_secs(5)),
+        owner_ttl: config.owner_ttl,
+        keys: config.keys.clone(),
+        audit_maxlen: config.audit.maxlen,
+    })
+    .map(Arc::new)
+    .map_err(|e| e.to_string())
+}
+
+/// Checks that each directory is a legacy data directory.
+fn data_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    dirs.iter()
+        .map(|dir| {
+            let text = dir.to_string_lossy();
+            Roots::new([dir.clone()])
+                .resolve(&text)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// A backfill service on the configured Redis, auditing into its stream; stop the returned
+/// token and await the task to flush the audit events.
+fn operator_backfill(
+    config: &Config,
+) -> Result<(Backfill, CancellationToken, tokio::task::JoinHandle<()>), String> {
+    let store = redis_store(config)?;
+    let mut audit_config = AuditConfig::in_memory(format!("{}-cli", config.instance));
+    audit_config.queue = config.audit.queue;
+    let (audit, writer) =
+        Audit::start(store.clone(), audit_config, Default::default()).map_err(|e| e.to_string())?;
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(writer.run(cancel.clone()));
+    Ok((Backfill::new(store, Roots::default(), audit), cancel, task))
+}
+
+async fn backfill(
+    config: Config,
+    dry_run: bool,
+    dirs: Vec<PathBuf>,
+    ids_file: Option<PathBuf>,
+    default_owner: String,
+) -> ExitCode {
+    gatehouse::telemetry::init(config.log_format, "warn");
+    let prepared = (|| {
+        gatehouse::session_id::check_name("default owner", &default_owner)
+            .map_err(|e| e.to_string())?;
+        let sources = data_dirs(&dirs)?;
+        let session_ids = match &ids_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => Vec::new(),
+        };
+        if sources.is_empty() && session_ids.is_empty() {
+            return Err("name at least one --data-dir or an --ids-file".to_owned());
+        }
+        let (service, cancel, writer) = operator_backfill(&config)?;
+        Ok((sources, session_ids, service, cancel, writer))
+    })();
+    let (sources, session_ids, service, cancel, writer) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let request = JobRequest {
+        dry_run,
+        default_owner,
+        sources,
+        session_ids,
+        actor: format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "operator".into())
+        ),
+    };
+    let job = match service.create(&request).await {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("job {}", job.job_id);
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} sessions  {per_sec}  eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let job = service
+        .run(job, request, |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await;
+    bar.finish_and_clear();
+    cancel.cancel();
+    let _ = writer.await;
+    print_json(&job);
+    if job.state == JobState::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn verify(config: Config, dirs: Vec<PathBuf>) -> ExitCode {
+    let prepared = data_dirs(&dirs).and_then(|sources| Ok((sources, redis_store(&config)?)));
+    let (sources, store) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let service = Backfill::new(store, Roots::default(), Audit::disabled("cli"));
+    match service.verify(sources, Vec::new()).await {
+        Ok(report) => {
+            print_json(&report);
+            if report.complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn rollback(config: Config, job_id: String) -> ExitCode {
+    let (service, cancel, writer) = match operator_backfill(&config) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "operator".into())
+    );
+    let result = service.rollback(&job_id, &actor).await;
+    cancel.cancel();
+    let _ = writer.await;
+    match result {
+        Ok(job) => {
+            print_json(&job);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(config: Config, dry_run: bool, force: bool) -> ExitCode {
+    let Some(redis) = &config.redis else {
+        eprintln!("error: set REDIS_URL: migrations apply to the Redis gatehouse uses");
+        return ExitCode::from(2);
+    };
+    match gatehouse::migrate::migrate(&redis.url, &config.keys, dry_run, force).await {
+        Ok(reports) => {
+            print_json(&reports);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -21,6 +21,8 @@ mod keys;
 mod nginx;
 #[path = "integration/openapi.rs"]
 mod openapi;
+#[path = "integration/operator.rs"]
+mod operator;
 #[path = "integration/outage.rs"]
 mod outage;
 #[path = "integration/propagation.rs"]

@@ -17,6 +17,7 @@ use crate::session_id::SessionId;
 
 pub use self::keys::KeySchema;
 pub use self::memory::MemoryStore;
+pub(crate) use self::redis::glob_escape;
 pub use self::redis::{RedisOptions, RedisStore};
 
 /// Why a store call failed. Both variants are the store's fault, never the caller's.

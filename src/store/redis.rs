@@ -285,7 +285,7 @@ fn owner_change(reply: (i64, Option<String>)) -> OwnerChange {
 const SCAN_COUNT: usize = 1000;
 
 /// Escapes the glob metacharacters of a key prefix for `SCAN MATCH`.
-fn glob_escape(prefix: &str) -> String {
+pub(crate) fn glob_escape(prefix: &str) -> String {
     let mut escaped = String::with_capacity(prefix.len());
     for c in prefix.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
