@@ -420,14 +420,20 @@ impl Backfill {
             )));
         }
         let mut report = job.rollback.take().unwrap_or_default();
+        let mut cursor = 0;
         loop {
-            let sample = self.store.assigned_sample(&job.job_id, BATCH).await?;
-            if sample.is_empty() {
-                break;
+            let (next, page) = self.store.assigned_page(&job.job_id, cursor, BATCH).await?;
+            cursor = next;
+            if page.is_empty() {
+                // End of a pass: done once the set is empty (else another pass).
+                if cursor == 0 && self.store.assigned_count(&job.job_id).await? == 0 {
+                    break;
+                }
+                continue;
             }
             let released = self
                 .store
-                .release_assigned(&job.job_id, &job.default_owner, &sample)
+                .release_assigned(&job.job_id, &job.default_owner, &page)
                 .await?;
             report.released += released.released;
             report.kept += released.kept.len() as u64;

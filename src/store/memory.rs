@@ -423,13 +423,20 @@ impl BackfillStore for MemoryStore {
         Ok(result)
     }
 
-    async fn assigned_sample(&self, job: &str, count: usize) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .jobs()
-            .assigned
-            .get(job)
-            .map(|set| set.iter().take(count).cloned().collect())
-            .unwrap_or_default())
+    async fn assigned_page(
+        &self,
+        job: &str,
+        _cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        // Released members leave the set at once: the front is always what is left.
+        let jobs = self.jobs();
+        let Some(set) = jobs.assigned.get(job) else {
+            return Ok((0, Vec::new()));
+        };
+        let page: Vec<String> = set.iter().take(count).cloned().collect();
+        let next = u64::from(set.len() > page.len());
+        Ok((next, page))
     }
 
     async fn assigned_count(&self, job: &str) -> Result<u64, StoreError> {

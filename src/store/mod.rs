@@ -233,9 +233,14 @@ pub trait BackfillStore: Send + Sync + 'static {
         sessions: &[String],
     ) -> Result<Released, StoreError>;
 
-    /// Up to about `count` members of `job`'s assigned set (from the start: members are
-    /// removed as they are released).
-    async fn assigned_sample(&self, job: &str, count: usize) -> Result<Vec<String>, StoreError>;
+    /// One `SSCAN` step over `job`'s assigned set: the next cursor (0 at the end of a pass)
+    /// and about `count` members. Members released meanwhile are simply not returned again.
+    async fn assigned_page(
+        &self,
+        job: &str,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), StoreError>;
 
     /// How many sessions `job`'s assigned set holds.
     async fn assigned_count(&self, job: &str) -> Result<u64, StoreError>;

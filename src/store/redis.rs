@@ -724,25 +724,21 @@ impl BackfillStore for RedisStore {
         Ok(Released { released, kept })
     }
 
-    async fn assigned_sample(&self, job: &str, count: usize) -> Result<Vec<String>, StoreError> {
-        // SSCAN may answer a step with no member and a cursor to go on: go on until some.
-        let key = self.keys.backfill_assigned(job);
+    async fn assigned_page(
+        &self,
+        job: &str,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let cmd = redis::cmd("SSCAN")
+            .arg(self.keys.backfill_assigned(job))
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count)
+            .clone();
         let mut conn = self.conn();
-        let mut cursor = 0_u64;
-        loop {
-            let cmd = redis::cmd("SSCAN")
-                .arg(&key)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(count)
-                .clone();
-            let reply: Value = self.bounded(cmd.query_async(&mut conn)).await?;
-            let (next, members) = scan_reply(reply)?;
-            if !members.is_empty() || next == 0 {
-                return Ok(members);
-            }
-            cursor = next;
-        }
+        let reply: Value = self.bounded(cmd.query_async(&mut conn)).await?;
+        scan_reply(reply)
     }
 
     async fn assigned_count(&self, job: &str) -> Result<u64, StoreError> {
