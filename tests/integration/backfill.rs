@@ -309,3 +309,94 @@ async fn sources_outside_the_roots_are_refused(backend: Backend) {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_job_is_resumed_where_the_store_left_it() {
+    let Some(backend) = Backend::redis() else {
+        return;
+    };
+    let Backend::Redis(server) = &backend else {
+        unreachable!()
+    };
+    let (root, data) = census_root();
+    let roots = root.path().display().to_string();
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_BACKFILL_ROOTS", &roots)]).await;
+
+    // A job whose process died after its first two assignments: its record says running,
+    // last moved a minute ago; its assigned set and owner keys hold what it did.
+    let template = start(
+        &app,
+        json!({ "dry_run": true, "default_owner": "admin", "sources": [data] }),
+    )
+    .await;
+    let mut record = template.clone();
+    let minute_ago = gatehouse::timestamp::Timestamp::from_unix_millis(
+        gatehouse::timestamp::Timestamp::now().unix_millis() - 60_000,
+    );
+    record["job_id"] = json!("bf-crashed");
+    record["dry_run"] = json!(false);
+    record["state"] = json!("running");
+    record["updated_at"] = json!(minute_ago.to_string());
+    record.as_object_mut().unwrap().remove("finished_at");
+    let mut redis = server.client();
+    let done = ["session_1003", "test-session-0001"];
+    redis::pipe()
+        .cmd("SET")
+        .arg("gatehouse:backfill:job:bf-crashed")
+        .arg(record.to_string())
+        .cmd("SADD")
+        .arg("gatehouse:backfill:job:bf-crashed:assigned")
+        .arg(&done)
+        .cmd("SET")
+        .arg(format!("chat_session_owner:{}", done[0]))
+        .arg("admin")
+        .cmd("SET")
+        .arg(format!("chat_session_owner:{}", done[1]))
+        .arg("admin")
+        .query::<()>(&mut redis)
+        .unwrap();
+
+    let job = app
+        .call(
+            Method::GET,
+            "/v1/backfill/bf-crashed",
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(job.body["state"], "interrupted", "{job:?}");
+    let reply = app
+        .call(
+            Method::POST,
+            "/v1/backfill/bf-crashed/resume",
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    let job = eventually(
+        Duration::from_secs(20),
+        "the resumed job to complete",
+        || async {
+            let job = app
+                .call(
+                    Method::GET,
+                    "/v1/backfill/bf-crashed",
+                    Some(&app.admin()),
+                    None,
+                )
+                .await
+                .body;
+            (job["state"] == "completed").then_some(job)
+        },
+    )
+    .await;
+    assert_eq!(
+        job["counts"]["assigned"], 54,
+        "what it did before counts: {job}"
+    );
+    assert_eq!(job["counts"]["skipped_owned"], 0);
+    assert_eq!(verify(&app, &data).await["complete"], true);
+    assert_eq!(rollback(&app, &job).await["rollback"]["released"], 54);
+    app.stop().await;
+}
