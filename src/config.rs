@@ -87,6 +87,18 @@ pub struct Config {
     /// `GATEHOUSE_BACKFILL_ROOTS`: comma-separated directories backfill sources must lie in
     /// (default none: the backfill API refuses every source).
     pub backfill_roots: Vec<std::path::PathBuf>,
+    /// `GATEHOUSE_OWNER_CACHE` (`on` default, `off`), `GATEHOUSE_OWNER_CACHE_CAPACITY`
+    /// (100,000) and `GATEHOUSE_OWNER_CACHE_TTL` (60s): the owner cache used with Redis.
+    pub owner_cache: Option<OwnerCacheSettings>,
+}
+
+/// The owner cache's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerCacheSettings {
+    /// Entries at most.
+    pub capacity: u64,
+    /// Longest an entry is kept.
+    pub ttl: Duration,
 }
 
 /// `GATEHOUSE_AUDIT_*`.
@@ -369,6 +381,19 @@ impl Config {
                 ));
             }
         }
+        let cache_on = src.parse("GATEHOUSE_OWNER_CACHE", true, |raw| {
+            match raw.to_ascii_lowercase().as_str() {
+                "on" | "true" => Ok(true),
+                "off" | "false" => Ok(false),
+                _ => Err("expected on or off".into()),
+            }
+        });
+        let cache_capacity = count("GATEHOUSE_OWNER_CACHE_CAPACITY", 100_000, src) as u64;
+        let cache_ttl = src.duration("GATEHOUSE_OWNER_CACHE_TTL", Duration::from_secs(60));
+        let owner_cache = cache_on.then_some(OwnerCacheSettings {
+            capacity: cache_capacity,
+            ttl: cache_ttl,
+        });
         if settings_refresh.is_zero() {
             src.problems
                 .push("GATEHOUSE_SETTINGS_REFRESH: must be above zero".into());
@@ -388,6 +413,7 @@ impl Config {
             audit,
             forward_auth,
             backfill_roots,
+            owner_cache,
         }
     }
 }

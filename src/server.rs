@@ -20,7 +20,9 @@ use crate::enforcement::Enforcement;
 use crate::gatekeeper::Gatekeeper;
 use crate::http::{AppState, Services, app};
 use crate::metrics::Metrics;
-use crate::store::{MemoryStore, RedisOptions, RedisStore, Store, StoreError};
+use crate::store::{
+    CachedStore, MemoryStore, OwnerCache, RedisOptions, RedisStore, Store, StoreError,
+};
 
 /// Lifetime of the admin token printed by the embedded default.
 pub const BOOTSTRAP_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -46,6 +48,7 @@ pub enum BuildError {
 pub struct Gatehouse {
     state: AppState,
     audit_writer: AuditWriter,
+    owner_cache: Option<(Arc<OwnerCache>, Arc<RedisStore>)>,
     /// The admin token minted for the embedded default (no auth configured); print it once.
     pub bootstrap_token: Option<String>,
     /// Which store backs this instance, for the start-up log.
@@ -56,18 +59,26 @@ impl Gatehouse {
     /// Builds the store, authenticator and services. Must run inside a Tokio runtime; does not
     /// need Redis to be up (readiness reports it).
     pub fn build(config: &Config) -> Result<Self, BuildError> {
+        let mut owner_cache = None;
         let (store, store_kind): (Arc<dyn Store>, _) = match &config.redis {
-            Some(redis) => (
-                Arc::new(RedisStore::connect(&RedisOptions {
+            Some(redis) => {
+                let redis = Arc::new(RedisStore::connect(&RedisOptions {
                     url: redis.url.clone(),
                     connections: redis.connections,
                     timeout: redis.timeout,
                     owner_ttl: config.owner_ttl,
                     keys: config.keys.clone(),
                     audit_maxlen: config.audit.maxlen,
-                })?),
-                "redis",
-            ),
+                })?);
+                match config.owner_cache {
+                    Some(settings) => {
+                        let cache = OwnerCache::new(settings.capacity, settings.ttl);
+                        owner_cache = Some((cache.clone(), redis.clone()));
+                        (Arc::new(CachedStore::new(redis, cache)), "redis")
+                    }
+                    None => (redis, "redis"),
+                }
+            }
             None => (
                 Arc::new(MemoryStore::new(config.owner_ttl).with_audit_maxlen(config.audit.maxlen)),
                 "memory",
@@ -100,6 +111,7 @@ impl Gatehouse {
         );
         let state = AppState::new(Services {
             authenticator: Arc::new(authenticator),
+            owner_cache: owner_cache.as_ref().map(|(cache, _)| cache.clone()),
             backfill,
             store,
             enforcement,
@@ -112,6 +124,7 @@ impl Gatehouse {
         Ok(Self {
             state,
             audit_writer,
+            owner_cache,
             bootstrap_token,
             store_kind,
         })
@@ -133,11 +146,14 @@ impl Gatehouse {
             tracing::warn!(error = %e, "enforcement settings not loaded yet; using the initial mode until the store answers");
         }
         let tasks = shutdown.child_token();
-        let background = [
+        let mut background = vec![
             self.state.enforcement.spawn_refresh(tasks.clone()),
             self.state.enforcement.spawn_watch(tasks.clone()),
             tokio::spawn(self.audit_writer.run(tasks.clone())),
         ];
+        if let Some((cache, redis)) = &self.owner_cache {
+            background.push(cache.spawn_watch(redis.clone(), tasks.clone()));
+        }
         let router = app(self.state);
         let served = axum::serve(
             listener,
@@ -193,6 +209,7 @@ pub fn spec_state() -> AppState {
     let enforcement = Enforcement::new(store.clone(), crate::decision::Mode::LogOnly);
     AppState::new(Services {
         authenticator: Arc::new(Authenticator::Disabled),
+        owner_cache: None,
         backfill: crate::backfill::Backfill::new(
             store.clone(),
             crate::backfill::sources::Roots::default(),

@@ -9,6 +9,8 @@ mod audit;
 mod backfill;
 #[path = "integration/binary.rs"]
 mod binary;
+#[path = "integration/cache.rs"]
+mod cache;
 #[path = "integration/enforcement.rs"]
 mod enforcement;
 #[path = "integration/example.rs"]

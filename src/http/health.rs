@@ -53,6 +53,15 @@ pub struct Readiness {
     /// changes, or has not confirmed them against the store for three refresh periods. They
     /// stay in force meanwhile.
     pub settings_stale: bool,
+    /// The owner cache: `live` (in use), `bypassed` (invalidations not received: every
+    /// lookup reads the store) or `off`.
+    pub owner_cache: String,
+    /// Owner cache hits and misses since start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_cache_hits: Option<u64>,
+    /// See `owner_cache_hits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_cache_misses: Option<u64>,
 }
 
 /// The process is up.
@@ -88,6 +97,14 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
             settings_loaded: loaded,
             settings_version: state.enforcement.current().version,
             settings_stale: state.enforcement.may_be_stale(),
+            owner_cache: match &state.owner_cache {
+                None => "off",
+                Some(cache) if cache.is_live() => "live",
+                Some(_) => "bypassed",
+            }
+            .into(),
+            owner_cache_hits: state.owner_cache.as_ref().map(|c| c.stats().0),
+            owner_cache_misses: state.owner_cache.as_ref().map(|c| c.stats().1),
         }),
     )
 }

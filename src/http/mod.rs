@@ -51,6 +51,8 @@ pub struct Services {
     pub gatekeeper: Gatekeeper,
     /// Records audit events.
     pub audit: Audit,
+    /// The owner cache, when on.
+    pub owner_cache: Option<Arc<crate::store::OwnerCache>>,
     /// Backfill jobs.
     pub backfill: crate::backfill::Backfill,
     /// The forward-auth route table and policy.

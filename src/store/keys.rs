@@ -76,6 +76,12 @@ impl KeySchema {
         format!("{}migrations", self.prefix)
     }
 
+    /// The pub/sub channel on which every ownership write announces the session ids it
+    /// changed (newline-separated), for owner caches.
+    pub fn owners_channel(&self) -> String {
+        format!("{}owners:changed", self.prefix)
+    }
+
     /// The pub/sub channel on which every saved settings record is announced (as JSON).
     pub fn settings_channel(&self) -> String {
         format!("{}enforcement:changed", self.prefix)

@@ -5,6 +5,7 @@
 //! and [`MemoryStore`] the embedded default; both pass the same contract suite
 //! (`tests/integration/store_contract.rs`). Capabilities call these traits, never Redis.
 
+mod cache;
 mod keys;
 mod memory;
 mod redis;
@@ -15,6 +16,7 @@ use crate::audit::{AuditEntry, AuditId, Sequenced};
 use crate::enforcement::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
 
+pub use self::cache::{CachedStore, OwnerCache};
 pub use self::keys::KeySchema;
 pub use self::memory::MemoryStore;
 pub(crate) use self::redis::glob_escape;
@@ -176,6 +178,9 @@ pub trait SettingsStore: Send + Sync + 'static {
     /// ends when the subscription is lost.
     async fn watch(&self) -> Result<SettingsFeed, StoreError>;
 }
+
+/// The stream returned by [`RedisStore::owner_changes`]: the session ids of each write.
+pub type OwnerFeed = futures_util::stream::BoxStream<'static, Vec<String>>;
 
 /// The stream returned by [`SettingsStore::watch`].
 pub type SettingsFeed = futures_util::stream::BoxStream<'static, Option<EnforcementSettings>>;

@@ -18,8 +18,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use super::{
-    AuditStore, BackfillStore, ClaimOutcome, Expected, KeySchema, OwnerChange, OwnershipStore,
-    Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, StoreError,
+    AuditStore, BackfillStore, ClaimOutcome, Expected, KeySchema, OwnerChange, OwnerFeed,
+    OwnershipStore, Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, StoreError,
 };
 use crate::audit::{AuditEntry, AuditEvent, AuditId, Sequenced};
 use crate::enforcement::{EnforcementSettings, HistoryEntry};
@@ -42,8 +42,9 @@ pub struct RedisOptions {
     pub audit_maxlen: usize,
 }
 
-/// Sets the owner if the current one matches. KEYS[1] owner key; ARGV: new owner, check flag,
-/// expected owner, TTL in ms (0: none). Returns {1, previous} or {0, actual}.
+/// Sets the owner if the current one matches, and announces the change. KEYS[1] owner key;
+/// ARGV: new owner, check flag, expected owner, TTL in ms (0: none), channel, session id.
+/// Returns {1, previous} or {0, actual}.
 const SET_OWNER: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if ARGV[2] == '1' and cur ~= ARGV[3] then return {0, cur} end
@@ -52,6 +53,7 @@ if ARGV[4] ~= '0' then
 else
   redis.call('SET', KEYS[1], ARGV[1])
 end
+redis.call('PUBLISH', ARGV[5], ARGV[6])
 return {1, cur}
 ";
 
@@ -60,7 +62,10 @@ return {1, cur}
 const RELEASE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if ARGV[1] == '1' and cur ~= ARGV[2] then return {0, cur} end
-if cur then redis.call('DEL', KEYS[1]) end
+if cur then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
 return {1, cur}
 ";
 
@@ -98,12 +103,14 @@ return written
 ";
 
 /// Assigns unowned sessions to a backfill job's owner. KEYS[1]: the job's assigned set;
-/// ARGV: owner, owner key prefix, index key prefix, TTL in ms (0: none), then session ids.
+/// ARGV: owner, owner key prefix, index key prefix, TTL in ms (0: none), owner-change
+/// channel, then session ids (the assigned ones are announced on the channel).
 /// Returns how many were assigned. Touches keys it computes: standalone Redis only.
 const BACKFILL_ASSIGN: &str = r"
 local assigned = 0
+local changed = {}
 local index = ARGV[3] .. ARGV[1]
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local id = ARGV[i]
   local ok
   if ARGV[4] ~= '0' then
@@ -115,30 +122,35 @@ for i = 5, #ARGV do
     redis.call('SADD', index, id)
     redis.call('SADD', KEYS[1], id)
     assigned = assigned + 1
+    changed[#changed + 1] = id
   end
 end
+if #changed > 0 then redis.call('PUBLISH', ARGV[5], table.concat(changed, '\n')) end
 return assigned
 ";
 
 /// Releases a job's sessions that still have its owner. KEYS[1]: the job's assigned set;
-/// ARGV: owner, owner key prefix, index key prefix, then session ids. Returns {released,
-/// {kept ids}}.
+/// ARGV: owner, owner key prefix, index key prefix, owner-change channel, then session ids.
+/// Returns {released, {kept ids}}.
 const BACKFILL_RELEASE: &str = r"
 local released = 0
 local kept = {}
+local changed = {}
 local index = ARGV[3] .. ARGV[1]
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local id = ARGV[i]
   local key = ARGV[2] .. id
   if redis.call('GET', key) == ARGV[1] then
     redis.call('DEL', key)
     redis.call('SREM', index, id)
     released = released + 1
+    changed[#changed + 1] = id
   else
     kept[#kept + 1] = id
   end
   redis.call('SREM', KEYS[1], id)
 end
+if #changed > 0 then redis.call('PUBLISH', ARGV[4], table.concat(changed, '\n')) end
 return {released, kept}
 ";
 
@@ -340,8 +352,13 @@ impl OwnershipStore for RedisStore {
                 set.arg("PX")
                     .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
             }
+            // Announced whatever the outcome (a claim is rare next to checks): an instance
+            // caching "no owner" must not keep it once the claim is acknowledged.
             let mut pipe = redis::pipe();
-            pipe.add_command(set).get(&key);
+            pipe.add_command(set)
+                .get(&key)
+                .publish(self.keys.owners_channel(), session.as_str())
+                .ignore();
             let mut conn = self.conn();
             let (set, current): (Option<String>, Option<String>) =
                 self.bounded(pipe.query_async(&mut conn)).await?;
@@ -373,7 +390,9 @@ impl OwnershipStore for RedisStore {
             .arg(owner)
             .arg(check)
             .arg(expected_owner)
-            .arg(self.ttl_millis());
+            .arg(self.ttl_millis())
+            .arg(self.keys.owners_channel())
+            .arg(session.as_str());
         let mut conn = self.conn();
         let change = owner_change(self.bounded(invocation.invoke_async(&mut conn)).await?);
         if let OwnerChange::Done { previous } = &change {
@@ -390,7 +409,11 @@ impl OwnershipStore for RedisStore {
     ) -> Result<OwnerChange, StoreError> {
         let (check, expected_owner) = expected_args(expected);
         let mut invocation = self.release.key(self.keys.owner(session.as_str()));
-        invocation.arg(check).arg(expected_owner);
+        invocation
+            .arg(check)
+            .arg(expected_owner)
+            .arg(self.keys.owners_channel())
+            .arg(session.as_str());
         let mut conn = self.conn();
         let change = owner_change(self.bounded(invocation.invoke_async(&mut conn)).await?);
         if let OwnerChange::Done {
@@ -588,7 +611,22 @@ impl SettingsStore for RedisStore {
     }
 
     async fn watch(&self) -> Result<SettingsFeed, StoreError> {
-        let channel = self.keys.settings_channel();
+        self.subscribe(self.keys.settings_channel(), |json: String| {
+            Some(serde_json::from_str(&json).ok())
+        })
+        .await
+    }
+}
+
+impl RedisStore {
+    /// Subscribes to `channel` on a dedicated connection; each message payload is mapped by
+    /// `read` (items it maps to `None` are skipped). The stream ends when the subscription is
+    /// lost.
+    async fn subscribe<T: Send + 'static>(
+        &self,
+        channel: String,
+        read: fn(String) -> Option<T>,
+    ) -> Result<futures_util::stream::BoxStream<'static, T>, StoreError> {
         let subscribe = async {
             let mut pubsub = self.client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
@@ -597,11 +635,20 @@ impl SettingsStore for RedisStore {
         let pubsub = self.bounded(subscribe).await?;
         Ok(pubsub
             .into_on_message()
-            .map(|message| {
-                let json: String = message.get_payload().ok()?;
-                serde_json::from_str(&json).ok()
+            .filter_map(move |message| {
+                let item = message.get_payload::<String>().ok().and_then(read);
+                std::future::ready(item)
             })
             .boxed())
+    }
+
+    /// Subscribes to the owner changes announced by every write (claims, transfers, releases,
+    /// backfill): each item is the ids of one write.
+    pub async fn owner_changes(&self) -> Result<OwnerFeed, StoreError> {
+        self.subscribe(self.keys.owners_channel(), |ids: String| {
+            Some(ids.split('\n').map(str::to_owned).collect())
+        })
+        .await
     }
 }
 
@@ -701,6 +748,7 @@ impl BackfillStore for RedisStore {
             .arg(&self.keys.owner_prefix)
             .arg(&self.keys.user_sessions_prefix)
             .arg(self.ttl_millis())
+            .arg(self.keys.owners_channel())
             .arg(sessions);
         let mut conn = self.conn();
         self.bounded(invocation.invoke_async(&mut conn)).await
@@ -717,6 +765,7 @@ impl BackfillStore for RedisStore {
             .arg(owner)
             .arg(&self.keys.owner_prefix)
             .arg(&self.keys.user_sessions_prefix)
+            .arg(self.keys.owners_channel())
             .arg(sessions);
         let mut conn = self.conn();
         let (released, kept): (u64, Vec<String>) =
