@@ -100,6 +100,18 @@ pub fn token(sub: &str, roles: &[&str]) -> String {
         .expect("mint")
 }
 
+/// A token for `sub` with one `scope`, signed with [`SECRET`].
+pub fn token_with_scope(sub: &str, scope: &str) -> String {
+    TokenIssuer::new(SECRET.as_bytes(), &JwtSettings::default())
+        .mint(&TokenRequest {
+            sub: sub.into(),
+            roles: vec![],
+            scopes: vec![scope.into()],
+            ttl: Duration::from_secs(3600),
+        })
+        .expect("mint")
+}
+
 /// Installs wrk with apt when it is missing.
 pub fn ensure_wrk() {
     if Command::new("wrk").arg("--version").output().is_ok() {
