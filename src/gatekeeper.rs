@@ -44,7 +44,7 @@ pub struct Origin {
     /// The request id.
     pub request_id: Option<String>,
     /// The client's address.
-    pub client_ip: Option<String>,
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl Origin {
@@ -179,11 +179,7 @@ impl Gatekeeper {
         let outcome = decide(mode, &subject, lookup);
         let source = check.origin.source;
         if let Some(metrics) = &self.metrics {
-            metrics.decision(
-                outcome.verdict.as_str(),
-                outcome.reason.as_str(),
-                source.as_str(),
-            );
+            metrics.decision(outcome.verdict, outcome.reason, source);
         }
         if outcome.verdict != Verdict::Allow || outcome.reason == Reason::StoreUnavailable {
             let origin = check.origin;
@@ -201,7 +197,7 @@ impl Gatekeeper {
             event.method.clone_from(&origin.method);
             event.path.clone_from(&origin.path);
             event.request_id.clone_from(&origin.request_id);
-            event.client_ip.clone_from(&origin.client_ip);
+            event.client_ip = origin.client_ip.map(|ip| ip.to_string());
             self.audit.record(event);
         }
         if outcome.verdict != Verdict::Allow {

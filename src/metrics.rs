@@ -3,7 +3,10 @@
 //! Each instance owns its [`Metrics`] (a `prometheus-client` registry, no global state), so
 //! several instances in one process — the integration tests — keep separate counts.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use crate::audit::Source;
+use crate::decision::{Reason, Verdict};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -19,7 +22,15 @@ pub struct Metrics {
     /// Audit writer counters.
     pub audit: AuditMetrics,
     decisions: Family<Labels<3>, Counter>,
+    /// The counters of `decisions`, resolved once per label set: a check then increments an
+    /// atomic instead of hashing three labels under the family's lock.
+    decision_counters: [OnceLock<Counter>; DECISION_SLOTS],
 }
+
+const VERDICTS: usize = 3;
+const REASONS: usize = 6;
+const SOURCES: usize = 4;
+const DECISION_SLOTS: usize = VERDICTS * REASONS * SOURCES;
 
 /// Counters of the audit writer: `gatehouse_audit_events_total{outcome}` and the backlog.
 #[derive(Clone, Default)]
@@ -124,18 +135,25 @@ impl Metrics {
             registry,
             audit,
             decisions,
+            decision_counters: std::array::from_fn(|_| OnceLock::new()),
         })
     }
 
     /// Counts one decision.
-    pub fn decision(&self, decision: &'static str, reason: &'static str, source: &'static str) {
-        self.decisions
-            .get_or_create(&[
-                ("decision", decision),
-                ("reason", reason),
-                ("source", source),
+    pub fn decision(&self, verdict: Verdict, reason: Reason, source: Source) {
+        let slot = (verdict as usize * REASONS + reason as usize) * SOURCES + source as usize;
+        let counter = || {
+            self.decisions.get_or_create_owned(&[
+                ("decision", verdict.as_str()),
+                ("reason", reason.as_str()),
+                ("source", source.as_str()),
             ])
-            .inc();
+        };
+        match self.decision_counters.get(slot) {
+            Some(memo) => memo.get_or_init(counter).inc(),
+            // Unreachable while the constants match the enums (a test checks they do).
+            None => counter().inc(),
+        };
     }
 
     /// The OpenMetrics text exposition.
@@ -156,7 +174,8 @@ mod tests {
         let metrics = Metrics::new();
         metrics.audit.queued(3);
         metrics.audit.dropped(0);
-        metrics.decision("deny", "not_owner", "validate");
+        metrics.decision(Verdict::Deny, Reason::NotOwner, Source::Validate);
+        metrics.decision(Verdict::Deny, Reason::NotOwner, Source::Validate);
         let text = metrics.render();
         assert!(
             text.contains("gatehouse_audit_events_total{outcome=\"queued\"} 3"),
@@ -166,7 +185,63 @@ mod tests {
             text.contains("gatehouse_audit_events_total{outcome=\"dropped\"} 0"),
             "{text}"
         );
-        assert!(text.contains("gatehouse_decisions_total{decision=\"deny\",reason=\"not_owner\",source=\"validate\"} 1"), "{text}");
+        assert!(text.contains("gatehouse_decisions_total{decision=\"deny\",reason=\"not_owner\",source=\"validate\"} 2"), "{text}");
         assert_eq!(metrics.audit.counts().queued, 3);
+    }
+
+    /// Every label set has its own memo slot: adding a variant breaks this match (and the
+    /// constants must grow with it).
+    #[test]
+    fn every_label_set_has_its_own_slot() {
+        fn all_reasons(r: Reason) -> usize {
+            match r {
+                Reason::EnforcementDisabled
+                | Reason::Admin
+                | Reason::Owner
+                | Reason::NoOwner
+                | Reason::NotOwner
+                | Reason::StoreUnavailable => r as usize,
+            }
+        }
+        let verdicts = [Verdict::Allow, Verdict::Deny, Verdict::WouldDeny];
+        let reasons = [
+            Reason::EnforcementDisabled,
+            Reason::Admin,
+            Reason::Owner,
+            Reason::NoOwner,
+            Reason::NotOwner,
+            Reason::StoreUnavailable,
+        ];
+        let sources = [
+            Source::Validate,
+            Source::ForwardAuth,
+            Source::Middleware,
+            Source::Admin,
+        ];
+        assert_eq!(
+            (verdicts.len(), reasons.len(), sources.len()),
+            (VERDICTS, REASONS, SOURCES)
+        );
+        let metrics = Metrics::new();
+        for (i, v) in verdicts.into_iter().enumerate() {
+            for r in reasons {
+                for s in sources {
+                    metrics.decision(v, r, s);
+                    if i == 0 {
+                        metrics.decision(v, r, s);
+                    }
+                    assert!(all_reasons(r) < REASONS);
+                }
+            }
+        }
+        let text = metrics.render();
+        let lines: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with("gatehouse_decisions_total{"))
+            .collect();
+        assert_eq!(lines.len(), DECISION_SLOTS, "{text}");
+        let twice = lines.iter().filter(|l| l.ends_with(" 2")).count();
+        assert_eq!(twice, REASONS * SOURCES, "{text}");
+        assert!(lines.iter().all(|l| l.ends_with(" 1") || l.ends_with(" 2")));
     }
 }

@@ -118,7 +118,7 @@ fn change_event(state: &AppState, meta: &RequestMeta, entry: &HistoryEntry) -> A
         mode: None,
         source: Source::Admin,
         request_id: meta.request_id.clone(),
-        client_ip: meta.client_ip.clone(),
+        client_ip: meta.client_ip.map(|ip| ip.to_string()),
         instance: state.audit.instance().to_owned(),
         detail: Some(json!({
             "version": entry.version, "from": entry.from, "to": entry.to, "reason": entry.reason,

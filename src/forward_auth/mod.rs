@@ -130,16 +130,15 @@ fn original(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(Method, 
 
 /// The client's address as the proxy saw it: `X-Real-IP`, else the last `X-Forwarded-For`
 /// entry (the one the proxy itself appended), else the proxy's own address.
-fn client_ip(headers: &HeaderMap, meta: &RequestMeta) -> Option<String> {
+fn client_ip(headers: &HeaderMap, meta: &RequestMeta) -> Option<std::net::IpAddr> {
     header_str(headers, &X_REAL_IP)
-        .map(str::to_owned)
         .or_else(|| {
             header_str(headers, &X_FORWARDED_FOR)
                 .and_then(|all| all.rsplit(',').next())
-                .map(|last| last.trim().to_owned())
+                .map(str::trim)
         })
-        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())
-        .or_else(|| meta.client_ip.clone())
+        .and_then(|ip| ip.parse().ok())
+        .or(meta.client_ip)
 }
 
 /// The caller: the bearer token, else the configured cookie.

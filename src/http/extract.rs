@@ -108,7 +108,7 @@ pub struct RequestMeta {
     /// The `x-request-id` header (set by the request-id layer when the client sent none).
     pub request_id: Option<String>,
     /// The peer's IP address.
-    pub client_ip: Option<String>,
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 impl RequestMeta {
@@ -129,7 +129,7 @@ impl RequestMeta {
                 .map(str::to_owned),
             client_ip: extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|info| info.0.ip().to_string()),
+                .map(|info| info.0.ip()),
         }
     }
 
@@ -137,7 +137,7 @@ impl RequestMeta {
     pub fn origin(&self, source: crate::audit::Source) -> crate::gatekeeper::Origin {
         crate::gatekeeper::Origin {
             request_id: self.request_id.clone(),
-            client_ip: self.client_ip.clone(),
+            client_ip: self.client_ip,
             ..crate::gatekeeper::Origin::new(source)
         }
     }
