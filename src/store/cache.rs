@@ -12,8 +12,16 @@
 //!   bypassed and emptied; it is used again once re-subscribed (and emptied again then, for the
 //!   writes missed in between).
 //!
+//! - A subscription can die silently (a half-open TCP connection, a partition that drops
+//!   packets): the watcher publishes a heartbeat every [`HEARTBEAT_EVERY`] on the same channel
+//!   and takes the subscription for lost when it has heard nothing for [`HEARTBEAT_DEADLINE`].
+//!   When Redis fails outright the connection closes and the loss is seen at once.
+//!
 //! A cached owner is therefore stale at most until the write's announcement reaches this
-//! instance (the propagation bound measured by `bench/`), plus nothing. Entries also expire
+//! instance (the propagation bound measured by `bench/`, about a millisecond), or, when the
+//! subscription dies silently, [`HEARTBEAT_DEADLINE`] after the last message it delivered.
+//! While Redis is down no owner can change, so answers served from the cache in the instant
+//! before the closed connection is noticed are still true. Entries also expire
 //! after a TTL, a safety net for owner keys that expire in Redis (`GATEHOUSE_OWNER_TTL`), whose
 //! expiry announces nothing. Migrations change no owner, so they need no invalidation.
 
@@ -26,6 +34,7 @@ use futures_util::StreamExt;
 use moka::sync::Cache;
 use tokio_util::sync::CancellationToken;
 
+use super::redis::OWNERS_HEARTBEAT;
 use super::{
     AuditStore, BackfillStore, ClaimOutcome, Expected, OwnerChange, OwnershipStore, RedisStore,
     Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, Store, StoreError,
@@ -34,9 +43,16 @@ use crate::audit::{AuditEntry, AuditId, Sequenced};
 use crate::enforcement::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
 
+/// How often the watcher publishes a heartbeat on the owner-change channel.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
+/// Silence after which the subscription is taken for lost (a half-open connection, a silent
+/// partition): the cache is bypassed and emptied, and the watcher subscribes again.
+pub const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(1);
+
 /// The cache and its state.
 pub struct OwnerCache {
-    entries: Cache<String, Option<String>>,
+    /// foldhash (randomly seeded per process) instead of SipHash: a third of the lookup's cost.
+    entries: Cache<String, Option<String>, foldhash::fast::RandomState>,
     /// Bumped by every invalidation: a fill started before a bump is dropped.
     epoch: AtomicU64,
     /// Whether invalidations are being received (the cache is used only then).
@@ -52,7 +68,7 @@ impl OwnerCache {
             entries: Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(false),
             hits: AtomicU64::new(0),
@@ -120,18 +136,35 @@ impl OwnerCache {
                         this.clear();
                         this.live.store(true, Ordering::Release);
                         backoff = Duration::from_millis(50);
-                        loop {
+                        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+                        let mut heard = tokio::time::Instant::now();
+                        let lost = loop {
                             tokio::select! {
                                 () = cancel.cancelled() => return,
                                 ids = feed.next() => match ids {
-                                    Some(ids) => ids.iter().for_each(|id| this.invalidate(id)),
-                                    None => break,
+                                    Some(ids) => {
+                                        heard = tokio::time::Instant::now();
+                                        ids.iter()
+                                            .filter(|id| *id != OWNERS_HEARTBEAT)
+                                            .for_each(|id| this.invalidate(id));
+                                    }
+                                    None => break "subscription closed",
                                 },
+                                _ = beat.tick() => {
+                                    // Published on another task: a slow Redis must not hold
+                                    // up the invalidations already arriving.
+                                    let redis = Arc::clone(&redis);
+                                    tokio::spawn(async move { redis.owners_heartbeat().await });
+                                }
+                                () = tokio::time::sleep_until(heard + HEARTBEAT_DEADLINE) => {
+                                    break "no heartbeat";
+                                }
                             }
-                        }
+                        };
                         this.live.store(false, Ordering::Release);
                         this.clear();
                         tracing::warn!(
+                            cause = lost,
                             "owner invalidations lost: owner cache bypassed until re-subscribed"
                         );
                     }

@@ -16,7 +16,7 @@ use crate::audit::{AuditEntry, AuditId, Sequenced};
 use crate::enforcement::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
 
-pub use self::cache::{CachedStore, OwnerCache};
+pub use self::cache::{CachedStore, HEARTBEAT_DEADLINE, HEARTBEAT_EVERY, OwnerCache};
 pub use self::keys::KeySchema;
 pub use self::memory::MemoryStore;
 pub(crate) use self::redis::glob_escape;

@@ -25,6 +25,10 @@ use crate::audit::{AuditEntry, AuditEvent, AuditId, Sequenced};
 use crate::enforcement::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
 
+/// The heartbeat payload on the owner-change channel: not a session id (`#` is not allowed in
+/// one), so it invalidates nothing.
+pub const OWNERS_HEARTBEAT: &str = "#heartbeat";
+
 /// How to reach Redis and lay out keys.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -642,6 +646,46 @@ impl RedisStore {
             .boxed())
     }
 
+    /// Reads up to `count` audit entries with `XRANGE` or `XREVRANGE` from `from` to `to`.
+    async fn audit_range(
+        &self,
+        command: &str,
+        from: &str,
+        to: &str,
+        count: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let cmd = redis::cmd(command)
+            .arg(self.keys.audit())
+            .arg(from)
+            .arg(to)
+            .arg("COUNT")
+            .arg(count)
+            .clone();
+        let reply = self
+            .read(|mut conn| {
+                let cmd = &cmd;
+                async move { cmd.query_async(&mut conn).await }
+            })
+            .await?;
+        audit_entries(reply)
+    }
+
+    /// Publishes [`OWNERS_HEARTBEAT`] on the owner-change channel: the subscriber's proof that
+    /// its subscription still delivers (see [`super::cache`]).
+    pub async fn owners_heartbeat(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let channel = self.keys.owners_channel();
+        self.bounded(async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(OWNERS_HEARTBEAT)
+                .query_async::<i64>(&mut conn)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
     /// Subscribes to the owner changes announced by every write (claims, transfers, releases,
     /// backfill): each item is the ids of one write.
     pub async fn owner_changes(&self) -> Result<OwnerFeed, StoreError> {
@@ -700,20 +744,7 @@ impl AuditStore for RedisStore {
         count: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let end = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
-        let cmd = redis::cmd("XREVRANGE")
-            .arg(self.keys.audit())
-            .arg(end)
-            .arg("-")
-            .arg("COUNT")
-            .arg(count)
-            .clone();
-        let reply = self
-            .read(|mut conn| {
-                let cmd = &cmd;
-                async move { cmd.query_async(&mut conn).await }
-            })
-            .await?;
-        audit_entries(reply)
+        self.audit_range("XREVRANGE", &end, "-", count).await
     }
 
     async fn audit_after(
@@ -722,20 +753,7 @@ impl AuditStore for RedisStore {
         count: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
-        let cmd = redis::cmd("XRANGE")
-            .arg(self.keys.audit())
-            .arg(start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(count)
-            .clone();
-        let reply = self
-            .read(|mut conn| {
-                let cmd = &cmd;
-                async move { cmd.query_async(&mut conn).await }
-            })
-            .await?;
-        audit_entries(reply)
+        self.audit_range("XRANGE", &start, "+", count).await
     }
 }
 

@@ -445,7 +445,8 @@ impl Reply {
 }
 
 /// A TCP proxy on loopback that a test can cut (close every connection through it and refuse
-/// new ones) and restore: a network partition of whatever connects through it.
+/// new ones), stall (keep every connection open but pass nothing: a silent partition, a
+/// half-open connection) and restore: a network partition of whatever connects through it.
 pub struct TcpProxy {
     port: u16,
     state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
@@ -454,8 +455,11 @@ pub struct TcpProxy {
 
 struct ProxyState {
     open: bool,
-    /// Cancelled on cut: ends every connection opened before it.
+    stalled: bool,
+    /// Cancelled on cut and on restore: ends every connection opened before it.
     generation: CancellationToken,
+    /// Cancelled on stall: connections stop passing bytes but stay open.
+    stall: CancellationToken,
 }
 
 impl TcpProxy {
@@ -467,17 +471,28 @@ impl TcpProxy {
         let port = listener.local_addr().expect("bound address").port();
         let state = std::sync::Arc::new(std::sync::Mutex::new(ProxyState {
             open: true,
+            stalled: false,
             generation: CancellationToken::new(),
+            stall: CancellationToken::new(),
         }));
         let shared = std::sync::Arc::clone(&state);
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let (open, generation) = {
+                let (open, stalled, generation, stall) = {
                     let state = shared.lock().unwrap();
-                    (state.open, state.generation.clone())
+                    let (g, s) = (state.generation.clone(), state.stall.clone());
+                    (state.open, state.stalled, g, s)
                 };
                 if !open {
                     drop(inbound);
+                    continue;
+                }
+                if stalled {
+                    // Accepted, never answered, until restored.
+                    tokio::spawn(async move {
+                        generation.cancelled().await;
+                        drop(inbound);
+                    });
                     continue;
                 }
                 let target = target.clone();
@@ -488,6 +503,10 @@ impl TcpProxy {
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         () = generation.cancelled() => {}
+                        () = stall.cancelled() => {
+                            // Both sockets stay open and silent until restored.
+                            generation.cancelled().await;
+                        }
                     }
                 });
             }
@@ -508,9 +527,25 @@ impl TcpProxy {
         state.generation = CancellationToken::new();
     }
 
-    /// Lets connections through again.
+    /// Keeps every connection through the proxy open but passes nothing more, and holds new
+    /// ones unanswered: nothing tells either side that the link is gone.
+    pub fn stall(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.stalled = true;
+        state.stall.cancel();
+        state.stall = CancellationToken::new();
+    }
+
+    /// Lets connections through again. Connections held by a stall are closed (as the kernel
+    /// eventually would, by keepalive or retransmission timeout), so clients reconnect.
     pub fn restore(&self) {
-        self.state.lock().unwrap().open = true;
+        let mut state = self.state.lock().unwrap();
+        if state.stalled {
+            state.generation.cancel();
+            state.generation = CancellationToken::new();
+        }
+        state.open = true;
+        state.stalled = false;
     }
 }
 

@@ -1,6 +1,6 @@
 //! The owner cache across instances: a transfer or release through A is never answered from
 //! B's cache once acknowledged plus the propagation bound, and B stops using its cache while
-//! it cannot receive invalidations.
+//! it cannot receive invalidations, even when nothing tells it the subscription is gone.
 
 use std::time::Duration;
 
@@ -87,17 +87,37 @@ async fn transfers_and_releases_through_a_are_never_stale_on_b() {
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_instance_cut_off_from_invalidations_stops_using_its_cache() {
-    let Some(mut backend) = Backend::redis() else {
-        return;
-    };
+/// An admin transfers `s1` to bob through `a`.
+async fn transfer_s1_to_bob(a: &TestApp) {
+    let reply = a
+        .call(
+            Method::PUT,
+            "/v1/sessions/s1/owner",
+            Some(&a.admin()),
+            Some(json!({ "owner": "bob" })),
+        )
+        .await;
+    assert_eq!(reply.status, 200);
+}
+
+/// A on Redis, B on the same Redis through a [`TcpProxy`], B's cache live, and `s1` claimed by
+/// alice through A. `None` when Redis cannot be started (outside CI).
+async fn a_and_b_behind_a_proxy() -> Option<(Backend, TcpProxy, TestApp, TestApp)> {
+    let mut backend = Backend::redis()?;
     let proxy = TcpProxy::start(backend.redis_server().unwrap().addr()).await;
     let a = TestApp::spawn(&backend, &[]).await;
     let via_proxy = proxy.redis_url();
     let b = TestApp::spawn(&backend, &[("REDIS_URL", &via_proxy)]).await;
     live(&b).await;
     a.claim("s1", "alice").await;
+    Some((backend, proxy, a, b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_from_invalidations_stops_using_its_cache() {
+    let Some((_backend, proxy, a, b)) = a_and_b_behind_a_proxy().await else {
+        return;
+    };
     for _ in 0..3 {
         assert_eq!(ask(&b, "alice", "s1").await.0, json!("owner"));
     }
@@ -109,15 +129,59 @@ async fn an_instance_cut_off_from_invalidations_stops_using_its_cache() {
     .await;
     // Cut off, B does not answer from what it cached: it cannot know, and says so.
     assert_eq!(ask(&b, "alice", "s1").await.0, json!("store_unavailable"));
-    let reply = a
-        .call(
-            Method::PUT,
-            "/v1/sessions/s1/owner",
-            Some(&a.admin()),
-            Some(json!({ "owner": "bob" })),
-        )
-        .await;
-    assert_eq!(reply.status, 200);
+    transfer_s1_to_bob(&a).await;
+
+    proxy.restore();
+    live(&b).await;
+    assert_eq!(ask(&b, "bob", "s1").await, (json!("owner"), json!("bob")));
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A silent partition: B's connections to Redis stay open but carry nothing, so no error ever
+/// arrives. B must notice by its missing heartbeats and stop answering from its cache, while A
+/// (still connected) transfers the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_stalled_subscription_stops_the_cache_within_the_heartbeat_deadline() {
+    let Some((_backend, proxy, a, b)) = a_and_b_behind_a_proxy().await else {
+        return;
+    };
+    // The claim's own announcement may reach B after B first reads the owner (and drop that
+    // entry): let it arrive, then make sure B answers from its cache.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hits = |state: Value| state["owner_cache_hits"].as_u64().unwrap();
+    let before = hits(cache_state(&b).await);
+    for _ in 0..3 {
+        assert_eq!(ask(&b, "alice", "s1").await.0, json!("owner"));
+    }
+    assert!(
+        hits(cache_state(&b).await) >= before + 2,
+        "B answers from its cache"
+    );
+
+    proxy.stall();
+    // Let every connection task through the proxy see the stall before the write (a task
+    // still copying could otherwise pass the announcement on).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    transfer_s1_to_bob(&a).await;
+    let acknowledged = std::time::Instant::now();
+    // B heard nothing of the transfer. Until the deadline it may still answer from its cache;
+    // after it, never: it takes the subscription for lost and cannot reach Redis either.
+    let deadline = gatehouse::store::HEARTBEAT_DEADLINE + Duration::from_secs(1);
+    loop {
+        let (reason, owner) = ask(&b, "alice", "s1").await;
+        if reason != json!("owner") {
+            assert_eq!(reason, json!("store_unavailable"), "owner {owner}");
+            break;
+        }
+        assert!(
+            acknowledged.elapsed() < deadline,
+            "B still answers the old owner from its cache {:?} after the transfer",
+            acknowledged.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cache_state(&b).await["owner_cache"], "bypassed");
 
     proxy.restore();
     live(&b).await;
