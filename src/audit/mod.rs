@@ -12,9 +12,10 @@
 //!   counts it `dropped` when the channel is full (sized so that it is not, see the README).
 //! - The [`AuditWriter`] numbers events (a per-process writer id and a sequence), appends them
 //!   in batches, and retries with backoff while the store is unreachable, still accepting
-//!   events meanwhile. Past the in-memory bound, or at shutdown, the oldest events move to the
-//!   spool file ([`spool`]); the spool is replayed before anything newer, so each writer's
-//!   events reach the store in order, which is what lets the store skip what it already has
+//!   events meanwhile (and while any store call or spool write is in flight). Past the
+//!   in-memory bound, or at shutdown, the oldest events move to the spool file ([`spool`]);
+//!   the spool is replayed before anything newer, so each writer's events reach the store in
+//!   order, which is what lets the store skip what it already has
 //!   ([`crate::store::AuditStore::append_audit`]): nothing is lost, nothing is written twice.
 //! - Queries ([`query`]) and the summary ([`summarize`]) read the store with cursors that
 //!   never skip or repeat an entry.

@@ -1,7 +1,14 @@
 //! The audit writer task: numbering, batching, retrying, spooling and replaying.
+//!
+//! The channel from the request path stays drained while the writer waits on the store or the
+//! disk: every store call and spool write runs beside a receive loop ([`receiving`]), so a slow
+//! `fsync` or a store timeout does not leave [`super::Audit::record`] facing a full channel
+//! (which would drop events). What arrives meanwhile is numbered once the call returns. Events
+//! in memory are therefore bounded by about four times `GATEHOUSE_AUDIT_QUEUE`: the channel,
+//! what arrived during a call, and the buffer (up to twice the queue before it overflows).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -17,8 +24,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Empties the audit channel into the store; see the [module docs](super).
 pub struct AuditWriter {
-    store: Arc<dyn AuditStore>,
     receiver: mpsc::Receiver<AuditEvent>,
+    /// Events taken from the channel while a store or spool call was in flight.
+    arrived: Vec<AuditEvent>,
+    backlog: Backlog,
+}
+
+/// The numbered events not yet in the store, and where they go.
+struct Backlog {
+    store: Arc<dyn AuditStore>,
     buffer: VecDeque<Sequenced>,
     next_seq: u64,
     writer_id: String,
@@ -26,7 +40,6 @@ pub struct AuditWriter {
     metrics: AuditMetrics,
     batch: usize,
     capacity: usize,
-    failing: bool,
 }
 
 /// Runs a spool operation off the async threads.
@@ -36,11 +49,29 @@ async fn on_spool<T: Send + 'static>(
 ) -> std::io::Result<T> {
     let spool = Arc::clone(spool);
     tokio::task::spawn_blocking(move || {
-        let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
+        let mut spool = spool.lock().unwrap_or_else(PoisonError::into_inner);
         operation(&mut spool)
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// Awaits `io` while taking events from `receiver` into `arrived` (up to `limit` of them).
+async fn receiving<T>(
+    receiver: &mut mpsc::Receiver<AuditEvent>,
+    arrived: &mut Vec<AuditEvent>,
+    limit: usize,
+    io: impl Future<Output = T>,
+) -> T {
+    let mut io = std::pin::pin!(io);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut io => return out,
+            // A closed channel disables this branch until `io` is done.
+            Some(event) = receiver.recv(), if arrived.len() < limit => arrived.push(event),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,19 +103,145 @@ impl AuditWriter {
         }
         let unique = uuid::Uuid::new_v4().simple().to_string();
         Ok(Self {
-            store,
             receiver,
-            buffer: VecDeque::new(),
-            next_seq: 1,
-            writer_id: format!("{}-{}", config.instance, &unique[..12]),
-            spool: spool.map(|s| Arc::new(Mutex::new(s))),
-            metrics,
-            batch: config.batch.max(1),
-            capacity: config.queue.max(1),
-            failing: false,
+            arrived: Vec::new(),
+            backlog: Backlog {
+                store,
+                buffer: VecDeque::new(),
+                next_seq: 1,
+                writer_id: format!("{}-{}", config.instance, &unique[..12]),
+                spool: spool.map(|s| Arc::new(Mutex::new(s))),
+                metrics,
+                batch: config.batch.max(1),
+                capacity: config.queue.max(1),
+            },
         })
     }
 
+    /// Numbers what arrived during the last call, then what waits in the channel (while the
+    /// buffer is under twice its bound).
+    fn take_in(&mut self) {
+        for event in self.arrived.drain(..) {
+            self.backlog.push(event);
+        }
+        while self.backlog.buffer.len() < self.backlog.capacity * 2 {
+            match self.receiver.try_recv() {
+                Ok(event) => self.backlog.push(event),
+                Err(_) => break,
+            }
+        }
+        self.backlog.metrics.set_backlog(self.backlog.buffer.len());
+    }
+
+    /// [`Backlog::overflow`], still taking events in.
+    async fn overflow(&mut self, everything: bool) {
+        let limit = self.backlog.capacity;
+        let io = self.backlog.overflow(everything);
+        receiving(&mut self.receiver, &mut self.arrived, limit, io).await;
+    }
+
+    /// [`Backlog::flush_once`], still taking events in.
+    async fn flush_once(&mut self) -> Result<bool, FlushError> {
+        let limit = self.backlog.capacity;
+        let io = self.backlog.flush_once();
+        receiving(&mut self.receiver, &mut self.arrived, limit, io).await
+    }
+
+    /// [`Backlog::write_batch`], still taking events in.
+    async fn write_batch(&mut self) -> Result<bool, FlushError> {
+        let limit = self.backlog.capacity;
+        let io = self.backlog.write_batch();
+        receiving(&mut self.receiver, &mut self.arrived, limit, io).await
+    }
+
+    /// Waits `backoff` while still taking events in (and spooling past the bound).
+    async fn pause(&mut self, backoff: Duration, cancel: &CancellationToken) {
+        let until = tokio::time::Instant::now() + backoff;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return,
+                () = cancel.cancelled() => return,
+                event = self.receiver.recv() => match event {
+                    Some(event) => {
+                        self.backlog.push(event);
+                        self.take_in();
+                        self.overflow(false).await;
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+
+    /// Runs until `cancel` fires, then takes the events still queued and stores or spools
+    /// them before returning.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut backoff = MIN_BACKOFF;
+        let mut failing = false;
+        while !cancel.is_cancelled() {
+            if self.arrived.is_empty() && self.backlog.is_empty() {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    event = self.receiver.recv() => match event {
+                        Some(event) => self.backlog.push(event),
+                        None => break,
+                    },
+                }
+            }
+            self.take_in();
+            self.overflow(false).await;
+            self.take_in();
+            match self.flush_once().await {
+                Ok(_) => {
+                    if failing {
+                        tracing::info!("audit store reachable again; catching up");
+                    }
+                    failing = false;
+                    backoff = MIN_BACKOFF;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "audit events not written yet; retrying with backoff");
+                    }
+                    failing = true;
+                    self.pause(backoff, &cancel).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        self.receiver.close();
+        self.take_in();
+        while let Ok(event) = self.receiver.try_recv() {
+            self.backlog.push(event);
+        }
+        // Memory goes to the store only when nothing older waits in the spool (a writer's
+        // events must reach the store in order); otherwise, and on any failure, to the spool.
+        if !self.backlog.spool_pending() {
+            while !self.backlog.buffer.is_empty() {
+                if let Err(e) = self.write_batch().await {
+                    tracing::warn!(error = %e, "audit store unreachable at shutdown");
+                    break;
+                }
+            }
+        }
+        self.overflow(true).await;
+        let counts = self.backlog.metrics.counts();
+        tracing::info!(
+            queued = counts.queued,
+            written = counts.written,
+            spooled = counts.spooled,
+            replayed = counts.replayed,
+            dropped = counts.dropped,
+            "audit writer stopped"
+        );
+    }
+}
+
+impl Backlog {
     fn push(&mut self, event: AuditEvent) {
         self.buffer.push_back(Sequenced {
             seq: self.next_seq,
@@ -93,23 +250,20 @@ impl AuditWriter {
         self.next_seq += 1;
     }
 
-    fn drain_channel(&mut self) {
-        while self.buffer.len() < self.capacity * 2 {
-            match self.receiver.try_recv() {
-                Ok(event) => self.push(event),
-                Err(_) => break,
-            }
-        }
-        self.metrics.set_backlog(self.buffer.len());
+    /// Whether the spool holds events not yet replayed. Only this task touches the spool, and
+    /// never during this call, so the lock is free and nothing here blocks.
+    fn spool_pending(&self) -> bool {
+        self.spool.as_ref().is_some_and(|spool| {
+            spool
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .has_pending()
+        })
     }
 
-    async fn spool_pending(&self) -> bool {
-        match &self.spool {
-            Some(spool) => on_spool(spool, |s| Ok(s.has_pending()))
-                .await
-                .unwrap_or(false),
-            None => false,
-        }
+    /// Nothing to write: the buffer is empty and the spool replayed.
+    fn is_empty(&self) -> bool {
+        self.buffer.is_empty() && !self.spool_pending()
     }
 
     /// Moves the oldest events to the spool while the buffer is over its bound (all of them
@@ -204,92 +358,108 @@ impl AuditWriter {
 
     /// One step: the spool first (older events), then memory.
     async fn flush_once(&mut self) -> Result<bool, FlushError> {
-        if self.spool_pending().await {
+        if self.spool_pending() {
             return self.replay_chunk().await;
         }
         self.write_batch().await
     }
+}
 
-    /// Waits `backoff` while still taking events in (and spooling past the bound).
-    async fn pause(&mut self, backoff: Duration, cancel: &CancellationToken) {
-        let until = tokio::time::Instant::now() + backoff;
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep_until(until) => return,
-                () = cancel.cancelled() => return,
-                event = self.receiver.recv() => match event {
-                    Some(event) => {
-                        self.push(event);
-                        self.drain_channel();
-                        self.overflow(false).await;
-                    }
-                    None => return,
-                },
-            }
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::audit::{Audit, AuditEntry, AuditId, Source};
+    use crate::decision::{Mode, Reason, Verdict};
+    use crate::store::MemoryStore;
+
+    /// A store whose appends take `delay`.
+    struct Slow {
+        inner: MemoryStore,
+        delay: Duration,
+    }
+
+    #[async_trait]
+    impl AuditStore for Slow {
+        async fn append_audit(
+            &self,
+            writer: &str,
+            events: &[Sequenced],
+        ) -> Result<usize, StoreError> {
+            tokio::time::sleep(self.delay).await;
+            self.inner.append_audit(writer, events).await
+        }
+
+        async fn audit_before(
+            &self,
+            before: Option<AuditId>,
+            count: usize,
+        ) -> Result<Vec<AuditEntry>, StoreError> {
+            self.inner.audit_before(before, count).await
+        }
+
+        async fn audit_after(
+            &self,
+            after: Option<AuditId>,
+            count: usize,
+        ) -> Result<Vec<AuditEntry>, StoreError> {
+            self.inner.audit_after(after, count).await
         }
     }
 
-    /// Runs until `cancel` fires, then takes the events still queued and stores or spools
-    /// them before returning.
-    pub async fn run(mut self, cancel: CancellationToken) {
-        let mut backoff = MIN_BACKOFF;
-        while !cancel.is_cancelled() {
-            if self.buffer.is_empty() && !self.spool_pending().await {
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    event = self.receiver.recv() => match event {
-                        Some(event) => self.push(event),
-                        None => break,
-                    },
-                }
-            }
-            self.drain_channel();
-            self.overflow(false).await;
-            match self.flush_once().await {
-                Ok(_) => {
-                    if self.failing {
-                        tracing::info!("audit store reachable again; catching up");
-                    }
-                    self.failing = false;
-                    backoff = MIN_BACKOFF;
-                }
-                Err(e) => {
-                    if !self.failing {
-                        tracing::warn!(error = %e, "audit events not written yet; retrying with backoff");
-                    }
-                    self.failing = true;
-                    self.pause(backoff, &cancel).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-        self.shutdown().await;
+    fn denial() -> AuditEvent {
+        AuditEvent::decision(
+            Verdict::Deny,
+            Reason::NotOwner,
+            Mode::Enforced,
+            Source::Validate,
+            "test",
+        )
     }
 
-    async fn shutdown(&mut self) {
-        self.receiver.close();
-        while let Ok(event) = self.receiver.try_recv() {
-            self.push(event);
+    #[tokio::test]
+    async fn events_keep_arriving_while_a_store_call_is_in_flight() {
+        let store = Arc::new(Slow {
+            inner: MemoryStore::new(None),
+            delay: Duration::from_millis(300),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditConfig {
+            queue: 10,
+            batch: 10,
+            spool: Some(dir.path().join("audit.spool")),
+            spool_max_bytes: 1 << 20,
+            ..AuditConfig::in_memory("test")
+        };
+        let metrics = AuditMetrics::default();
+        let (audit, writer) = Audit::start(store.clone(), config, metrics.clone()).unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(writer.run(cancel.clone()));
+
+        audit.record(denial());
+        // The writer is now in its first (slow) append. The channel holds 10; the writer
+        // keeps taking events in beside the call, so 19 more fit without a drop (past the
+        // memory bound they go to the spool afterwards, and from there to the store).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..19 {
+            audit.record(denial());
+            tokio::task::yield_now().await;
         }
-        // Memory goes to the store only when nothing older waits in the spool (a writer's
-        // events must reach the store in order); otherwise, and on any failure, to the spool.
-        if !self.spool_pending().await {
-            while !self.buffer.is_empty() {
-                if let Err(e) = self.write_batch().await {
-                    tracing::warn!(error = %e, "audit store unreachable at shutdown");
-                    break;
-                }
+        assert_eq!(metrics.counts().dropped, 0, "{:?}", metrics.counts());
+
+        let stored = loop {
+            let stored = store.inner.audit_after(None, 100).await.unwrap().len();
+            if stored == 20 {
+                break stored;
             }
-        }
-        self.overflow(true).await;
-        let counts = self.metrics.counts();
-        tracing::info!(
-            queued = counts.queued,
-            written = counts.written,
-            spooled = counts.spooled,
-            replayed = counts.replayed,
-            dropped = counts.dropped,
-            "audit writer stopped"
-        );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(stored, 20);
+        cancel.cancel();
+        task.await.unwrap();
+        let counts = metrics.counts();
+        assert_eq!((counts.queued, counts.dropped), (20, 0), "{counts:?}");
+        assert_eq!(counts.written + counts.replayed, 20, "{counts:?}");
     }
 }

@@ -31,8 +31,8 @@ struct VerifyingKey {
 
 /// Verifies bearer tokens against the configured keys.
 ///
-/// Verified tokens are remembered (up to [`VERIFIED_CAPACITY`], for at most
-/// [`VERIFIED_TTL`] and never past their `exp`): a service sends the same token with every
+/// Verified tokens are remembered (up to `VERIFIED_CAPACITY`, for at most
+/// `VERIFIED_TTL` and never past their `exp`): a service sends the same token with every
 /// request, and verification (base64, signature, claims) was half of a check's CPU time.
 /// Only the exact token string that verified is remembered; anything else is verified.
 pub struct JwtVerifier {

@@ -670,8 +670,8 @@ impl RedisStore {
         audit_entries(reply)
     }
 
-    /// Publishes [`OWNERS_HEARTBEAT`] on the owner-change channel: the subscriber's proof that
-    /// its subscription still delivers (see [`super::cache`]).
+    /// Publishes `OWNERS_HEARTBEAT` on the owner-change channel: the subscriber's proof that
+    /// its subscription still delivers (see the owner cache, `store::cache`).
     pub async fn owners_heartbeat(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let channel = self.keys.owners_channel();

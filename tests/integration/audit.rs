@@ -313,8 +313,10 @@ async fn ten_thousand_denials_survive_an_outage_and_a_restart_exactly_once() {
     let spool = spool.to_str().unwrap();
     let env = [
         ("GATEHOUSE_AUDIT_SPOOL", spool),
-        // A small memory bound, so the outage overflows to the spool.
-        ("GATEHOUSE_AUDIT_QUEUE", "500"),
+        // A memory bound below each outage phase's 2,500 events, so the outage overflows to
+        // the spool. Not much smaller: batches of 100 denials arrive back to back, and the
+        // writer must hold what arrives during each spool `fsync` (slow on some CI disks).
+        ("GATEHOUSE_AUDIT_QUEUE", "1000"),
         // Denied even while the settings cannot be read at start.
         ("GATEHOUSE_INITIAL_MODE", "ENFORCED"),
     ];
