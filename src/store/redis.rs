@@ -166,6 +166,10 @@ pub struct RedisStore {
     client: redis::Client,
     connections: Vec<ConnectionManager>,
     next: AtomicUsize,
+    /// Owner lookups only: the checks in flight pipeline onto this one socket (one write and
+    /// one read carry many `GET`s, for gatehouse and for Redis), and no audit batch, scan or
+    /// admin reply queues ahead of them on it.
+    lookups: ConnectionManager,
     keys: KeySchema,
     owner_ttl: Option<Duration>,
     timeout: Duration,
@@ -189,14 +193,19 @@ impl RedisStore {
             .set_response_timeout(Some(options.timeout))
             .set_number_of_retries(1)
             .set_max_delay(options.timeout);
+        let connect = || {
+            ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                .map_err(unavailable)
+        };
         let connections = (0..options.connections.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unavailable)?;
+            .map(|_| connect())
+            .collect::<Result<Vec<_>, _>>()?;
+        let lookups = connect()?;
         Ok(Self {
             client,
             connections,
             next: AtomicUsize::new(0),
+            lookups,
             keys: options.keys.clone(),
             owner_ttl: options.owner_ttl,
             timeout: options.timeout,
@@ -239,13 +248,30 @@ impl RedisStore {
     where
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let conn = self.conn();
+        self.read_on(self.conn(), call).await
+    }
+
+    /// [`Self::read`] on the given connection.
+    async fn read_on<T, Fut>(
+        &self,
+        conn: ConnectionManager,
+        call: impl Fn(ConnectionManager) -> Fut,
+    ) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         match tokio::time::timeout(self.timeout, call(conn.clone())).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) if is_dead_connection(&e) => self.bounded(call(conn)).await,
             Ok(Err(e)) => Err(unavailable(e)),
             Err(_) => Err(self.timed_out()),
         }
+    }
+
+    /// [`Self::read`] of one command.
+    async fn read_cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.read(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     fn timed_out(&self) -> StoreError {
@@ -320,12 +346,11 @@ fn scan_reply(value: Value) -> Result<(u64, Vec<String>), StoreError> {
 #[async_trait]
 impl OwnershipStore for RedisStore {
     async fn owner(&self, session: &SessionId) -> Result<Option<String>, StoreError> {
-        let cmd = redis::cmd("GET")
-            .arg(self.keys.owner(session.as_str()))
-            .clone();
-        self.read(|mut conn| {
-            let cmd = &cmd;
-            async move { cmd.query_async(&mut conn).await }
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.keys.owner(session.as_str()));
+        let cmd = &cmd;
+        self.read_on(self.lookups.clone(), |mut conn| async move {
+            cmd.query_async(&mut conn).await
         })
         .await
     }
@@ -340,9 +365,9 @@ impl OwnershipStore for RedisStore {
         for session in sessions {
             pipe.get(self.keys.owner(session.as_str()));
         }
-        self.read(|mut conn| {
-            let pipe = &pipe;
-            async move { pipe.query_async(&mut conn).await }
+        let pipe = &pipe;
+        self.read_on(self.lookups.clone(), |mut conn| async move {
+            pipe.query_async(&mut conn).await
         })
         .await
     }
@@ -464,12 +489,7 @@ impl OwnershipStore for RedisStore {
                 .arg("COUNT")
                 .arg(limit.max(10))
                 .clone();
-            let reply = self
-                .read(|mut conn| {
-                    let cmd = &cmd;
-                    async move { cmd.query_async(&mut conn).await }
-                })
-                .await?;
+            let reply = self.read_cmd(&cmd).await?;
             let (next, mut batch) = scan_reply(reply)?;
             batch.sort_unstable();
             batch.dedup();
@@ -534,7 +554,7 @@ impl OwnershipStore for RedisStore {
     /// Pings every connection, so that "ready" means each of them works (and a dead one
     /// starts reconnecting now rather than on a request).
     async fn ping(&self) -> Result<(), StoreError> {
-        let pings = self.connections.iter().map(|conn| {
+        let pings = self.connections.iter().chain([&self.lookups]).map(|conn| {
             let mut conn = conn.clone();
             async move {
                 self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
@@ -556,12 +576,7 @@ impl SettingsStore for RedisStore {
             .arg(self.keys.settings())
             .arg("settings")
             .clone();
-        let raw: Option<String> = self
-            .read(|mut conn| {
-                let cmd = &cmd;
-                async move { cmd.query_async(&mut conn).await }
-            })
-            .await?;
+        let raw: Option<String> = self.read_cmd(&cmd).await?;
         raw.map(|json| serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string())))
             .transpose()
     }
@@ -603,12 +618,7 @@ impl SettingsStore for RedisStore {
             .arg(0)
             .arg(limit)
             .clone();
-        let raw: Vec<String> = self
-            .read(|mut conn| {
-                let cmd = &cmd;
-                async move { cmd.query_async(&mut conn).await }
-            })
-            .await?;
+        let raw: Vec<String> = self.read_cmd(&cmd).await?;
         raw.iter()
             .map(|json| serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect()
@@ -661,12 +671,7 @@ impl RedisStore {
             .arg("COUNT")
             .arg(count)
             .clone();
-        let reply = self
-            .read(|mut conn| {
-                let cmd = &cmd;
-                async move { cmd.query_async(&mut conn).await }
-            })
-            .await?;
+        let reply = self.read_cmd(&cmd).await?;
         audit_entries(reply)
     }
 
@@ -812,11 +817,7 @@ impl BackfillStore for RedisStore {
         let cmd = redis::cmd("SCARD")
             .arg(self.keys.backfill_assigned(job))
             .clone();
-        self.read(|mut conn| {
-            let cmd = &cmd;
-            async move { cmd.query_async(&mut conn).await }
-        })
-        .await
+        self.read_cmd(&cmd).await
     }
 
     async fn owned_page(
@@ -859,11 +860,7 @@ impl BackfillStore for RedisStore {
 
     async fn load_job(&self, id: &str) -> Result<Option<String>, StoreError> {
         let cmd = redis::cmd("GET").arg(self.keys.backfill_job(id)).clone();
-        self.read(|mut conn| {
-            let cmd = &cmd;
-            async move { cmd.query_async(&mut conn).await }
-        })
-        .await
+        self.read_cmd(&cmd).await
     }
 }
 
