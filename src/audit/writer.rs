@@ -1,7 +1,7 @@
 //! The audit writer task: numbering, batching, retrying, spooling and replaying.
 //!
 //! The channel from the request path stays drained while the writer waits on the store or the
-//! disk: every store call and spool write runs beside a receive loop ([`receiving`]), so a slow
+//! disk: every store call and spool write runs beside a receive loop (`AuditWriter::during`), so a slow
 //! `fsync` or a store timeout does not leave [`super::Audit::record`] facing a full channel
 //! (which would drop events). What arrives meanwhile is numbered once the call returns. Events
 //! in memory are therefore bounded by about four times `GATEHOUSE_AUDIT_QUEUE`: the channel,
@@ -54,24 +54,6 @@ async fn on_spool<T: Send + 'static>(
     })
     .await
     .map_err(std::io::Error::other)?
-}
-
-/// Awaits `io` while taking events from `receiver` into `arrived` (up to `limit` of them).
-async fn receiving<T>(
-    receiver: &mut mpsc::Receiver<AuditEvent>,
-    arrived: &mut Vec<AuditEvent>,
-    limit: usize,
-    io: impl Future<Output = T>,
-) -> T {
-    let mut io = std::pin::pin!(io);
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut io => return out,
-            // A closed channel disables this branch until `io` is done.
-            Some(event) = receiver.recv(), if arrived.len() < limit => arrived.push(event),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,25 +115,24 @@ impl AuditWriter {
         self.backlog.metrics.set_backlog(self.backlog.buffer.len());
     }
 
-    /// [`Backlog::overflow`], still taking events in.
-    async fn overflow(&mut self, everything: bool) {
+    /// Runs a backlog call (store or spool I/O) while taking events from the channel into
+    /// `arrived`, up to one queue of them; [`Self::take_in`] numbers them afterwards.
+    async fn during<'a, F: Future>(
+        &'a mut self,
+        io: impl FnOnce(&'a mut Backlog) -> F,
+    ) -> F::Output {
         let limit = self.backlog.capacity;
-        let io = self.backlog.overflow(everything);
-        receiving(&mut self.receiver, &mut self.arrived, limit, io).await;
-    }
-
-    /// [`Backlog::flush_once`], still taking events in.
-    async fn flush_once(&mut self) -> Result<bool, FlushError> {
-        let limit = self.backlog.capacity;
-        let io = self.backlog.flush_once();
-        receiving(&mut self.receiver, &mut self.arrived, limit, io).await
-    }
-
-    /// [`Backlog::write_batch`], still taking events in.
-    async fn write_batch(&mut self) -> Result<bool, FlushError> {
-        let limit = self.backlog.capacity;
-        let io = self.backlog.write_batch();
-        receiving(&mut self.receiver, &mut self.arrived, limit, io).await
+        let mut io = std::pin::pin!(io(&mut self.backlog));
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut io => return out,
+                // A closed channel disables this branch until `io` is done.
+                Some(event) = self.receiver.recv(), if self.arrived.len() < limit => {
+                    self.arrived.push(event);
+                }
+            }
+        }
     }
 
     /// Waits `backoff` while still taking events in (and spooling past the bound).
@@ -165,7 +146,7 @@ impl AuditWriter {
                     Some(event) => {
                         self.backlog.push(event);
                         self.take_in();
-                        self.overflow(false).await;
+                        self.during(|b| b.overflow(false)).await;
                     }
                     None => return,
                 },
@@ -189,9 +170,9 @@ impl AuditWriter {
                 }
             }
             self.take_in();
-            self.overflow(false).await;
+            self.during(|b| b.overflow(false)).await;
             self.take_in();
-            match self.flush_once().await {
+            match self.during(Backlog::flush_once).await {
                 Ok(_) => {
                     if failing {
                         tracing::info!("audit store reachable again; catching up");
@@ -222,13 +203,13 @@ impl AuditWriter {
         // events must reach the store in order); otherwise, and on any failure, to the spool.
         if !self.backlog.spool_pending() {
             while !self.backlog.buffer.is_empty() {
-                if let Err(e) = self.write_batch().await {
+                if let Err(e) = self.during(Backlog::write_batch).await {
                     tracing::warn!(error = %e, "audit store unreachable at shutdown");
                     break;
                 }
             }
         }
-        self.overflow(true).await;
+        self.during(|b| b.overflow(true)).await;
         let counts = self.backlog.metrics.counts();
         tracing::info!(
             queued = counts.queued,
