@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gatehouse::audit::{Audit, AuditConfig};
 use gatehouse::auth::{TokenIssuer, TokenRequest};
