@@ -46,7 +46,8 @@ pub enum AuthConfig {
 pub struct RedisConfig {
     /// `REDIS_URL`.
     pub url: String,
-    /// `GATEHOUSE_REDIS_CONNECTIONS` (default 4).
+    /// `GATEHOUSE_REDIS_CONNECTIONS` (default 4): multiplexed connections used round-robin by
+    /// everything but owner lookups, which have one more of their own.
     pub connections: usize,
     /// `GATEHOUSE_REDIS_TIMEOUT` (default 500ms).
     pub timeout: Duration,

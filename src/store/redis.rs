@@ -34,7 +34,7 @@ pub const OWNERS_HEARTBEAT: &str = "#heartbeat";
 pub struct RedisOptions {
     /// `redis://` or `rediss://` URL.
     pub url: String,
-    /// Number of multiplexed connections used round-robin.
+    /// Number of multiplexed connections used round-robin (owner lookups get one more).
     pub connections: usize,
     /// Bound on every store call (connect included).
     pub timeout: Duration,
