@@ -15,21 +15,17 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Client, Run, env_or, headers, median, token, wrk};
+use support::{Client, Load, Run, headers, median, token, wrk};
 
 fn main() {
-    support::ensure_wrk();
-    let seconds = env_or("BENCH_SECONDS", 8);
-    let connections = env_or("BENCH_CONNECTIONS", 32);
-    let rounds = env_or("BENCH_ROUNDS", 3);
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let (_redis, redis_url) = support::start_redis();
-    let (_gatehouse, base) = support::start_gatehouse(
-        env!("CARGO_BIN_EXE_gatehouse"),
-        dir.path(),
-        &[("REDIS_URL", &redis_url)],
-    );
-    let http = Client::new(&base);
+    let Load {
+        seconds,
+        connections,
+        rounds,
+    } = Load::from_env();
+    let stack = support::start_stack(env!("CARGO_BIN_EXE_gatehouse"));
+    let (base, dir) = (&stack.base, &stack.dir);
+    let http = Client::new(base);
     let (admin, alice, bob) = (
         token("root", &["admin"]),
         token("alice", &[]),
@@ -72,7 +68,7 @@ fn main() {
         ))
         .unwrap_or(u64::MAX)
     };
-    let mut conn = redis::Client::open(redis_url.as_str())
+    let mut conn = redis::Client::open(stack.redis_url.as_str())
         .unwrap()
         .get_connection()
         .unwrap();

@@ -17,7 +17,7 @@ mod support;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use support::{Client, Killed, Run, env_or, free_port, headers, median, token, wrk};
+use support::{Client, Killed, Load, Run, free_port, headers, median, token, wrk};
 
 fn start_upstream() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
@@ -107,18 +107,14 @@ fn start_nginx(
 }
 
 fn main() {
-    support::ensure_wrk();
-    let seconds = env_or("BENCH_SECONDS", 8);
-    let connections = env_or("BENCH_CONNECTIONS", 32);
-    let rounds = env_or("BENCH_ROUNDS", 3);
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let (_redis, redis_url) = support::start_redis();
-    let (_gatehouse, base) = support::start_gatehouse(
-        env!("CARGO_BIN_EXE_gatehouse"),
-        dir.path(),
-        &[("REDIS_URL", &redis_url)],
-    );
-    let http = Client::new(&base);
+    let Load {
+        seconds,
+        connections,
+        rounds,
+    } = Load::from_env();
+    let stack = support::start_stack(env!("CARGO_BIN_EXE_gatehouse"));
+    let (base, dir) = (&stack.base, &stack.dir);
+    let http = Client::new(base);
     let (admin, alice) = (token("root", &["admin"]), token("alice", &[]));
     assert_eq!(
         http.send("POST", "/v1/sessions/s1/claim", &alice, "").0,
@@ -128,7 +124,7 @@ fn main() {
     assert_eq!(http.send("PUT", "/v1/enforcement", &admin, body).0, 200);
 
     let upstream = start_upstream();
-    let (_nginx, with_auth, without_auth) = start_nginx(dir.path(), &base, upstream);
+    let (_nginx, with_auth, without_auth) = start_nginx(dir.path(), base, upstream);
 
     let bearer = format!("Bearer {alice}");
     let direct = headers(&[

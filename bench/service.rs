@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Client, Run, env_or, headers, token, wrk};
+use support::{Client, Load, Run, env_or, headers, token, wrk};
 
 /// Samples a process's resident memory every 50 ms; keeps the peak (kB).
 struct RssPeak {
@@ -131,11 +131,12 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn main() {
-    support::ensure_wrk();
-    let seconds = env_or("BENCH_SECONDS", 8);
-    let connections = env_or("BENCH_CONNECTIONS", 32);
+    let Load {
+        seconds,
+        connections,
+        rounds: rounds_wanted,
+    } = Load::from_env();
     let rate = env_or("BENCH_RATE", 20_000);
-    let rounds_wanted = env_or("BENCH_ROUNDS", 3).max(1);
     let dir = tempfile::tempdir().unwrap();
     let (_redis, redis_url) = support::start_redis();
     let redis_port = redis_url.rsplit(':').next().unwrap().to_owned();

@@ -88,6 +88,52 @@ pub fn start_gatehouse(binary: &str, spool_dir: &Path, env: &[(&str, &str)]) -> 
     (Killed(child), base)
 }
 
+/// The load every HTTP benchmark applies: `BENCH_SECONDS` (8) per run, `BENCH_CONNECTIONS`
+/// (32), `BENCH_ROUNDS` (3).
+pub struct Load {
+    pub seconds: u64,
+    pub connections: u64,
+    pub rounds: u64,
+}
+
+impl Load {
+    /// From the environment (wrk installed when missing, since every user runs it).
+    pub fn from_env() -> Self {
+        ensure_wrk();
+        Self {
+            seconds: env_or("BENCH_SECONDS", 8),
+            connections: env_or("BENCH_CONNECTIONS", 32),
+            rounds: env_or("BENCH_ROUNDS", 3).max(1),
+        }
+    }
+}
+
+/// A private Redis and one release gatehouse on it, stopped on drop.
+pub struct Stack {
+    /// The gatehouse's base URL.
+    pub base: String,
+    /// The Redis it uses.
+    pub redis_url: String,
+    /// Its spool directory (also free for the benchmark's own files).
+    pub dir: tempfile::TempDir,
+    _gatehouse: Killed,
+    _redis: Killed,
+}
+
+/// Starts a [`Stack`] with `binary`.
+pub fn start_stack(binary: &str) -> Stack {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (redis, redis_url) = start_redis();
+    let (gatehouse, base) = start_gatehouse(binary, dir.path(), &[("REDIS_URL", &redis_url)]);
+    Stack {
+        base,
+        redis_url,
+        dir,
+        _gatehouse: gatehouse,
+        _redis: redis,
+    }
+}
+
 /// A token for `sub` with `roles`, signed with [`SECRET`].
 pub fn token(sub: &str, roles: &[&str]) -> String {
     TokenIssuer::new(SECRET.as_bytes(), &JwtSettings::default())
