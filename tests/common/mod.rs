@@ -153,8 +153,11 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port with the same data.
+    /// Stops it if it is running, then starts it again on the same port with the same data.
+    /// (Spawning beside a running server would leave it running, answering the readiness
+    /// ping in the new one's place, and leak it.)
     pub fn restart(&mut self) {
+        self.stop();
         self.spawn().expect("redis-server restarts on its port");
     }
 
