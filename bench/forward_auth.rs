@@ -17,7 +17,7 @@ mod support;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use support::{Client, Killed, Load, Run, free_port, headers, median, token, wrk};
+use support::{Client, Killed, Load, Run, free_port, headers, median, token};
 
 fn start_upstream() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
@@ -107,11 +107,12 @@ fn start_nginx(
 }
 
 fn main() {
+    let load = Load::from_env();
     let Load {
         seconds,
         connections,
         rounds,
-    } = Load::from_env();
+    } = load;
     let stack = support::start_stack(env!("CARGO_BIN_EXE_gatehouse"));
     let (base, dir) = (&stack.base, &stack.dir);
     let http = Client::new(base);
@@ -152,16 +153,7 @@ fn main() {
             through,
         ),
     ];
-    for (_, url, args) in &cases {
-        wrk(url, args, 1, connections); // warm-up
-    }
-    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); cases.len()];
-    for _ in 0..rounds {
-        for (i, (_, url, args)) in cases.iter().enumerate() {
-            runs[i].push(wrk(url, args, seconds, connections));
-        }
-    }
-    let results: Vec<Run> = runs.iter().map(|r| median(r)).collect();
+    let results: Vec<Run> = load.interleaved(&cases).iter().map(|r| median(r)).collect();
     println!();
     println!(
         "forward-auth, ENFORCED, Redis store, wrk -t2 -c{connections}, {rounds} x {seconds}s each (medians)"

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Client, Load, Run, env_or, headers, token, wrk};
+use support::{Client, Load, Run, env_or, headers, token};
 
 /// Samples a process's resident memory every 50 ms; keeps the peak (kB).
 struct RssPeak {
@@ -131,11 +131,12 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 fn main() {
+    let load = Load::from_env();
     let Load {
         seconds,
         connections,
         rounds: rounds_wanted,
-    } = Load::from_env();
+    } = load;
     let rate = env_or("BENCH_RATE", 20_000);
     let dir = tempfile::tempdir().unwrap();
     let (_redis, redis_url) = support::start_redis();
@@ -204,18 +205,9 @@ fn main() {
         ),
     ];
     let rss = RssPeak::watch(a_proc.0.id());
-    for (_, url, args) in &cases {
-        wrk(url, args, 1, connections); // warm-up (and warms the cache)
-    }
-    // Rounds over all cases, interleaved, so that a noisy moment of the shared machine hits
-    // every case alike; each case reports its median round (by throughput).
-    let mut rounds: Vec<Vec<Run>> = cases.iter().map(|_| Vec::new()).collect();
-    for _ in 0..rounds_wanted {
-        for ((_, url, args), runs) in cases.iter().zip(rounds.iter_mut()) {
-            runs.push(wrk(url, args, seconds, connections));
-        }
-    }
-    let results: Vec<Run> = rounds
+    // The warm-up also warms the caches. Each case reports its median round (by throughput).
+    let results: Vec<Run> = load
+        .interleaved(&cases)
         .into_iter()
         .map(|mut runs| {
             runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));

@@ -108,6 +108,24 @@ impl Load {
     }
 }
 
+impl Load {
+    /// Warms each case up with a 1 s run, then runs every case once per round, interleaved,
+    /// so that a noisy moment of the shared machine hits every case alike. Returns each
+    /// case's runs, in case order.
+    pub fn interleaved<N>(&self, cases: &[(N, String, Vec<String>)]) -> Vec<Vec<Run>> {
+        for (_, url, args) in cases {
+            wrk(url, args, 1, self.connections);
+        }
+        let mut runs: Vec<Vec<Run>> = cases.iter().map(|_| Vec::new()).collect();
+        for _ in 0..self.rounds {
+            for ((_, url, args), case) in cases.iter().zip(runs.iter_mut()) {
+                case.push(wrk(url, args, self.seconds, self.connections));
+            }
+        }
+        runs
+    }
+}
+
 /// A private Redis and one release gatehouse on it, stopped on drop.
 pub struct Stack {
     /// The gatehouse's base URL.
