@@ -9,6 +9,8 @@
 //! into [`StoreError::Unavailable`] quickly, never into a hung request. Scripts touch one key
 //! (or keys sharing a hash tag), so they are Redis Cluster safe.
 
+mod lookups;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
+use self::lookups::Lookups;
 use super::{
     AuditStore, BackfillStore, ClaimOutcome, Expected, KeySchema, OwnerChange, OwnerFeed,
     OwnershipStore, Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, StoreError,
@@ -166,10 +169,10 @@ pub struct RedisStore {
     client: redis::Client,
     connections: Vec<ConnectionManager>,
     next: AtomicUsize,
-    /// Owner lookups only: the checks in flight pipeline onto this one socket (one write and
-    /// one read carry many `GET`s, for gatehouse and for Redis), and no audit batch, scan or
-    /// admin reply queues ahead of them on it.
-    lookups: ConnectionManager,
+    /// Owner lookups only: the checks in flight are coalesced into pipelines on this one
+    /// socket (one write and one read carry many `GET`s, for gatehouse and for Redis), and no
+    /// audit batch, scan or admin reply queues ahead of them on it.
+    lookups: Lookups,
     keys: KeySchema,
     owner_ttl: Option<Duration>,
     timeout: Duration,
@@ -202,7 +205,7 @@ impl RedisStore {
         let connections = (0..options.connections.max(1))
             .map(|_| connect())
             .collect::<Result<Vec<_>, _>>()?;
-        let lookups = connect()?;
+        let lookups = Lookups::new(connect()?, options.timeout);
         Ok(Self {
             client,
             connections,
@@ -236,48 +239,21 @@ impl RedisStore {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(self.timed_out()),
-        }
+        bounded(self.timeout, call).await
     }
 
-    /// Runs a read-only call, and once more if the connection turns out to be dead: after a
-    /// Redis restart each idle connection finds out on its next use, and its manager
-    /// reconnects at once, so the same connection is the one to retry on (a read is safe to
-    /// repeat). A timeout is not retried: it already took the whole budget.
+    /// [`read_on`] the next connection.
     async fn read<T, Fut>(&self, call: impl Fn(ConnectionManager) -> Fut) -> Result<T, StoreError>
     where
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        self.read_on(self.conn(), call).await
-    }
-
-    /// [`Self::read`] on the given connection.
-    async fn read_on<T, Fut>(
-        &self,
-        conn: ConnectionManager,
-        call: impl Fn(ConnectionManager) -> Fut,
-    ) -> Result<T, StoreError>
-    where
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        match tokio::time::timeout(self.timeout, call(conn.clone())).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if is_dead_connection(&e) => self.bounded(call(conn)).await,
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(self.timed_out()),
-        }
+        read_on(self.timeout, self.conn(), call).await
     }
 
     /// [`Self::read`] of one command.
     async fn read_cmd<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         self.read(|mut conn| async move { cmd.query_async(&mut conn).await })
             .await
-    }
-
-    fn timed_out(&self) -> StoreError {
-        StoreError::Unavailable(format!("no answer within {:?}", self.timeout))
     }
 
     fn ttl_millis(&self) -> u64 {
@@ -301,6 +277,41 @@ impl RedisStore {
             tracing::warn!(session_id = session, error = %e, "user index not updated; `gatehouse migrate` rebuilds it");
         }
     }
+}
+
+/// Runs one store call under `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(timed_out(timeout)),
+    }
+}
+
+/// Runs a read-only call on `conn` under `timeout`, and once more if the connection turns out
+/// to be dead: after a Redis restart each idle connection finds out on its next use, and its
+/// manager reconnects at once, so the same connection is the one to retry on (a read is safe
+/// to repeat). A timeout is not retried: it already took the whole budget.
+pub(super) async fn read_on<T, Fut>(
+    timeout: Duration,
+    conn: ConnectionManager,
+    call: impl Fn(ConnectionManager) -> Fut,
+) -> Result<T, StoreError>
+where
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    match tokio::time::timeout(timeout, call(conn.clone())).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) if is_dead_connection(&e) => bounded(timeout, call(conn)).await,
+        Ok(Err(e)) => Err(unavailable(e)),
+        Err(_) => Err(timed_out(timeout)),
+    }
+}
+
+fn timed_out(timeout: Duration) -> StoreError {
+    StoreError::Unavailable(format!("no answer within {timeout:?}"))
 }
 
 fn is_dead_connection(e: &redis::RedisError) -> bool {
@@ -348,13 +359,7 @@ fn scan_reply(value: Value) -> Result<(u64, Vec<String>), StoreError> {
 #[async_trait]
 impl OwnershipStore for RedisStore {
     async fn owner(&self, session: &SessionId) -> Result<Option<String>, StoreError> {
-        let mut cmd = redis::cmd("GET");
-        cmd.arg(self.keys.owner(session.as_str()));
-        let cmd = &cmd;
-        self.read_on(self.lookups.clone(), |mut conn| async move {
-            cmd.query_async(&mut conn).await
-        })
-        .await
+        self.lookups.get(self.keys.owner(session.as_str())).await
     }
 
     async fn owners(&self, sessions: &[SessionId]) -> Result<Vec<Option<String>>, StoreError> {
@@ -368,7 +373,7 @@ impl OwnershipStore for RedisStore {
             pipe.get(self.keys.owner(session.as_str()));
         }
         let pipe = &pipe;
-        self.read_on(self.lookups.clone(), |mut conn| async move {
+        read_on(self.timeout, self.lookups.connection(), |mut conn| async move {
             pipe.query_async(&mut conn).await
         })
         .await
@@ -556,8 +561,8 @@ impl OwnershipStore for RedisStore {
     /// Pings every connection, so that "ready" means each of them works (and a dead one
     /// starts reconnecting now rather than on a request).
     async fn ping(&self) -> Result<(), StoreError> {
-        let pings = self.connections.iter().chain([&self.lookups]).map(|conn| {
-            let mut conn = conn.clone();
+        let connections = self.connections.iter().cloned();
+        let pings = connections.chain([self.lookups.connection()]).map(|mut conn| {
             async move {
                 self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
                     .await

@@ -1,0 +1,154 @@
+//! Owner lookups coalesced into pipelines (group commit for reads).
+//!
+//! A check that misses the owner cache needs one `GET`. Sent one by one, every `GET` costs a
+//! trip through the multiplexed connection, a timer, and (when the driver is quick) a socket
+//! write and a Redis read of its own: on loopback the write alone is several microseconds of
+//! kernel time. Here lookups join a queue instead, and one flusher task at a time sends the
+//! whole queue as a single pipeline, answers each waiter, and goes again while lookups keep
+//! coming. Nothing waits on purpose: a lone lookup leaves at once, and a batch is whatever
+//! arrived during the previous round trip, so batches grow with load and stay at one under a
+//! light one.
+//!
+//! Each batch is one bounded [`read_on`] (timeout, one retry on a dead connection); a waiter
+//! gets the batch's error when it fails. Waiters may give up (their request was cancelled):
+//! the flusher is a task of its own and never depends on them.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::oneshot;
+
+use super::read_on;
+use crate::store::StoreError;
+
+/// Most lookups in one pipeline: bounds one command buffer and one reply.
+const MAX_BATCH: usize = 256;
+
+/// The coalescing front of the lookup connection.
+pub(super) struct Lookups {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    conn: ConnectionManager,
+    timeout: Duration,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiter>,
+    /// A flusher task is running; it takes everything queued before it stops.
+    flushing: bool,
+}
+
+type Answer = Result<Option<String>, StoreError>;
+
+struct Waiter {
+    key: String,
+    answer: oneshot::Sender<Answer>,
+}
+
+impl Lookups {
+    /// Lookups over `conn`, each batch bounded by `timeout`.
+    pub(super) fn new(conn: ConnectionManager, timeout: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                conn,
+                timeout,
+                queue: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The connection lookups go through.
+    pub(super) fn connection(&self) -> ConnectionManager {
+        self.shared.conn.clone()
+    }
+
+    /// The value at `key` (a `GET`), sent with whatever other lookups are queued.
+    pub(super) async fn get(&self, key: String) -> Answer {
+        let (answer, reply) = oneshot::channel();
+        let start_flusher = {
+            let mut queue = self.shared.lock();
+            queue.waiting.push(Waiter { key, answer });
+            !std::mem::replace(&mut queue.flushing, true)
+        };
+        if start_flusher {
+            tokio::spawn(Arc::clone(&self.shared).flush());
+        }
+        // The flusher answers every waiter it takes, so a closed channel means the runtime is
+        // going away under us.
+        reply
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("lookup abandoned".into())))
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // The queue is consistent at every await point; a panic elsewhere cannot break it.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends the queue in batches until it is empty.
+    async fn flush(self: Arc<Self>) {
+        let _unwind = ResetOnPanic(&self);
+        loop {
+            let batch: Vec<Waiter> = {
+                let mut queue = self.lock();
+                if queue.waiting.is_empty() {
+                    queue.flushing = false;
+                    return;
+                }
+                let n = queue.waiting.len().min(MAX_BATCH);
+                queue.waiting.drain(..n).collect()
+            };
+            let mut pipe = redis::pipe();
+            for waiter in &batch {
+                pipe.get(&waiter.key);
+            }
+            let pipe = &pipe;
+            let owners: Result<Vec<Option<String>>, StoreError> =
+                read_on(self.timeout, self.conn.clone(), |mut conn| async move {
+                    pipe.query_async(&mut conn).await
+                })
+                .await;
+            match owners {
+                Ok(owners) if owners.len() == batch.len() => {
+                    for (waiter, owner) in batch.into_iter().zip(owners) {
+                        let _ = waiter.answer.send(Ok(owner));
+                    }
+                }
+                Ok(owners) => {
+                    let e = StoreError::Corrupt(format!(
+                        "{} replies to {} lookups",
+                        owners.len(),
+                        batch.len()
+                    ));
+                    answer_all(batch, &e);
+                }
+                Err(e) => answer_all(batch, &e),
+            }
+        }
+    }
+}
+
+/// Lets the next lookup start a flusher if this one panicked (its waiters see their channel
+/// closed).
+struct ResetOnPanic<'a>(&'a Shared);
+
+impl Drop for ResetOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().flushing = false;
+        }
+    }
+}
+
+fn answer_all(batch: Vec<Waiter>, e: &StoreError) {
+    for waiter in batch {
+        let _ = waiter.answer.send(Err(e.clone()));
+    }
+}
