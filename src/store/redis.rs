@@ -373,9 +373,11 @@ impl OwnershipStore for RedisStore {
             pipe.get(self.keys.owner(session.as_str()));
         }
         let pipe = &pipe;
-        read_on(self.timeout, self.lookups.connection(), |mut conn| async move {
-            pipe.query_async(&mut conn).await
-        })
+        read_on(
+            self.timeout,
+            self.lookups.connection(),
+            |mut conn| async move { pipe.query_async(&mut conn).await },
+        )
         .await
     }
 
@@ -562,12 +564,12 @@ impl OwnershipStore for RedisStore {
     /// starts reconnecting now rather than on a request).
     async fn ping(&self) -> Result<(), StoreError> {
         let connections = self.connections.iter().cloned();
-        let pings = connections.chain([self.lookups.connection()]).map(|mut conn| {
-            async move {
+        let pings = connections
+            .chain([self.lookups.connection()])
+            .map(|mut conn| async move {
                 self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
                     .await
-            }
-        });
+            });
         futures_util::future::join_all(pings)
             .await
             .into_iter()

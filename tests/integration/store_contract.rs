@@ -9,8 +9,8 @@ use gatehouse::decision::{Mode, Reason, Verdict};
 use gatehouse::enforcement::{EnforcementSettings, HistoryEntry};
 use gatehouse::session_id::SessionId;
 use gatehouse::store::{
-    ClaimOutcome, Expected, KeySchema, MemoryStore, OwnerChange, RedisOptions, RedisStore,
-    SaveOutcome, Store, StoreError,
+    ClaimOutcome, Expected, KeySchema, MemoryStore, OwnerChange, OwnershipStore, RedisOptions,
+    RedisStore, SaveOutcome, Store, StoreError,
 };
 use gatehouse::timestamp::Timestamp;
 use serde_json::json;
@@ -26,6 +26,7 @@ both_backends!(
     counts_owned_sessions,
     audit_appends_are_idempotent_per_writer,
     audit_paging_never_skips_or_repeats,
+    concurrent_lookups_each_get_their_own_owner,
 );
 
 fn store(backend: &Backend, owner_ttl: Option<Duration>) -> Arc<dyn Store> {
@@ -47,6 +48,62 @@ fn store(backend: &Backend, owner_ttl: Option<Duration>) -> Arc<dyn Store> {
 
 fn id(raw: &str) -> SessionId {
     SessionId::parse(raw).unwrap()
+}
+
+/// The owner [`concurrent_lookups_each_get_their_own_owner`] gives session `c{i}`.
+fn expected(i: usize) -> Option<String> {
+    i.is_multiple_of(2).then(|| format!("user-{i}"))
+}
+
+/// Lookups in flight together (the Redis adapter sends them as shared pipelines, at most 256
+/// per round trip): each answer goes to its own asker, absent sessions included.
+async fn concurrent_lookups_each_get_their_own_owner(backend: Backend) {
+    let store = store(&backend, None);
+    for i in (0..600).step_by(2) {
+        let claimed = store
+            .claim(&id(&format!("c{i}")), &format!("user-{i}"))
+            .await;
+        assert_eq!(claimed.unwrap(), ClaimOutcome::Claimed);
+    }
+    // Every session three times, interleaved, from one task and from several.
+    let asked: Vec<usize> = (0..3).flat_map(|_| (0..600).rev()).collect();
+    let sessions: Vec<SessionId> = asked.iter().map(|i| id(&format!("c{i}"))).collect();
+    let owners = futures_util::future::join_all(sessions.iter().map(|s| store.owner(s))).await;
+    for (i, owner) in asked.iter().zip(owners) {
+        assert_eq!(owner.unwrap(), expected(*i), "session c{i}");
+    }
+    // Askers that give up while queued (a cancelled request) do not disturb the others.
+    let store_ref = &store;
+    let answers = futures_util::future::join_all(sessions.iter().enumerate().map(
+        |(n, session)| async move {
+            if n % 2 == 1 {
+                let _ = tokio::time::timeout(Duration::ZERO, store_ref.owner(session)).await;
+                None
+            } else {
+                Some(store_ref.owner(session).await)
+            }
+        },
+    ))
+    .await;
+    for ((i, answer), n) in asked.iter().zip(answers).zip(0..) {
+        if let Some(owner) = answer {
+            assert_eq!(owner.unwrap(), expected(*i), "session c{i}, lookup {n}");
+        }
+    }
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for i in (t..600).step_by(8) {
+                    let owner = store.owner(&id(&format!("c{i}"))).await.unwrap();
+                    assert_eq!(owner, expected(i), "c{i}");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
 }
 
 async fn claims_and_compare_and_set(backend: Backend) {
@@ -404,4 +461,44 @@ async fn audit_paging_never_skips_or_repeats(backend: Backend) {
     }
     assert_eq!(forward.len(), 1200);
     assert!(forward.windows(2).all(|w| w[0] < w[1]));
+}
+
+/// A batch that fails answers every lookup queued in it (nothing hangs), and lookups go
+/// through again once Redis answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_fails_every_queued_lookup_then_recovers() {
+    let Some(mut backend) = Backend::redis() else {
+        return;
+    };
+    let Backend::Redis(redis) = &backend else {
+        unreachable!()
+    };
+    let store = RedisStore::connect(&RedisOptions {
+        url: redis.url(),
+        connections: 1,
+        timeout: Duration::from_millis(300),
+        owner_ttl: None,
+        keys: KeySchema::default(),
+        audit_maxlen: 1000,
+    })
+    .unwrap();
+    let s1 = id("s1");
+    store.claim(&s1, "alice").await.unwrap();
+    backend.redis_server().unwrap().pause();
+    let started = std::time::Instant::now();
+    let sessions: Vec<SessionId> = (0..50).map(|i| id(&format!("f{i}"))).collect();
+    let owners = futures_util::future::join_all(sessions.iter().map(|s| store.owner(s))).await;
+    let waited = started.elapsed();
+    for owner in owners {
+        assert!(
+            matches!(owner, Err(StoreError::Unavailable(_))),
+            "{owner:?}"
+        );
+    }
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    backend.redis_server().unwrap().resume();
+    eventually(Duration::from_secs(10), "lookups after thaw", || async {
+        (store.owner(&s1).await.ok()? == Some("alice".into())).then_some(())
+    })
+    .await;
 }
