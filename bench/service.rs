@@ -9,7 +9,8 @@
 //!
 //! Run: `bash bench/run.sh` (or `cargo bench --bench service`). Knobs: `BENCH_SECONDS` (8),
 //! `BENCH_CONNECTIONS` (32), `BENCH_RATE` (20000), `BENCH_ROUNDS` (3: every saturation case
-//! runs once per round, interleaved, and reports its median round).
+//! runs once per round, interleaved, with `redis-benchmark` after each round, and reports its
+//! median round).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -206,15 +207,18 @@ fn main() {
     ];
     let rss = RssPeak::watch(a_proc.0.id());
     // The warm-up also warms the caches. Each case reports its median round (by throughput).
-    let results: Vec<Run> = load
-        .interleaved(&cases)
+    // redis-benchmark runs once per round too, and reports its median round.
+    let (runs, mut redis_runs) =
+        load.interleaved_with(&cases, || redis_benchmark(&redis_port, connections));
+    let results: Vec<Run> = runs
         .into_iter()
         .map(|mut runs| {
             runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
             runs.swap_remove(runs.len() / 2)
         })
         .collect();
-    let (redis_rps, redis_p50) = redis_benchmark(&redis_port, connections);
+    redis_runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (redis_rps, redis_p50) = redis_runs[redis_runs.len() / 2];
 
     // Fixed rate against the warm cache.
     let oha_args: Vec<String> = vec![

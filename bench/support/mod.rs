@@ -113,16 +113,29 @@ impl Load {
     /// so that a noisy moment of the shared machine hits every case alike. Returns each
     /// case's runs, in case order.
     pub fn interleaved<N>(&self, cases: &[(N, String, Vec<String>)]) -> Vec<Vec<Run>> {
+        self.interleaved_with(cases, || ()).0
+    }
+
+    /// [`Self::interleaved`], with `reference` (a measure that is not a wrk run, such as
+    /// `redis-benchmark`) run once per round after the cases, so that it shares their noisy
+    /// moments too. Returns the cases' runs and the reference's results.
+    pub fn interleaved_with<N, T>(
+        &self,
+        cases: &[(N, String, Vec<String>)],
+        mut reference: impl FnMut() -> T,
+    ) -> (Vec<Vec<Run>>, Vec<T>) {
         for (_, url, args) in cases {
             wrk(url, args, 1, self.connections);
         }
         let mut runs: Vec<Vec<Run>> = cases.iter().map(|_| Vec::new()).collect();
+        let mut references = Vec::new();
         for _ in 0..self.rounds {
             for ((_, url, args), case) in cases.iter().zip(runs.iter_mut()) {
                 case.push(wrk(url, args, self.seconds, self.connections));
             }
+            references.push(reference());
         }
-        runs
+        (runs, references)
     }
 }
 
