@@ -15,7 +15,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 
 use support::{Client, Killed, Load, Run, free_port, headers, median, token};
 
@@ -45,16 +44,6 @@ fn start_nginx(
     gatehouse: &str,
     upstream: SocketAddr,
 ) -> (Killed, String, String) {
-    let binary = ["nginx", "/usr/sbin/nginx"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("-v")
-                .stderr(Stdio::null())
-                .status()
-                .is_ok()
-        })
-        .expect("nginx is installed (apt-get install nginx)");
     let (with, without) = (free_port(), free_port());
     let recipe = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -71,34 +60,8 @@ fn start_nginx(
         "server {{\n  listen 127.0.0.1:{without};\n  location / {{\n    proxy_http_version 1.1;\n    \
          proxy_set_header Connection \"\";\n    proxy_pass http://chat_backend;\n  }}\n}}\n"
     );
-    let d = dir.display();
-    std::fs::write(dir.join("site.conf"), format!("{recipe}\n{plain}")).unwrap();
-    std::fs::write(
-        dir.join("nginx.conf"),
-        format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
-             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
-             include {d}/site.conf;\n}}\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(binary)
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx starts");
-    let nginx = Killed(child);
-    support::wait_until("nginx", || {
-        std::net::TcpStream::connect(("127.0.0.1", with)).is_ok()
-    });
+    let nginx = support::start_nginx(dir, &format!("{recipe}\n{plain}"), with)
+        .expect("nginx is installed (apt-get install nginx)");
     (
         nginx,
         format!("http://127.0.0.1:{with}"),

@@ -3,7 +3,8 @@
 //! and forward-auth; a fixed-rate run; RSS under load; and the owner-invalidation bound.
 //!
 //! Starts a private redis-server and three release gatehouse binaries on it: A (owner cache
-//! on), B (cache on, for the invalidation bound) and C (cache off). Saturation runs use `wrk`
+//! on), B (cache on, for the invalidation bound) and C (cache off), and for the fixed-rate
+//! run a static nginx as the machine's own floor. Saturation runs use `wrk`
 //! (`-t2 -c{BENCH_CONNECTIONS}`), the fixed-rate run uses `oha -q` (skipped with a note when oha
 //! is missing; `bench/run.sh` installs it).
 //!
@@ -233,6 +234,22 @@ fn main() {
     ];
     let fixed = oha_fixed_rate(&format!("{a}/v1/validate"), &oha_args, rate, seconds);
     let fixed_floor = oha_fixed_rate(&format!("{a}/healthz"), &[], rate, seconds);
+    // The same rate against a static nginx: what this machine and load generator allow any
+    // server, gatehouse or not.
+    let static_port = support::free_port();
+    let static_site = format!(
+        "server {{ listen 127.0.0.1:{static_port}; location / {{ return 200 \"ok\\n\"; }} }}\n"
+    );
+    let nginx_dir = tempfile::tempdir().expect("temporary directory");
+    let fixed_nginx =
+        support::start_nginx(nginx_dir.path(), &static_site, static_port).and_then(|_nginx| {
+            oha_fixed_rate(
+                &format!("http://127.0.0.1:{static_port}/"),
+                &[],
+                rate,
+                seconds,
+            )
+        });
 
     // The invalidation bound: transfers through A, until B answers the new owner.
     let service = support::token_with_scope("chat-backend", "gatehouse:validate");
@@ -312,6 +329,12 @@ fn main() {
             "fixed rate {rate}/s (oha -q, 64 connections): validate achieved {rps:.0}/s, p50 {p50:.3} ms, p99 {p99:.3} ms (target < 1 ms); /healthz p99 {floor_p99:.3} ms"
         ),
         _ => println!("fixed rate: oha not found (bash bench/run.sh installs it)"),
+    }
+    match fixed_nginx {
+        Some((_, _, p99)) => println!(
+            "fixed rate {rate}/s, same load generator, static nginx (no gatehouse): p99 {p99:.3} ms"
+        ),
+        None => println!("fixed rate, static nginx: nginx or oha not found"),
     }
     println!(
         "owner invalidation, transfer sent to A -> B answers the new owner: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} transfers (target p99 < 50 ms)",

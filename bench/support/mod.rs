@@ -88,6 +88,47 @@ pub fn start_gatehouse(binary: &str, spool_dir: &Path, env: &[(&str, &str)]) -> 
     (Killed(child), base)
 }
 
+/// Debian's nginx (one worker, no daemon) serving `sites` (`server` blocks) from `dir`, ready
+/// once `port` accepts; `None` when nginx is not installed.
+pub fn start_nginx(dir: &Path, sites: &str, port: u16) -> Option<Killed> {
+    let binary = ["nginx", "/usr/sbin/nginx"].into_iter().find(|b| {
+        Command::new(b)
+            .arg("-v")
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    })?;
+    let d = dir.display();
+    std::fs::write(dir.join("site.conf"), sites).unwrap();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        format!(
+            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
+             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
+             include {d}/site.conf;\n}}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(binary)
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx starts");
+    let nginx = Killed(child);
+    wait_until("nginx", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Some(nginx)
+}
+
 /// The load every HTTP benchmark applies: `BENCH_SECONDS` (8) per run, `BENCH_CONNECTIONS`
 /// (32), `BENCH_ROUNDS` (3).
 pub struct Load {
