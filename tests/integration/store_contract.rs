@@ -55,8 +55,8 @@ fn expected(i: usize) -> Option<String> {
     i.is_multiple_of(2).then(|| format!("user-{i}"))
 }
 
-/// Lookups in flight together (the Redis adapter sends them as shared pipelines, at most 256
-/// per round trip): each answer goes to its own asker, absent sessions included.
+/// Lookups in flight together (the Redis adapter sends them as shared pipelines): each answer
+/// goes to its own asker, absent sessions included.
 async fn concurrent_lookups_each_get_their_own_owner(backend: Backend) {
     let store = store(&backend, None);
     for i in (0..600).step_by(2) {
@@ -463,8 +463,8 @@ async fn audit_paging_never_skips_or_repeats(backend: Backend) {
     assert!(forward.windows(2).all(|w| w[0] < w[1]));
 }
 
-/// A batch that fails answers every lookup queued in it (nothing hangs), and lookups go
-/// through again once Redis answers.
+/// A batch that fails answers every lookup in it and every lookup queued behind it (never
+/// sent into the same outage, nothing hangs), and lookups go through again once Redis answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_redis_fails_every_queued_lookup_then_recovers() {
     let Some(mut backend) = Backend::redis() else {
@@ -473,8 +473,9 @@ async fn a_frozen_redis_fails_every_queued_lookup_then_recovers() {
     let Backend::Redis(redis) = &backend else {
         unreachable!()
     };
+    let url = redis.url();
     let store = RedisStore::connect(&RedisOptions {
-        url: redis.url(),
+        url: url.clone(),
         connections: 1,
         timeout: Duration::from_millis(300),
         owner_ttl: None,
@@ -482,14 +483,34 @@ async fn a_frozen_redis_fails_every_queued_lookup_then_recovers() {
         audit_maxlen: 1000,
     })
     .unwrap();
+    let mut admin = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let s1 = id("s1");
     store.claim(&s1, "alice").await.unwrap();
+    // Connects the lookup connection (it is lazy), so lookups are written to the frozen Redis.
+    assert_eq!(store.owner(&s1).await.unwrap().as_deref(), Some("alice"));
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
     backend.redis_server().unwrap().pause();
     let started = std::time::Instant::now();
-    let sessions: Vec<SessionId> = (0..50).map(|i| id(&format!("f{i}"))).collect();
-    let owners = futures_util::future::join_all(sessions.iter().map(|s| store.owner(s))).await;
+    // 50 lookups, then 50 more while the first ones wait on the frozen Redis.
+    let early: Vec<SessionId> = (0..50).map(|i| id(&format!("f{i}"))).collect();
+    let late: Vec<SessionId> = (50..100).map(|i| id(&format!("f{i}"))).collect();
+    let (early, late) = tokio::join!(
+        futures_util::future::join_all(early.iter().map(|s| store.owner(s))),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            futures_util::future::join_all(late.iter().map(|s| store.owner(s))).await
+        }
+    );
     let waited = started.elapsed();
-    for owner in owners {
+    for owner in early.iter().chain(&late) {
         assert!(
             matches!(owner, Err(StoreError::Unavailable(_))),
             "{owner:?}"
@@ -497,6 +518,21 @@ async fn a_frozen_redis_fails_every_queued_lookup_then_recovers() {
     }
     assert!(waited < Duration::from_secs(3), "waited {waited:?}");
     backend.redis_server().unwrap().resume();
+    // What was written to the frozen Redis is served once it thaws: the first lookups only,
+    // since the late ones failed with the batch they queued behind.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let gets: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(gets <= 50, "{gets} GETs reached Redis");
     eventually(Duration::from_secs(10), "lookups after thaw", || async {
         (store.owner(&s1).await.ok()? == Some("alice".into())).then_some(())
     })

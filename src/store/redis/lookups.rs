@@ -9,9 +9,13 @@
 //! arrived during the previous round trip, so batches grow with load and stay at one under a
 //! light one.
 //!
-//! Each batch is one bounded [`read_on`] (timeout, one retry on a dead connection); a waiter
-//! gets the batch's error when it fails. Waiters may give up (their request was cancelled):
-//! the flusher is a task of its own and never depends on them.
+//! Each batch is one bounded [`read_on`] (timeout, one retry on a dead connection). When it
+//! fails, its waiters get the error, and so does everything queued behind it: those lookups
+//! would be sent into the same outage, so a lookup waits at most about one timeout, and a
+//! frozen Redis gets no pile of doomed pipelines. A batch is the whole queue, so throughput
+//! is not capped at some batch size per round trip; the queue itself is bounded by the checks
+//! in flight. Waiters may give up (their request was cancelled): the flusher is a task of its
+//! own, and skips their lookups if they gave up before their batch left.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -21,9 +25,6 @@ use tokio::sync::oneshot;
 
 use super::read_on;
 use crate::store::StoreError;
-
-/// Most lookups in one pipeline: bounds one command buffer and one reply.
-const MAX_BATCH: usize = 256;
 
 /// The coalescing front of the lookup connection.
 pub(super) struct Lookups {
@@ -78,8 +79,8 @@ impl Lookups {
         if start_flusher {
             tokio::spawn(Arc::clone(&self.shared).flush());
         }
-        // The flusher answers every waiter it takes, so a closed channel means the runtime is
-        // going away under us.
+        // The flusher answers every waiter it takes, so a closed channel means it panicked or
+        // the runtime is going away under us.
         reply
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("lookup abandoned".into())))
@@ -96,15 +97,18 @@ impl Shared {
     async fn flush(self: Arc<Self>) {
         let _unwind = ResetOnPanic(&self);
         loop {
-            let batch: Vec<Waiter> = {
+            let mut batch = {
                 let mut queue = self.lock();
                 if queue.waiting.is_empty() {
                     queue.flushing = false;
                     return;
                 }
-                let n = queue.waiting.len().min(MAX_BATCH);
-                queue.waiting.drain(..n).collect()
+                std::mem::take(&mut queue.waiting)
             };
+            batch.retain(|waiter| !waiter.answer.is_closed());
+            if batch.is_empty() {
+                continue;
+            }
             let mut pipe = redis::pipe();
             for waiter in &batch {
                 pipe.get(&waiter.key);
@@ -129,7 +133,11 @@ impl Shared {
                     ));
                     answer_all(batch, &e);
                 }
-                Err(e) => answer_all(batch, &e),
+                Err(e) => {
+                    answer_all(batch, &e);
+                    let queued = std::mem::take(&mut self.lock().waiting);
+                    answer_all(queued, &e);
+                }
             }
         }
     }
