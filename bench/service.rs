@@ -4,9 +4,9 @@
 //!
 //! Starts a private redis-server and three release gatehouse binaries on it: A (owner cache
 //! on), B (cache on, for the invalidation bound) and C (cache off), and for the fixed-rate
-//! run a static nginx as the machine's own floor. Saturation runs use `wrk`
-//! (`-t2 -c{BENCH_CONNECTIONS}`), the fixed-rate run uses `oha -q` (skipped with a note when oha
-//! is missing; `bench/run.sh` installs it).
+//! run a static nginx as the machine's own floor. Saturation runs use `wrk` (`-t2
+//! -c{BENCH_CONNECTIONS}`), the fixed-rate run uses `oha -q` (skipped with a note when oha or
+//! nginx is missing; `bench/run.sh` installs both).
 //!
 //! Run: `bash bench/run.sh` (or `cargo bench --bench service`). Knobs: `BENCH_SECONDS` (8),
 //! `BENCH_CONNECTIONS` (32), `BENCH_RATE` (20000), `BENCH_ROUNDS` (3: every saturation case
