@@ -88,8 +88,9 @@ pub fn start_gatehouse(binary: &str, spool_dir: &Path, env: &[(&str, &str)]) -> 
     (Killed(child), base)
 }
 
-/// Debian's nginx (one worker, no daemon) serving `sites` (`server` blocks) from `dir`, ready
-/// once `port` accepts; `None` when nginx is not installed.
+/// Debian's nginx serving `sites` (`server` blocks) from `dir`, ready once `port` accepts;
+/// `None` when nginx is not installed. One process, no master and no daemon, so that killing
+/// the child stops all of nginx (a killed master leaves its worker serving).
 pub fn start_nginx(dir: &Path, sites: &str, port: u16) -> Option<Killed> {
     let binary = ["nginx", "/usr/sbin/nginx"].into_iter().find(|b| {
         Command::new(b)
@@ -103,7 +104,7 @@ pub fn start_nginx(dir: &Path, sites: &str, port: u16) -> Option<Killed> {
     std::fs::write(
         dir.join("nginx.conf"),
         format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
