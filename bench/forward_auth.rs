@@ -45,17 +45,7 @@ fn start_nginx(
     upstream: SocketAddr,
 ) -> (Killed, String, String) {
     let (with, without) = (free_port(), free_port());
-    let recipe = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/proxies/nginx.conf"
-    ))
-    .unwrap()
-    .replace(
-        "server 127.0.0.1:8080;",
-        &format!("server {};", gatehouse.trim_start_matches("http://")),
-    )
-    .replace("server 127.0.0.1:8000;", &format!("server {upstream};"))
-    .replace("listen 8088;", &format!("listen 127.0.0.1:{with};"));
+    let recipe = support::nginx::recipe_site(gatehouse, upstream, with);
     let plain = format!(
         "server {{\n  listen 127.0.0.1:{without};\n  location / {{\n    proxy_http_version 1.1;\n    \
          proxy_set_header Connection \"\";\n    proxy_pass http://chat_backend;\n  }}\n}}\n"

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../../tests/common/nginx.rs"]
+pub mod nginx;
+
 use std::net::TcpListener as StdListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -89,8 +92,7 @@ pub fn start_gatehouse(binary: &str, spool_dir: &Path, env: &[(&str, &str)]) -> 
 }
 
 /// Debian's nginx serving `sites` (`server` blocks) from `dir`, ready once `port` accepts;
-/// `None` when nginx is not installed. One process, no master and no daemon, so that killing
-/// the child stops all of nginx (a killed master leaves its worker serving).
+/// `None` when nginx is not installed.
 pub fn start_nginx(dir: &Path, sites: &str, port: u16) -> Option<Killed> {
     let binary = ["nginx", "/usr/sbin/nginx"].into_iter().find(|b| {
         Command::new(b)
@@ -99,31 +101,7 @@ pub fn start_nginx(dir: &Path, sites: &str, port: u16) -> Option<Killed> {
             .status()
             .is_ok()
     })?;
-    let d = dir.display();
-    std::fs::write(dir.join("site.conf"), sites).unwrap();
-    std::fs::write(
-        dir.join("nginx.conf"),
-        format!(
-            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
-             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
-             include {d}/site.conf;\n}}\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new(binary)
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx starts");
-    let nginx = Killed(child);
+    let nginx = Killed(nginx::spawn(Path::new(binary), dir, sites));
     wait_until("nginx", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod nginx;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

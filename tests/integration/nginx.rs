@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use reqwest::Method;
 
-use crate::common::{Backend, TestApp, eventually, free_port};
+use crate::common::{Backend, TestApp, eventually, free_port, nginx};
 
 /// The nginx binary, or `None` (skip) outside CI when it is not installed.
 pub fn nginx_binary() -> Option<PathBuf> {
@@ -45,41 +45,8 @@ impl Nginx {
     pub fn start(binary: &Path, gatehouse: &str, upstream: SocketAddr) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let recipe = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/examples/proxies/nginx.conf"
-        ))
-        .unwrap();
-        let gatehouse = gatehouse.trim_start_matches("http://");
-        let site = recipe
-            .replace("server 127.0.0.1:8080;", &format!("server {gatehouse};"))
-            .replace("server 127.0.0.1:8000;", &format!("server {upstream};"))
-            .replace("listen 8088;", &format!("listen 127.0.0.1:{port};"));
-        assert_ne!(site, recipe, "the recipe's addresses were substituted");
-        let d = dir.path().display();
-        std::fs::write(dir.path().join("site.conf"), site).unwrap();
-        std::fs::write(
-            dir.path().join("nginx.conf"),
-            format!(
-                "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
-                 events {{ worker_connections 256; }}\n\
-                 http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
-                 fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
-                 include {d}/site.conf;\n}}\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new(binary)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx starts");
+        let site = nginx::recipe_site(gatehouse, upstream, port);
+        let child = nginx::spawn(binary, dir.path(), &site);
         let until = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
