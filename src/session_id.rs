@@ -2,6 +2,22 @@
 //!
 //! Anything that becomes part of a Redis key is checked here first, so a malformed id is a
 //! 400 at the edge and never a lookup (DESIGN §2).
+//!
+//! One session, one spelling: backends read UUID-shaped ids as UUIDs, so `3F2B8C1E-…`,
+//! `3f2b8c1e6a4d…` (no hyphens), `{3f2b8c1e-…}` and `urn:uuid:3f2b8c1e-…` name the session
+//! `3f2b8c1e-…` there. If gatehouse compared them as strings, each would be a different,
+//! claimable session that the backend serves as the same one. [`SessionId::parse`] therefore
+//! rewrites every such spelling to the lower-case hyphenated form, and every entry point reads
+//! ids through the [`SessionIds`] policy it was built with (`GATEHOUSE_SESSION_IDS`), so that
+//! `exact` (compare as written, for backends that do) reaches all of them alike. Recognised:
+//!
+//! - 8-4-4-4-12 hex digits, or 32 hex digits with no hyphens, in any case;
+//! - either of those in braces (`{` and `}` are outside the id grammar and allowed only there)
+//!   or after `urn:uuid:` (any case).
+//!
+//! Near-UUIDs are refused (400), not guessed: 32 hex digits grouped with hyphens in another
+//! layout (lenient parsers such as Python's `uuid.UUID` read them as the UUID), and a
+//! `urn:uuid:` prefix before anything that is not a UUID. Every other id is kept as written.
 
 use std::fmt;
 
@@ -17,7 +33,7 @@ pub const MAX_NAME_LEN: usize = 256;
 pub enum IdError {
     /// The session id is empty, too long, or has a character outside `[A-Za-z0-9._:-]`.
     #[error(
-        "session ids are 1-{MAX_SESSION_ID_LEN} characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'"
+        "session ids are 1-{MAX_SESSION_ID_LEN} characters of A-Z, a-z, 0-9, '.', '_', ':' and '-' (a UUID may also be written in braces); the 32 hex digits of a UUID are grouped 8-4-4-4-12 or not at all"
     )]
     InvalidSessionId,
     /// A user or endpoint name is empty, too long, or holds whitespace or control characters.
@@ -28,14 +44,27 @@ pub enum IdError {
     },
 }
 
-/// A chat session id: 1–256 bytes of `[A-Za-z0-9._:-]`.
+/// A chat session id: 1–256 bytes of `[A-Za-z0-9._:-]`; a UUID in its canonical spelling
+/// unless it was read with [`SessionIds::Exact`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct SessionId(String);
 
 impl SessionId {
-    /// Checks `raw` against the session id grammar.
+    /// Reads a session id, writing a UUID in any recognised spelling (module docs) as lower
+    /// case with hyphens. Entry points read through their [`SessionIds`] instead, so that
+    /// `GATEHOUSE_SESSION_IDS=exact` reaches them.
     pub fn parse(raw: &str) -> Result<Self, IdError> {
+        match uuid_spelling(raw) {
+            Spelling::Uuid(canonical) => Ok(Self(canonical)),
+            Spelling::Ambiguous => Err(IdError::InvalidSessionId),
+            Spelling::Other => Self::parse_exact(raw),
+        }
+    }
+
+    /// Checks `raw` against the session id grammar and keeps it as written: for
+    /// [`SessionIds::Exact`] and for ids read back from the store, whose keys are what they are.
+    pub fn parse_exact(raw: &str) -> Result<Self, IdError> {
         let valid = !raw.is_empty()
             && raw.len() <= MAX_SESSION_ID_LEN
             && raw
@@ -52,6 +81,117 @@ impl SessionId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The canonical spelling of `raw` when it is a UUID written in another one (what
+    /// `gatehouse migrate` looks for in existing owner keys); `None` otherwise.
+    pub fn canonical_form(raw: &str) -> Option<String> {
+        match uuid_spelling(raw) {
+            Spelling::Uuid(canonical) if canonical != raw => Some(canonical),
+            _ => None,
+        }
+    }
+}
+
+/// How entry points read the session ids callers send (`GATEHOUSE_SESSION_IDS`).
+///
+/// Every entry point (validate, batch, forward-auth, the ownership middleware, the sessions
+/// API, backfill) takes it from the [`crate::gatekeeper::Gatekeeper`] it was built with, so
+/// they cannot disagree on what one session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionIds {
+    /// A UUID in any recognised spelling is one session, written lower case with hyphens
+    /// (the default).
+    #[default]
+    Canonical,
+    /// Ids are compared exactly as written (the behaviour before issue 14), for backends
+    /// that do the same.
+    Exact,
+}
+
+impl SessionIds {
+    /// Reads a session id a caller sent.
+    pub fn parse(self, raw: &str) -> Result<SessionId, IdError> {
+        match self {
+            Self::Canonical => SessionId::parse(raw),
+            Self::Exact => SessionId::parse_exact(raw),
+        }
+    }
+}
+
+impl std::str::FromStr for SessionIds {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        match raw.to_ascii_lowercase().as_str() {
+            "canonical" => Ok(Self::Canonical),
+            "exact" => Ok(Self::Exact),
+            _ => Err("expected canonical or exact".into()),
+        }
+    }
+}
+
+/// What an id looks like with respect to UUIDs.
+enum Spelling {
+    /// A UUID; its canonical spelling.
+    Uuid(String),
+    /// Nearly a UUID: refused rather than guessed.
+    Ambiguous,
+    /// Not a UUID: kept as written.
+    Other,
+}
+
+const URN_UUID: &str = "urn:uuid:";
+
+fn uuid_spelling(raw: &str) -> Spelling {
+    let (body, marked) = if let Some(inner) = raw
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+    {
+        (inner, true)
+    } else if raw.len() >= URN_UUID.len()
+        && raw.as_bytes()[..URN_UUID.len()].eq_ignore_ascii_case(URN_UUID.as_bytes())
+    {
+        (&raw[URN_UUID.len()..], true)
+    } else {
+        (raw, false)
+    };
+    if let Some(canonical) = uuid_body(body) {
+        return Spelling::Uuid(canonical);
+    }
+    let hex_digits = body.bytes().filter(u8::is_ascii_hexdigit).count();
+    let hex_and_hyphens = body.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    // Braces around anything else fail the grammar anyway ('{' is outside it).
+    if (hex_and_hyphens && hex_digits == 32) || (marked && !raw.starts_with('{')) {
+        Spelling::Ambiguous
+    } else {
+        Spelling::Other
+    }
+}
+
+/// The canonical spelling of `body` when it is 8-4-4-4-12 or 32 hex digits.
+fn uuid_body(body: &str) -> Option<String> {
+    let bytes = body.as_bytes();
+    let hex: Vec<u8> = match bytes.len() {
+        32 => bytes.to_vec(),
+        36 if [8, 13, 18, 23].iter().all(|&i| bytes[i] == b'-') => bytes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| ![8, 13, 18, 23].contains(i))
+            .map(|(_, b)| *b)
+            .collect(),
+        _ => return None,
+    };
+    if !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = String::with_capacity(36);
+    for (i, b) in hex.iter().enumerate() {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out.push('-');
+        }
+        out.push(b.to_ascii_lowercase() as char);
+    }
+    Some(out)
 }
 
 impl fmt::Display for SessionId {
@@ -133,10 +273,148 @@ mod tests {
         assert!(check_name("user", "a\u{0}").is_err());
     }
 
+    const CANONICAL: &str = "3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77";
+
+    #[test]
+    fn every_common_spelling_of_a_uuid_is_one_id() {
+        for raw in [
+            CANONICAL,
+            "3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77",
+            "3f2B8c1E-6a4D-4a43-9D36-2f0E6c1B8a77",
+            "3f2b8c1e6a4d4a439d362f0e6c1b8a77",
+            "3F2B8C1E6A4D4A439D362F0E6C1B8A77",
+            "{3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77}",
+            "{3F2B8C1E6A4D4A439D362F0E6C1B8A77}",
+            "urn:uuid:3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77",
+            "URN:UUID:3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77",
+            "Urn:Uuid:3f2b8c1e6a4d4a439d362f0e6c1b8a77",
+        ] {
+            assert_eq!(SessionId::parse(raw).unwrap().as_str(), CANONICAL, "{raw}");
+            assert_eq!(
+                SessionIds::Canonical.parse(raw).unwrap().as_str(),
+                CANONICAL
+            );
+        }
+        assert_eq!(SessionId::canonical_form(CANONICAL), None);
+        assert_eq!(
+            SessionId::canonical_form("3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77").as_deref(),
+            Some(CANONICAL)
+        );
+    }
+
+    #[test]
+    fn exact_keeps_todays_behaviour() {
+        let upper = "3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77";
+        assert_eq!(SessionIds::Exact.parse(upper).unwrap().as_str(), upper);
+        let urn = "urn:uuid:3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77";
+        assert_eq!(SessionIds::Exact.parse(urn).unwrap().as_str(), urn);
+        assert!(
+            SessionIds::Exact
+                .parse("{3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77}")
+                .is_err()
+        );
+        assert_eq!("exact".parse(), Ok(SessionIds::Exact));
+        assert_eq!("Canonical".parse(), Ok(SessionIds::Canonical));
+        assert!("loose".parse::<SessionIds>().is_err());
+    }
+
+    #[test]
+    fn near_uuids_and_braces_around_other_ids_are_refused() {
+        for raw in [
+            "3f2b8c1e6a4d-4a43-9d36-2f0e6c1b8a77",
+            "3f2b-8c1e-6a4d-4a43-9d36-2f0e-6c1b-8a77",
+            "-3f2b8c1e6a4d4a439d362f0e6c1b8a77",
+            "urn:uuid:session_1234",
+            "urn:uuid:",
+            "urn:uuid:{3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77}",
+            "{urn:uuid:3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77}",
+            "{session_1234}",
+            "{3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a7}",
+            "{}",
+            "{3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77",
+        ] {
+            assert_eq!(
+                SessionId::parse(raw),
+                Err(IdError::InvalidSessionId),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_ids_are_kept_as_written() {
+        for raw in [
+            "Session_1234",
+            "chat-1728201960-3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77",
+            "3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A7",
+            "3F2B8C1E",
+            "uuid:3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77x",
+        ] {
+            assert_eq!(SessionId::parse(raw).unwrap().as_str(), raw);
+        }
+    }
+
+    /// Every recognised spelling of the UUID `bytes`, cases chosen by `mask`.
+    fn spellings(bytes: [u8; 16], mask: u64) -> Vec<String> {
+        let simple: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let hyphenated = format!(
+            "{}-{}-{}-{}-{}",
+            &simple[..8],
+            &simple[8..12],
+            &simple[12..16],
+            &simple[16..20],
+            &simple[20..]
+        );
+        let mixed = |s: &str| -> String {
+            s.chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if mask >> (i % 64) & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        };
+        let mut out = Vec::new();
+        for body in [&simple, &hyphenated] {
+            out.push(body.clone());
+            out.push(body.to_ascii_uppercase());
+            out.push(mixed(body));
+            out.push(format!("{{{}}}", mixed(body)));
+            out.push(mixed(&format!("urn:uuid:{body}")));
+        }
+        out
+    }
+
     proptest! {
         #[test]
-        fn parse_never_panics_and_accepts_only_the_grammar(raw in ".{0,300}") {
+        fn all_spellings_of_a_uuid_give_its_canonical_id(bytes in any::<[u8; 16]>(), mask in any::<u64>()) {
+            let canonical = uuid::Uuid::from_bytes(bytes).hyphenated().to_string();
+            for raw in spellings(bytes, mask) {
+                prop_assert_eq!(SessionId::parse(&raw).map(|id| id.0), Ok(canonical.clone()), "{}", raw);
+            }
+        }
+
+        #[test]
+        fn canonicalising_is_idempotent(raw in "[{]?[A-Za-z0-9._:-]{0,40}[}]?") {
             if let Ok(id) = SessionId::parse(&raw) {
+                prop_assert_eq!(SessionId::parse(id.as_str()), Ok(id.clone()));
+                prop_assert_eq!(SessionId::canonical_form(id.as_str()), None);
+            }
+        }
+
+        #[test]
+        fn ids_that_are_not_uuids_are_untouched(raw in "[g-zG-Z._:][A-Za-z0-9._:-]{0,60}") {
+            prop_assume!(!raw.to_ascii_lowercase().starts_with(URN_UUID));
+            prop_assert_eq!(SessionId::parse(&raw), SessionId::parse_exact(&raw));
+        }
+
+        #[test]
+        fn parse_never_panics_and_accepts_only_the_grammar(raw in ".{0,300}") {
+            for parsed in [SessionId::parse(&raw), SessionId::parse_exact(&raw)] {
+                let Ok(id) = parsed else { continue };
                 prop_assert!(id.as_str().len() <= MAX_SESSION_ID_LEN);
                 prop_assert!(id.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b".:_-".contains(&b)));
             }
