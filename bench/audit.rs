@@ -15,7 +15,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Client, Load, Run, headers, median, token, wrk};
+use support::{Client, Load, Run, headers, median, token, token_with_scope, wrk};
 
 fn main() {
     let Load {
@@ -31,9 +31,16 @@ fn main() {
         token("alice", &[]),
         token("bob", &[]),
     );
+    // The chat backend claims for alice (GATEHOUSE_CLAIM=service).
+    let backend = token_with_scope("chat-backend", "gatehouse:claim");
     assert_eq!(
-        http.send("POST", "/v1/sessions/bench-s/claim", &alice, "")
-            .0,
+        http.send(
+            "POST",
+            "/v1/sessions/bench-s/claim",
+            &backend,
+            r#"{"user":"alice"}"#
+        )
+        .0,
         201
     );
     let body = r#"{"mode":"ENFORCED","reason":"benchmark"}"#;

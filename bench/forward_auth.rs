@@ -16,7 +16,7 @@ mod support;
 
 use std::net::SocketAddr;
 
-use support::{Client, Killed, Load, Run, free_port, headers, median, token};
+use support::{Client, Killed, Load, Run, free_port, headers, median, token, token_with_scope};
 
 fn start_upstream() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
@@ -70,8 +70,16 @@ fn main() {
     let (base, dir) = (&stack.base, &stack.dir);
     let http = Client::new(base);
     let (admin, alice) = (token("root", &["admin"]), token("alice", &[]));
+    // The chat backend claims for alice (GATEHOUSE_CLAIM=service).
+    let backend = token_with_scope("chat-backend", "gatehouse:claim");
     assert_eq!(
-        http.send("POST", "/v1/sessions/s1/claim", &alice, "").0,
+        http.send(
+            "POST",
+            "/v1/sessions/s1/claim",
+            &backend,
+            r#"{"user":"alice"}"#
+        )
+        .0,
         201
     );
     let body = r#"{"mode":"ENFORCED","reason":"benchmark"}"#;

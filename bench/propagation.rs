@@ -199,9 +199,8 @@ async fn main() {
             })
             .unwrap()
     };
-    let (admin, alice, bob) = (
+    let (admin, bob) = (
         token("root", &["admin"]),
-        token("alice", &[]),
         token("bob", &[]),
     );
     let http = reqwest::Client::new();
@@ -224,9 +223,18 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    let backend = issuer
+        .mint(&TokenRequest {
+            sub: "chat-backend".into(),
+            roles: vec![],
+            scopes: vec!["gatehouse:claim".into()],
+            ttl: Duration::from_secs(3600),
+        })
+        .unwrap();
     let claim = http
         .post(format!("{}/v1/sessions/bench-s1/claim", a.base))
-        .bearer_auth(&alice)
+        .bearer_auth(&backend)
+        .json(&serde_json::json!({ "user": "alice" }))
         .send()
         .await
         .unwrap();

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Client, Load, Run, env_or, headers, token};
+use support::{Client, Load, Run, env_or, headers, token, token_with_scope};
 
 /// Samples a process's resident memory every 50 ms; keeps the peak (kB).
 struct RssPeak {
@@ -160,8 +160,16 @@ fn main() {
         token("alice", &[]),
         token("bob", &[]),
     );
+    // The chat backend claims for alice (GATEHOUSE_CLAIM=service).
+    let backend = token_with_scope("chat-backend", "gatehouse:claim");
     assert_eq!(
-        http.send("POST", "/v1/sessions/s1/claim", &alice, "").0,
+        http.send(
+            "POST",
+            "/v1/sessions/s1/claim",
+            &backend,
+            r#"{"user":"alice"}"#
+        )
+        .0,
         201
     );
     let enforce = r#"{"mode":"ENFORCED","reason":"benchmark"}"#;

@@ -7,7 +7,8 @@
 //! cargo run --release &                                  # gatehouse itself, on :8080
 //! CHAT_LISTEN=127.0.0.1:8000 cargo run --example chat_api
 //! ALICE=$(cargo run -q -- token --sub alice)
-//! curl -XPOST localhost:8080/v1/sessions/chat-1/claim -H "authorization: Bearer $ALICE"
+//! BACKEND=$(cargo run -q -- token --sub chat-backend --scope gatehouse:claim)
+//! curl -XPOST localhost:8080/v1/sessions/chat-1/claim -H "authorization: Bearer $BACKEND" -d '{"user":"alice"}'
 //! curl -XPOST localhost:8000/api/chat/sessions/chat-1/messages -H "authorization: Bearer $ALICE" -d 'hello'
 //! curl localhost:8000/api/chat/sessions/chat-1/messages -H "authorization: Bearer $ALICE"
 //! ```
@@ -90,7 +91,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .route_layer(guard("chat.messages"))
         .merge(
-            // Claiming is open to any authenticated user (the owner check would refuse it).
+            // This API is the chat backend: creating a session here claims it for the caller
+            // (gatehouse's own claim endpoint takes the scope gatehouse:claim for that).
             Router::new().route("/api/chat/sessions/{session_id}/claim", post(claim)),
         )
         .with_state(AppState {

@@ -91,6 +91,11 @@ pub struct Config {
     /// `GATEHOUSE_OWNER_CACHE` (`on` default, `off`), `GATEHOUSE_OWNER_CACHE_CAPACITY`
     /// (100,000) and `GATEHOUSE_OWNER_CACHE_TTL` (60s): the owner cache used with Redis.
     pub owner_cache: Option<OwnerCacheSettings>,
+    /// `GATEHOUSE_SESSION_IDS` (`canonical` default, `exact`): whether every spelling of a
+    /// UUID session id is one session.
+    pub session_ids: crate::session_id::SessionIds,
+    /// `GATEHOUSE_CLAIM` (`service` default, `self`): who may claim sessions.
+    pub claim: crate::sessions::ClaimPolicy,
 }
 
 /// The owner cache's bounds.
@@ -399,7 +404,13 @@ impl Config {
             src.problems
                 .push("GATEHOUSE_SETTINGS_REFRESH: must be above zero".into());
         }
+        let session_ids = src.parse("GATEHOUSE_SESSION_IDS", Default::default(), |raw| {
+            raw.parse()
+        });
+        let claim = src.parse("GATEHOUSE_CLAIM", Default::default(), |raw| raw.parse());
         Config {
+            session_ids,
+            claim,
             listen,
             redis,
             keys,
@@ -473,6 +484,25 @@ mod tests {
         assert_eq!(c.keys, KeySchema::default());
         assert_eq!(c.initial_mode, Mode::LogOnly);
         assert!(matches!(c.auth, AuthConfig::Jwt { secret: None, .. }));
+        assert_eq!(c.session_ids, crate::session_id::SessionIds::Canonical);
+        assert_eq!(c.claim, crate::sessions::ClaimPolicy::Service);
+    }
+
+    #[test]
+    fn session_ids_and_claim_policies_are_read() {
+        let c = Config::from_vars(vars(&[
+            ("GATEHOUSE_SESSION_IDS", "exact"),
+            ("GATEHOUSE_CLAIM", "self"),
+        ]))
+        .unwrap();
+        assert_eq!(c.session_ids, crate::session_id::SessionIds::Exact);
+        assert_eq!(c.claim, crate::sessions::ClaimPolicy::SelfClaim);
+        let err = Config::from_vars(vars(&[
+            ("GATEHOUSE_SESSION_IDS", "loose"),
+            ("GATEHOUSE_CLAIM", "anyone"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
     }
 
     #[test]

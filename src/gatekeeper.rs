@@ -11,7 +11,7 @@ use crate::audit::{Audit, AuditEvent, Source};
 use crate::decision::{Mode, Outcome, OwnerLookup, Reason, Subject, Verdict, decide};
 use crate::enforcement::Enforcement;
 use crate::metrics::Metrics;
-use crate::session_id::SessionId;
+use crate::session_id::{SessionId, SessionIds};
 use crate::store::OwnershipStore;
 
 /// The endpoint name used when a caller names none.
@@ -78,6 +78,7 @@ pub struct Gatekeeper {
     enforcement: Enforcement,
     audit: Audit,
     metrics: Option<Arc<Metrics>>,
+    session_ids: SessionIds,
 }
 
 impl Gatekeeper {
@@ -89,7 +90,19 @@ impl Gatekeeper {
             enforcement,
             audit: Audit::disabled("gatehouse"),
             metrics: None,
+            session_ids: SessionIds::default(),
         }
+    }
+
+    /// Reads session ids with `policy` (`GATEHOUSE_SESSION_IDS`; default canonical).
+    pub fn with_session_ids(mut self, policy: SessionIds) -> Self {
+        self.session_ids = policy;
+        self
+    }
+
+    /// How every entry point built on this gatekeeper reads the session ids callers send.
+    pub fn session_ids(&self) -> SessionIds {
+        self.session_ids
     }
 
     /// Records denials, would-denials and unavailable lookups through `audit`.

@@ -42,7 +42,7 @@ enum Command {
         /// A role, e.g. `admin` (repeatable).
         #[arg(long = "role")]
         roles: Vec<String>,
-        /// A scope, e.g. `gatehouse:validate` (repeatable).
+        /// A scope, e.g. `gatehouse:validate` or `gatehouse:claim` (repeatable).
         #[arg(long = "scope")]
         scopes: Vec<String>,
         /// Lifetime, e.g. `1h`, `30m`, `7d`.
@@ -467,7 +467,9 @@ fn operator_backfill(
         Audit::start(store.clone(), audit_config, Default::default()).map_err(|e| e.to_string())?;
     let cancel = CancellationToken::new();
     let task = tokio::spawn(writer.run(cancel.clone()));
-    Ok((Backfill::new(store, Roots::default(), audit), cancel, task))
+    let service =
+        Backfill::new(store, Roots::default(), audit).with_session_ids(config.session_ids);
+    Ok((service, cancel, task))
 }
 
 async fn backfill(
@@ -556,7 +558,8 @@ async fn verify(config: Config, dirs: Vec<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let service = Backfill::new(store, Roots::default(), Audit::disabled("cli"));
+    let service = Backfill::new(store, Roots::default(), Audit::disabled("cli"))
+        .with_session_ids(config.session_ids);
     match service.verify(sources, Vec::new()).await {
         Ok(report) => {
             print_json(&report);

@@ -264,7 +264,10 @@ impl Settings {
             ApiError::InvalidRequest(format!("no session id in the request ({:?})", self.source))
                 .into_response()
         })?;
-        SessionId::parse(&raw).map_err(|e| ApiError::from(e).into_response())
+        self.gatekeeper
+            .session_ids()
+            .parse(&raw)
+            .map_err(|e| ApiError::from(e).into_response())
     }
 }
 

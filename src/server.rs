@@ -103,12 +103,14 @@ impl Gatehouse {
             .with_refresh(config.settings_refresh);
         let gatekeeper = Gatekeeper::new(store.clone(), enforcement.clone())
             .with_audit(audit.clone())
-            .with_metrics(metrics.clone());
+            .with_metrics(metrics.clone())
+            .with_session_ids(config.session_ids);
         let backfill = crate::backfill::Backfill::new(
             store.clone(),
             crate::backfill::sources::Roots::new(config.backfill_roots.clone()),
             audit.clone(),
-        );
+        )
+        .with_session_ids(config.session_ids);
         let state = AppState::new(Services {
             authenticator: Arc::new(authenticator),
             owner_cache: owner_cache.as_ref().map(|(cache, _)| cache.clone()),
@@ -120,6 +122,7 @@ impl Gatehouse {
             metrics,
             forward_auth: config.forward_auth.clone(),
             request_timeout: config.request_timeout,
+            claim: config.claim,
         });
         Ok(Self {
             state,
@@ -222,5 +225,6 @@ pub fn spec_state() -> AppState {
         forward_auth: crate::forward_auth::ForwardAuth::default(),
         metrics: Metrics::new(),
         request_timeout: Duration::from_secs(10),
+        claim: crate::sessions::ClaimPolicy::default(),
     })
 }

@@ -4,7 +4,17 @@
 //! Reads and deletes of one session go through the [`OwnershipLayer`], pinned to ENFORCED:
 //! rollout modes govern chat traffic, never gatehouse's own ownership API (a LOG_ONLY switch
 //! must not let anyone release someone else's session and claim it).
+//!
+//! Claiming ([`ClaimPolicy`], `GATEHOUSE_CLAIM`). Under the default `service`, only a caller
+//! with the scope `gatehouse:claim` (the chat backend, when it creates a session) claims, and
+//! it names the user who becomes the owner. End users cannot claim at all, so they cannot
+//! squat a legacy session id before (or while) the backfill assigns it, and the `no_owner`
+//! answer of a check tells them nothing they could act on. The admin role does not claim
+//! either (admins set owners with `PUT /v1/sessions/{id}/owner`, which is audited in the log
+//! with the actor). Under `self` (the behaviour before issue 14) a user claims an unowned
+//! session for themselves, and a `gatehouse:claim` service may still claim for a user.
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
@@ -13,11 +23,11 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::auth::Principal;
+use crate::auth::{Principal, SCOPE_CLAIM};
 use crate::decision::Mode;
 use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, require_admin};
 use crate::middleware::{AccessDecision, OwnershipLayer};
-use crate::session_id::{SessionId, check_name};
+use crate::session_id::check_name;
 use crate::store::{ClaimOutcome, Expected, OwnerChange};
 
 /// Endpoint name under which the session API's own checks are logged.
@@ -51,16 +61,87 @@ pub struct SessionOwner {
     pub owner: String,
 }
 
-/// Makes the caller the owner of a session that has none.
+/// Who may claim sessions (`GATEHOUSE_CLAIM`; module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClaimPolicy {
+    /// Only callers with the scope `gatehouse:claim`, naming the user (the default).
+    #[default]
+    Service,
+    /// A user claims an unowned session for themselves (`self`); services may still claim
+    /// for a user.
+    SelfClaim,
+}
+
+impl std::str::FromStr for ClaimPolicy {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        match raw.to_ascii_lowercase().as_str() {
+            "service" => Ok(Self::Service),
+            "self" => Ok(Self::SelfClaim),
+            _ => Err("expected service or self".into()),
+        }
+    }
+}
+
+impl ClaimPolicy {
+    /// Who becomes the owner when `principal` claims naming `user` (or nobody), or why not.
+    pub fn owner_for(
+        self,
+        principal: &Principal,
+        user: Option<String>,
+    ) -> Result<String, ApiError> {
+        let service = principal.has_scope(SCOPE_CLAIM);
+        let owner = match (self, user) {
+            (Self::Service, _) if !service => {
+                return Err(ApiError::Forbidden(format!(
+                    "sessions are claimed by the service that creates them (GATEHOUSE_CLAIM=service): the caller needs the scope {SCOPE_CLAIM} and names the owner in the body, {{\"user\": \"...\"}}"
+                )));
+            }
+            (Self::Service, None) => {
+                return Err(ApiError::InvalidRequest(
+                    "name the user who becomes the owner: {\"user\": \"...\"}".into(),
+                ));
+            }
+            (Self::SelfClaim, None) => principal.sub.clone(),
+            (Self::SelfClaim, Some(user)) if user != principal.sub && !service => {
+                return Err(ApiError::Forbidden(format!(
+                    "claiming a session for another user needs the scope {SCOPE_CLAIM}"
+                )));
+            }
+            (_, Some(user)) => user,
+        };
+        check_name("user", &owner)?;
+        Ok(owner)
+    }
+}
+
+/// Body of `POST /v1/sessions/{session_id}/claim` (may be empty under `GATEHOUSE_CLAIM=self`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRequest {
+    /// The user who becomes the owner. Required under `GATEHOUSE_CLAIM=service` (the default),
+    /// where the caller needs the scope `gatehouse:claim`. Under `self`, absent means the
+    /// caller, and naming someone else needs the scope.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// Makes a user the owner of a session that has none.
 ///
-/// 201 when the caller became the owner, 200 when it already was, 409 when another user
-/// owns it. Of concurrent claims exactly one gets 201.
+/// Under `GATEHOUSE_CLAIM=service` (the default) only a caller with the scope
+/// `gatehouse:claim` claims, naming the user; others get 403. Under `self` the caller claims
+/// for themselves. 201 when the user became the owner, 200 when it already was, 409 when
+/// another user owns it. Of concurrent claims exactly one gets 201. The answer names the
+/// session as gatehouse spells it (a UUID lower case with hyphens).
 #[utoipa::path(post, path = "/v1/sessions/{session_id}/claim", tag = "sessions",
     params(("session_id" = String, Path, description = "The session")),
+    request_body = Option<ClaimRequest>,
     responses(
         (status = 201, description = "Claimed", body = SessionOwner),
-        (status = 200, description = "Already the caller's", body = SessionOwner),
+        (status = 200, description = "Already the user's", body = SessionOwner),
         (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, description = "The caller may not claim (the detail says what is needed)", body = Problem),
         (status = 409, description = "Owned by another user", body = Problem),
         (status = 503, body = Problem),
     ),
@@ -69,9 +150,17 @@ async fn claim_session(
     State(state): State<AppState>,
     principal: Principal,
     Path(session_id): Path<String>,
+    body: Bytes,
 ) -> Result<(StatusCode, Json<SessionOwner>), ApiError> {
-    let session = SessionId::parse(&session_id)?;
-    let status = match state.store.claim(&session, &principal.sub).await? {
+    let request: ClaimRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ClaimRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))?
+    };
+    let owner = state.claim.owner_for(&principal, request.user)?;
+    let session = state.session_ids().parse(&session_id)?;
+    let status = match state.store.claim(&session, &owner).await? {
         ClaimOutcome::Claimed => StatusCode::CREATED,
         ClaimOutcome::AlreadyOwned => StatusCode::OK,
         ClaimOutcome::OwnedByOther(_) => {
@@ -82,11 +171,14 @@ async fn claim_session(
             ));
         }
     };
+    if status == StatusCode::CREATED {
+        tracing::info!(actor = %principal.sub, session_id = %session, owner = %owner, "session claimed");
+    }
     Ok((
         status,
         Json(SessionOwner {
             session_id: session.as_str().to_owned(),
-            owner: principal.sub,
+            owner,
         }),
     ))
 }
@@ -199,7 +291,7 @@ async fn put_owner(
     JsonBody(body): JsonBody<PutOwner>,
 ) -> Result<Json<OwnerTransferred>, ApiError> {
     require_admin(&principal)?;
-    let session = SessionId::parse(&session_id)?;
+    let session = state.session_ids().parse(&session_id)?;
     check_name("owner", &body.owner)?;
     let expected = match body.expected_owner {
         Some(owner) => {

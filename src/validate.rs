@@ -17,7 +17,7 @@ use crate::auth::Principal;
 use crate::decision::{Mode, Reason, Verdict};
 use crate::gatekeeper::{Check, CheckResult, DEFAULT_ENDPOINT, Origin};
 use crate::http::{ApiError, AppState, JsonBody, Problem, RequestMeta};
-use crate::session_id::{SessionId, check_name};
+use crate::session_id::{SessionId, SessionIds, check_name};
 
 /// Most checks in one batch.
 pub const MAX_BATCH: usize = 100;
@@ -33,7 +33,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
-    /// The session: 1-256 characters of `[A-Za-z0-9._:-]`.
+    /// The session: 1-256 characters of `[A-Za-z0-9._:-]`; a UUID in any common spelling
+    /// (upper case, no hyphens, `{...}`, `urn:uuid:`) is the same session.
     pub session_id: String,
     /// The user to check; defaults to the caller. Naming another user needs the scope
     /// `gatehouse:validate` (or admin).
@@ -59,7 +60,8 @@ pub struct ValidateResponse {
     /// know it (the owner themself, an admin, or a service with `gatehouse:validate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
-    /// The session checked.
+    /// The session checked, as gatehouse spells it (a UUID lower case with hyphens, unless
+    /// `GATEHOUSE_SESSION_IDS=exact`).
     pub session_id: String,
     /// The user checked.
     pub user: String,
@@ -94,8 +96,12 @@ struct Accepted {
     may_see_owner: bool,
 }
 
-fn accept(principal: &Principal, request: ValidateRequest) -> Result<Accepted, ApiError> {
-    let session = SessionId::parse(&request.session_id)?;
+fn accept(
+    ids: SessionIds,
+    principal: &Principal,
+    request: ValidateRequest,
+) -> Result<Accepted, ApiError> {
+    let session = ids.parse(&request.session_id)?;
     let endpoint = request.endpoint.unwrap_or_else(|| DEFAULT_ENDPOINT.into());
     check_name("endpoint", &endpoint)?;
     let user = match request.user {
@@ -166,7 +172,7 @@ async fn validate(
     meta: RequestMeta,
     JsonBody(request): JsonBody<ValidateRequest>,
 ) -> Result<(StatusCode, Json<ValidateResponse>), ApiError> {
-    let accepted = accept(&principal, request)?;
+    let accepted = accept(state.gatekeeper.session_ids(), &principal, request)?;
     let origin = meta.origin(Source::Validate);
     let result = state.gatekeeper.check(&accepted.check(&origin), None).await;
     let status = match (result.outcome.verdict, result.outcome.reason) {
@@ -206,7 +212,7 @@ async fn validate_batch(
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            accept(&principal, r).map_err(|e| match e {
+            accept(state.gatekeeper.session_ids(), &principal, r).map_err(|e| match e {
                 ApiError::InvalidId(id) => ApiError::InvalidRequest(format!("checks[{i}]: {id}")),
                 ApiError::Forbidden(why) => ApiError::Forbidden(format!("checks[{i}]: {why}")),
                 other => other,

@@ -19,6 +19,8 @@ pub use self::keys::{KeyError, load_public_keys};
 pub const SCOPE_VALIDATE: &str = "gatehouse:validate";
 /// Scope that grants the admin API.
 pub const SCOPE_ADMIN: &str = "gatehouse:admin";
+/// Scope that lets a service (the chat backend creating a session) claim it for a user.
+pub const SCOPE_CLAIM: &str = "gatehouse:claim";
 /// Role that grants admin.
 pub const ROLE_ADMIN: &str = "admin";
 /// The virtual user every caller becomes when authentication is disabled.

@@ -30,7 +30,7 @@ use utoipa::ToSchema;
 
 use self::sources::{FileError, Found, Roots};
 use crate::audit::{Audit, AuditDecision, AuditEvent, Source};
-use crate::session_id::SessionId;
+use crate::session_id::{SessionId, SessionIds};
 use crate::store::{Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -189,6 +189,7 @@ pub struct Backfill {
     store: Arc<dyn Store>,
     roots: Roots,
     audit: Audit,
+    session_ids: SessionIds,
 }
 
 impl Backfill {
@@ -198,7 +199,15 @@ impl Backfill {
             store,
             roots,
             audit,
+            session_ids: SessionIds::default(),
         }
+    }
+
+    /// Reads the ids of sources and `session_ids` lists with `policy` (default canonical), as
+    /// every other entry point does.
+    pub fn with_session_ids(mut self, policy: SessionIds) -> Self {
+        self.session_ids = policy;
+        self
     }
 
     /// The allowed roots.
@@ -285,8 +294,9 @@ impl Backfill {
     /// between batches. Failures end up in the job record.
     pub async fn run(&self, mut job: Job, request: JobRequest, progress: impl Fn(u64, u64)) -> Job {
         let sources = request.sources.clone();
+        let session_ids = self.session_ids;
         let found = tokio::task::spawn_blocking(move || {
-            let mut found = Found::default();
+            let mut found = Found::new(session_ids);
             sources::scan(&sources, &mut found);
             found.add_ids(request.session_ids.iter().map(String::as_str));
             found
@@ -351,7 +361,7 @@ impl Backfill {
             let result = if job.dry_run {
                 let ids: Vec<SessionId> = batch
                     .iter()
-                    .filter_map(|id| SessionId::parse(id).ok())
+                    .filter_map(|id| SessionId::parse_exact(id).ok())
                     .collect();
                 self.store.owners(&ids).await.map(|owners| {
                     let unowned = owners.iter().filter(|o| o.is_none()).count() as u64;
@@ -462,8 +472,9 @@ impl Backfill {
         sources: Vec<PathBuf>,
         session_ids: Vec<String>,
     ) -> Result<Verification, StoreError> {
+        let policy = self.session_ids;
         let found = tokio::task::spawn_blocking(move || {
-            let mut found = Found::default();
+            let mut found = Found::new(policy);
             sources::scan(&sources, &mut found);
             found.add_ids(session_ids.iter().map(String::as_str));
             found
@@ -479,7 +490,7 @@ impl Backfill {
         for batch in ids.chunks(BATCH) {
             let sessions: Vec<SessionId> = batch
                 .iter()
-                .filter_map(|id| SessionId::parse(id).ok())
+                .filter_map(|id| SessionId::parse_exact(id).ok())
                 .collect();
             let owners = self.store.owners(&sessions).await?;
             for (session, owner) in sessions.iter().zip(owners) {

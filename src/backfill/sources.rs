@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::session_id::SessionId;
+use crate::session_id::SessionIds;
 
 /// A file that could not be read as a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -37,6 +37,9 @@ pub struct Found {
     pub files: u64,
     /// Unreadable files.
     pub errors: Vec<FileError>,
+    /// How ids are read: the same as at every other entry point, so a legacy file naming a
+    /// UUID in upper case is assigned under the id checks will look up.
+    pub session_ids: SessionIds,
 }
 
 impl Found {
@@ -47,10 +50,18 @@ impl Found {
         });
     }
 
+    /// An empty result, reading ids with `session_ids`.
+    pub fn new(session_ids: SessionIds) -> Self {
+        Self {
+            session_ids,
+            ..Self::default()
+        }
+    }
+
     fn add(&mut self, path: &Path, id: &str) {
-        match SessionId::parse(id) {
-            Ok(_) => {
-                self.ids.insert(id.to_owned());
+        match self.session_ids.parse(id) {
+            Ok(id) => {
+                self.ids.insert(id.as_str().to_owned());
             }
             Err(e) => self.error(path, format!("{e} ({id:?})")),
         }
@@ -59,9 +70,9 @@ impl Found {
     /// Adds explicit ids (invalid ones become errors named `session_ids[i]`).
     pub fn add_ids<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
         for (i, id) in ids.into_iter().enumerate() {
-            match SessionId::parse(id) {
-                Ok(_) => {
-                    self.ids.insert(id.to_owned());
+            match self.session_ids.parse(id) {
+                Ok(id) => {
+                    self.ids.insert(id.as_str().to_owned());
                 }
                 Err(e) => self.errors.push(FileError {
                     path: format!("session_ids[{i}]"),

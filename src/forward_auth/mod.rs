@@ -37,7 +37,6 @@ use crate::auth::{AuthError, Principal, bearer_token};
 use crate::decision::{Reason, Verdict};
 use crate::gatekeeper::{Check, Origin};
 use crate::http::{ApiError, AppState, RequestMeta, problem_response};
-use crate::session_id::SessionId;
 
 pub use self::matcher::{DEFAULT_ROUTES, RouteTable};
 
@@ -260,7 +259,10 @@ async fn decide(
     };
     let principal = authenticate(state, headers, config.cookie.as_deref())
         .map_err(|e| reject(ApiError::from(e)))?;
-    let session = SessionId::parse(&matched.session_id).map_err(|e| reject(e.into()))?;
+    let session = state
+        .session_ids()
+        .parse(&matched.session_id)
+        .map_err(|e| reject(e.into()))?;
     let endpoint = matched.route.name.as_str();
     let origin = Origin {
         method: Some(original_method.as_str().to_owned()),

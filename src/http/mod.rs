@@ -61,6 +61,16 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Bound on a request's whole handling.
     pub request_timeout: Duration,
+    /// Who may claim sessions (`GATEHOUSE_CLAIM`).
+    pub claim: crate::sessions::ClaimPolicy,
+}
+
+impl Services {
+    /// How session ids sent by callers are read: the gatekeeper's policy, for every entry
+    /// point alike.
+    pub fn session_ids(&self) -> crate::session_id::SessionIds {
+        self.gatekeeper.session_ids()
+    }
 }
 
 /// Shared application state: one `Arc`, cheap to clone.

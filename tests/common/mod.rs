@@ -387,16 +387,26 @@ impl TestApp {
         assert_eq!(reply.status, 200, "set mode {mode}: {:?}", reply.body);
     }
 
-    /// Claims `session` as `user`, expecting success.
+    /// The chat backend's token: the scope `gatehouse:claim`, as `GATEHOUSE_CLAIM=service`
+    /// (the default) requires of claimants.
+    pub fn claimer(&self) -> String {
+        self.token("chat-backend", &[], &["gatehouse:claim"])
+    }
+
+    /// Claims `session` for `user` as the chat backend does (the service flow).
+    pub async fn claim_for(&self, session: &str, user: &str) -> Reply {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/sessions/{session}/claim"),
+            Some(&self.claimer()),
+            Some(serde_json::json!({ "user": user })),
+        )
+        .await
+    }
+
+    /// Claims `session` for `user` (service flow), expecting success.
     pub async fn claim(&self, session: &str, user: &str) {
-        let reply = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/v1/sessions/{session}/claim"),
-                Some(&self.user(user)),
-                None,
-            )
-            .await;
+        let reply = self.claim_for(session, user).await;
         assert!(
             reply.status == 201 || reply.status == 200,
             "claim {session}: {reply:?}"

@@ -114,13 +114,22 @@ async fn embedded_default_prints_a_working_admin_token() {
         .await
         .unwrap();
     assert_eq!(reply.status(), 200);
+    // The admin token sets owners; claiming is the chat backend's (scope gatehouse:claim).
     let claim = http
         .post(format!("{}/v1/sessions/s1/claim", process.base))
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
-    assert_eq!(claim.status(), 201);
+    assert_eq!(claim.status(), 403);
+    let owner = http
+        .put(format!("{}/v1/sessions/s1/owner", process.base))
+        .bearer_auth(&token)
+        .json(&json!({ "owner": "alice" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(owner.status(), 200);
     let status = process.terminate();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }
@@ -154,16 +163,18 @@ async fn with_redis_owners_survive_a_restart_and_never_expire() {
     ];
     let http = reqwest::Client::new();
     let issuer = gatehouse::auth::TokenIssuer::new(SECRET.as_bytes(), &Default::default());
-    let token = |sub: &str| {
+    let mint = |sub: &str, scopes: &[&str]| {
         issuer
             .mint(&gatehouse::auth::TokenRequest {
                 sub: sub.into(),
                 roles: vec![],
-                scopes: vec![],
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
                 ttl: Duration::from_secs(600),
             })
             .unwrap()
     };
+    let token = |sub: &str| mint(sub, &[]);
+    let backend_token = mint("chat-backend", &["gatehouse:claim"]);
 
     let first = Process::start(&env);
     first.wait_ready(&http).await;
@@ -173,7 +184,8 @@ async fn with_redis_owners_survive_a_restart_and_never_expire() {
                 Method::POST,
                 format!("{}/v1/sessions/{session}/claim", first.base),
             )
-            .bearer_auth(token(user))
+            .bearer_auth(&backend_token)
+            .json(&json!({ "user": user }))
             .send()
             .await
             .unwrap();

@@ -50,9 +50,7 @@ async fn redis_outage_fails_closed_and_recovers() {
         .call(Method::GET, "/v1/sessions/s1", Some(&alice), None)
         .await;
     guarded.assert_problem(503, "store-unavailable");
-    let claim = app
-        .call(Method::POST, "/v1/sessions/s2/claim", Some(&alice), None)
-        .await;
+    let claim = app.claim_for("s2", "alice").await;
     claim.assert_problem(503, "store-unavailable");
     let ready = app.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, 503);

@@ -50,9 +50,7 @@ async fn read_and_release_are_owner_or_admin(backend: Backend) {
         .call(Method::DELETE, "/v1/sessions/s1", Some(&bob), None)
         .await;
     reply.assert_problem(403, "access-denied");
-    let reply = app
-        .call(Method::POST, "/v1/sessions/s1/claim", Some(&bob), None)
-        .await;
+    let reply = app.claim_for("s1", "bob").await;
     reply.assert_problem(409, "session-owned");
 
     // Alice releases; it is gone from her index; releasing again is a 403 (no owner) for

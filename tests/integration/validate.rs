@@ -115,19 +115,8 @@ async fn design_table_every_mode_and_subject(backend: Backend) {
 async fn claim_race_has_exactly_one_winner(backend: Backend) {
     let app = TestApp::spawn(&backend, &[]).await;
     let claims = (0..50).map(|i| {
-        let token = app.user(&format!("user{i}"));
         let app = &app;
-        async move {
-            let reply = app
-                .call(
-                    Method::POST,
-                    "/v1/sessions/contested/claim",
-                    Some(&token),
-                    None,
-                )
-                .await;
-            (i, reply)
-        }
+        async move { (i, app.claim_for("contested", &format!("user{i}")).await) }
     });
     let replies = futures_util::future::join_all(claims).await;
     let winners: Vec<usize> = replies
@@ -150,14 +139,7 @@ async fn claim_race_has_exactly_one_winner(backend: Backend) {
         .await;
     assert_eq!(reply.body["owner"], owner);
     // The winner claiming again is a 200, not a second 201.
-    let again = app
-        .call(
-            Method::POST,
-            "/v1/sessions/contested/claim",
-            Some(&app.user(&owner)),
-            None,
-        )
-        .await;
+    let again = app.claim_for("contested", &owner).await;
     assert_eq!(again.status, 200);
     app.stop().await;
 }
@@ -320,14 +302,7 @@ async fn bad_input_is_400_and_writes_nothing(mut backend: Backend) {
         reply.assert_problem(400, "invalid-session-id");
     }
     for bad in ["a%20b", "a*", "a%2Fb", too_long.as_str()] {
-        let reply = app
-            .call(
-                Method::POST,
-                &format!("/v1/sessions/{bad}/claim"),
-                Some(&alice),
-                None,
-            )
-            .await;
+        let reply = app.claim_for(bad, "alice").await;
         reply.assert_problem(400, "invalid-session-id");
         let reply = app
             .call(
