@@ -199,10 +199,7 @@ async fn main() {
             })
             .unwrap()
     };
-    let (admin, bob) = (
-        token("root", &["admin"]),
-        token("bob", &[]),
-    );
+    let (admin, bob) = (token("root", &["admin"]), token("bob", &[]));
     let http = reqwest::Client::new();
     // Every instance subscribed before measuring.
     for instance in [&a, &b, &c] {

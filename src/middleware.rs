@@ -315,6 +315,7 @@ mod tests {
     use super::*;
     use crate::auth::{JwtSettings, JwtVerifier, TokenIssuer, TokenRequest};
     use crate::enforcement::Enforcement;
+    use crate::session_id::SessionIds;
     use crate::store::{MemoryStore, OwnershipStore};
 
     const SECRET: &[u8] = b"middleware-test-secret-0123456789";
@@ -324,16 +325,24 @@ mod tests {
         authenticator: Arc<Authenticator>,
     }
 
+    const UUID: &str = "3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77";
+
     async fn fixture(mode: Mode) -> Fixture {
+        fixture_with(mode, SessionIds::Canonical).await
+    }
+
+    async fn fixture_with(mode: Mode, ids: SessionIds) -> Fixture {
         let store = Arc::new(MemoryStore::new(None));
-        store
-            .claim(&SessionId::parse("s1").unwrap(), "alice")
-            .await
-            .unwrap();
+        for id in ["s1", UUID] {
+            store
+                .claim(&SessionId::parse(id).unwrap(), "alice")
+                .await
+                .unwrap();
+        }
         let enforcement = Enforcement::new(store.clone(), mode);
         let verifier = JwtVerifier::new(Some(SECRET), vec![], &JwtSettings::default()).unwrap();
         Fixture {
-            gatekeeper: Gatekeeper::new(store, enforcement),
+            gatekeeper: Gatekeeper::new(store, enforcement).with_session_ids(ids),
             authenticator: Arc::new(Authenticator::Jwt(verifier)),
         }
     }
@@ -442,6 +451,84 @@ mod tests {
             .unwrap();
         let response = by_header.oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    /// The inner handler reports the session the layer checked.
+    async fn checked(Extension(access): Extension<AccessDecision>) -> String {
+        access.session.as_str().to_owned()
+    }
+
+    async fn through_every_source(
+        f: &Fixture,
+        alias: &str,
+        user: &str,
+    ) -> Vec<(StatusCode, String)> {
+        let layer = || OwnershipLayer::new(f.gatekeeper.clone(), f.authenticator.clone(), "chat");
+        let by_path = Router::new()
+            .route("/chats/{session_id}", get(checked))
+            .route_layer(layer());
+        let by_query = Router::new()
+            .route("/messages", get(checked))
+            .route_layer(layer().session_from_query("session"));
+        let by_header = Router::new()
+            .route("/messages", get(checked))
+            .route_layer(layer().session_from_header(HeaderName::from_static("x-session-id")));
+        let encoded: String = form_urlencoded::byte_serialize(alias.as_bytes()).collect();
+        let mut out = vec![
+            send(by_path, &format!("/chats/{encoded}"), Some(user)).await,
+            send(
+                by_query,
+                &format!("/messages?session={encoded}"),
+                Some(user),
+            )
+            .await,
+        ];
+        let request = Request::builder()
+            .uri("/messages")
+            .header("x-session-id", alias)
+            .header("authorization", format!("Bearer {}", token(user)))
+            .body(Body::empty())
+            .unwrap();
+        let response = by_header.oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        out.push((status, String::from_utf8_lossy(&body).into_owned()));
+        out
+    }
+
+    const ALIASES: [&str; 4] = [
+        "3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77",
+        "3f2b8c1e6a4d4a439d362f0e6c1b8a77",
+        "URN:UUID:3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77",
+        "{3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77}",
+    ];
+
+    #[tokio::test]
+    async fn every_source_reads_aliases_as_the_canonical_id() {
+        let f = fixture(Mode::Enforced).await;
+        for alias in ALIASES {
+            for (status, body) in through_every_source(&f, alias, "bob").await {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{alias}: {body}");
+                assert!(body.contains("\"reason\":\"not_owner\""), "{alias}: {body}");
+            }
+            for (status, body) in through_every_source(&f, alias, "alice").await {
+                assert_eq!((status, body.as_str()), (StatusCode::OK, UUID), "{alias}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn exact_ids_keep_todays_behaviour() {
+        let f = fixture_with(Mode::Enforced, SessionIds::Exact).await;
+        for (status, body) in through_every_source(&f, ALIASES[0], "alice").await {
+            assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+            assert!(body.contains("\"reason\":\"no_owner\""), "{body}");
+        }
+        for (status, _) in through_every_source(&f, ALIASES[3], "alice").await {
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+        }
     }
 
     #[tokio::test]

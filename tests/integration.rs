@@ -31,6 +31,8 @@ mod outage;
 mod propagation;
 #[path = "integration/rollout.rs"]
 mod rollout;
+#[path = "integration/session_ids.rs"]
+mod session_ids;
 #[path = "integration/sessions.rs"]
 mod sessions;
 #[path = "integration/store_contract.rs"]

@@ -9,6 +9,8 @@ use crate::both_backends;
 use crate::common::{Backend, TestApp};
 
 both_backends!(
+    service_claims_for_users_and_users_cannot_squat,
+    self_claim_policy_is_the_old_behaviour,
     read_and_release_are_owner_or_admin,
     transfer_is_compare_and_set,
     listing_pages_through_everything
@@ -198,5 +200,111 @@ async fn listing_pages_through_everything(backend: Backend) {
         )
         .await;
     reply.assert_problem(403, "forbidden");
+    app.stop().await;
+}
+
+/// GATEHOUSE_CLAIM=service (the default): only `gatehouse:claim` callers claim, naming the
+/// user. A user who learns from `no_owner` that a legacy id is free cannot take it, so the
+/// backfill later assigns it to its owner (issue 14, point 6).
+async fn service_claims_for_users_and_users_cannot_squat(backend: Backend) {
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_INITIAL_MODE", "ENFORCED")]).await;
+    let (mallory, admin) = (app.user("mallory"), app.admin());
+    let reply = app
+        .validate(&mallory, json!({ "session_id": "legacy-1" }))
+        .await;
+    assert_eq!(reply.body["reason"], "no_owner");
+    // Self-claims are refused with what is needed, with or without a body, admins too.
+    for (token, body) in [
+        (&mallory, None),
+        (&mallory, Some(json!({ "user": "mallory" }))),
+        (&admin, None),
+        (
+            &app.token("ops", &[], &["gatehouse:admin"]),
+            Some(json!({ "user": "ops" })),
+        ),
+    ] {
+        let reply = app
+            .call(
+                Method::POST,
+                "/v1/sessions/legacy-1/claim",
+                Some(token),
+                body,
+            )
+            .await;
+        reply.assert_problem(403, "forbidden");
+        let detail = reply.body["detail"].as_str().unwrap_or("");
+        assert!(detail.contains("gatehouse:claim"), "{detail}");
+        assert!(detail.contains("\"user\""), "{detail}");
+    }
+    // The service must name the user; then the user owns it.
+    let reply = app
+        .call(
+            Method::POST,
+            "/v1/sessions/new-1/claim",
+            Some(&app.claimer()),
+            None,
+        )
+        .await;
+    reply.assert_problem(400, "invalid-request");
+    let reply = app.claim_for("new-1", "alice").await;
+    assert_eq!(
+        (reply.status, &reply.body),
+        (201, &json!({ "session_id": "new-1", "owner": "alice" }))
+    );
+    assert_eq!(app.claim_for("new-1", "alice").await.status, 200);
+    app.claim_for("new-1", "mallory")
+        .await
+        .assert_problem(409, "session-owned");
+    let reply = app
+        .validate(&app.user("alice"), json!({ "session_id": "new-1" }))
+        .await;
+    assert_eq!(reply.body["reason"], "owner");
+    let reply = app
+        .call(
+            Method::POST,
+            "/v1/sessions/new-2/claim",
+            Some(&app.claimer()),
+            Some(json!({ "user": "bad name" })),
+        )
+        .await;
+    reply.assert_problem(400, "invalid-name");
+    // The squatter got nothing: the id is still free for the backfill.
+    let reply = app
+        .call(Method::GET, "/v1/sessions/legacy-1", Some(&admin), None)
+        .await;
+    reply.assert_problem(404, "not-found");
+    app.stop().await;
+}
+
+/// GATEHOUSE_CLAIM=self: a user claims an unowned session for themselves (before issue 14);
+/// claiming for someone else still needs the scope.
+async fn self_claim_policy_is_the_old_behaviour(backend: Backend) {
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_CLAIM", "self")]).await;
+    let alice = app.user("alice");
+    let claim = |token: String, session: &'static str, body: Option<serde_json::Value>| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::POST,
+                &format!("/v1/sessions/{session}/claim"),
+                Some(&token),
+                body,
+            )
+            .await
+        }
+    };
+    let reply = claim(alice.clone(), "s1", None).await;
+    assert_eq!(
+        (reply.status, &reply.body),
+        (201, &json!({ "session_id": "s1", "owner": "alice" }))
+    );
+    let reply = claim(alice.clone(), "s1", Some(json!({ "user": "alice" }))).await;
+    assert_eq!(reply.status, 200);
+    claim(app.user("bob"), "s1", None)
+        .await
+        .assert_problem(409, "session-owned");
+    let reply = claim(alice.clone(), "s2", Some(json!({ "user": "bob" }))).await;
+    reply.assert_problem(403, "forbidden");
+    assert_eq!(app.claim_for("s2", "bob").await.status, 201);
     app.stop().await;
 }
