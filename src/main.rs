@@ -98,6 +98,10 @@ enum Command {
         /// Run migrations already recorded as applied again.
         #[arg(long)]
         force: bool,
+        /// Move owner keys of UUID session ids in another spelling (upper case, no hyphens,
+        /// urn:uuid:) to the canonical id; without it, 0003 only reports them.
+        #[arg(long)]
+        rewrite_session_ids: bool,
     },
 }
 
@@ -245,7 +249,18 @@ fn main() -> ExitCode {
         )),
         Command::Verify { data_dirs } => runtime.block_on(verify(config, data_dirs)),
         Command::Rollback { job_id } => runtime.block_on(rollback(config, job_id)),
-        Command::Migrate { dry_run, force } => runtime.block_on(migrate(config, dry_run, force)),
+        Command::Migrate {
+            dry_run,
+            force,
+            rewrite_session_ids,
+        } => {
+            let opted_in: &[&str] = if rewrite_session_ids {
+                &["rewrite-session-ids"]
+            } else {
+                &[]
+            };
+            runtime.block_on(migrate(config, dry_run, force, opted_in))
+        }
         Command::Mode { .. } | Command::Rollout { .. } | Command::Openapi => {
             unreachable!("handled above")
         }
@@ -603,15 +618,22 @@ async fn rollback(config: Config, job_id: String) -> ExitCode {
     }
 }
 
-async fn migrate(config: Config, dry_run: bool, force: bool) -> ExitCode {
+async fn migrate(config: Config, dry_run: bool, force: bool, opted_in: &[&str]) -> ExitCode {
     let Some(redis) = &config.redis else {
         eprintln!("error: set REDIS_URL: migrations apply to the Redis gatehouse uses");
         return ExitCode::from(2);
     };
-    match gatehouse::migrate::migrate(&redis.url, &config.keys, dry_run, force).await {
+    match gatehouse::migrate::migrate(&redis.url, &config.keys, dry_run, force, opted_in).await {
         Ok(reports) => {
             print_json(&reports);
-            ExitCode::SUCCESS
+            // Collisions are left for a person to decide: say so in the exit code too.
+            let collisions: u64 = reports.iter().map(|r| r.collisions).sum();
+            if collisions > 0 {
+                eprintln!("{collisions} collision(s) found and left as they are: see the findings");
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -4,13 +4,22 @@
 //! script called once per batch (see `migrations/README.md`). Applied migrations are recorded in
 //! `{prefix}migrations` and skipped afterwards; every script is idempotent, so even a forced
 //! re-run changes nothing the second time.
+//!
+//! A migration may be opt-in (`opt_in = "name"`): unless `gatehouse migrate --name` asks for
+//! it, it runs as a dry run that reports what it would change, and is not recorded. A step
+//! with `group_by = "canonical_session_id"` does not hand the script SCAN batches: the runner
+//! collects the owner keys whose id is a UUID in a non-canonical spelling
+//! ([`SessionId::canonical_form`], the service's own rule), groups them by canonical id and
+//! calls the script once per group, so that every spelling of one session is decided together
+//! (a collision, two owners, is seen whole and left alone; see `migrations/0003_*`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 
+use crate::session_id::SessionId;
 use crate::store::KeySchema;
 use crate::timestamp::Timestamp;
 
@@ -24,21 +33,42 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_rebuild_user_index",
         include_str!("../migrations/0002_rebuild_user_index.toml"),
     ),
+    (
+        "0003_canonical_session_ids",
+        include_str!("../migrations/0003_canonical_session_ids.toml"),
+    ),
 ];
+
+/// Most findings kept per report (the counts stay exact).
+const MAX_FINDINGS: usize = 1000;
 
 /// Keys per `SCAN` step (and per script call).
 const SCAN_COUNT: usize = 1000;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Migration {
     description: String,
+    /// Runs only when asked by this name (else: a dry run, not recorded).
+    #[serde(default)]
+    opt_in: Option<String>,
     steps: Vec<Step>,
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Step {
     scan: Target,
     script: String,
+    #[serde(default)]
+    group_by: Option<GroupBy>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum GroupBy {
+    /// Owner keys of UUID ids in another spelling, by canonical id.
+    CanonicalSessionId,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -63,6 +93,15 @@ pub struct Report {
     pub changed: Vec<u64>,
     /// When it was applied (not for dry runs and skipped ones).
     pub applied_at: Option<Timestamp>,
+    /// An opt-in migration that was not asked for: it only reported (not recorded).
+    #[serde(default)]
+    pub report_only: bool,
+    /// Conflicts found and left as they are (the migration is not recorded while any remain).
+    #[serde(default)]
+    pub collisions: u64,
+    /// What was found, one line each (at most 1,000).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
 }
 
 /// Why migrating failed.
@@ -89,12 +128,14 @@ fn parse(id: &str, text: &str) -> Result<Migration, MigrateError> {
 }
 
 /// Applies the migrations not yet recorded (all of them with `force`) to the Redis at `url`;
-/// a dry run changes and records nothing.
+/// a dry run changes and records nothing. Opt-in migrations run only when `opted_in` names
+/// them (else they report, as a dry run).
 pub async fn migrate(
     url: &str,
     keys: &KeySchema,
     dry_run: bool,
     force: bool,
+    opted_in: &[&str],
 ) -> Result<Vec<Report>, MigrateError> {
     let client = redis::Client::open(url)?;
     let mut conn = ConnectionManager::new(client).await?;
@@ -112,18 +153,39 @@ pub async fn migrate(
             scanned: Vec::new(),
             changed: Vec::new(),
             applied_at: None,
+            report_only: false,
+            collisions: 0,
+            findings: Vec::new(),
         };
         if applied.contains_key(*id) && !force {
             report.skipped = true;
             reports.push(report);
             continue;
         }
+        report.report_only = migration
+            .opt_in
+            .as_deref()
+            .is_some_and(|name| !opted_in.contains(&name));
+        let dry_run = dry_run || report.report_only;
         for step in &migration.steps {
-            let (scanned, changed) = run_step(&mut conn, keys, step, dry_run).await?;
+            let (scanned, changed) = run_step(&mut conn, keys, step, dry_run, &mut report).await?;
             report.scanned.push(scanned);
             report.changed.push(changed);
         }
-        if !dry_run {
+        if report.report_only
+            && let Some(name) = &migration.opt_in
+        {
+            report.findings.push(format!(
+                "reported only: run `gatehouse migrate --{name}` to apply"
+            ));
+        }
+        if report.collisions > 0 && !dry_run {
+            report.findings.push(format!(
+                "not recorded as applied: {} collision(s) remain; resolve them and run it again",
+                report.collisions
+            ));
+        }
+        if !dry_run && report.collisions == 0 {
             report.applied_at = Some(Timestamp::now());
             let record = serde_json::to_string(&report).unwrap_or_default();
             redis::cmd("HSET")
@@ -144,7 +206,12 @@ async fn run_step(
     keys: &KeySchema,
     step: &Step,
     dry_run: bool,
+    report: &mut Report,
 ) -> Result<(u64, u64), MigrateError> {
+    let mut groups = match step.group_by {
+        None => None,
+        Some(GroupBy::CanonicalSessionId) => Some(BTreeMap::new()),
+    };
     let (prefix, kind) = match step.scan {
         Target::OwnerKeys => (&keys.owner_prefix, "string"),
         Target::UserIndex => (&keys.user_sessions_prefix, "set"),
@@ -168,7 +235,10 @@ async fn run_step(
                 id: "SCAN".into(),
                 why: e.to_string(),
             })?;
-        if !batch.is_empty() {
+        if let Some(groups) = groups.as_mut() {
+            scanned += batch.len() as u64;
+            collect_aliases(&keys.owner_prefix, &batch, groups, report);
+        } else if !batch.is_empty() {
             scanned += batch.len() as u64;
             let mut invocation = script.prepare_invoke();
             for key in &batch {
@@ -182,9 +252,105 @@ async fn run_step(
             changed += n;
         }
         if next == 0 {
-            return Ok((scanned, changed));
+            break;
         }
         cursor = next;
+    }
+    if let Some(groups) = groups {
+        changed = rewrite_groups(conn, keys, &script, groups, dry_run, report).await?;
+    }
+    Ok((scanned, changed))
+}
+
+/// Adds the owner keys of `batch` whose id is a UUID in another spelling to `groups`
+/// (canonical id -> those ids); notes ids the service now refuses (near-UUIDs).
+fn collect_aliases(
+    owner_prefix: &str,
+    batch: &[Vec<u8>],
+    groups: &mut BTreeMap<String, BTreeSet<String>>,
+    report: &mut Report,
+) {
+    for key in batch {
+        let Some(id) = std::str::from_utf8(key)
+            .ok()
+            .and_then(|key| key.strip_prefix(owner_prefix))
+        else {
+            continue;
+        };
+        if let Some(canonical) = SessionId::canonical_form(id) {
+            // SCAN may return a key twice: a set.
+            groups.entry(canonical).or_default().insert(id.to_owned());
+        } else if SessionId::parse(id).is_err() && SessionId::parse_exact(id).is_ok() {
+            note(
+                report,
+                format!(
+                    "refused spelling: {owner_prefix}{id} is nearly a UUID; checks of it are a 400 now"
+                ),
+            );
+        }
+    }
+}
+
+/// Runs the script once per group; returns the owner keys moved (or that would be).
+async fn rewrite_groups(
+    conn: &mut ConnectionManager,
+    keys: &KeySchema,
+    script: &Script,
+    groups: BTreeMap<String, BTreeSet<String>>,
+    dry_run: bool,
+    report: &mut Report,
+) -> Result<u64, MigrateError> {
+    let mut changed = 0;
+    for (canonical, aliases) in groups {
+        let mut invocation = script.prepare_invoke();
+        invocation.key(format!("{}{canonical}", keys.owner_prefix));
+        for alias in &aliases {
+            invocation.key(format!("{}{alias}", keys.owner_prefix));
+        }
+        invocation
+            .arg(if dry_run { "1" } else { "0" })
+            .arg(&keys.owner_prefix)
+            .arg(&keys.user_sessions_prefix)
+            .arg(&canonical);
+        for alias in &aliases {
+            invocation.arg(alias);
+        }
+        let reply: Vec<String> = invocation.invoke_async(conn).await?;
+        let spellings = aliases.iter().cloned().collect::<Vec<_>>().join(", ");
+        match reply.first().map(String::as_str) {
+            Some("rewritten") => {
+                let owner = reply.get(1).map_or("", String::as_str);
+                let moved: u64 = reply.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+                changed += moved;
+                let verb = if dry_run { "would move" } else { "moved" };
+                note(
+                    report,
+                    format!("non-canonical: {spellings} (owner {owner}) {verb} to {canonical}"),
+                );
+            }
+            Some("collision") => {
+                report.collisions += 1;
+                let owners: Vec<String> = reply[1..]
+                    .chunks(2)
+                    .map(|pair| format!("{} ({})", pair[0], pair.get(1).map_or("", String::as_str)))
+                    .collect();
+                note(
+                    report,
+                    format!(
+                        "collision: {canonical} has different owners: {}; left as they are (set the owner with PUT /v1/sessions/{canonical}/owner, then delete the other keys)",
+                        owners.join(", ")
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(changed)
+}
+
+fn note(report: &mut Report, finding: String) {
+    if report.findings.len() < MAX_FINDINGS {
+        report.findings.push(finding);
     }
 }
 

@@ -121,6 +121,166 @@ fn migrations_persist_legacy_keys_rebuild_the_index_and_are_idempotent() {
     );
 }
 
+fn owner(redis: &mut redis::Connection, id: &str) -> Option<String> {
+    redis::cmd("GET")
+        .arg(format!("chat_session_owner:{id}"))
+        .query(redis)
+        .unwrap()
+}
+
+fn findings(report: &Value) -> String {
+    report["findings"]
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 14, point 4: owner keys of UUIDs in another spelling are reported, moved to the
+/// canonical id only with `--rewrite-session-ids` (key and index, idempotently), and
+/// collisions (two spellings, two owners) are reported and never resolved.
+#[test]
+fn canonical_ids_migration_reports_rewrites_and_leaves_collisions() {
+    let Some(mut backend) = Backend::redis() else {
+        return;
+    };
+    let server = backend.redis_server().unwrap();
+    let url = server.url();
+    let mut redis = server.client();
+    let legacy = [
+        // Moved: one spelling, no canonical key.
+        ("3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77", "alice"),
+        ("urn:uuid:0a1b2c3d-0000-4000-8000-00000000abcd", "bob"),
+        // Merged: the canonical key has the same owner.
+        ("cccccccc-0000-4000-8000-000000000003", "gina"),
+        ("CCCCCCCC000040008000000000000003", "gina"),
+        // Collisions: two spellings, two owners (with and without the canonical key).
+        ("AAAAAAAA-0000-4000-8000-000000000001", "carol"),
+        ("aaaaaaaa000040008000000000000001", "dave"),
+        ("bbbbbbbb-0000-4000-8000-000000000002", "erin"),
+        ("BBBBBBBB-0000-4000-8000-000000000002", "frank"),
+        // Untouched: not a UUID; nearly one (reported: checks of it are refused now).
+        ("Session_ABC", "alice"),
+        ("3f2b8c1e6a4d-4a43-9d36-2f0e6c1b8a77", "zed"),
+    ];
+    for (id, user) in legacy {
+        redis::pipe()
+            .cmd("SET")
+            .arg(format!("chat_session_owner:{id}"))
+            .arg(user)
+            .cmd("SADD")
+            .arg(format!("user_chat_sessions:{user}"))
+            .arg(id)
+            .query::<()>(&mut redis)
+            .unwrap();
+    }
+    let snapshot = |redis: &mut redis::Connection| {
+        legacy
+            .iter()
+            .map(|(id, _)| owner(redis, id))
+            .collect::<Vec<_>>()
+    };
+    let before = snapshot(&mut redis);
+
+    // Without the flag: a report, nothing changed, not recorded; collisions fail the run.
+    let (code, reports, err) = gatehouse(&url, &["migrate"]);
+    assert_eq!(code, 1, "collisions are an exit code: {err}");
+    let report = &reports[2];
+    assert_eq!(report["id"], "0003_canonical_session_ids", "{reports}");
+    assert_eq!(report["report_only"], true);
+    assert_eq!(report["changed"], json!([3]), "{report}");
+    assert_eq!(report["collisions"], 2);
+    let text = findings(report);
+    assert!(text.contains("--rewrite-session-ids"), "{text}");
+    assert!(
+        text.contains("collision: aaaaaaaa-0000-4000-8000-000000000001"),
+        "{text}"
+    );
+    assert!(
+        text.contains("collision: bbbbbbbb-0000-4000-8000-000000000002"),
+        "{text}"
+    );
+    assert!(text.contains("refused spelling"), "{text}");
+    assert_eq!(snapshot(&mut redis), before, "a report changes nothing");
+
+    // With the flag: moved and merged; collisions left exactly as they were.
+    let (code, reports, err) = gatehouse(&url, &["migrate", "--rewrite-session-ids"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(reports[2]["report_only"], false);
+    assert_eq!(reports[2]["changed"], json!([3]), "{}", reports[2]);
+    assert_eq!(reports[2]["collisions"], 2);
+    let expected = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    for (id, user) in [
+        ("3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77", Some("alice")),
+        ("3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77", None),
+        ("0a1b2c3d-0000-4000-8000-00000000abcd", Some("bob")),
+        ("urn:uuid:0a1b2c3d-0000-4000-8000-00000000abcd", None),
+        ("cccccccc-0000-4000-8000-000000000003", Some("gina")),
+        ("CCCCCCCC000040008000000000000003", None),
+        ("AAAAAAAA-0000-4000-8000-000000000001", Some("carol")),
+        ("aaaaaaaa000040008000000000000001", Some("dave")),
+        ("aaaaaaaa-0000-4000-8000-000000000001", None),
+        ("bbbbbbbb-0000-4000-8000-000000000002", Some("erin")),
+        ("BBBBBBBB-0000-4000-8000-000000000002", Some("frank")),
+        ("Session_ABC", Some("alice")),
+        ("3f2b8c1e6a4d-4a43-9d36-2f0e6c1b8a77", Some("zed")),
+    ] {
+        assert_eq!(owner(&mut redis, id).as_deref(), user, "{id}");
+    }
+    assert_eq!(
+        members(&mut redis, "user_chat_sessions:alice"),
+        expected(&["3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77", "Session_ABC"])
+    );
+    assert_eq!(
+        members(&mut redis, "user_chat_sessions:bob"),
+        expected(&["0a1b2c3d-0000-4000-8000-00000000abcd"])
+    );
+    assert_eq!(
+        members(&mut redis, "user_chat_sessions:gina"),
+        expected(&["cccccccc-0000-4000-8000-000000000003"])
+    );
+    assert_eq!(
+        members(&mut redis, "user_chat_sessions:dave"),
+        expected(&["aaaaaaaa000040008000000000000001"])
+    );
+    let recorded: Option<String> = redis::cmd("HGET")
+        .arg("gatehouse:migrations")
+        .arg("0003_canonical_session_ids")
+        .query(&mut redis)
+        .unwrap();
+    assert!(recorded.is_none(), "not recorded while collisions remain");
+
+    // Idempotent: again, nothing moves.
+    let (_, reports, _) = gatehouse(&url, &["migrate", "--rewrite-session-ids"]);
+    assert_eq!(reports[2]["changed"], json!([0]), "{}", reports[2]);
+    assert_eq!(reports[2]["collisions"], 2);
+
+    // An admin resolves the collisions; then the rest moves and the migration is recorded.
+    for id in [
+        "aaaaaaaa000040008000000000000001",
+        "BBBBBBBB-0000-4000-8000-000000000002",
+    ] {
+        redis::cmd("DEL")
+            .arg(format!("chat_session_owner:{id}"))
+            .query::<()>(&mut redis)
+            .unwrap();
+    }
+    let (code, reports, err) = gatehouse(&url, &["migrate", "--rewrite-session-ids"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(reports[2]["changed"], json!([1]), "{}", reports[2]);
+    assert_eq!(
+        owner(&mut redis, "aaaaaaaa-0000-4000-8000-000000000001").as_deref(),
+        Some("carol")
+    );
+    let (_, reports, _) = gatehouse(&url, &["migrate", "--rewrite-session-ids"]);
+    assert_eq!(reports[2]["skipped"], true, "{}", reports[2]);
+}
+
 #[test]
 fn backfill_verify_and_rollback_from_the_command_line() {
     let Some(mut backend) = Backend::redis() else {
