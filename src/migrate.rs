@@ -208,10 +208,9 @@ async fn run_step(
     dry_run: bool,
     report: &mut Report,
 ) -> Result<(u64, u64), MigrateError> {
-    let mut groups = match step.group_by {
-        None => None,
-        Some(GroupBy::CanonicalSessionId) => Some(BTreeMap::new()),
-    };
+    let mut groups = step
+        .group_by
+        .map(|GroupBy::CanonicalSessionId| BTreeMap::new());
     let (prefix, kind) = match step.scan {
         Target::OwnerKeys => (&keys.owner_prefix, "string"),
         Target::UserIndex => (&keys.user_sessions_prefix, "set"),
