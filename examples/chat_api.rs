@@ -99,6 +99,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             messages,
             store,
             authenticator,
+            session_ids: gatekeeper.session_ids(),
         });
 
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -122,6 +123,8 @@ struct AppState {
     messages: Messages,
     store: Arc<dyn Store>,
     authenticator: Arc<Authenticator>,
+    /// How session ids are read: the layer's own policy, so the claim and the check agree.
+    session_ids: gatehouse::session_id::SessionIds,
 }
 
 /// The session's messages. Only reached when the layer allowed it (or, in LOG_ONLY, would
@@ -159,7 +162,7 @@ async fn claim(
     let Ok(principal) = state.authenticator.authenticate(&headers) else {
         return StatusCode::UNAUTHORIZED;
     };
-    let Ok(session) = gatehouse::session_id::SessionId::parse(&session_id) else {
+    let Ok(session) = state.session_ids.parse(&session_id) else {
         return StatusCode::BAD_REQUEST;
     };
     match state.store.claim(&session, &principal.sub).await {

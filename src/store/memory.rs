@@ -233,7 +233,7 @@ impl OwnershipStore for MemoryStore {
             None => None,
             Some(c) => Some(
                 c.strip_prefix(CURSOR_PREFIX)
-                    .filter(|id| SessionId::parse(id).is_ok())
+                    .filter(|id| SessionId::parse_exact(id).is_ok())
                     .ok_or(StoreError::InvalidCursor)?,
             ),
         };

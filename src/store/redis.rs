@@ -480,7 +480,7 @@ impl OwnershipStore for RedisStore {
                 let after = match after {
                     "" => None,
                     id => Some(
-                        SessionId::parse(id)
+                        SessionId::parse_exact(id)
                             .map_err(|_| StoreError::InvalidCursor)?
                             .as_str()
                             .to_owned(),
