@@ -27,7 +27,9 @@
 //! Attach it with `route_layer` so that it runs after routing (path parameters are known
 //! then, and unknown paths stay 404). Handlers should take the session from the
 //! [`AccessDecision`] extension rather than parse it again; a header or query parameter given
-//! twice is refused with a 400 so the two can never disagree.
+//! twice is refused with a 400 so the two can never disagree. The id is read with the
+//! gatekeeper's [`crate::session_id::SessionIds`] policy, like at every other entry point: a
+//! UUID in any common spelling is checked (and handed on) as its canonical id.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

@@ -200,6 +200,7 @@ impl fmt::Display for SessionId {
     }
 }
 
+/// Deserialises like [`SessionId::parse`] (canonical).
 impl<'de> Deserialize<'de> for SessionId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = String::deserialize(deserializer)?;

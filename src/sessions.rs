@@ -379,3 +379,45 @@ async fn list_user_sessions(
         next_cursor: page.next_cursor,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(sub: &str, scopes: &[&str], roles: &[&str]) -> Principal {
+        Principal {
+            sub: sub.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn who_becomes_the_owner_under_each_policy() {
+        let user = principal("alice", &[], &[]);
+        let admin = principal("root", &[crate::auth::SCOPE_ADMIN], &["admin"]);
+        let service = principal("chat-backend", &[SCOPE_CLAIM], &[]);
+        let named = |u: &str| Some(u.to_owned());
+        use ClaimPolicy::{SelfClaim, Service};
+        let forbidden = |r: Result<String, ApiError>| matches!(r, Err(ApiError::Forbidden(_)));
+        assert!(forbidden(Service.owner_for(&user, None)));
+        assert!(forbidden(Service.owner_for(&user, named("alice"))));
+        assert!(forbidden(Service.owner_for(&admin, named("bob"))));
+        assert!(matches!(
+            Service.owner_for(&service, None),
+            Err(ApiError::InvalidRequest(_))
+        ));
+        assert_eq!(Service.owner_for(&service, named("bob")).unwrap(), "bob");
+        assert!(matches!(
+            Service.owner_for(&service, named("a b")),
+            Err(ApiError::InvalidId(_))
+        ));
+        assert_eq!(SelfClaim.owner_for(&user, None).unwrap(), "alice");
+        assert_eq!(SelfClaim.owner_for(&user, named("alice")).unwrap(), "alice");
+        assert!(forbidden(SelfClaim.owner_for(&user, named("bob"))));
+        assert_eq!(SelfClaim.owner_for(&service, named("bob")).unwrap(), "bob");
+        assert_eq!("self".parse(), Ok(SelfClaim));
+        assert_eq!("SERVICE".parse(), Ok(Service));
+        assert!("anyone".parse::<ClaimPolicy>().is_err());
+    }
+}
