@@ -49,6 +49,7 @@ pub struct Gatehouse {
     state: AppState,
     audit_writer: AuditWriter,
     owner_cache: Option<(Arc<OwnerCache>, Arc<RedisStore>)>,
+    connections: crate::http::ConnectionLimits,
     /// The admin token minted for the embedded default (no auth configured); print it once.
     pub bootstrap_token: Option<String>,
     /// Which store backs this instance, for the start-up log.
@@ -125,6 +126,7 @@ impl Gatehouse {
             state,
             audit_writer,
             owner_cache,
+            connections: config.connections.clone(),
             bootstrap_token,
             store_kind,
         })
@@ -135,8 +137,8 @@ impl Gatehouse {
         &self.state
     }
 
-    /// Serves on `listener` until `shutdown` fires, then drains connections, stops the
-    /// background tasks and waits for them.
+    /// Serves on `listener` until `shutdown` fires, then drains connections (bounded, see
+    /// [`crate::http::serve`]), stops the background tasks and waits for them.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -155,12 +157,8 @@ impl Gatehouse {
             background.push(cache.spawn_watch(redis.clone(), tasks.clone()));
         }
         let router = app(self.state);
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+        let served =
+            crate::http::serve::serve(listener, router, self.connections, shutdown.clone()).await;
         tasks.cancel();
         for task in background {
             if let Err(e) = task.await {

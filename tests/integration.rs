@@ -11,6 +11,8 @@ mod backfill;
 mod binary;
 #[path = "integration/cache.rs"]
 mod cache;
+#[path = "integration/connections.rs"]
+mod connections;
 #[path = "integration/enforcement.rs"]
 mod enforcement;
 #[path = "integration/example.rs"]
