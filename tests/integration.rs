@@ -13,6 +13,8 @@ mod binary;
 mod cache;
 #[path = "integration/connections.rs"]
 mod connections;
+#[path = "integration/credentials.rs"]
+mod credentials;
 #[path = "integration/enforcement.rs"]
 mod enforcement;
 #[path = "integration/example.rs"]
