@@ -147,7 +147,9 @@ impl Gatehouse {
         if let Err(e) = self.state.enforcement.reload().await {
             tracing::warn!(error = %e, "enforcement settings not loaded yet; using the initial mode until the store answers");
         }
-        let tasks = shutdown.child_token();
+        // Not a child of `shutdown`: requests still in flight during the drain must find the
+        // audit writer running; the tasks stop once the server has drained.
+        let tasks = CancellationToken::new();
         let mut background = vec![
             self.state.enforcement.spawn_refresh(tasks.clone()),
             self.state.enforcement.spawn_watch(tasks.clone()),

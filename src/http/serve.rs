@@ -30,7 +30,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -228,6 +228,10 @@ async fn serve_connection(
                 return;
             }
             () = shutdown.cancelled(), if !draining => {
+                if activity.silent() {
+                    return;
+                }
+                // Finish the request in flight (or whose head is arriving), then close.
                 draining = true;
                 connection.as_mut().graceful_shutdown();
             }
@@ -254,6 +258,8 @@ struct Activity {
     idle_since: AtomicU64,
     /// When the head of the next request began (the accept, for a new connection), or `NONE`.
     head_since: AtomicU64,
+    /// Whether any byte has arrived.
+    head_bytes: AtomicBool,
     /// Wakes the watchdog when the deadline may have moved.
     changed: tokio::sync::Notify,
 }
@@ -276,6 +282,7 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
+            head_bytes: AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
         }
     }
@@ -293,6 +300,7 @@ impl Activity {
 
     /// Bytes arrived: with nothing in flight they start the next request's head.
     fn read(&self) {
+        self.head_bytes.store(true, Ordering::Relaxed);
         if self.in_flight.load(Ordering::Relaxed) == 0 {
             let started = self.head_since.compare_exchange(
                 NONE,
@@ -304,6 +312,13 @@ impl Activity {
                 self.changed.notify_one();
             }
         }
+    }
+
+    /// Whether the client has sent nothing since the accept: closing loses nothing. (A
+    /// connection that has served requests is left to hyper's graceful shutdown, which
+    /// finishes writing the last response before closing.)
+    fn silent(&self) -> bool {
+        !self.head_bytes.load(Ordering::Relaxed)
     }
 
     /// When the connection expires if nothing changes (a request in flight is bounded by the

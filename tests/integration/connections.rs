@@ -375,3 +375,49 @@ async fn a_body_slower_than_the_request_timeout_is_a_408_problem() {
     assert_eq!(problem["status"], 408);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting_finishes_requests_in_flight_and_closes_silent_ones() {
+    let app = TestApp::spawn(&Backend::Memory, &[]).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut silent = TcpStream::connect(&addr).await.expect("connect");
+    // A request in flight: its head is in, half of its body.
+    let body = br#"{"session_id": "s1"}"#;
+    let head = format!(
+        "POST /v1/validate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        app.user("alice"),
+        body.len()
+    );
+    let mut in_flight = TcpStream::connect(&addr).await.expect("connect");
+    in_flight.write_all(head.as_bytes()).await.expect("head");
+    in_flight.write_all(&body[..5]).await.expect("half a body");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = Instant::now();
+    let stopping = tokio::spawn(app.stop());
+    eventually(Duration::from_secs(5), "the listener to close", || async {
+        TcpStream::connect(&addr).await.is_err().then_some(())
+    })
+    .await;
+    // The silent connection is closed at once, not after the header-read timeout (5 s).
+    assert!(closed_within(&mut silent, Duration::from_secs(2)).await);
+    // The request in flight is finished and answered.
+    in_flight
+        .write_all(&body[5..])
+        .await
+        .expect("rest of the body");
+    let mut response = Vec::new();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), in_flight.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("the server stops once its requests are done")
+        .expect("stop");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
