@@ -17,6 +17,7 @@
 //!   minus [`DESCRIPTOR_HEADROOM`] for Redis, the spool and logs): at the cap a new connection
 //!   is accepted and closed at once, so the backlog does not fill with connections that will
 //!   never be served and `accept` never runs out of descriptors because of clients.
+//! - **Head size**: at most [`MAX_HEADER_BYTES`], else 431.
 //! - **Accept errors** (`EMFILE`, `ENFILE`, `ENOBUFS`...) back off (5 ms doubling to 1 s) and
 //!   are logged at most every 5 s, instead of spinning on a listener that stays readable.
 //! - **Shutdown**: stop accepting, let each connection finish its request in flight (no new
@@ -49,6 +50,12 @@ use tower::ServiceExt as _;
 /// (one per `GATEHOUSE_REDIS_CONNECTIONS`, plus lookups, pub/sub and reconnects), the audit
 /// spool, the runtime's own and the one `accept` needs to close a connection at the cap.
 pub const DESCRIPTOR_HEADROOM: usize = 64;
+
+/// Largest request head (request line and headers) accepted; a larger one is a 431. Large
+/// enough for a proxy's forwarded cookies (nginx buffers 4 x 8 KiB by default), small enough
+/// that the cap times this stays modest (256 MiB at 4096 connections, against ~1.6 GiB with
+/// hyper's default ~400 KiB buffer).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// How connections are bounded (`GATEHOUSE_HEADER_READ_TIMEOUT`, `GATEHOUSE_IDLE_TIMEOUT`,
 /// `GATEHOUSE_MAX_CONNECTIONS`).
@@ -214,7 +221,9 @@ async fn serve_connection(
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     // Ours, see the module docs; hyper's would also close idle connections early.
-    builder.header_read_timeout(None);
+    builder
+        .header_read_timeout(None)
+        .max_header_size(MAX_HEADER_BYTES);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     let mut draining = false;

@@ -421,3 +421,30 @@ async fn shutdown_stops_accepting_finishes_requests_in_flight_and_closes_silent_
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_over_64_kib_is_a_431() {
+    let app = TestApp::spawn(&Backend::Memory, &[]).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    let fits = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: c={}\r\n\r\n",
+        "a".repeat(32 * 1024)
+    );
+    assert!(
+        exchange(&mut stream, &fits)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let too_large = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: c={}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    let _ = stream.write_all(too_large.as_bytes()).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    app.stop().await;
+}
