@@ -448,3 +448,45 @@ async fn a_request_head_over_64_kib_is_a_431() {
     assert!(text.starts_with("HTTP/1.1 431"), "{text}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_is_bounded_by_the_idle_timeout_and_a_started_head_by_the_header_timeout() {
+    let app = TestApp::spawn(
+        &Backend::Memory,
+        &[
+            ("GATEHOUSE_HEADER_READ_TIMEOUT", "1s"),
+            ("GATEHOUSE_IDLE_TIMEOUT", "10s"),
+        ],
+    )
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    let request = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert!(
+        exchange(&mut stream, request)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // Idle for longer than the header-read timeout: still open (hyper's own header timeout
+    // would have closed it here).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        exchange(&mut stream, request)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    // A head that starts and stalls is closed after the header-read timeout, long before the
+    // idle timeout.
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    app.stop().await;
+}
