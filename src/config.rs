@@ -71,8 +71,11 @@ pub struct Config {
     pub initial_mode: Mode,
     /// `GATEHOUSE_SETTINGS_REFRESH` (default 5s): how often settings are re-read.
     pub settings_refresh: Duration,
-    /// `GATEHOUSE_REQUEST_TIMEOUT` (default 10s).
+    /// `GATEHOUSE_REQUEST_TIMEOUT` (default 10s): 408 after.
     pub request_timeout: Duration,
+    /// `GATEHOUSE_HEADER_READ_TIMEOUT` (5s), `GATEHOUSE_IDLE_TIMEOUT` (75s) and
+    /// `GATEHOUSE_MAX_CONNECTIONS` (4096); the shutdown drains for the request timeout + 1s.
+    pub connections: crate::http::ConnectionLimits,
     /// `GATEHOUSE_LOG_FORMAT` (default text).
     pub log_format: LogFormat,
     /// `GATEHOUSE_LOG` (default `info`), in `tracing` filter syntax.
@@ -308,6 +311,7 @@ impl Config {
         let initial_mode = src.parse("GATEHOUSE_INITIAL_MODE", Mode::LogOnly, |raw| raw.parse());
         let settings_refresh = src.duration("GATEHOUSE_SETTINGS_REFRESH", Duration::from_secs(5));
         let request_timeout = src.duration("GATEHOUSE_REQUEST_TIMEOUT", Duration::from_secs(10));
+        let connections = connection_limits(src, request_timeout);
         let log_format = src.parse("GATEHOUSE_LOG_FORMAT", LogFormat::Text, |raw| {
             match raw.to_ascii_lowercase().as_str() {
                 "text" => Ok(LogFormat::Text),
@@ -419,6 +423,7 @@ impl Config {
             initial_mode,
             settings_refresh,
             request_timeout,
+            connections,
             log_format,
             log_filter,
             instance,
@@ -427,6 +432,42 @@ impl Config {
             backfill_roots,
             owner_cache,
         }
+    }
+}
+
+/// `GATEHOUSE_HEADER_READ_TIMEOUT`, `GATEHOUSE_IDLE_TIMEOUT`, `GATEHOUSE_MAX_CONNECTIONS`.
+fn connection_limits(src: &mut Source, request_timeout: Duration) -> crate::http::ConnectionLimits {
+    let defaults = crate::http::ConnectionLimits::default();
+    let header_read_timeout = src.duration(
+        "GATEHOUSE_HEADER_READ_TIMEOUT",
+        defaults.header_read_timeout,
+    );
+    let idle_timeout = src.duration("GATEHOUSE_IDLE_TIMEOUT", defaults.idle_timeout);
+    for (name, value) in [
+        ("GATEHOUSE_HEADER_READ_TIMEOUT", header_read_timeout),
+        ("GATEHOUSE_IDLE_TIMEOUT", idle_timeout),
+        ("GATEHOUSE_REQUEST_TIMEOUT", request_timeout),
+    ] {
+        if value.is_zero() {
+            src.problems.push(format!("{name}: must be above zero"));
+        }
+    }
+    let max_connections = src.parse(
+        "GATEHOUSE_MAX_CONNECTIONS",
+        defaults.max_connections,
+        |raw| {
+            raw.replace('_', "")
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| "expected a positive whole number".into())
+        },
+    );
+    crate::http::ConnectionLimits {
+        header_read_timeout,
+        idle_timeout,
+        max_connections,
+        drain_timeout: request_timeout + Duration::from_secs(1),
     }
 }
 
@@ -532,6 +573,30 @@ mod tests {
         ));
         let local = [("GATEHOUSE_AUTH", "disabled")];
         assert!(Config::from_vars(vars(&local)).is_ok());
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_refuse_zero() {
+        let c = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(c.connections.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(75));
+        assert_eq!(c.connections.max_connections, 4096);
+        let c = Config::from_vars(vars(&[
+            ("GATEHOUSE_HEADER_READ_TIMEOUT", "2s"),
+            ("GATEHOUSE_IDLE_TIMEOUT", "30s"),
+            ("GATEHOUSE_MAX_CONNECTIONS", "100"),
+        ]))
+        .unwrap();
+        assert_eq!(c.connections.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.connections.max_connections, 100);
+        let err = Config::from_vars(vars(&[
+            ("GATEHOUSE_HEADER_READ_TIMEOUT", "0s"),
+            ("GATEHOUSE_IDLE_TIMEOUT", "0s"),
+            ("GATEHOUSE_MAX_CONNECTIONS", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub struct Gatehouse {
     state: AppState,
     audit_writer: AuditWriter,
     owner_cache: Option<(Arc<OwnerCache>, Arc<RedisStore>)>,
+    connections: crate::http::ConnectionLimits,
     /// The admin token minted for the embedded default (no auth configured); print it once.
     pub bootstrap_token: Option<String>,
     /// Which store backs this instance, for the start-up log.
@@ -128,6 +129,7 @@ impl Gatehouse {
             state,
             audit_writer,
             owner_cache,
+            connections: config.connections.clone(),
             bootstrap_token,
             store_kind,
         })
@@ -138,8 +140,8 @@ impl Gatehouse {
         &self.state
     }
 
-    /// Serves on `listener` until `shutdown` fires, then drains connections, stops the
-    /// background tasks and waits for them.
+    /// Serves on `listener` until `shutdown` fires, then drains connections (bounded, see
+    /// [`crate::http::serve`]), stops the background tasks and waits for them.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -148,7 +150,9 @@ impl Gatehouse {
         if let Err(e) = self.state.enforcement.reload().await {
             tracing::warn!(error = %e, "enforcement settings not loaded yet; using the initial mode until the store answers");
         }
-        let tasks = shutdown.child_token();
+        // Not a child of `shutdown`: requests still in flight during the drain must find the
+        // audit writer running; the tasks stop once the server has drained.
+        let tasks = CancellationToken::new();
         let mut background = vec![
             self.state.enforcement.spawn_refresh(tasks.clone()),
             self.state.enforcement.spawn_watch(tasks.clone()),
@@ -158,12 +162,8 @@ impl Gatehouse {
             background.push(cache.spawn_watch(redis.clone(), tasks.clone()));
         }
         let router = app(self.state);
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+        let served =
+            crate::http::serve::serve(listener, router, self.connections, shutdown.clone()).await;
         tasks.cancel();
         for task in background {
             if let Err(e) = task.await {

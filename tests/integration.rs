@@ -11,6 +11,10 @@ mod backfill;
 mod binary;
 #[path = "integration/cache.rs"]
 mod cache;
+#[path = "integration/connections.rs"]
+mod connections;
+#[path = "integration/credentials.rs"]
+mod credentials;
 #[path = "integration/enforcement.rs"]
 mod enforcement;
 #[path = "integration/example.rs"]

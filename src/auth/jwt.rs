@@ -69,6 +69,9 @@ struct IncomingClaims {
     role: Option<String>,
     #[serde(default)]
     scope: Option<OneOrMany>,
+    /// Read to refuse anything but a string: jsonwebtoken accepts an array of issuers.
+    #[serde(default)]
+    iss: Option<serde_json::Value>,
 }
 
 fn default_algorithm(family: AlgorithmFamily) -> Algorithm {
@@ -151,8 +154,11 @@ impl JwtVerifier {
 
     /// Verifies `token` and reads the principal from its claims.
     ///
-    /// A token naming a `kid` is tried against the keys with that `kid` (and keys configured
-    /// without one); a token without `kid` against every key. The first failure is reported.
+    /// A token naming a `kid` is tried against the keys with that `kid` only: a `kid` that
+    /// names no configured key is refused, never tried against keys configured without one. A
+    /// token without `kid` is tried against every key. The first failure is reported. A `crit`
+    /// header is refused: no extension is understood here (RFC 7515 §4.1.11), and `iss` must be
+    /// a string (equal to the configured issuer, when there is one), never an array.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         if let Some(hit) = self.verified.get(token) {
             if now_secs() < hit.1 {
@@ -161,10 +167,16 @@ impl JwtVerifier {
             self.verified.invalidate(token);
         }
         let header = jsonwebtoken::decode_header(token).map_err(describe)?;
+        if header.crit.is_some() {
+            return Err(AuthError::Invalid(
+                "critical header extensions (crit) are not supported".into(),
+            ));
+        }
         let mut first_error = None;
         let candidates = self.keys.iter().filter(|k| match (&header.kid, &k.kid) {
             (Some(wanted), Some(kid)) => wanted == kid,
-            _ => true,
+            (Some(_), None) => false,
+            (None, _) => true,
         });
         for candidate in candidates {
             match jsonwebtoken::decode::<IncomingClaims>(
@@ -191,6 +203,13 @@ impl JwtVerifier {
 }
 
 fn principal(claims: IncomingClaims) -> Result<Principal, AuthError> {
+    if claims
+        .iss
+        .as_ref()
+        .is_some_and(|iss| !iss.is_string() && !iss.is_null())
+    {
+        return Err(AuthError::Invalid("iss must be a string".into()));
+    }
     check_name("sub", &claims.sub).map_err(|e| AuthError::Invalid(e.to_string()))?;
     let mut roles = match claims.roles {
         Some(OneOrMany::One(r)) => vec![r],
@@ -367,6 +386,100 @@ mod tests {
             .mint(&request("alice", 60))
             .unwrap();
         assert!(verifier.verify(&good).is_ok());
+    }
+
+    fn signed(header: Header, claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    fn claims(sub: &str) -> serde_json::Value {
+        serde_json::json!({ "sub": sub, "exp": now_secs() + 60 })
+    }
+
+    #[test]
+    fn an_unknown_crit_header_is_refused() {
+        let verifier = JwtVerifier::new(Some(SECRET), vec![], &JwtSettings::default()).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        assert!(
+            verifier
+                .verify(&signed(header.clone(), claims("alice")))
+                .is_ok()
+        );
+        header.crit = Some(vec!["x-must-understand".into()]);
+        let token = signed(header, claims("alice"));
+        assert!(
+            matches!(verifier.verify(&token), Err(AuthError::Invalid(e)) if e.contains("crit"))
+        );
+    }
+
+    #[test]
+    fn iss_must_be_the_configured_string_never_an_array() {
+        let settings = JwtSettings {
+            issuer: Some("gh".into()),
+            ..JwtSettings::default()
+        };
+        let verifier = JwtVerifier::new(Some(SECRET), vec![], &settings).unwrap();
+        let header = Header::new(Algorithm::HS256);
+        let with_iss = |iss: serde_json::Value| {
+            let mut c = claims("alice");
+            c["iss"] = iss;
+            signed(header.clone(), c)
+        };
+        assert!(verifier.verify(&with_iss("gh".into())).is_ok());
+        assert!(verifier.verify(&with_iss("other".into())).is_err());
+        assert!(
+            verifier
+                .verify(&with_iss(serde_json::json!(["gh"])))
+                .is_err()
+        );
+        assert!(
+            verifier
+                .verify(&with_iss(serde_json::json!(["gh", "other"])))
+                .is_err()
+        );
+        // Without a configured issuer an array is still refused.
+        let open = JwtVerifier::new(Some(SECRET), vec![], &JwtSettings::default()).unwrap();
+        assert!(open.verify(&with_iss(serde_json::json!(["gh"]))).is_err());
+        assert!(open.verify(&with_iss("anyone".into())).is_ok());
+    }
+
+    #[test]
+    fn a_kid_that_names_no_configured_key_is_refused() {
+        // The secret is configured without a kid: a token naming a kid is not tried on it.
+        let verifier = JwtVerifier::new(Some(SECRET), vec![], &JwtSettings::default()).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("rotated-2026".into());
+        let token = signed(header, claims("alice"));
+        assert_eq!(
+            verifier.verify(&token),
+            Err(AuthError::Invalid("unknown key id".into()))
+        );
+        // A key configured with that kid is used.
+        let with_kid = JwtVerifier::new(
+            None,
+            vec![PublicKey {
+                kid: Some("rotated-2026".into()),
+                key: DecodingKey::from_secret(SECRET),
+                source: "test".into(),
+            }],
+            &JwtSettings::default(),
+        )
+        .unwrap();
+        assert!(with_kid.verify(&token).is_ok());
+    }
+
+    #[test]
+    fn sub_with_invisible_formatting_characters_is_refused() {
+        let verifier = JwtVerifier::new(Some(SECRET), vec![], &JwtSettings::default()).unwrap();
+        for sub in [
+            "alice\u{200B}",
+            "\u{202E}ecila",
+            "ali\u{2066}ce",
+            "\u{FEFF}alice",
+        ] {
+            let token = signed(Header::new(Algorithm::HS256), claims(sub));
+            assert!(verifier.verify(&token).is_err(), "{sub:?}");
+        }
     }
 
     #[test]

@@ -96,19 +96,36 @@ impl Authenticator {
         match self {
             Authenticator::Disabled => Ok(Principal::legacy_admin()),
             Authenticator::Jwt(verifier) => {
-                let token = bearer_token(headers).ok_or(AuthError::Missing)?;
+                let token = bearer_token(headers)?.ok_or(AuthError::Missing)?;
                 verifier.verify(token)
             }
         }
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive), `None`
+/// when there is none.
+///
+/// A request with more than one `Authorization` header is refused: which one counts would be
+/// up to each hop (a proxy may check the last, gatehouse the first), so none does.
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(AuthError::Invalid(
+            "more than one Authorization header".into(),
+        ));
+    }
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|value| value.split_once(' '))
+        .map(|(scheme, token)| (scheme, token.trim()))
+        .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
+        .map(|(_, token)| token);
+    Ok(token)
 }
 
 impl<S> FromRequestParts<S> for Principal
@@ -141,11 +158,39 @@ mod tests {
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_needs_a_token() {
-        assert_eq!(bearer_token(&headers("Bearer abc")), Some("abc"));
-        assert_eq!(bearer_token(&headers("bearer abc")), Some("abc"));
-        assert_eq!(bearer_token(&headers("Bearer ")), None);
-        assert_eq!(bearer_token(&headers("Basic abc")), None);
-        assert_eq!(bearer_token(&HeaderMap::new()), None);
+        assert_eq!(bearer_token(&headers("Bearer abc")), Ok(Some("abc")));
+        assert_eq!(bearer_token(&headers("bearer abc")), Ok(Some("abc")));
+        assert_eq!(bearer_token(&headers("Bearer ")), Ok(None));
+        assert_eq!(bearer_token(&headers("Basic abc")), Ok(None));
+        assert_eq!(bearer_token(&HeaderMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn two_authorization_headers_are_refused_not_first_wins() {
+        let mut h = headers("Bearer abc");
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer def"),
+        );
+        assert!(matches!(bearer_token(&h), Err(AuthError::Invalid(_))));
+        h = headers("Basic abc");
+        h.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer def"),
+        );
+        assert!(bearer_token(&h).is_err());
+        let authenticator = Authenticator::Jwt(
+            JwtVerifier::new(
+                Some(b"0123456789abcdef0123456789abcdef"),
+                vec![],
+                &JwtSettings::default(),
+            )
+            .unwrap(),
+        );
+        assert!(matches!(
+            authenticator.authenticate(&h),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -8,8 +8,12 @@
 //!
 //! Every file must be valid JSON; a file that is not, whose `session_id` is not a string, or
 //! whose id is not a valid session id, is an error (with its path) and the scan goes on.
-//! Symbolic links are not followed (reported as errors). A source must lie inside one of the
-//! allowed roots after resolving `..` and links ([`Roots::resolve`]).
+//! A source must lie inside one of the allowed roots after resolving `..` and links
+//! ([`Roots::resolve`]), and nothing read may lie outside it: the real path of every directory
+//! and file visited is checked to stay under the (resolved) source, so a `chats/` that is a
+//! link out of the root is refused with an error naming it. Symbolic links to files are not
+//! followed at all (reported as errors), and files are opened with `O_NOFOLLOW`, so a file
+//! swapped for a link after the check is not read either.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -138,17 +142,29 @@ impl Roots {
     }
 }
 
-/// Scans resolved sources into `found`.
+/// Scans resolved sources (from [`Roots::resolve`]) into `found`.
 pub fn scan(sources: &[PathBuf], found: &mut Found) {
     for source in sources {
-        scan_dir(&source.join("chats"), found, |path, stem, _| {
+        // Resolved when the job was accepted; refuse it if it has since become something else.
+        match std::fs::canonicalize(source) {
+            Ok(real) if real == *source => {}
+            _ => {
+                found.error(
+                    source,
+                    "the source changed (moved, or became a link) since it was checked",
+                );
+                continue;
+            }
+        }
+        scan_dir(source, "chats", found, |path, stem, _| {
             stem.strip_prefix("chat_")
                 .filter(|id| !id.is_empty())
                 .map(str::to_owned)
                 .ok_or_else(|| format!("{} is not named chat_{{session_id}}.json", path.display()))
         });
         scan_dir(
-            &source.join("conversation_transcripts"),
+            source,
+            "conversation_transcripts",
             found,
             |_, stem, json| match json.get("session_id") {
                 None => Ok(stem.to_owned()),
@@ -159,14 +175,46 @@ pub fn scan(sources: &[PathBuf], found: &mut Found) {
     }
 }
 
-/// Reads every `*.json` file of `dir` (not recursively), naming each session with `id_of`.
+/// Whether the real path of `path` lies under `source` (itself a real path); the error says
+/// where it leads otherwise.
+fn inside(source: &Path, path: &Path) -> Result<PathBuf, String> {
+    let real = std::fs::canonicalize(path).map_err(|e| e.to_string())?;
+    if real.starts_with(source) {
+        Ok(real)
+    } else {
+        Err(format!(
+            "resolves to {}, outside the source {}: not followed",
+            real.display(),
+            source.display()
+        ))
+    }
+}
+
+/// Reads every `*.json` file of `source/name` (not recursively), naming each session with
+/// `id_of`.
 fn scan_dir(
-    dir: &Path,
+    source: &Path,
+    name: &str,
     found: &mut Found,
     id_of: impl Fn(&Path, &str, &serde_json::Value) -> Result<String, String>,
 ) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let dir = source.join(name);
+    if std::fs::symlink_metadata(&dir).is_err() {
         return;
+    }
+    let dir = match inside(source, &dir) {
+        Ok(real) => real,
+        Err(e) => {
+            found.error(&dir, e);
+            return;
+        }
+    };
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            found.error(&dir, e.to_string());
+            return;
+        }
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
@@ -190,23 +238,45 @@ fn scan_dir(
                 continue;
             }
         }
-        let json: serde_json::Value = match std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| {
-                serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))
-            }) {
-            Ok(json) => json,
-            Err(e) => {
-                found.error(&path, e);
-                continue;
-            }
-        };
+        if let Err(e) = inside(source, &path) {
+            found.error(&path, e);
+            continue;
+        }
+        let json: serde_json::Value =
+            match read_regular(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| {
+                    serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}"))
+                }) {
+                Ok(json) => json,
+                Err(e) => {
+                    found.error(&path, e);
+                    continue;
+                }
+            };
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
         match id_of(&path, stem, &json) {
             Ok(id) => found.add(&path, &id),
             Err(e) => found.error(&path, e),
         }
     }
+}
+
+/// Reads a regular file without following a link in its last component, and without blocking
+/// on a FIFO put there after it was checked.
+fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Writes a legacy tree shaped like the census: 1 chat file, 54 transcripts, one id in both
@@ -319,6 +389,66 @@ mod tests {
             Err(SourceError::NotASource(_))
         ));
         assert_eq!(Roots::default().resolve("/"), Err(SourceError::NoRoots));
+    }
+
+    #[test]
+    fn a_directory_link_out_of_the_root_is_refused_with_its_name() {
+        let base = tempfile::tempdir().unwrap();
+        let root = base.path().join("root");
+        let outside = base.path().join("outside");
+        std::fs::create_dir_all(root.join("data/conversation_transcripts")).unwrap();
+        std::fs::write(
+            root.join("data/conversation_transcripts/t1.json"),
+            r#"{"session_id": "inside-1"}"#,
+        )
+        .unwrap();
+        std::fs::create_dir_all(outside.join("chats")).unwrap();
+        std::fs::write(outside.join("chats/chat_secret-1.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(outside.join("chats"), root.join("data/chats")).unwrap();
+        let roots = Roots::new([root.clone()]);
+        let source = roots
+            .resolve(root.join("data").to_str().unwrap())
+            .expect("the source itself is inside the root");
+        let mut found = Found::default();
+        scan(&[source], &mut found);
+        assert_eq!(
+            found.ids.iter().collect::<Vec<_>>(),
+            ["inside-1"],
+            "nothing read through the link"
+        );
+        assert_eq!(found.errors.len(), 1, "{:?}", found.errors);
+        assert!(
+            found.errors[0].path.ends_with("data/chats"),
+            "{:?}",
+            found.errors
+        );
+        assert!(found.errors[0].error.contains("outside the source"));
+    }
+
+    #[test]
+    fn a_link_inside_the_source_may_be_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(source.join("old/chats")).unwrap();
+        std::fs::write(source.join("old/chats/chat_s1.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(source.join("old/chats"), source.join("chats")).unwrap();
+        let mut found = Found::default();
+        scan(&[source], &mut found);
+        assert_eq!(found.ids.iter().collect::<Vec<_>>(), ["s1"]);
+        assert!(found.errors.is_empty(), "{:?}", found.errors);
+    }
+
+    #[test]
+    fn a_source_that_became_a_link_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let base = std::fs::canonicalize(base.path()).unwrap();
+        std::fs::create_dir_all(base.join("elsewhere/chats")).unwrap();
+        std::fs::write(base.join("elsewhere/chats/chat_s1.json"), "{}").unwrap();
+        std::os::unix::fs::symlink(base.join("elsewhere"), base.join("source")).unwrap();
+        let mut found = Found::default();
+        scan(&[base.join("source")], &mut found);
+        assert!(found.ids.is_empty());
+        assert_eq!(found.errors.len(), 1, "{:?}", found.errors);
     }
 
     #[test]

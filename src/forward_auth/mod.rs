@@ -146,7 +146,7 @@ fn authenticate(
     headers: &HeaderMap,
     cookie: Option<&str>,
 ) -> Result<Principal, AuthError> {
-    if bearer_token(headers).is_some() || cookie.is_none() {
+    if bearer_token(headers)?.is_some() || cookie.is_none() {
         return state.authenticator.authenticate(headers);
     }
     let name = cookie.unwrap_or_default();

@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod health;
 mod openapi;
+pub mod serve;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -20,7 +21,6 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -35,6 +35,7 @@ use crate::store::Store;
 pub use self::error::{ApiError, PROBLEM_JSON, Problem, problem_response};
 pub use self::extract::{JsonBody, MAX_JSON_BODY, Path, Query, RequestMeta};
 pub use self::openapi::ApiDoc;
+pub use self::serve::ConnectionLimits;
 
 /// The header carrying the request id (set when absent, echoed on the response).
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -148,9 +149,9 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response_boxed()
         }))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+        .layer(axum::middleware::from_fn_with_state(
             state.request_timeout,
+            bound_request,
         ))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
     router
@@ -159,6 +160,40 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(extract::method_not_allowed)
         .with_state(state)
         .layer(layers)
+}
+
+/// The problem `type` of a request that was not handled within `GATEHOUSE_REQUEST_TIMEOUT`.
+pub const REQUEST_TIMEOUT_KIND: &str = "request-timeout";
+
+/// Bounds a request's whole handling, body included. Store calls have their own, shorter bound
+/// (`GATEHOUSE_REDIS_TIMEOUT`, answered 503), so what runs out of this one is a client too slow
+/// to send its request: 408 `request-timeout`, and the connection is closed (RFC 9110 §15.5.9),
+/// since the rest of the body may still be on its way.
+async fn bound_request(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = problem_response(
+                StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT_KIND,
+                "Request timeout",
+                format!(
+                    "the request was not received and handled within {}",
+                    humantime::format_duration(limit)
+                ),
+                serde_json::Map::new(),
+            );
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 impl ApiError {
