@@ -24,7 +24,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::audit::Source;
 use crate::auth::Principal;
-use crate::decision::{Mode, Verdict};
+use crate::decision::Mode;
 use crate::gatekeeper::{Check, Origin};
 use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, RequestMeta, require_admin};
 use crate::middleware::{AccessDecision, OwnershipLayer, denied};
@@ -169,8 +169,9 @@ async fn delete_session(
         OwnerChange::Done { .. } | OwnerChange::Mismatch { actual: None } => {
             Ok(StatusCode::NO_CONTENT)
         }
-        OwnerChange::Mismatch { actual: Some(_) } => {
-            // Decided (and audited) by the gatekeeper, as the ownership layer would have.
+        OwnerChange::Mismatch { actual } => {
+            // The compare-and-delete read the owner: another user. Decided (counted, audited)
+            // from that owner, as the ownership layer would have decided it.
             let origin = Origin {
                 method: Some("DELETE".into()),
                 path: Some(uri.path().to_owned()),
@@ -183,17 +184,10 @@ async fn delete_session(
                 endpoint: SESSIONS_ENDPOINT,
                 origin: &origin,
             };
-            let result = state.gatekeeper.check(&check, Some(Mode::Enforced)).await;
-            Err(match result.outcome.verdict {
-                Verdict::Deny => denied(&session, result.outcome),
-                // The owner changed between the release and the check: nothing was released.
-                _ => ApiError::conflict(
-                    "owner-mismatch",
-                    "the session's owner changed meanwhile; nothing was released",
-                    json!({ "session_id": session }),
-                )
-                .into_response(),
-            })
+            let result = state
+                .gatekeeper
+                .conclude(&check, Mode::Enforced, Some(Ok(actual)));
+            Err(denied(&session, result.outcome))
         }
     }
 }

@@ -83,6 +83,8 @@ impl RedisServer {
     fn spawn(&mut self) -> Result<(), String> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            // DEBUG SLEEP freezes Redis from a local connection (tests/integration/index.rs).
+            .args(["--enable-debug-command", "local"])
             .args([
                 "--save",
                 "",
