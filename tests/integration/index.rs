@@ -47,12 +47,16 @@ fn owners_and_index(redis: &RedisServer) -> (Pairs, Pairs) {
 
 fn assert_index_exact(redis: &RedisServer) {
     let (owners, index) = owners_and_index(redis);
+    assert_same(&owners, &index, "");
+}
+
+fn assert_same(owners: &Pairs, index: &Pairs, context: &str) {
     let unindexed: Vec<_> = owners.difference(&index).collect();
     let stale: Vec<_> = index.difference(&owners).collect();
     assert!(
         unindexed.is_empty() && stale.is_empty(),
-        "index drifted: owner keys missing from the index {unindexed:?}; index entries \
-         without their owner key {stale:?}"
+        "index drifted{context}: owner keys missing from the index {unindexed:?}; index \
+         entries without their owner key {stale:?}"
     );
 }
 
@@ -128,18 +132,9 @@ impl Write {
             }
         }
     }
-
-    /// The answers the API may give this write while Redis is up.
-    fn acceptable(&self, status: u16) -> bool {
-        match self {
-            Write::Claim { .. } => matches!(status, 200 | 201 | 409),
-            Write::Transfer { .. } => matches!(status, 200 | 409),
-            Write::Release { .. } => matches!(status, 204 | 403),
-        }
-    }
 }
 
-const SESSIONS: [&str; 4] = ["race-0", "race-1", "race-2", "race-3"];
+const SESSIONS: [&str; 3] = ["race-0", "race-1", "race-2"];
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
 
 fn random_write(rng: &mut Rng) -> Write {
@@ -176,10 +171,13 @@ async fn racing_writes_on_two_instances_keep_the_index_exact() {
     let a = TestApp::spawn(&backend, &[]).await;
     let b = TestApp::spawn(&backend, &[]).await;
     let apps = [&a, &b];
+    let Backend::Redis(redis) = &backend else {
+        unreachable!("a Redis backend")
+    };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let started = Instant::now();
     for round in 0..1000 {
-        let writes: Vec<Write> = (0..10).map(|_| random_write(&mut rng)).collect();
+        let writes: Vec<Write> = (0..12).map(|_| random_write(&mut rng)).collect();
         let replies = futures_util::future::join_all(
             writes
                 .iter()
@@ -187,16 +185,23 @@ async fn racing_writes_on_two_instances_keep_the_index_exact() {
                 .map(|(n, write)| write.send(apps[n % 2])),
         )
         .await;
+        // Which of them win is up to the race; none may fail (the session tests check the
+        // answers themselves).
         for (write, reply) in writes.iter().zip(&replies) {
             assert!(
-                write.acceptable(reply.status),
+                (200..500).contains(&reply.status),
                 "round {round}: {write:?} -> {reply:?}"
             );
         }
+        // Between rounds nothing is in flight: the index must be exact after every round, not
+        // only at the end (a later write can hide an earlier drift by repeating its entry).
+        let (owners, index) = owners_and_index(redis);
+        assert_same(
+            &owners,
+            &index,
+            &format!(" after round {round} ({writes:?})"),
+        );
     }
-    let Backend::Redis(redis) = &backend else {
-        unreachable!("a Redis backend")
-    };
     assert_index_exact(redis);
     eprintln!("1000 rounds in {:?}", started.elapsed());
     a.stop().await;
