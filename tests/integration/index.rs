@@ -51,8 +51,8 @@ fn assert_index_exact(redis: &RedisServer) {
 }
 
 fn assert_same(owners: &Pairs, index: &Pairs, context: &str) {
-    let unindexed: Vec<_> = owners.difference(&index).collect();
-    let stale: Vec<_> = index.difference(&owners).collect();
+    let unindexed: Vec<_> = owners.difference(index).collect();
+    let stale: Vec<_> = index.difference(owners).collect();
     assert!(
         unindexed.is_empty() && stale.is_empty(),
         "index drifted{context}: owner keys missing from the index {unindexed:?}; index \
