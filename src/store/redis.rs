@@ -942,7 +942,50 @@ impl BackfillStore for RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use super::glob_escape;
+    use std::io;
+
+    use super::{StoreError, glob_escape, write_failed};
+
+    /// A server error reply as Redis sends it, e.g. `-READONLY ...`.
+    fn server_error(reply: &str) -> redis::RedisError {
+        let value = redis::parse_redis_value(format!("-{reply}\r\n").as_bytes()).unwrap();
+        value.extract_error().unwrap_err()
+    }
+
+    #[test]
+    fn only_writes_that_cannot_have_been_applied_are_unavailable() {
+        let not_sent = [
+            redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused)),
+            server_error("READONLY You can't write against a read only replica."),
+            server_error("LOADING Redis is loading the dataset in memory"),
+            server_error("MASTERDOWN Link with MASTER is down"),
+            server_error("BUSY Redis is busy running a script."),
+            server_error("NOPERM this user has no permissions"),
+        ];
+        for e in not_sent {
+            let shown = e.to_string();
+            assert!(
+                matches!(write_failed(e), StoreError::Unavailable(_)),
+                "{shown}"
+            );
+        }
+        let in_doubt = [
+            redis::RedisError::from(io::Error::from(io::ErrorKind::BrokenPipe)),
+            redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionReset)),
+            redis::RedisError::from(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            redis::RedisError::from(io::Error::from(io::ErrorKind::TimedOut)),
+            redis::RedisError::from(io::Error::other("anything else")),
+            // A script that failed part-way may have written before failing.
+            server_error("ERR user_script:5: WRONGTYPE Operation against a key"),
+        ];
+        for e in in_doubt {
+            let shown = e.to_string();
+            assert!(
+                matches!(write_failed(e), StoreError::OutcomeUnknown(_)),
+                "{shown}"
+            );
+        }
+    }
 
     #[test]
     fn glob_metacharacters_in_prefixes_are_escaped() {
