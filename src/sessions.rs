@@ -165,30 +165,34 @@ async fn delete_session(
         .release(&session, &expected)
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
-    match change {
-        OwnerChange::Done { .. } | OwnerChange::Mismatch { actual: None } => {
-            Ok(StatusCode::NO_CONTENT)
-        }
-        OwnerChange::Mismatch { actual } => {
-            // The compare-and-delete read the owner: another user. Decided (counted, audited)
-            // from that owner, as the ownership layer would have decided it.
-            let origin = Origin {
-                method: Some("DELETE".into()),
-                path: Some(uri.path().to_owned()),
-                ..meta.origin(Source::Middleware)
-            };
-            let check = Check {
-                user: &principal.sub,
-                is_admin: principal.is_admin(),
-                session: &session,
-                endpoint: SESSIONS_ENDPOINT,
-                origin: &origin,
-            };
-            let result = state
-                .gatekeeper
-                .conclude(&check, Mode::Enforced, Some(Ok(actual)));
-            Err(denied(&session, result.outcome))
-        }
+    // The compare-and-delete read the owner: the check is decided (counted, audited) from it,
+    // as the ownership layer would have decided it. A release of a session that already had
+    // no owner decides nothing: it changed nothing, and answers as the release before it did.
+    let (owner, released) = match change {
+        OwnerChange::Done { previous } => (previous, true),
+        OwnerChange::Mismatch { actual: None } => return Ok(StatusCode::NO_CONTENT),
+        OwnerChange::Mismatch { actual } => (actual, false),
+    };
+    let origin = Origin {
+        method: Some("DELETE".into()),
+        path: Some(uri.path().to_owned()),
+        ..meta.origin(Source::Middleware)
+    };
+    let check = Check {
+        user: &principal.sub,
+        is_admin: principal.is_admin(),
+        session: &session,
+        endpoint: SESSIONS_ENDPOINT,
+        origin: &origin,
+    };
+    let result = state
+        .gatekeeper
+        .conclude(&check, Mode::Enforced, Some(Ok(owner)));
+    if released {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        // Another user's: the decision is a denial (a refusal whatever it says).
+        Err(denied(&session, result.outcome))
     }
 }
 
