@@ -16,7 +16,7 @@ use gatehouse::timestamp::Timestamp;
 use serde_json::json;
 
 use crate::both_backends;
-use crate::common::{Backend, eventually};
+use crate::common::{Backend, TestApp, eventually};
 
 both_backends!(
     claims_and_compare_and_set,
@@ -28,6 +28,7 @@ both_backends!(
     audit_paging_never_skips_or_repeats,
     concurrent_lookups_each_get_their_own_owner,
     audit_pages_beyond_the_ends_are_empty,
+    audit_before_0_0_over_http_is_an_empty_page,
     the_index_follows_every_ownership_write,
 );
 
@@ -465,6 +466,23 @@ async fn audit_pages_beyond_the_ends_are_empty(backend: Backend) {
         store.audit_before(Some(largest), 10).await.unwrap().len(),
         3
     );
+}
+
+/// The same through the API: `GET /v1/audit?before=0-0` was a 503 on Redis, 200 in memory.
+async fn audit_before_0_0_over_http_is_an_empty_page(backend: Backend) {
+    let app = TestApp::spawn(&backend, &[]).await;
+    app.set_mode("ENFORCED").await;
+    let reply = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/audit?before=0-0",
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, json!({ "entries": [] }));
+    app.stop().await;
 }
 
 /// Every session in exactly the index of its owner, after each kind of write.
