@@ -63,8 +63,10 @@ pub struct RedisOptions {
 // owner key instead (and be repaired from it).
 
 /// Makes ARGV[1] the owner if the session has none (`SET NX`: of concurrent claims exactly one
-/// wins), adds the session to the new owner's index, and announces the session (whatever the
-/// outcome: an instance caching "no owner" must not keep it once the claim is acknowledged).
+/// wins), adds the session to the new owner's index (also when it already was theirs: a
+/// repeated claim mends an index entry lost before writes were atomic), and announces the
+/// session (whatever the outcome: an instance caching "no owner" must not keep it once the
+/// claim is acknowledged).
 /// KEYS: owner key, new owner's index; ARGV: user, TTL in ms (0: none), channel, session id.
 /// Returns {1, false} when claimed, else {0, current owner}.
 const CLAIM: &str = r"
@@ -79,7 +81,9 @@ if ok then
   redis.call('SADD', KEYS[2], ARGV[4])
   return {1, false}
 end
-return {0, redis.call('GET', KEYS[1])}
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then redis.call('SADD', KEYS[2], ARGV[4]) end
+return {0, cur}
 ";
 
 /// Sets the owner if the current one matches, moves the session from the previous owner's
