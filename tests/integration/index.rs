@@ -286,6 +286,21 @@ async fn a_frozen_redis_never_leaves_an_applied_write_answered_503() {
             None,
         ));
     }
+    // Loads the transfer and release scripts too (the claims above loaded theirs), so that
+    // Redis runs each write below as soon as it reads it, rather than answering NOSCRIPT.
+    for write in [
+        Write::Transfer {
+            session: "fz-scratch".into(),
+            owner: "alice".into(),
+            expected: None,
+        },
+        Write::Release {
+            session: "fz-scratch".into(),
+            by: None,
+        },
+    ] {
+        assert!(write.send(&app).await.status < 300);
+    }
     assert_index_exact(redis);
 
     // Freeze Redis from a connection of its own for longer than the store timeout.
@@ -355,5 +370,150 @@ async fn a_frozen_redis_never_leaves_an_applied_write_answered_503() {
         "no write met the freeze (the test proves nothing): {replies:?}"
     );
     assert_index_exact(redis);
+    app.stop().await;
+}
+
+/// A loopback proxy to Redis that reports when a client has sent bytes containing `needle`,
+/// and drops every connection on `cut` (tests of a connection lost mid-call).
+struct WatchingProxy {
+    port: u16,
+    seen: std::sync::Arc<tokio::sync::Notify>,
+    cut: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WatchingProxy {
+    async fn start(target: String, needle: &'static [u8]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let port = listener.local_addr().expect("bound address").port();
+        let seen = std::sync::Arc::new(tokio::sync::Notify::new());
+        let cut = tokio_util::sync::CancellationToken::new();
+        let (notify, cancel) = (seen.clone(), cut.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (notify, cancel) = (notify.clone(), cancel.clone());
+                tokio::spawn(async move {
+                    let (mut from_client, mut to_client) = inbound.into_split();
+                    let (mut from_server, mut to_server) = outbound.into_split();
+                    let upstream = async {
+                        let mut buf = vec![0_u8; 64 * 1024];
+                        loop {
+                            let n = match from_client.read(&mut buf).await {
+                                Ok(n) if n > 0 => n,
+                                _ => break,
+                            };
+                            if to_server.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            if buf[..n].windows(needle.len()).any(|w| w == needle) {
+                                notify.notify_one();
+                            }
+                        }
+                    };
+                    let downstream = tokio::io::copy(&mut from_server, &mut to_client);
+                    tokio::select! {
+                        _ = upstream => {}
+                        _ = downstream => {}
+                        () = cancel.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            seen,
+            cut,
+            task,
+        }
+    }
+
+    fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for WatchingProxy {
+    fn drop(&mut self) {
+        self.cut.cancel();
+        self.task.abort();
+    }
+}
+
+/// A connection that drops while a write waits for its answer is an unknown outcome, not a
+/// 503: Redis (frozen here, so the write is surely waiting) still runs what it had read once
+/// it thaws. Before, the dropped connection was a 503 `store-unavailable` for an applied write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_mid_write_is_an_unknown_outcome() {
+    let Some(backend) = Backend::redis() else {
+        return;
+    };
+    let Backend::Redis(redis) = &backend else {
+        unreachable!("a Redis backend")
+    };
+    let proxy = WatchingProxy::start(redis.addr(), b"cut-1").await;
+    let via_proxy = proxy.redis_url();
+    let app = TestApp::spawn(
+        &backend,
+        &[("REDIS_URL", &via_proxy), ("GATEHOUSE_REDIS_TIMEOUT", "5s")],
+    )
+    .await;
+    // Loads the claim script, so that the claim below runs as soon as Redis reads it.
+    let setup = Write::Claim {
+        session: "cut-0".into(),
+        user: "bob".into(),
+    };
+    assert_eq!(setup.send(&app).await.status, 201);
+    let claim = Write::Claim {
+        session: "cut-1".into(),
+        user: "bob".into(),
+    };
+
+    let url = redis.url();
+    let freeze = tokio::task::spawn_blocking(move || {
+        let mut conn = redis::Client::open(url)
+            .and_then(|c| c.get_connection())
+            .expect("a connection to freeze Redis with");
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("2")
+            .query::<()>(&mut conn)
+            .expect("DEBUG SLEEP (enable-debug-command local)");
+    });
+    let addr = redis.addr();
+    eventually(Duration::from_secs(5), "Redis to freeze", || async {
+        (!answers(&addr).await).then_some(())
+    })
+    .await;
+    let sent = claim.send(&app);
+    let cut = async {
+        // Once the claim has reached Redis's socket (it waits there until the thaw), drop
+        // every connection under it.
+        proxy.seen.notified().await;
+        proxy.cut.cancel();
+    };
+    let (reply, ()) = tokio::join!(sent, cut);
+    reply.assert_problem(504, "write-outcome-unknown");
+    assert!(!freeze.is_finished(), "Redis thawed before the cut");
+    freeze.await.expect("DEBUG SLEEP returns");
+
+    // Applied after all, by the thawed Redis; the retry is the idempotent 200.
+    eventually(
+        Duration::from_secs(5),
+        "the claim to be applied",
+        || async { (owner_in_redis(redis, "cut-1").as_deref() == Some("bob")).then_some(()) },
+    )
+    .await;
+    // The client repeats it, here through an instance with a working link (this one's link
+    // stays cut): the idempotent 200.
+    let direct = TestApp::spawn(&backend, &[]).await;
+    let retry = claim.send(&direct).await;
+    assert_eq!((retry.status, &retry.body["owner"]), (200, &json!("bob")));
+    assert_index_exact(redis);
+    direct.stop().await;
     app.stop().await;
 }
