@@ -171,7 +171,10 @@ impl Gatekeeper {
             .collect()
     }
 
-    fn conclude(
+    /// Decides `check` under `mode` from an owner already looked up (`None`: not needed),
+    /// and counts, logs and audits it like [`Self::check`] (for a caller whose store write
+    /// read the owner atomically, e.g. a release).
+    pub(crate) fn conclude(
         &self,
         check: &Check<'_>,
         mode: Mode,

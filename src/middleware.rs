@@ -281,7 +281,8 @@ fn ambiguous(source: &SessionIdSource) -> Response {
     .into_response()
 }
 
-fn denied(session: &SessionId, outcome: Outcome) -> Response {
+/// The answer to a denied check (403 `access-denied`, or 503 `store-unavailable`).
+pub(crate) fn denied(session: &SessionId, outcome: Outcome) -> Response {
     let (status, kind, title, detail) = if outcome.reason == Reason::StoreUnavailable {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -1,9 +1,17 @@
 //! `/v1/sessions` and `/v1/users/{user}/sessions`: claiming, reading, transferring and
 //! releasing session ownership.
 //!
-//! Reads and deletes of one session go through the [`OwnershipLayer`], pinned to ENFORCED:
-//! rollout modes govern chat traffic, never gatehouse's own ownership API (a LOG_ONLY switch
-//! must not let anyone release someone else's session and claim it).
+//! Reads of one session go through the [`OwnershipLayer`], pinned to ENFORCED: rollout modes
+//! govern chat traffic, never gatehouse's own ownership API (a LOG_ONLY switch must not let
+//! anyone release someone else's session and claim it). A release checks ownership itself,
+//! in the same atomic compare-and-delete that releases (no mode applies to it either), so
+//! that it is idempotent: a release repeated after it was applied finds no owner and answers
+//! the same 204 as the first.
+//!
+//! Every write here is safe to repeat after an unknown outcome (504 `write-outcome-unknown`):
+//! a claim already applied answers 200 (already the caller's), a transfer already applied
+//! answers 200 (the owner is already the requested one, even when `expected_owner` no longer
+//! matches), a release already applied answers 204.
 //!
 //! Claiming ([`ClaimPolicy`], `GATEHOUSE_CLAIM`). Under the default `service`, only a caller
 //! with the scope `gatehouse:claim` (the chat backend, when it creates a session) claims, and
@@ -15,19 +23,22 @@
 //! session for themselves, and a `gatehouse:claim` service may still claim for a user.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::audit::Source;
 use crate::auth::{Principal, SCOPE_CLAIM};
 use crate::decision::Mode;
-use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, require_admin};
-use crate::middleware::{AccessDecision, OwnershipLayer};
-use crate::session_id::check_name;
+use crate::gatekeeper::{Check, Origin};
+use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, RequestMeta, require_admin};
+use crate::middleware::{AccessDecision, OwnershipLayer, denied};
+use crate::session_id::{SessionId, check_name};
 use crate::store::{ClaimOutcome, Expected, OwnerChange};
 
 /// Endpoint name under which the session API's own checks are logged.
@@ -43,10 +54,11 @@ pub fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     .session_from_path("session_id")
     .pin_mode(Mode::Enforced);
     let guarded = OpenApiRouter::new()
-        .routes(routes!(get_session, delete_session))
+        .routes(routes!(get_session))
         .route_layer(guard);
     OpenApiRouter::new()
         .routes(routes!(claim_session))
+        .routes(routes!(delete_session))
         .routes(routes!(put_owner))
         .routes(routes!(list_user_sessions))
         .merge(guarded)
@@ -213,39 +225,66 @@ async fn get_session(
 }
 
 /// Releases the session (its owner or an admin): it has no owner afterwards.
+///
+/// 204 also when the session already had no owner (a release repeated after it was applied
+/// answers like the first one); 403 when another user owns it.
 #[utoipa::path(delete, path = "/v1/sessions/{session_id}", tag = "sessions",
     params(("session_id" = String, Path, description = "The session")),
     responses(
-        (status = 204, description = "Released"),
+        (status = 204, description = "Released, or it had no owner"),
         (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem),
-        (status = 404, description = "No owner (admins only)", body = Problem),
-        (status = 409, description = "The owner changed meanwhile", body = Problem),
-        (status = 503, body = Problem),
+        (status = 403, description = "Another user owns the session", body = Problem),
+        (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = [])))]
 async fn delete_session(
     State(state): State<AppState>,
     principal: Principal,
-    Extension(access): Extension<AccessDecision>,
-) -> Result<StatusCode, ApiError> {
-    // Admins release whatever is there; an owner only what is still theirs.
+    Path(session_id): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    meta: RequestMeta,
+) -> Result<StatusCode, Response> {
+    let session = SessionId::parse(&session_id).map_err(|e| ApiError::from(e).into_response())?;
+    // Admins release whatever is there; anyone else only what is theirs, checked in the same
+    // atomic step as the release.
     let expected = if principal.is_admin() {
         Expected::Any
     } else {
         Expected::Owner(principal.sub.clone())
     };
-    match state.store.release(&access.session, &expected).await? {
-        OwnerChange::Done { previous: Some(_) } => Ok(StatusCode::NO_CONTENT),
-        OwnerChange::Done { previous: None } => Err(ApiError::NotFound(format!(
-            "session {} has no owner",
-            access.session
-        ))),
-        OwnerChange::Mismatch { .. } => Err(ApiError::conflict(
-            "owner-mismatch",
-            "the session's owner changed meanwhile; nothing was released",
-            json!({ "session_id": access.session }),
-        )),
+    let change = state
+        .store
+        .release(&session, &expected)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    // The compare-and-delete read the owner: the check is decided (counted, audited) from it,
+    // as the ownership layer would have decided it. A release of a session that already had
+    // no owner decides nothing: it changed nothing, and answers as the release before it did.
+    let (owner, released) = match change {
+        OwnerChange::Done { previous } => (previous, true),
+        OwnerChange::Mismatch { actual: None } => return Ok(StatusCode::NO_CONTENT),
+        OwnerChange::Mismatch { actual } => (actual, false),
+    };
+    let origin = Origin {
+        method: Some("DELETE".into()),
+        path: Some(uri.path().to_owned()),
+        ..meta.origin(Source::Middleware)
+    };
+    let check = Check {
+        user: &principal.sub,
+        is_admin: principal.is_admin(),
+        session: &session,
+        endpoint: SESSIONS_ENDPOINT,
+        origin: &origin,
+    };
+    let result = state
+        .gatekeeper
+        .conclude(&check, Mode::Enforced, Some(Ok(owner)));
+    if released {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        // Another user's: the decision is a denial (a refusal whatever it says).
+        Err(denied(&session, result.outcome))
     }
 }
 
@@ -273,6 +312,10 @@ pub struct OwnerTransferred {
 }
 
 /// Sets the owner of a session (admin or `gatehouse:admin`).
+///
+/// Idempotent: when the session already has the requested owner the answer is 200 (with
+/// `previous_owner` equal to `owner`) even if `expected_owner` no longer matches, so a
+/// transfer repeated after it was applied succeeds instead of conflicting.
 #[utoipa::path(put, path = "/v1/sessions/{session_id}/owner", tag = "sessions",
     params(("session_id" = String, Path, description = "The session")),
     request_body = PutOwner,
@@ -281,7 +324,7 @@ pub struct OwnerTransferred {
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem),
         (status = 409, description = "`expected_owner` is not the owner (`current_owner` says who is)", body = Problem),
-        (status = 503, body = Problem),
+        (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = [])))]
 async fn put_owner(
@@ -313,6 +356,15 @@ async fn put_owner(
                 previous_owner: previous,
             }))
         }
+        // Already done (a retry after an unknown outcome, or someone else got there first):
+        // the session has the requested owner, which is what the caller asked for.
+        OwnerChange::Mismatch {
+            actual: Some(actual),
+        } if actual == body.owner => Ok(Json(OwnerTransferred {
+            session_id: session.as_str().to_owned(),
+            previous_owner: Some(actual),
+            owner: body.owner,
+        })),
         OwnerChange::Mismatch { actual } => Err(ApiError::conflict(
             "owner-mismatch",
             "expected_owner is not the session's owner; nothing changed",

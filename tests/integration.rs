@@ -21,6 +21,8 @@ mod enforcement;
 mod example;
 #[path = "integration/forward_auth.rs"]
 mod forward_auth;
+#[path = "integration/index.rs"]
+mod index;
 #[path = "integration/keys.rs"]
 mod keys;
 #[path = "integration/nginx.rs"]

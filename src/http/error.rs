@@ -73,9 +73,17 @@ pub enum ApiError {
     /// 415 `unsupported-media-type`: a body that is declared as something other than JSON.
     #[error("send JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
-    /// 503 `store-unavailable`: the store did not answer; try again.
-    #[error("the ownership store is unavailable; try again")]
+    /// 503 `store-unavailable`: the store could not be reached; nothing was written. Try again.
+    #[error("the ownership store is unavailable; nothing was written; try again")]
     StoreUnavailable(String),
+    /// 504 `write-outcome-unknown`: a write was sent to the store and no answer came in time
+    /// (or the connection dropped mid-call). It may or may not have been applied; repeating
+    /// the same request is safe (claims, transfers and releases are idempotent).
+    #[error(
+        "the store did not confirm the write: it may or may not have been applied; \
+         repeating the same request is safe"
+    )]
+    WriteOutcomeUnknown(String),
     /// 500 `internal`: a bug or corrupt data; details are in the log only.
     #[error("internal error")]
     Internal(String),
@@ -134,6 +142,11 @@ impl ApiError {
                 "store-unavailable",
                 "Store unavailable",
             ),
+            ApiError::WriteOutcomeUnknown(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "write-outcome-unknown",
+                "Write outcome unknown",
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -147,6 +160,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(detail) => ApiError::StoreUnavailable(detail),
+            StoreError::OutcomeUnknown(detail) => ApiError::WriteOutcomeUnknown(detail),
             StoreError::Corrupt(detail) => ApiError::Internal(detail),
             StoreError::InvalidCursor => ApiError::InvalidRequest(e.to_string()),
         }
@@ -181,6 +195,9 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::StoreUnavailable(detail) => {
                 tracing::warn!(error = %detail, "store unavailable");
+            }
+            ApiError::WriteOutcomeUnknown(detail) => {
+                tracing::warn!(error = %detail, "store write outcome unknown");
             }
             ApiError::Internal(detail) => tracing::error!(error = %detail, "internal error"),
             _ => {}

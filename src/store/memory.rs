@@ -1,7 +1,10 @@
 //! The embedded in-memory store: the default for `cargo run` without `REDIS_URL`.
 //!
 //! Same contract as the Redis adapter (the contract suite runs against both); state lives as
-//! long as the process. Locks are never held across an `.await`.
+//! long as the process. Locks are never held across an `.await`. An owner and its index entry
+//! change together under the one `owners` lock (`Owners::put`, `Owners::remove`), as the Redis
+//! adapter's scripts change both in one step. Nothing here has an unknown outcome: a call
+//! either returns what it did or does nothing.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::ops::Bound;

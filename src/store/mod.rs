@@ -22,12 +22,22 @@ pub use self::memory::MemoryStore;
 pub(crate) use self::redis::glob_escape;
 pub use self::redis::{RedisOptions, RedisStore};
 
-/// Why a store call failed. Both variants are the store's fault, never the caller's.
+/// Why a store call failed. All but [`StoreError::InvalidCursor`] are the store's fault.
+///
+/// For writes the first two variants differ in what they promise: `Unavailable` means the
+/// write was never sent (nothing was written), `OutcomeUnknown` that it was sent and no answer
+/// came (it may or may not have been applied). Every ownership write is safe to repeat, so
+/// the answer to both is to retry. A read that fails is always `Unavailable`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// The store could not be reached or did not answer in time.
+    /// The store could not be reached or did not answer in time. For a write: it was not
+    /// sent, or the store refused it before running it; nothing was written.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write was (or may have been) sent but no answer came: a timeout after sending, a
+    /// connection dropped mid-call. It may or may not have been applied.
+    #[error("write outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// The store answered with data gatehouse cannot read.
     #[error("unexpected data in store: {0}")]
     Corrupt(String),
@@ -91,8 +101,10 @@ pub struct SessionPage {
 
 /// Who owns which chat session.
 ///
-/// Owner keys are the source of truth; the per-user index is secondary (it is updated after
-/// the owner key and can be rebuilt from the owner keys).
+/// Owner keys are the source of truth; the per-user index is secondary (it can be rebuilt
+/// from the owner keys). Claim, transfer and release change the owner and the index in one
+/// atomic step (one Lua script on standalone Redis and Sentinel, one lock in memory), so the
+/// index never drifts from the owner keys through these writes.
 #[async_trait]
 pub trait OwnershipStore: Send + Sync + 'static {
     /// The session's owner, if it has one.

@@ -6,8 +6,12 @@
 //! checkout (deadpool-redis does) doubles the round trips of the one `GET` a check needs.
 //!
 //! Every call is bounded by the configured timeout, so a paused or unreachable Redis turns
-//! into [`StoreError::Unavailable`] quickly, never into a hung request. Scripts touch one key
-//! (or keys sharing a hash tag), so they are Redis Cluster safe.
+//! into an error quickly, never into a hung request: [`StoreError::Unavailable`] for reads and
+//! for writes that were certainly not applied, [`StoreError::OutcomeUnknown`] for writes that
+//! were sent (or may have been) and got no answer ([`write_failed`]). The ownership scripts
+//! (claim, transfer, release, backfill) move the owner key and the user index together and
+//! compute some of their keys, so they need standalone Redis or Sentinel (see `CLAIM`); the
+//! settings and audit scripts touch keys sharing a hash tag.
 
 mod lookups;
 
@@ -49,9 +53,43 @@ pub struct RedisOptions {
     pub audit_maxlen: usize,
 }
 
-/// Sets the owner if the current one matches, and announces the change. KEYS[1] owner key;
-/// ARGV: new owner, check flag, expected owner, TTL in ms (0: none), channel, session id.
-/// Returns {1, previous} or {0, actual}.
+// Claim, transfer and release move the owner key and the user index in one script, so that
+// no interleaving of writes from several instances (and no timeout between two round trips)
+// can leave an index entry without its owner key or the other way round. The new owner's
+// index key is declared in KEYS; the previous owner's is only known inside the script, so it
+// is computed there from the index prefix (ARGV). That is fine on standalone Redis and
+// Sentinel, where every key lives on the one primary, but not in Cluster: there (issue 16)
+// the owner key and the index sets live in different slots, and the index has to follow the
+// owner key instead (and be repaired from it).
+
+/// Makes ARGV[1] the owner if the session has none (`SET NX`: of concurrent claims exactly one
+/// wins), adds the session to the new owner's index (also when it already was theirs: a
+/// repeated claim mends an index entry lost before writes were atomic), and announces the
+/// session (whatever the outcome: an instance caching "no owner" must not keep it once the
+/// claim is acknowledged).
+/// KEYS: owner key, new owner's index; ARGV: user, TTL in ms (0: none), channel, session id.
+/// Returns {1, false} when claimed, else {0, current owner}.
+const CLAIM: &str = r"
+local ok
+if ARGV[2] ~= '0' then
+  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+else
+  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+if ok then
+  redis.call('SADD', KEYS[2], ARGV[4])
+  return {1, false}
+end
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then redis.call('SADD', KEYS[2], ARGV[4]) end
+return {0, cur}
+";
+
+/// Sets the owner if the current one matches, moves the session from the previous owner's
+/// index to the new one's, and announces the change. KEYS: owner key, new owner's index;
+/// ARGV: new owner, check flag, expected owner, TTL in ms (0: none), channel, session id,
+/// index key prefix. Returns {1, previous} or {0, actual}.
 const SET_OWNER: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if ARGV[2] == '1' and cur ~= ARGV[3] then return {0, cur} end
@@ -60,17 +98,21 @@ if ARGV[4] ~= '0' then
 else
   redis.call('SET', KEYS[1], ARGV[1])
 end
+if cur and cur ~= ARGV[1] then redis.call('SREM', ARGV[7] .. cur, ARGV[6]) end
+redis.call('SADD', KEYS[2], ARGV[6])
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return {1, cur}
 ";
 
-/// Deletes the owner if it matches. KEYS[1] owner key; ARGV: check flag, expected owner.
-/// Returns {1, previous} or {0, actual}.
+/// Deletes the owner if it matches, removes the session from that owner's index, and
+/// announces the change. KEYS[1] owner key; ARGV: check flag, expected owner, channel,
+/// session id, index key prefix. Returns {1, previous} or {0, actual}.
 const RELEASE: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if ARGV[1] == '1' and cur ~= ARGV[2] then return {0, cur} end
 if cur then
   redis.call('DEL', KEYS[1])
+  redis.call('SREM', ARGV[5] .. cur, ARGV[4])
   redis.call('PUBLISH', ARGV[3], ARGV[4])
 end
 return {1, cur}
@@ -161,9 +203,6 @@ if #changed > 0 then redis.call('PUBLISH', ARGV[4], table.concat(changed, '\n'))
 return {released, kept}
 ";
 
-/// A claim that keeps losing to concurrent releases gives up after this many rounds.
-const CLAIM_ATTEMPTS: usize = 5;
-
 /// Production adapter for both store ports.
 pub struct RedisStore {
     client: redis::Client,
@@ -176,6 +215,7 @@ pub struct RedisStore {
     keys: KeySchema,
     owner_ttl: Option<Duration>,
     timeout: Duration,
+    claim: Script,
     set_owner: Script,
     release: Script,
     save_settings: Script,
@@ -214,6 +254,7 @@ impl RedisStore {
             keys: options.keys.clone(),
             owner_ttl: options.owner_ttl,
             timeout: options.timeout,
+            claim: Script::new(CLAIM),
             set_owner: Script::new(SET_OWNER),
             release: Script::new(RELEASE),
             save_settings: Script::new(SAVE_SETTINGS),
@@ -261,20 +302,19 @@ impl RedisStore {
             .map_or(0, |ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Moves `session` from `previous`'s index set to `owner`'s. The owner key is already
-    /// written; the index is secondary, so a failure here is logged, not returned.
-    async fn reindex(&self, session: &str, previous: Option<&str>, owner: Option<&str>) {
-        let mut pipe = redis::pipe();
-        if let Some(previous) = previous.filter(|p| Some(*p) != owner) {
-            pipe.srem(self.keys.user_sessions(previous), session)
-                .ignore();
-        }
-        if let Some(owner) = owner {
-            pipe.sadd(self.keys.user_sessions(owner), session).ignore();
-        }
-        let mut conn = self.conn();
-        if let Err(e) = self.bounded(pipe.query_async::<()>(&mut conn)).await {
-            tracing::warn!(session_id = session, error = %e, "user index not updated; `gatehouse migrate` rebuilds it");
+    /// Runs one write under the timeout; a failure says whether it may have been applied
+    /// ([`write_failed`]).
+    async fn write<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result.map_err(write_failed),
+            // The command may be in Redis's socket buffer or running: it may yet be applied.
+            Err(_) => Err(StoreError::OutcomeUnknown(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
         }
     }
 }
@@ -320,6 +360,43 @@ fn is_dead_connection(e: &redis::RedisError) -> bool {
 
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
+}
+
+/// What a failed write tells the caller: [`StoreError::Unavailable`] only when the write was
+/// certainly not applied, else [`StoreError::OutcomeUnknown`].
+///
+/// Certainly not applied: no connection could be made (refused: the manager reconnects before
+/// it sends, so a refusal means nothing left this process), or Redis answered that it refuses
+/// the command before running any of it (still loading, a read-only replica, master down,
+/// a script busy, no permission, a Cluster redirect). Everything else is in doubt: a dropped
+/// connection or any I/O error may have come after the command was written, and a script
+/// that failed part-way may have written something before failing.
+fn write_failed(e: redis::RedisError) -> StoreError {
+    use redis::{ErrorKind, ServerErrorKind};
+    let refused_by_server = matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::CrossSlot
+                | ServerErrorKind::NoPerm
+        )
+    ) || e.code() == Some("BUSY");
+    let never_connected = e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            ErrorKind::AuthenticationFailed | ErrorKind::InvalidClientConfig
+        );
+    if refused_by_server || never_connected {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::OutcomeUnknown(e.to_string())
+    }
 }
 
 fn expected_args(expected: &Expected) -> (&'static str, &str) {
@@ -382,38 +459,23 @@ impl OwnershipStore for RedisStore {
     }
 
     async fn claim(&self, session: &SessionId, user: &str) -> Result<ClaimOutcome, StoreError> {
-        let key = self.keys.owner(session.as_str());
-        for _ in 0..CLAIM_ATTEMPTS {
-            let mut set = redis::cmd("SET");
-            set.arg(&key).arg(user).arg("NX");
-            if let Some(ttl) = self.owner_ttl {
-                set.arg("PX")
-                    .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
-            }
-            // Announced whatever the outcome (a claim is rare next to checks): an instance
-            // caching "no owner" must not keep it once the claim is acknowledged.
-            let mut pipe = redis::pipe();
-            pipe.add_command(set)
-                .get(&key)
-                .publish(self.keys.owners_channel(), session.as_str())
-                .ignore();
-            let mut conn = self.conn();
-            let (set, current): (Option<String>, Option<String>) =
-                self.bounded(pipe.query_async(&mut conn)).await?;
-            match (set, current) {
-                (Some(_), _) => {
-                    self.reindex(session.as_str(), None, Some(user)).await;
-                    return Ok(ClaimOutcome::Claimed);
-                }
-                (None, Some(owner)) if owner == user => return Ok(ClaimOutcome::AlreadyOwned),
-                (None, Some(owner)) => return Ok(ClaimOutcome::OwnedByOther(owner)),
-                // Released between our SET and GET: try again.
-                (None, None) => continue,
-            }
-        }
-        Err(StoreError::Unavailable(
-            "claim kept racing with releases".into(),
-        ))
+        let mut invocation = self.claim.key(self.keys.owner(session.as_str()));
+        invocation
+            .key(self.keys.user_sessions(user))
+            .arg(user)
+            .arg(self.ttl_millis())
+            .arg(self.keys.owners_channel())
+            .arg(session.as_str());
+        let mut conn = self.conn();
+        let (claimed, current): (i64, Option<String>) =
+            self.write(invocation.invoke_async(&mut conn)).await?;
+        Ok(match current {
+            _ if claimed == 1 => ClaimOutcome::Claimed,
+            Some(owner) if owner == user => ClaimOutcome::AlreadyOwned,
+            Some(owner) => ClaimOutcome::OwnedByOther(owner),
+            // SET NX failed, so there was an owner, and the GET in the same script saw it.
+            None => return Err(StoreError::Corrupt("claim saw an owner and none".into())),
+        })
     }
 
     async fn set_owner(
@@ -425,19 +487,18 @@ impl OwnershipStore for RedisStore {
         let (check, expected_owner) = expected_args(expected);
         let mut invocation = self.set_owner.key(self.keys.owner(session.as_str()));
         invocation
+            .key(self.keys.user_sessions(owner))
             .arg(owner)
             .arg(check)
             .arg(expected_owner)
             .arg(self.ttl_millis())
             .arg(self.keys.owners_channel())
-            .arg(session.as_str());
+            .arg(session.as_str())
+            .arg(&self.keys.user_sessions_prefix);
         let mut conn = self.conn();
-        let change = owner_change(self.bounded(invocation.invoke_async(&mut conn)).await?);
-        if let OwnerChange::Done { previous } = &change {
-            self.reindex(session.as_str(), previous.as_deref(), Some(owner))
-                .await;
-        }
-        Ok(change)
+        Ok(owner_change(
+            self.write(invocation.invoke_async(&mut conn)).await?,
+        ))
     }
 
     async fn release(
@@ -451,16 +512,12 @@ impl OwnershipStore for RedisStore {
             .arg(check)
             .arg(expected_owner)
             .arg(self.keys.owners_channel())
-            .arg(session.as_str());
+            .arg(session.as_str())
+            .arg(&self.keys.user_sessions_prefix);
         let mut conn = self.conn();
-        let change = owner_change(self.bounded(invocation.invoke_async(&mut conn)).await?);
-        if let OwnerChange::Done {
-            previous: Some(previous),
-        } = &change
-        {
-            self.reindex(session.as_str(), Some(previous), None).await;
-        }
-        Ok(change)
+        Ok(owner_change(
+            self.write(invocation.invoke_async(&mut conn)).await?,
+        ))
     }
 
     async fn user_sessions(
@@ -606,7 +663,7 @@ impl SettingsStore for RedisStore {
             .arg(entry)
             .arg(self.keys.settings_channel());
         let mut conn = self.conn();
-        let reply: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let reply: i64 = self.write(invocation.invoke_async(&mut conn)).await?;
         Ok(match u64::try_from(reply) {
             Ok(current) => SaveOutcome::VersionConflict { current },
             Err(_) => SaveOutcome::Saved,
@@ -749,7 +806,7 @@ impl AuditStore for RedisStore {
             }
         }
         let mut conn = self.conn();
-        self.bounded(invocation.invoke_async(&mut conn)).await
+        self.write(invocation.invoke_async(&mut conn)).await
     }
 
     async fn audit_before(
@@ -757,6 +814,11 @@ impl AuditStore for RedisStore {
         before: Option<AuditId>,
         count: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
+        // Nothing is below the smallest id; Redis refuses the exclusive `(0-0` as an interval
+        // end ("invalid end ID"), so answer the empty page the embedded store gives.
+        if before == Some(AuditId { millis: 0, seq: 0 }) {
+            return Ok(Vec::new());
+        }
         let end = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
         self.audit_range("XREVRANGE", &end, "-", count).await
     }
@@ -766,6 +828,15 @@ impl AuditStore for RedisStore {
         after: Option<AuditId>,
         count: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
+        // Likewise nothing is above the largest id, which Redis refuses as an exclusive start.
+        if after
+            == Some(AuditId {
+                millis: u64::MAX,
+                seq: u64::MAX,
+            })
+        {
+            return Ok(Vec::new());
+        }
         let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
         self.audit_range("XRANGE", &start, "+", count).await
     }
@@ -783,7 +854,7 @@ impl BackfillStore for RedisStore {
             .arg(self.keys.owners_channel())
             .arg(sessions);
         let mut conn = self.conn();
-        self.bounded(invocation.invoke_async(&mut conn)).await
+        self.write(invocation.invoke_async(&mut conn)).await
     }
 
     async fn release_assigned(
@@ -801,7 +872,7 @@ impl BackfillStore for RedisStore {
             .arg(sessions);
         let mut conn = self.conn();
         let (released, kept): (u64, Vec<String>) =
-            self.bounded(invocation.invoke_async(&mut conn)).await?;
+            self.write(invocation.invoke_async(&mut conn)).await?;
         Ok(Released { released, kept })
     }
 
@@ -864,7 +935,7 @@ impl BackfillStore for RedisStore {
             .arg(record)
             .clone();
         let mut conn = self.conn();
-        self.bounded(cmd.query_async::<()>(&mut conn)).await
+        self.write(cmd.query_async::<()>(&mut conn)).await
     }
 
     async fn load_job(&self, id: &str) -> Result<Option<String>, StoreError> {
@@ -875,7 +946,50 @@ impl BackfillStore for RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use super::glob_escape;
+    use std::io;
+
+    use super::{StoreError, glob_escape, write_failed};
+
+    /// A server error reply as Redis sends it, e.g. `-READONLY ...`.
+    fn server_error(reply: &str) -> redis::RedisError {
+        let value = redis::parse_redis_value(format!("-{reply}\r\n").as_bytes()).unwrap();
+        value.extract_error().unwrap_err()
+    }
+
+    #[test]
+    fn only_writes_that_cannot_have_been_applied_are_unavailable() {
+        let not_sent = [
+            redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionRefused)),
+            server_error("READONLY You can't write against a read only replica."),
+            server_error("LOADING Redis is loading the dataset in memory"),
+            server_error("MASTERDOWN Link with MASTER is down"),
+            server_error("BUSY Redis is busy running a script."),
+            server_error("NOPERM this user has no permissions"),
+        ];
+        for e in not_sent {
+            let shown = e.to_string();
+            assert!(
+                matches!(write_failed(e), StoreError::Unavailable(_)),
+                "{shown}"
+            );
+        }
+        let in_doubt = [
+            redis::RedisError::from(io::Error::from(io::ErrorKind::BrokenPipe)),
+            redis::RedisError::from(io::Error::from(io::ErrorKind::ConnectionReset)),
+            redis::RedisError::from(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            redis::RedisError::from(io::Error::from(io::ErrorKind::TimedOut)),
+            redis::RedisError::from(io::Error::other("anything else")),
+            // A script that failed part-way may have written before failing.
+            server_error("ERR user_script:5: WRONGTYPE Operation against a key"),
+        ];
+        for e in in_doubt {
+            let shown = e.to_string();
+            assert!(
+                matches!(write_failed(e), StoreError::OutcomeUnknown(_)),
+                "{shown}"
+            );
+        }
+    }
 
     #[test]
     fn glob_metacharacters_in_prefixes_are_escaped() {

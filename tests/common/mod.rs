@@ -55,6 +55,31 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
+/// Lets local connections use `DEBUG` (tests freeze Redis with `DEBUG SLEEP`): Redis 7
+/// refuses it by default, and Redis 6 allows it but does not know the option.
+fn debug_command_args() -> &'static [&'static str] {
+    static ARGS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+    ARGS.get_or_init(|| {
+        let version = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default();
+        // "Redis server v=7.0.15 sha=..."
+        let major: u32 = version
+            .split("v=")
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|major| major.parse().ok())
+            .unwrap_or(0);
+        if major >= 7 {
+            &["--enable-debug-command", "local"]
+        } else {
+            &[]
+        }
+    })
+}
+
 impl RedisServer {
     /// Starts one, or returns `None` (skip) when `redis-server` is unavailable outside CI.
     pub fn start() -> Option<Self> {
@@ -83,6 +108,7 @@ impl RedisServer {
     fn spawn(&mut self) -> Result<(), String> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(debug_command_args())
             .args([
                 "--save",
                 "",

@@ -1,19 +1,21 @@
 //! The session API: read, transfer, release and list, with their permission rules.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
 
 use crate::both_backends;
-use crate::common::{Backend, TestApp};
+use crate::common::{Backend, TestApp, eventually};
 
 both_backends!(
     service_claims_for_users_and_users_cannot_squat,
     self_claim_policy_is_the_old_behaviour,
     read_and_release_are_owner_or_admin,
     transfer_is_compare_and_set,
-    listing_pages_through_everything
+    listing_pages_through_everything,
+    writes_repeated_after_they_were_applied_answer_as_the_first
 );
 
 async fn read_and_release_are_owner_or_admin(backend: Backend) {
@@ -55,8 +57,8 @@ async fn read_and_release_are_owner_or_admin(backend: Backend) {
     let reply = app.claim_for("s1", "bob").await;
     reply.assert_problem(409, "session-owned");
 
-    // Alice releases; it is gone from her index; releasing again is a 403 (no owner) for
-    // her and a 404 for an admin.
+    // Alice releases; it is gone from her index; releasing again (a retry after an unknown
+    // outcome) answers the same 204, for her and for an admin.
     let reply = app
         .call(Method::DELETE, "/v1/sessions/s1", Some(&alice), None)
         .await;
@@ -65,15 +67,20 @@ async fn read_and_release_are_owner_or_admin(backend: Backend) {
         .call(Method::GET, "/v1/users/alice/sessions", Some(&alice), None)
         .await;
     assert_eq!(reply.body["sessions"], json!([]));
+    for token in [&alice, &admin] {
+        let reply = app
+            .call(Method::DELETE, "/v1/sessions/s1", Some(token), None)
+            .await;
+        assert_eq!(reply.status, 204, "{reply:?}");
+    }
     let reply = app
-        .call(Method::DELETE, "/v1/sessions/s1", Some(&alice), None)
+        .call(Method::DELETE, "/v1/sessions/s1", None, None)
         .await;
-    reply.assert_problem(403, "access-denied");
-    assert_eq!(reply.body["reason"], "no_owner");
+    reply.assert_problem(401, "unauthorized");
     let reply = app
-        .call(Method::DELETE, "/v1/sessions/s1", Some(&admin), None)
+        .call(Method::DELETE, "/v1/sessions/bad*id", Some(&alice), None)
         .await;
-    reply.assert_problem(404, "not-found");
+    reply.assert_problem(400, "invalid-session-id");
 
     // An admin releases anyone's session.
     app.claim("s2", "bob").await;
@@ -306,5 +313,78 @@ async fn self_claim_policy_is_the_old_behaviour(backend: Backend) {
     let reply = claim(alice.clone(), "s2", Some(json!({ "user": "bob" }))).await;
     reply.assert_problem(403, "forbidden");
     assert_eq!(app.claim_for("s2", "bob").await.status, 201);
+    app.stop().await;
+}
+
+/// A client that got no answer (504 `write-outcome-unknown`) repeats its request: each write
+/// repeated after it was applied must succeed again, not conflict.
+async fn writes_repeated_after_they_were_applied_answer_as_the_first(backend: Backend) {
+    let app = TestApp::spawn(&backend, &[]).await;
+    let admin = app.admin();
+    app.claim("s1", "alice").await;
+    app.claim("s2", "carol").await;
+
+    // A transfer with expected_owner: the repeat finds the requested owner already in place.
+    let put = json!({ "owner": "bob", "expected_owner": "alice" });
+    let path = "/v1/sessions/s1/owner";
+    let first = app
+        .call(Method::PUT, path, Some(&admin), Some(put.clone()))
+        .await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let again = app.call(Method::PUT, path, Some(&admin), Some(put)).await;
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(
+        again.body,
+        json!({ "session_id": "s1", "owner": "bob", "previous_owner": "bob" })
+    );
+    // Another owner than the requested one is still a conflict.
+    let other = json!({ "owner": "dave", "expected_owner": "alice" });
+    let reply = app.call(Method::PUT, path, Some(&admin), Some(other)).await;
+    reply.assert_problem(409, "owner-mismatch");
+    assert_eq!(reply.body["current_owner"], "bob");
+
+    // A release by its owner, repeated: 204 both times, and nothing left.
+    let bob = app.user("bob");
+    for _ in 0..2 {
+        let reply = app
+            .call(Method::DELETE, "/v1/sessions/s1", Some(&bob), None)
+            .await;
+        assert_eq!(reply.status, 204, "{reply:?}");
+    }
+    let reply = app
+        .call(Method::GET, "/v1/sessions/s1", Some(&admin), None)
+        .await;
+    reply.assert_problem(404, "not-found");
+
+    // Releasing another user's session is still refused, and audited as before.
+    let reply = app
+        .call(Method::DELETE, "/v1/sessions/s2", Some(&bob), None)
+        .await;
+    reply.assert_problem(403, "access-denied");
+    assert_eq!(reply.body["reason"], "not_owner");
+    let entry = eventually(Duration::from_secs(10), "the denial audited", || async {
+        let reply = app
+            .call(
+                Method::GET,
+                "/v1/audit?source=middleware&user=bob&limit=1",
+                Some(&admin),
+                None,
+            )
+            .await;
+        reply.body["entries"].get(0).cloned()
+    })
+    .await;
+    assert_eq!(
+        (&entry["decision"], &entry["reason"], &entry["owner"]),
+        (&json!("deny"), &json!("not_owner"), &json!("carol"))
+    );
+    assert_eq!(
+        (&entry["method"], &entry["path"], &entry["session_id"]),
+        (&json!("DELETE"), &json!("/v1/sessions/s2"), &json!("s2"))
+    );
+    let reply = app
+        .call(Method::GET, "/v1/sessions/s2", Some(&admin), None)
+        .await;
+    assert_eq!(reply.body["owner"], "carol");
     app.stop().await;
 }

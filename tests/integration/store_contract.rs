@@ -16,7 +16,7 @@ use gatehouse::timestamp::Timestamp;
 use serde_json::json;
 
 use crate::both_backends;
-use crate::common::{Backend, eventually};
+use crate::common::{Backend, TestApp, eventually};
 
 both_backends!(
     claims_and_compare_and_set,
@@ -27,6 +27,9 @@ both_backends!(
     audit_appends_are_idempotent_per_writer,
     audit_paging_never_skips_or_repeats,
     concurrent_lookups_each_get_their_own_owner,
+    audit_pages_beyond_the_ends_are_empty,
+    audit_before_0_0_over_http_is_an_empty_page,
+    the_index_follows_every_ownership_write,
 );
 
 fn store(backend: &Backend, owner_ttl: Option<Duration>) -> Arc<dyn Store> {
@@ -428,6 +431,108 @@ async fn audit_appends_are_idempotent_per_writer(backend: Backend) {
     assert_eq!(all[0].event, w2[1].event, "fields round-trip");
     let ids: Vec<AuditId> = all.iter().map(|e| e.id).collect();
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+}
+
+/// `before=0-0` (nothing is older) and `after` the largest id (nothing is newer) are empty
+/// pages on both backends; Redis refuses those exclusive bounds, so its adapter must not send
+/// them (it answered 503 `store-unavailable` for `GET /v1/audit?before=0-0`).
+async fn audit_pages_beyond_the_ends_are_empty(backend: Backend) {
+    let store = store(&backend, None);
+    assert_eq!(store.append_audit("w", &sequenced(1..=3)).await.unwrap(), 3);
+    let smallest = AuditId { millis: 0, seq: 0 };
+    let largest = AuditId {
+        millis: u64::MAX,
+        seq: u64::MAX,
+    };
+    assert!(
+        store
+            .audit_before(Some(smallest), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .audit_after(Some(largest), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.audit_after(Some(smallest), 10).await.unwrap().len(),
+        3
+    );
+    assert_eq!(
+        store.audit_before(Some(largest), 10).await.unwrap().len(),
+        3
+    );
+}
+
+/// The same through the API: `GET /v1/audit?before=0-0` was a 503 on Redis, 200 in memory.
+async fn audit_before_0_0_over_http_is_an_empty_page(backend: Backend) {
+    let app = TestApp::spawn(&backend, &[]).await;
+    app.set_mode("ENFORCED").await;
+    let reply = app
+        .call(
+            reqwest::Method::GET,
+            "/v1/audit?before=0-0",
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, json!({ "entries": [] }));
+    app.stop().await;
+}
+
+/// Every session in exactly the index of its owner, after each kind of write.
+async fn the_index_follows_every_ownership_write(backend: Backend) {
+    let store = store(&backend, None);
+    let index = |user: &'static str| {
+        let store = &store;
+        async move {
+            let mut page = store.user_sessions(user, None, 100).await.unwrap().sessions;
+            page.sort();
+            page
+        }
+    };
+    let (s1, s2) = (id("ix1"), id("ix2"));
+    assert_eq!(
+        store.claim(&s1, "alice").await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(
+        store.claim(&s2, "alice").await.unwrap(),
+        ClaimOutcome::Claimed
+    );
+    assert_eq!(index("alice").await, ["ix1", "ix2"]);
+    // A lost claim and a failed compare-and-set leave the index alone.
+    assert_eq!(
+        store.claim(&s1, "bob").await.unwrap(),
+        ClaimOutcome::OwnedByOther("alice".into())
+    );
+    let wrong = Expected::Owner("carol".into());
+    assert!(matches!(
+        store.set_owner(&s1, "bob", &wrong).await.unwrap(),
+        OwnerChange::Mismatch { .. }
+    ));
+    assert!(matches!(
+        store.release(&s1, &wrong).await.unwrap(),
+        OwnerChange::Mismatch { .. }
+    ));
+    assert_eq!(index("bob").await, Vec::<String>::new());
+    // A transfer moves it; a transfer to the same owner keeps it once; a release removes it.
+    store.set_owner(&s1, "bob", &Expected::Any).await.unwrap();
+    store.set_owner(&s1, "bob", &Expected::Any).await.unwrap();
+    assert_eq!(index("alice").await, ["ix2"]);
+    assert_eq!(index("bob").await, ["ix1"]);
+    store.release(&s1, &Expected::Any).await.unwrap();
+    store
+        .release(&s2, &Expected::Owner("alice".into()))
+        .await
+        .unwrap();
+    assert_eq!(index("alice").await, Vec::<String>::new());
+    assert_eq!(index("bob").await, Vec::<String>::new());
 }
 
 async fn audit_paging_never_skips_or_repeats(backend: Backend) {
