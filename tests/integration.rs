@@ -29,6 +29,8 @@ mod operator;
 mod outage;
 #[path = "integration/propagation.rs"]
 mod propagation;
+#[path = "integration/proxies.rs"]
+mod proxies;
 #[path = "integration/rollout.rs"]
 mod rollout;
 #[path = "integration/sessions.rs"]

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod nginx;
+pub mod proxies;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
