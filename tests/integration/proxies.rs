@@ -228,13 +228,19 @@ fn backend_readings(target: &str) -> Vec<String> {
     ids
 }
 
-async fn recipe_holds(kind: Kind) {
+/// Runs every check through `kind` with gatehouse in the recipe's style, or in `auto` (the
+/// default, for an operator who did not set it: the recipes' own stripping must hold then too).
+async fn recipe_holds(kind: Kind, recipe_style: bool) {
     let Some(binary) = kind.binary() else {
         return;
     };
     let version = kind.version(&binary);
     let started = Instant::now();
-    let style = kind.style();
+    let style = if recipe_style {
+        kind.style()
+    } else {
+        "auto".to_owned()
+    };
     let app = TestApp::spawn(
         &Backend::Memory,
         &[
@@ -437,20 +443,40 @@ async fn recipe_holds(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_recipe_holds() {
-    recipe_holds(Kind::Nginx).await;
+    recipe_holds(Kind::Nginx, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_recipe_holds_in_auto_style() {
+    recipe_holds(Kind::Nginx, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_debian_recipe_holds() {
-    recipe_holds(Kind::CaddyDebian).await;
+    recipe_holds(Kind::CaddyDebian, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_debian_recipe_holds_in_auto_style() {
+    recipe_holds(Kind::CaddyDebian, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caddy_current_recipe_holds() {
-    recipe_holds(Kind::CaddyCurrent).await;
+    recipe_holds(Kind::CaddyCurrent, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_current_recipe_holds_in_auto_style() {
+    recipe_holds(Kind::CaddyCurrent, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traefik_recipe_holds() {
-    recipe_holds(Kind::Traefik).await;
+    recipe_holds(Kind::Traefik, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_recipe_holds_in_auto_style() {
+    recipe_holds(Kind::Traefik, false).await;
 }
