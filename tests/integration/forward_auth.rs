@@ -259,3 +259,249 @@ async fn cookie_credentials_and_unmatched_policy(backend: Backend) {
     assert_eq!(header(&reply, "x-gatehouse-reason"), "unmatched");
     app.stop().await;
 }
+
+both_backends!(
+    header_precedence_attack_is_refused_in_auto_and_ignored_in_named_styles,
+    a_convention_header_given_twice_is_refused,
+    every_answer_sets_all_six_identity_headers,
+);
+
+const GATEHOUSE_HEADERS: [&str; 6] = [
+    "x-gatehouse-user",
+    "x-gatehouse-session",
+    "x-gatehouse-endpoint",
+    "x-gatehouse-mode",
+    "x-gatehouse-decision",
+    "x-gatehouse-reason",
+];
+
+/// Asks with `headers` (appended in order, so a name given twice is sent twice) at `path`.
+async fn ask(
+    app: &TestApp,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut request = app.http.request(method, format!("{}{path}", app.base));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    read(request).await
+}
+
+/// An instance in `style`, ENFORCED, alice owning s1 and bob s2 (claims are idempotent, and
+/// each embedded-store instance has its own store).
+async fn styled(backend: &Backend, style: &str) -> TestApp {
+    let app = TestApp::spawn(backend, &[("GATEHOUSE_FORWARD_AUTH_STYLE", style)]).await;
+    app.claim("s1", "alice").await;
+    app.claim("s2", "bob").await;
+    app.set_mode("ENFORCED").await;
+    app
+}
+
+/// The Caddy attack: Caddy sets `X-Forwarded-Uri` (bob's session) and passes the client's own
+/// `X-Original-URI` (alice's) through.
+const PRECEDENCE_ATTACK: [(&str, &str); 4] = [
+    ("x-original-method", "GET"),
+    ("x-original-uri", "/api/chat/sessions/s1/messages"),
+    ("x-forwarded-method", "GET"),
+    ("x-forwarded-uri", "/api/chat/sessions/s2/messages"),
+];
+
+async fn header_precedence_attack_is_refused_in_auto_and_ignored_in_named_styles(backend: Backend) {
+    let app = TestApp::spawn(&backend, &[]).await;
+    app.claim("s1", "alice").await;
+    app.claim("s2", "bob").await;
+    app.set_mode("ENFORCED").await;
+    let alice = app.user("alice");
+    let reply = ask(
+        &app,
+        Some(&alice),
+        Method::GET,
+        "/v1/forward-auth",
+        &PRECEDENCE_ATTACK,
+    )
+    .await;
+    reply.assert_problem(400, "ambiguous-request");
+    assert_eq!(header(&reply, "x-gatehouse-decision"), "deny");
+    assert_eq!(header(&reply, "x-gatehouse-reason"), "ambiguous_request");
+    // The Envoy path suffix is a convention too.
+    let reply = ask(
+        &app,
+        Some(&alice),
+        Method::GET,
+        "/v1/forward-auth/api/chat/sessions/s2/messages",
+        &PRECEDENCE_ATTACK[..2],
+    )
+    .await;
+    reply.assert_problem(400, "ambiguous-request");
+    // Only one header of another convention is enough.
+    let reply = ask(
+        &app,
+        Some(&alice),
+        Method::GET,
+        "/v1/forward-auth",
+        &PRECEDENCE_ATTACK[1..],
+    )
+    .await;
+    reply.assert_problem(400, "ambiguous-request");
+
+    // The attempt is audited, with who tried.
+    let entry = eventually(
+        Duration::from_secs(5),
+        "ambiguous request audited",
+        || async {
+            let reply = app
+                .call(
+                    Method::GET,
+                    "/v1/audit?source=forward_auth&decision=deny&user=alice&limit=1",
+                    Some(&app.admin()),
+                    None,
+                )
+                .await;
+            reply.body["entries"].as_array()?.first().cloned()
+        },
+    )
+    .await;
+    assert_eq!(entry["reason"], "ambiguous_request");
+    app.stop().await;
+
+    // Named styles read only their own convention: what the proxy itself set.
+    for (style, expected, session) in [
+        ("caddy", 403, "s2"),
+        ("traefik", 403, "s2"),
+        ("nginx", 200, "s1"),
+    ] {
+        let app = styled(&backend, style).await;
+        let reply = ask(
+            &app,
+            Some(&alice),
+            Method::GET,
+            "/v1/forward-auth",
+            &PRECEDENCE_ATTACK,
+        )
+        .await;
+        assert_eq!(reply.status, expected, "{style}: {reply:?}");
+        assert_eq!(header(&reply, "x-gatehouse-session"), session, "{style}");
+        app.stop().await;
+    }
+    // Envoy: the path, whatever the headers say.
+    let app = styled(&backend, "envoy").await;
+    let reply = ask(
+        &app,
+        Some(&alice),
+        Method::GET,
+        "/v1/forward-auth/api/chat/sessions/s2/messages",
+        &PRECEDENCE_ATTACK[..2],
+    )
+    .await;
+    assert_eq!(
+        (reply.status, header(&reply, "x-gatehouse-session")),
+        (403, "s2"),
+        "{reply:?}"
+    );
+    let reply = ask(
+        &app,
+        Some(&alice),
+        Method::GET,
+        "/v1/forward-auth",
+        &PRECEDENCE_ATTACK,
+    )
+    .await;
+    reply.assert_problem(400, "invalid-request");
+    app.stop().await;
+}
+
+async fn a_convention_header_given_twice_is_refused(backend: Backend) {
+    for style in ["auto", "nginx", "caddy"] {
+        let app = styled(&backend, style).await;
+        let alice = app.user("alice");
+        let (method, uri) = if style == "caddy" {
+            ("x-forwarded-method", "x-forwarded-uri")
+        } else {
+            ("x-original-method", "x-original-uri")
+        };
+        // A proxy that appends its own value after the client's: the first one was the
+        // client's, and must not win.
+        for headers in [
+            [
+                (method, "GET"),
+                (uri, "/api/chat/sessions/s1/messages"),
+                (uri, "/api/chat/sessions/s2/messages"),
+            ],
+            [
+                (method, "GET"),
+                (method, "DELETE"),
+                (uri, "/api/chat/sessions/s1/messages"),
+            ],
+        ] {
+            let reply = ask(
+                &app,
+                Some(&alice),
+                Method::GET,
+                "/v1/forward-auth",
+                &headers,
+            )
+            .await;
+            reply.assert_problem(400, "ambiguous-request");
+        }
+        app.stop().await;
+    }
+}
+
+async fn every_answer_sets_all_six_identity_headers(backend: Backend) {
+    let app = TestApp::spawn(&backend, &[]).await;
+    app.claim("s1", "alice").await;
+    let alice = app.user("alice");
+    let all_six = |reply: &Reply| {
+        for name in GATEHOUSE_HEADERS {
+            assert!(
+                reply.headers.contains_key(name),
+                "{name} missing: {reply:?}"
+            );
+        }
+    };
+    // Unmatched: allowed without a check, every identity header present and empty.
+    let reply = nginx(&app, None, "GET", "/static/app.js").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    all_six(&reply);
+    for name in &GATEHOUSE_HEADERS[..4] {
+        assert_eq!(header(&reply, name), "", "{name}");
+    }
+    assert_eq!(header(&reply, "x-gatehouse-decision"), "allow");
+    assert_eq!(header(&reply, "x-gatehouse-reason"), "unprotected");
+    // Checked: every one filled in.
+    let reply = nginx(&app, Some(&alice), "GET", "/api/chat/sessions/s1/messages").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    all_six(&reply);
+    for (name, value) in
+        GATEHOUSE_HEADERS
+            .iter()
+            .zip(["alice", "s1", "chat.session", "LOG_ONLY", "allow", "owner"])
+    {
+        assert_eq!(header(&reply, name), value, "{name}");
+    }
+    // Refusals carry them too (the proxy does not forward those, but nothing is left unset).
+    for reply in [
+        nginx(&app, None, "GET", "/api/chat/sessions/s1/messages").await,
+        nginx(&app, Some(&alice), "GET", "/api/chat/sessions/a%2Fb").await,
+        ask(
+            &app,
+            Some(&alice),
+            Method::GET,
+            "/v1/forward-auth",
+            &PRECEDENCE_ATTACK,
+        )
+        .await,
+    ] {
+        assert!(reply.status >= 400, "{reply:?}");
+        all_six(&reply);
+        assert_eq!(header(&reply, "x-gatehouse-decision"), "deny");
+        assert_eq!(header(&reply, "x-gatehouse-user"), "");
+    }
+    app.stop().await;
+}
