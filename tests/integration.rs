@@ -31,6 +31,8 @@ mod outage;
 mod propagation;
 #[path = "integration/proxies.rs"]
 mod proxies;
+#[path = "integration/proxy_paths.rs"]
+mod proxy_paths;
 #[path = "integration/rollout.rs"]
 mod rollout;
 #[path = "integration/sessions.rs"]
