@@ -8,6 +8,8 @@
 
 pub mod nginx;
 pub mod proxies;
+pub mod stage;
+pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use reqwest::Method;
 
-use crate::common::proxies::{Kind, Proxy, Upstream};
+use crate::common::proxies::{Kind, Proxy};
+use crate::common::upstream::Upstream;
 use crate::common::{Backend, TestApp, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,8 @@
 //! proxy process per test (every check runs against the same start); each test prints how long
 //! its proxy took to start and to run the checks. The harness is `tests/common/proxies.rs`.
 
-use crate::common::proxies::{Failures, Kind, Stage, send};
+use crate::common::proxies::Kind;
+use crate::common::stage::{Failures, Stage, send};
 
 /// A request carrying every identity header twice, with values a client would like to be
 /// believed.

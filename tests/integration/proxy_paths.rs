@@ -6,7 +6,9 @@
 //! read as alice's `s1` by any common backend reading of what it received: gatehouse refuses
 //! what backends may read differently, and the proxy forwards what gatehouse decided on.
 
-use crate::common::proxies::{Failures, Kind, Stage, raw_request};
+use crate::common::proxies::Kind;
+use crate::common::stage::{Failures, Stage};
+use crate::common::upstream::raw_request;
 
 /// Raw spellings of alice's `s1` (and of bob's `s2` turning into `s1`) that some backend reads
 /// as `s1`; bob sends each. Refused, or served for what gatehouse decided, never as `s1`.
