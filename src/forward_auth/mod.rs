@@ -26,6 +26,8 @@
 //!
 //! See [`original`] for why, and [`matcher`] for what a path must look like.
 
+#[cfg(test)]
+mod differential;
 pub mod matcher;
 pub mod original;
 
