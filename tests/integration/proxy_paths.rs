@@ -104,6 +104,7 @@ async fn spellings_hold(kind: Kind) {
     // Path spellings: what reaches the upstream is never read as alice's session by any common
     // backend reading (gatehouse refuses what backends may read differently).
     let auth = format!("Bearer {}", stage.bob);
+    let mut answers = Vec::new();
     for (method, target) in SPELLINGS {
         let before = stage.upstream.count();
         let status = raw_request(
@@ -113,7 +114,9 @@ async fn spellings_hold(kind: Kind) {
             &[("Authorization", &auth)],
         )
         .await;
-        if stage.upstream.count() == before {
+        let served = stage.upstream.count() > before;
+        answers.push(format!("{status}{}", if served { "*" } else { "" }));
+        if !served {
             continue;
         }
         let seen = stage
@@ -133,7 +136,8 @@ async fn spellings_hold(kind: Kind) {
         });
     }
 
-    stage.report("path spellings");
+    // One answer per spelling, in order; `*`: reached the upstream (for what gatehouse decided).
+    stage.report(&format!("path spellings [{}]", answers.join(" ")));
     failures.finish(&stage.proxy.log());
 }
 
