@@ -14,9 +14,11 @@
 //! home (Traefik's version check and usage statistics are off in the shipped static file,
 //! Caddy's admin API is on a loopback port) and every listener is on 127.0.0.1.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::upstream::Upstream;
@@ -145,6 +147,19 @@ fn runs(binary: &Path, arg: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// A free port never handed to another proxy of this test binary. Caddy listens with
+/// `SO_REUSEPORT`: two Caddy processes given the same port would both bind it and share its
+/// connections silently, so a port is used once per process.
+fn fresh_port() -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = free_port();
+        if HANDED_OUT.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+}
+
 /// `recipe` with each `(from, to)` replaced; every `from` must occur exactly once, so a recipe
 /// edit that moves an address makes the test fail instead of testing something else.
 pub fn substitute(recipe: &str, pairs: &[(&str, String)]) -> String {
@@ -175,7 +190,7 @@ impl Proxy {
     /// probe's record is then cleared).
     pub async fn start(kind: Kind, binary: &Path, gatehouse: &str, upstream: &Upstream) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let port = free_port();
+        let port = fresh_port();
         let gatehouse = gatehouse.trim_start_matches("http://");
         let child = match kind {
             Kind::Nginx => nginx::spawn(
@@ -265,7 +280,7 @@ fn spawn_caddy(
         &[
             (
                 "admin 127.0.0.1:2019",
-                format!("admin 127.0.0.1:{}", free_port()),
+                format!("admin 127.0.0.1:{}", fresh_port()),
             ),
             // Listen on loopback only (`bind` is how a Caddyfile names the address).
             (":8088 {", format!(":{port} {{\n\tbind 127.0.0.1\n")),
