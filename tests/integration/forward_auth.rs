@@ -87,7 +87,8 @@ fn header<'a>(reply: &'a Reply, name: &str) -> &'a str {
 }
 
 async fn nginx_convention_status_codes_and_headers(backend: Backend) {
-    let app = TestApp::spawn(&backend, &[]).await;
+    // The test client is the proxy: its X-Real-IP is believed.
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1")]).await;
     app.claim("s1", "alice").await;
     let (alice, bob) = (app.user("alice"), app.user("bob"));
     let uri = "/api/chat/sessions/s1/messages?limit=20";
@@ -746,5 +747,112 @@ async fn every_answer_sets_all_six_identity_headers(backend: Backend) {
         assert_eq!(header(&reply, "x-gatehouse-decision"), "deny");
         assert_eq!(header(&reply, "x-gatehouse-user"), "");
     }
+    app.stop().await;
+}
+
+both_backends!(trusted_proxies_decide_whose_forwarded_address_is_believed);
+
+/// The newest audit entry of `source` for `user`.
+async fn last_entry(app: &TestApp, source: &str, user: &str) -> Value {
+    eventually(Duration::from_secs(5), "audit entry", || async {
+        let reply = app
+            .call(
+                Method::GET,
+                &format!("/v1/audit?source={source}&user={user}&limit=1"),
+                Some(&app.admin()),
+                None,
+            )
+            .await;
+        reply.body["entries"].as_array()?.first().cloned()
+    })
+    .await
+}
+
+async fn trusted_proxies_decide_whose_forwarded_address_is_believed(backend: Backend) {
+    let forwarded = [
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/api/chat/sessions/s1/messages"),
+        ("x-real-ip", "203.0.113.7"),
+        ("x-forwarded-for", "198.51.100.1, 203.0.113.9"),
+    ];
+    // A user per round: on Redis the audit stream outlives each instance.
+    for (round, (trusted, expected)) in [
+        // Default: nobody is trusted, the TCP peer is the client.
+        (None, "127.0.0.1"),
+        // Another network: still the peer.
+        (Some("10.0.0.0/8"), "127.0.0.1"),
+        // The peer is a trusted proxy: X-Forwarded-For, walked from the right.
+        (Some("127.0.0.0/8, ::1"), "203.0.113.9"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let env: Vec<(&str, &str)> = trusted
+            .map(|t| vec![("GATEHOUSE_TRUSTED_PROXIES", t)])
+            .unwrap_or_default();
+        let app = TestApp::spawn(&backend, &env).await;
+        app.claim("s1", "alice").await;
+        let user = format!("bob{round}");
+        let bob = app.user(&user);
+        // forward-auth (LOG_ONLY: bob would be denied, audited)
+        let reply = ask(
+            &app,
+            Some(&bob),
+            Method::GET,
+            "/v1/forward-auth",
+            &forwarded,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let entry = last_entry(&app, "forward_auth", &user).await;
+        assert_eq!(
+            entry["client_ip"], expected,
+            "forward-auth, trusted {trusted:?}"
+        );
+        // validate
+        let reply = read(
+            app.http
+                .post(format!("{}/v1/validate", app.base))
+                .header("x-forwarded-for", "198.51.100.1, 203.0.113.9")
+                .bearer_auth(&bob)
+                .json(&serde_json::json!({ "session_id": "s1" })),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let entry = last_entry(&app, "validate", &user).await;
+        assert_eq!(
+            entry["client_ip"], expected,
+            "validate, trusted {trusted:?}"
+        );
+        // the ownership middleware (gatehouse's own session API)
+        let reply = read(
+            app.http
+                .get(format!("{}/v1/sessions/s1", app.base))
+                .header("x-forwarded-for", "203.0.113.9")
+                .bearer_auth(&bob),
+        )
+        .await;
+        assert_eq!(reply.status, 403, "{reply:?}");
+        let entry = last_entry(&app, "middleware", &user).await;
+        assert_eq!(
+            entry["client_ip"], expected,
+            "middleware, trusted {trusted:?}"
+        );
+        app.stop().await;
+    }
+    // Only X-Real-IP from a trusted proxy (nginx's recipe): believed.
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    app.claim("s1", "alice").await;
+    let reply = ask(
+        &app,
+        Some(&app.user("carol")),
+        Method::GET,
+        "/v1/forward-auth",
+        &forwarded[..3],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let entry = last_entry(&app, "forward_auth", "carol").await;
+    assert_eq!(entry["client_ip"], "203.0.113.7");
     app.stop().await;
 }
