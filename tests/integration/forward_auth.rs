@@ -856,3 +856,94 @@ async fn trusted_proxies_decide_whose_forwarded_address_is_believed(backend: Bac
     assert_eq!(entry["client_ip"], "203.0.113.7");
     app.stop().await;
 }
+
+both_backends!(envoy_recipe_convention_at_the_http_level);
+
+/// What the Envoy recipe sends for `user`'s `method path`, plus a client's attempt at another
+/// convention (ignored in the envoy style).
+async fn envoy(app: &TestApp, user: &str, method: Method, path: &str) -> Reply {
+    let token = app.user(user);
+    ask(
+        app,
+        Some(&token),
+        method,
+        path,
+        &[
+            ("x-forwarded-for", "203.0.113.5"),
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/static/app.js"),
+        ],
+    )
+    .await
+}
+
+/// Envoy has no binary here: this sends what `examples/proxies/envoy.yaml` makes Envoy send
+/// (the original method, `path_prefix` + the original path, the allowed headers) to an
+/// instance configured as the recipe says, and checks the recipe's own promises textually.
+async fn envoy_recipe_convention_at_the_http_level(backend: Backend) {
+    let recipe = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/proxies/envoy.yaml"
+    ))
+    .expect("the Envoy recipe");
+    assert!(recipe.contains("GATEHOUSE_FORWARD_AUTH_STYLE=envoy"));
+    assert!(
+        recipe.contains("status_on_error: { code: ServiceUnavailable }"),
+        "gatehouse's 503 must not become Envoy's default 403"
+    );
+    assert!(
+        !recipe.contains("authorization_request"),
+        "authorization_request.allowed_headers is deprecated: use ExtAuthz.allowed_headers"
+    );
+    let ext_authz = recipe
+        .find("name: envoy.filters.http.ext_authz")
+        .expect("ext_authz filter");
+    for name in GATEHOUSE_HEADERS {
+        let removed = recipe
+            .find(&format!("- remove: {name}\n"))
+            .unwrap_or_else(|| panic!("the recipe does not strip a client-sent {name}"));
+        assert!(removed < ext_authz, "{name} is stripped before ext_authz");
+    }
+
+    let app = TestApp::spawn(
+        &backend,
+        &[
+            ("GATEHOUSE_FORWARD_AUTH_STYLE", "envoy"),
+            ("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await;
+    app.claim("s1", "alice").await;
+    app.set_mode("ENFORCED").await;
+    let reply = envoy(
+        &app,
+        "alice",
+        Method::POST,
+        "/v1/forward-auth/api/chat/sessions/s1/messages?draft=1",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    for (name, value) in
+        GATEHOUSE_HEADERS
+            .iter()
+            .zip(["alice", "s1", "chat.session", "ENFORCED", "allow", "owner"])
+    {
+        assert_eq!(header(&reply, name), value, "{name}");
+    }
+    let reply = envoy(
+        &app,
+        "bob",
+        Method::GET,
+        "/v1/forward-auth/api/chat/sessions/s1/messages",
+    )
+    .await;
+    reply.assert_problem(403, "access-denied");
+    let entry = last_entry(&app, "forward_auth", "bob").await;
+    assert_eq!(entry["client_ip"], "203.0.113.5");
+    // Unmatched: 200 with all six, the identity ones empty (they replace client-sent ones).
+    let reply = envoy(&app, "bob", Method::GET, "/v1/forward-auth/static/app.js").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(header(&reply, "x-gatehouse-user"), "");
+    assert!(reply.headers.contains_key("x-gatehouse-session"));
+    app.stop().await;
+}
