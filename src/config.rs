@@ -87,6 +87,9 @@ pub struct Config {
     /// `nginx`, `traefik`, `caddy`, `envoy`) and `GATEHOUSE_FORWARD_AUTH_PREFLIGHT` (`check`
     /// default, `allow`, `deny`).
     pub forward_auth: crate::forward_auth::ForwardAuth,
+    /// `GATEHOUSE_TRUSTED_PROXIES` (default none): CIDRs whose `X-Forwarded-For` /
+    /// `X-Real-IP` is believed for the audit `client_ip`.
+    pub trusted_proxies: crate::http::TrustedProxies,
     /// `GATEHOUSE_BACKFILL_ROOTS`: comma-separated directories backfill sources must lie in
     /// (default none: the backfill API refuses every source).
     pub backfill_roots: Vec<std::path::PathBuf>,
@@ -385,6 +388,11 @@ impl Config {
             style,
             preflight,
         };
+        let trusted_proxies = src.parse(
+            "GATEHOUSE_TRUSTED_PROXIES",
+            crate::http::TrustedProxies::default(),
+            crate::http::TrustedProxies::parse,
+        );
         let backfill_roots: Vec<std::path::PathBuf> = src
             .get("GATEHOUSE_BACKFILL_ROOTS")
             .unwrap_or("")
@@ -432,6 +440,7 @@ impl Config {
             instance,
             audit,
             forward_auth,
+            trusted_proxies,
             backfill_roots,
             owner_cache,
         }

@@ -120,6 +120,7 @@ impl Gatehouse {
             metrics,
             forward_auth: config.forward_auth.clone(),
             request_timeout: config.request_timeout,
+            trusted_proxies: config.trusted_proxies.clone(),
         });
         Ok(Self {
             state,
@@ -222,5 +223,6 @@ pub fn spec_state() -> AppState {
         forward_auth: crate::forward_auth::ForwardAuth::default(),
         metrics: Metrics::new(),
         request_timeout: Duration::from_secs(10),
+        trusted_proxies: crate::http::TrustedProxies::default(),
     })
 }

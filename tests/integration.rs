@@ -17,6 +17,8 @@ mod enforcement;
 mod example;
 #[path = "integration/forward_auth.rs"]
 mod forward_auth;
+#[path = "integration/forward_auth_paths.rs"]
+mod forward_auth_paths;
 #[path = "integration/keys.rs"]
 mod keys;
 #[path = "integration/nginx.rs"]

@@ -175,14 +175,14 @@ impl RouteTable {
     /// segments compared case-insensitively, `HEAD` as `GET` (after `HEAD` routes), then `*`.
     pub fn find(&self, method: &Method, path: &str) -> Option<Matched<'_>> {
         let lowered = path.to_ascii_lowercase();
-        let methods = if method == Method::HEAD {
-            vec![Method::HEAD, Method::GET]
+        let methods: &[&Method] = if method == Method::HEAD {
+            &[&Method::HEAD, &Method::GET]
         } else {
-            vec![method.clone()]
+            &[method]
         };
         let found = methods
             .iter()
-            .find_map(|m| self.by_method.get(m).and_then(|r| r.at(&lowered).ok()))
+            .find_map(|m| self.by_method.get(*m).and_then(|r| r.at(&lowered).ok()))
             .or_else(|| self.any_method.at(&lowered).ok())?;
         let route = &self.routes[*found.value];
         // The id in its own spelling: the same segment of the path as given.

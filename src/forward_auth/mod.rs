@@ -24,7 +24,9 @@
 //! | `envoy` (`ext_authz`, `path_prefix: /v1/forward-auth`) | the request's own | the path after the prefix |
 //! | `auto` (default) | the one convention present; two, or a header twice: 400 | |
 //!
-//! See [`original`] for why, and [`matcher`] for what a path must look like.
+//! See [`original`] for why, and [`matcher`] for what a path must look like. The audit
+//! `client_ip` is the [`RequestMeta`]'s: the forwarded address only from a trusted proxy
+//! (`GATEHOUSE_TRUSTED_PROXIES`).
 
 #[cfg(test)]
 mod differential;
@@ -108,30 +110,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .route(PATH, any(forward_auth))
         .route(&format!("{PATH}/{{*path}}"), any(forward_auth))
-}
-
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
-
-/// The client's address as the proxy saw it: `X-Real-IP`, else the last `X-Forwarded-For`
-/// entry (the one the proxy itself appended), else the proxy's own address.
-fn client_ip(headers: &HeaderMap, meta: &RequestMeta) -> Option<std::net::IpAddr> {
-    header_str(headers, &X_REAL_IP)
-        .or_else(|| {
-            header_str(headers, &X_FORWARDED_FOR)
-                .and_then(|all| all.rsplit(',').next())
-                .map(str::trim)
-        })
-        .and_then(|ip| ip.parse().ok())
-        .or(meta.client_ip)
 }
 
 /// The caller: the bearer token, else the configured cookie.
@@ -275,7 +253,7 @@ fn refuse(
         mode: None,
         source: Source::ForwardAuth,
         request_id: meta.request_id.clone(),
-        client_ip: client_ip(headers, meta).map(|ip| ip.to_string()),
+        client_ip: meta.client_ip.map(|ip| ip.to_string()),
         instance: state.audit.instance().to_owned(),
         detail: Some(json!({ "why": detail })),
     });
@@ -413,7 +391,6 @@ async fn decide(
     let origin = Origin {
         method: Some(original_method.as_str().to_owned()),
         path: Some(path.clone()),
-        client_ip: client_ip(headers, meta),
         ..meta.origin(Source::ForwardAuth)
     };
     let check = Check {

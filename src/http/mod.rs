@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub use self::error::{ApiError, PROBLEM_JSON, Problem, problem_response};
-pub use self::extract::{JsonBody, MAX_JSON_BODY, Path, Query, RequestMeta};
+pub use self::extract::{JsonBody, MAX_JSON_BODY, Path, Query, RequestMeta, TrustedProxies};
 pub use self::openapi::ApiDoc;
 
 /// The header carrying the request id (set when absent, echoed on the response).
@@ -61,6 +61,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// Bound on a request's whole handling.
     pub request_timeout: Duration,
+    /// Whose forwarded client address is believed (inserted into every request).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Shared application state: one `Arc`, cheap to clone.
@@ -142,7 +144,8 @@ pub fn app(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             state.request_timeout,
         ))
-        .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::Extension(state.trusted_proxies.clone()));
     router
         .merge(openapi::routes(spec))
         .fallback(extract::not_found)

@@ -1,5 +1,7 @@
-//! `/v1/forward-auth` over HTTP: the nginx, Traefik/Caddy and Envoy conventions, status codes
-//! and headers, normalised spellings, cookies, unmatched URIs, and the audit trail.
+//! `/v1/forward-auth` over HTTP: the nginx, Traefik/Caddy and Envoy conventions and the styles
+//! that choose one (header-precedence attacks, repeated headers), status codes and the six
+//! identity headers, cookies, unmatched URIs, trusted proxies and the audit trail. Paths are
+//! in `forward_auth_paths.rs`.
 
 use std::time::Duration;
 
@@ -12,12 +14,11 @@ use crate::common::{Backend, Reply, TestApp, eventually};
 both_backends!(
     nginx_convention_status_codes_and_headers,
     traefik_caddy_and_envoy_conventions,
-    spellings_of_a_protected_path_get_its_decision,
     cookie_credentials_and_unmatched_policy,
 );
 
 /// Asks as nginx would: `X-Original-Method` / `X-Original-URI`.
-async fn nginx(app: &TestApp, token: Option<&str>, method: &str, uri: &str) -> Reply {
+pub(crate) async fn nginx(app: &TestApp, token: Option<&str>, method: &str, uri: &str) -> Reply {
     let mut request = app
         .http
         .get(format!("{}/v1/forward-auth", app.base))
@@ -30,37 +31,7 @@ async fn nginx(app: &TestApp, token: Option<&str>, method: &str, uri: &str) -> R
     read(request).await
 }
 
-/// Sends `method path` as written (no client-side normalisation) with a bearer token; returns
-/// the status and the response head.
-async fn raw_request(app: &TestApp, method: &str, path: &str, token: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = app.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to gatehouse");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send request");
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .await
-        .expect("read response");
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let head = text.split("\r\n\r\n").next().unwrap_or("").to_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head)
-}
-
-async fn read(request: reqwest::RequestBuilder) -> Reply {
+pub(crate) async fn read(request: reqwest::RequestBuilder) -> Reply {
     let response = request.send().await.expect("request sent");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
@@ -78,7 +49,7 @@ async fn read(request: reqwest::RequestBuilder) -> Reply {
     }
 }
 
-fn header<'a>(reply: &'a Reply, name: &str) -> &'a str {
+pub(crate) fn header<'a>(reply: &'a Reply, name: &str) -> &'a str {
     reply
         .headers
         .get(name)
@@ -87,7 +58,8 @@ fn header<'a>(reply: &'a Reply, name: &str) -> &'a str {
 }
 
 async fn nginx_convention_status_codes_and_headers(backend: Backend) {
-    let app = TestApp::spawn(&backend, &[]).await;
+    // The test client is the proxy: its X-Real-IP is believed.
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1")]).await;
     app.claim("s1", "alice").await;
     let (alice, bob) = (app.user("alice"), app.user("bob"));
     let uri = "/api/chat/sessions/s1/messages?limit=20";
@@ -232,244 +204,6 @@ async fn traefik_caddy_and_envoy_conventions(backend: Backend) {
     app.stop().await;
 }
 
-async fn spellings_of_a_protected_path_get_its_decision(backend: Backend) {
-    let app = TestApp::spawn(&backend, &[]).await;
-    app.claim("s2", "alice").await;
-    app.set_mode("ENFORCED").await;
-    let bob = app.user("bob");
-    // Spellings every backend reads as session s2: decided on s2.
-    for spelling in [
-        "/api/chat/sessions/s2",
-        "/api/chat/sessions/s2/",
-        "/api/chat/sessions/%73%32",
-        "/%61pi/chat/sessions/s2/files/1",
-        "/api/chat/sessions/s2?next=/api/chat/sessions/s1",
-    ] {
-        let reply = nginx(&app, Some(&bob), "GET", spelling).await;
-        assert_eq!(reply.status, 403, "{spelling}: {reply:?}");
-        assert_eq!(header(&reply, "x-gatehouse-session"), "s2", "{spelling}");
-    }
-    app.stop().await;
-}
-
-both_backends!(
-    spellings_backends_read_differently_are_refused,
-    static_segments_match_case_insensitively,
-    head_is_matched_as_get,
-    cors_preflight_policy,
-);
-
-async fn spellings_backends_read_differently_are_refused(backend: Backend) {
-    let app = TestApp::spawn(&backend, &[]).await;
-    app.claim("s1", "bob").await;
-    app.claim("s2", "alice").await;
-    app.set_mode("ENFORCED").await;
-    let bob = app.user("bob");
-    for spelling in [
-        // dot segments, raw and encoded (gatehouse used to resolve them: s1 for bob)
-        "/api/chat/sessions/s2/../s1/messages",
-        "/api/chat/sessions/s2/./messages",
-        "/api/chat/sessions/s2/files/%2e%2e/%2e%2e/s1",
-        "/api/chat/sessions/s2/files/.%2E/.%2e/s1",
-        "/api/chat/sessions/s2/files/%2E./%2E./s1",
-        "/api/chat/sessions/s%2e2",
-        // ;params, raw and encoded (Tomcat and Spring strip them)
-        "/api/chat/sessions;x/s2/messages",
-        "/api/chat/sessions/s1/..;/s2/messages",
-        "/api/chat/sessions/s2;v=1/messages",
-        "/api/chat/sessions/s2%3Bx/messages",
-        // backslashes and encoded slashes
-        "/api/chat/sessions/s1\\..\\s2",
-        "/api/chat/sessions/s1%5C..%5Cs2",
-        "/api/chat/sessions/s1%2F..%2Fs2",
-        // double encoding, encoded ? and #
-        "/api/chat/sessions/s1/%252e%252e/s2",
-        "/api/chat/sessions/s1%3F/s2",
-        "/api/chat/sessions/s1%23/s2",
-        // empty segments
-        "//api/chat/sessions/s2",
-        "/api/chat/sessions//s2/messages",
-        "/api/chat/sessions/s1//",
-        // control characters, raw (a tab fits in a header) and encoded; invalid UTF-8
-        "/api/chat/sessions/s2\t/messages",
-        "/api/chat/sessions/s2%00",
-        "/api/chat/sessions/s2%0A/messages",
-        "/api/chat/sessions/%ff",
-        // look-alikes that case-insensitive routers read as ASCII
-        "/api/chat/%C5%BFessions/s2/messages",
-        "/api/chat/sessions%EF%BC%8Fs2",
-    ] {
-        let reply = nginx(&app, Some(&bob), "GET", spelling).await;
-        reply.assert_problem(400, "refused-uri");
-        assert_eq!(
-            header(&reply, "x-gatehouse-reason"),
-            "refused_uri",
-            "{spelling}"
-        );
-    }
-    // Envoy's path is read raw: the same rules apply to it. (Sent over a plain socket: an
-    // HTTP client library would resolve the dot segments itself.)
-    for path in [
-        "/v1/forward-auth/api/chat/sessions;x/s2/messages",
-        "/v1/forward-auth/api/chat/sessions/s2/../s1",
-        "/v1/forward-auth/api/chat/sessions/s2/%2e%2e/s1",
-        "/v1/forward-auth/api/chat/sessions/s2/files/.%2E/.%2E/s1",
-        "/v1/forward-auth//api/chat/sessions/s2",
-        "/v1/forward-auth/API/chat/sessions/s1/..;/s2",
-    ] {
-        let (status, head) = raw_request(&app, "GET", path, &bob).await;
-        assert_eq!(status, 400, "{path}: {head}");
-        assert!(
-            head.contains("x-gatehouse-reason: refused_uri"),
-            "{path}: {head}"
-        );
-    }
-    // Refusals are audited with the raw path.
-    let entry = eventually(Duration::from_secs(5), "refused URI audited", || async {
-        let reply = app
-            .call(
-                Method::GET,
-                "/v1/audit?source=forward_auth&decision=deny&user=bob&limit=50",
-                Some(&app.admin()),
-                None,
-            )
-            .await;
-        reply.body["entries"]
-            .as_array()?
-            .iter()
-            .find(|e| e["path"] == "/api/chat/sessions;x/s2/messages")
-            .cloned()
-    })
-    .await;
-    assert_eq!(entry["reason"], "refused_uri");
-    assert_eq!(entry["method"], "GET");
-    app.stop().await;
-}
-
-async fn static_segments_match_case_insensitively(backend: Backend) {
-    let app = TestApp::spawn(&backend, &[]).await;
-    app.claim("s2", "alice").await;
-    app.set_mode("ENFORCED").await;
-    for (user, expected) in [("bob", 403), ("alice", 200)] {
-        for spelling in [
-            "/API/Chat/sessions/s2/messages",
-            "/api/CHAT/SESSIONS/s2",
-            "/Api/chat/Sessions/s2/Files/X",
-        ] {
-            let reply = nginx(&app, Some(&app.user(user)), "GET", spelling).await;
-            assert_eq!(reply.status, expected, "{user} {spelling}: {reply:?}");
-            assert_eq!(header(&reply, "x-gatehouse-session"), "s2", "{spelling}");
-        }
-    }
-    // The session id keeps its spelling: S2 is another session (nobody's).
-    let reply = nginx(
-        &app,
-        Some(&app.user("alice")),
-        "GET",
-        "/API/chat/sessions/S2",
-    )
-    .await;
-    assert_eq!(
-        (reply.status, header(&reply, "x-gatehouse-session")),
-        (403, "S2"),
-        "{reply:?}"
-    );
-    app.stop().await;
-}
-
-async fn head_is_matched_as_get(backend: Backend) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let routes = dir.path().join("routes.conf");
-    std::fs::write(
-        &routes,
-        "chat.messages GET /api/chat/sessions/{session_id}/messages\n",
-    )
-    .expect("write routes");
-    let app = TestApp::spawn(
-        &backend,
-        &[("GATEHOUSE_ROUTES", routes.to_str().expect("utf-8 path"))],
-    )
-    .await;
-    app.claim("s2", "alice").await;
-    app.set_mode("ENFORCED").await;
-    let uri = "/api/chat/sessions/s2/messages";
-    for method in ["HEAD", "head", "GET"] {
-        let reply = nginx(&app, Some(&app.user("bob")), method, uri).await;
-        assert_eq!(reply.status, 403, "{method}: {reply:?}");
-        assert_eq!(header(&reply, "x-gatehouse-endpoint"), "chat.messages");
-    }
-    let reply = nginx(&app, Some(&app.user("alice")), "HEAD", uri).await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    // Envoy: the request's own method is HEAD.
-    let reply = ask(
-        &app,
-        Some(&app.user("bob")),
-        Method::HEAD,
-        "/v1/forward-auth/api/chat/sessions/s2/messages",
-        &[],
-    )
-    .await;
-    assert_eq!(reply.status, 403, "{reply:?}");
-    // A GET-only route does not protect POST (unmatched: allowed, by default).
-    let reply = nginx(&app, Some(&app.user("bob")), "POST", uri).await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    app.stop().await;
-}
-
-async fn cors_preflight_policy(backend: Backend) {
-    let preflight = |app: &TestApp, origin: bool| {
-        let mut headers = vec![
-            ("x-original-method", "OPTIONS"),
-            ("x-original-uri", "/api/chat/sessions/s2/messages"),
-            ("access-control-request-method", "GET"),
-        ];
-        if origin {
-            headers.push(("origin", "https://chat.example"));
-        }
-        let headers: Vec<(&'static str, &'static str)> = headers;
-        let base = app.base.clone();
-        let http = app.http.clone();
-        async move {
-            let mut request = http.get(format!("{base}/v1/forward-auth"));
-            for (name, value) in headers {
-                request = request.header(name, value);
-            }
-            read(request).await
-        }
-    };
-    // check (the default): a preflight is an OPTIONS request like any other; it carries no
-    // credentials, so on a protected route it is a 401.
-    let app = TestApp::spawn(&backend, &[]).await;
-    app.claim("s2", "alice").await;
-    app.set_mode("ENFORCED").await;
-    preflight(&app, true)
-        .await
-        .assert_problem(401, "unauthorized");
-    app.stop().await;
-
-    let app = TestApp::spawn(&backend, &[("GATEHOUSE_FORWARD_AUTH_PREFLIGHT", "allow")]).await;
-    app.set_mode("ENFORCED").await;
-    let reply = preflight(&app, true).await;
-    assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(header(&reply, "x-gatehouse-reason"), "preflight");
-    assert_eq!(header(&reply, "x-gatehouse-user"), "");
-    assert_eq!(header(&reply, "x-gatehouse-session"), "");
-    // Not a preflight without Origin: checked.
-    preflight(&app, false)
-        .await
-        .assert_problem(401, "unauthorized");
-    // The path rules still apply first.
-    let reply = nginx(&app, None, "OPTIONS", "/api/chat/sessions;x/s2").await;
-    reply.assert_problem(400, "refused-uri");
-    app.stop().await;
-
-    let app = TestApp::spawn(&backend, &[("GATEHOUSE_FORWARD_AUTH_PREFLIGHT", "deny")]).await;
-    let reply = preflight(&app, true).await;
-    reply.assert_problem(403, "forbidden");
-    assert_eq!(header(&reply, "x-gatehouse-reason"), "preflight");
-    app.stop().await;
-}
-
 async fn cookie_credentials_and_unmatched_policy(backend: Backend) {
     let app = TestApp::spawn(
         &backend,
@@ -509,7 +243,7 @@ both_backends!(
     every_answer_sets_all_six_identity_headers,
 );
 
-const GATEHOUSE_HEADERS: [&str; 6] = [
+pub(crate) const GATEHOUSE_HEADERS: [&str; 6] = [
     "x-gatehouse-user",
     "x-gatehouse-session",
     "x-gatehouse-endpoint",
@@ -519,7 +253,7 @@ const GATEHOUSE_HEADERS: [&str; 6] = [
 ];
 
 /// Asks with `headers` (appended in order, so a name given twice is sent twice) at `path`.
-async fn ask(
+pub(crate) async fn ask(
     app: &TestApp,
     token: Option<&str>,
     method: Method,
@@ -746,5 +480,203 @@ async fn every_answer_sets_all_six_identity_headers(backend: Backend) {
         assert_eq!(header(&reply, "x-gatehouse-decision"), "deny");
         assert_eq!(header(&reply, "x-gatehouse-user"), "");
     }
+    app.stop().await;
+}
+
+both_backends!(trusted_proxies_decide_whose_forwarded_address_is_believed);
+
+/// The newest audit entry of `source` for `user`.
+pub(crate) async fn last_entry(app: &TestApp, source: &str, user: &str) -> Value {
+    eventually(Duration::from_secs(5), "audit entry", || async {
+        let reply = app
+            .call(
+                Method::GET,
+                &format!("/v1/audit?source={source}&user={user}&limit=1"),
+                Some(&app.admin()),
+                None,
+            )
+            .await;
+        reply.body["entries"].as_array()?.first().cloned()
+    })
+    .await
+}
+
+async fn trusted_proxies_decide_whose_forwarded_address_is_believed(backend: Backend) {
+    let forwarded = [
+        ("x-original-method", "GET"),
+        ("x-original-uri", "/api/chat/sessions/s1/messages"),
+        ("x-real-ip", "203.0.113.7"),
+        ("x-forwarded-for", "198.51.100.1, 203.0.113.9"),
+    ];
+    // A user per round: on Redis the audit stream outlives each instance.
+    for (round, (trusted, expected)) in [
+        // Default: nobody is trusted, the TCP peer is the client.
+        (None, "127.0.0.1"),
+        // Another network: still the peer.
+        (Some("10.0.0.0/8"), "127.0.0.1"),
+        // The peer is a trusted proxy: X-Forwarded-For, walked from the right.
+        (Some("127.0.0.0/8, ::1"), "203.0.113.9"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let env: Vec<(&str, &str)> = trusted
+            .map(|t| vec![("GATEHOUSE_TRUSTED_PROXIES", t)])
+            .unwrap_or_default();
+        let app = TestApp::spawn(&backend, &env).await;
+        app.claim("s1", "alice").await;
+        let user = format!("bob{round}");
+        let bob = app.user(&user);
+        // forward-auth (LOG_ONLY: bob would be denied, audited)
+        let reply = ask(
+            &app,
+            Some(&bob),
+            Method::GET,
+            "/v1/forward-auth",
+            &forwarded,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let entry = last_entry(&app, "forward_auth", &user).await;
+        assert_eq!(
+            entry["client_ip"], expected,
+            "forward-auth, trusted {trusted:?}"
+        );
+        // validate
+        let reply = read(
+            app.http
+                .post(format!("{}/v1/validate", app.base))
+                .header("x-forwarded-for", "198.51.100.1, 203.0.113.9")
+                .bearer_auth(&bob)
+                .json(&serde_json::json!({ "session_id": "s1" })),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let entry = last_entry(&app, "validate", &user).await;
+        assert_eq!(
+            entry["client_ip"], expected,
+            "validate, trusted {trusted:?}"
+        );
+        // the ownership middleware (gatehouse's own session API)
+        let reply = read(
+            app.http
+                .get(format!("{}/v1/sessions/s1", app.base))
+                .header("x-forwarded-for", "203.0.113.9")
+                .bearer_auth(&bob),
+        )
+        .await;
+        assert_eq!(reply.status, 403, "{reply:?}");
+        let entry = last_entry(&app, "middleware", &user).await;
+        assert_eq!(
+            entry["client_ip"], expected,
+            "middleware, trusted {trusted:?}"
+        );
+        app.stop().await;
+    }
+    // Only X-Real-IP from a trusted proxy (nginx's recipe): believed.
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1")]).await;
+    app.claim("s1", "alice").await;
+    let reply = ask(
+        &app,
+        Some(&app.user("carol")),
+        Method::GET,
+        "/v1/forward-auth",
+        &forwarded[..3],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let entry = last_entry(&app, "forward_auth", "carol").await;
+    assert_eq!(entry["client_ip"], "203.0.113.7");
+    app.stop().await;
+}
+
+both_backends!(envoy_recipe_convention_at_the_http_level);
+
+/// What the Envoy recipe sends for `user`'s `method path`, plus a client's attempt at another
+/// convention (ignored in the envoy style).
+async fn envoy(app: &TestApp, user: &str, method: Method, path: &str) -> Reply {
+    let token = app.user(user);
+    ask(
+        app,
+        Some(&token),
+        method,
+        path,
+        &[
+            ("x-forwarded-for", "203.0.113.5"),
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/static/app.js"),
+        ],
+    )
+    .await
+}
+
+/// Envoy has no binary here: this sends what `examples/proxies/envoy.yaml` makes Envoy send
+/// (the original method, `path_prefix` + the original path, the allowed headers) to an
+/// instance configured as the recipe says, and checks the recipe's own promises textually.
+async fn envoy_recipe_convention_at_the_http_level(backend: Backend) {
+    let recipe = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/proxies/envoy.yaml"
+    ))
+    .expect("the Envoy recipe");
+    assert!(recipe.contains("GATEHOUSE_FORWARD_AUTH_STYLE=envoy"));
+    assert!(
+        recipe.contains("status_on_error: { code: ServiceUnavailable }"),
+        "gatehouse's 503 must not become Envoy's default 403"
+    );
+    assert!(
+        !recipe.contains("authorization_request"),
+        "authorization_request.allowed_headers is deprecated: use ExtAuthz.allowed_headers"
+    );
+    let ext_authz = recipe
+        .find("name: envoy.filters.http.ext_authz")
+        .expect("ext_authz filter");
+    for name in GATEHOUSE_HEADERS {
+        let removed = recipe
+            .find(&format!("- remove: {name}\n"))
+            .unwrap_or_else(|| panic!("the recipe does not strip a client-sent {name}"));
+        assert!(removed < ext_authz, "{name} is stripped before ext_authz");
+    }
+
+    let app = TestApp::spawn(
+        &backend,
+        &[
+            ("GATEHOUSE_FORWARD_AUTH_STYLE", "envoy"),
+            ("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await;
+    app.claim("s1", "alice").await;
+    app.set_mode("ENFORCED").await;
+    let reply = envoy(
+        &app,
+        "alice",
+        Method::POST,
+        "/v1/forward-auth/api/chat/sessions/s1/messages?draft=1",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    for (name, value) in
+        GATEHOUSE_HEADERS
+            .iter()
+            .zip(["alice", "s1", "chat.session", "ENFORCED", "allow", "owner"])
+    {
+        assert_eq!(header(&reply, name), value, "{name}");
+    }
+    let reply = envoy(
+        &app,
+        "bob",
+        Method::GET,
+        "/v1/forward-auth/api/chat/sessions/s1/messages",
+    )
+    .await;
+    reply.assert_problem(403, "access-denied");
+    let entry = last_entry(&app, "forward_auth", "bob").await;
+    assert_eq!(entry["client_ip"], "203.0.113.5");
+    // Unmatched: 200 with all six, the identity ones empty (they replace client-sent ones).
+    let reply = envoy(&app, "bob", Method::GET, "/v1/forward-auth/static/app.js").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(header(&reply, "x-gatehouse-user"), "");
+    assert!(reply.headers.contains_key("x-gatehouse-session"));
     app.stop().await;
 }
