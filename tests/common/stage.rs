@@ -10,8 +10,12 @@ use super::{Backend, TestApp};
 
 const ROUTES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/proxies/routes.conf");
 
+/// Where the test clients connect from (loopback, but not the proxies' 127.0.0.1, so that
+/// gatehouse can trust the proxy and not the client).
+pub const CLIENT_IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
 /// The scene every proxy test plays in: gatehouse (embedded store, the shipped
-/// `routes.conf`, ENFORCED, alice owns `s1`, bob owns `s2`) asked by `kind` running its recipe,
+/// `routes.conf`, ENFORCED, alice owns `s1`, bob owns `s2`, the proxy's 127.0.0.1 trusted) asked by `kind` running its recipe,
 /// in front of a recording upstream.
 pub struct Stage {
     /// The proxy under test.
@@ -46,6 +50,8 @@ impl Stage {
             &[
                 ("GATEHOUSE_FORWARD_AUTH_STYLE", &style),
                 ("GATEHOUSE_ROUTES", ROUTES),
+                // The proxies connect from 127.0.0.1; test clients from [`CLIENT_IP`].
+                ("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1/32"),
             ],
         )
         .await;
@@ -67,6 +73,14 @@ impl Stage {
             up: started.elapsed(),
             started,
         })
+    }
+
+    /// An HTTP client connecting from [`CLIENT_IP`].
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(CLIENT_IP)
+            .build()
+            .expect("a client bound to a loopback address")
     }
 
     /// gatehouse (until [`Stage::stop_gatehouse`]).

@@ -9,6 +9,8 @@
 //!   naming a session it owns never get another user's session served;
 //! - client-sent `X-Gatehouse-*` (all six, each twice) never reach the upstream, on a checked
 //!   request and on an unprotected (unmatched) URI, and no placeholder text does either;
+//! - the audited client address is the client's, not one it claims in `X-Forwarded-For` /
+//!   `X-Real-IP` (gatehouse trusts the proxy's address);
 //! - gatehouse down: the proxy fails closed, the upstream is not reached.
 //!
 //! Every check also runs with gatehouse in `auto` style (an operator who did not set it): the
@@ -17,7 +19,12 @@
 //! its proxy took to start and to run the checks. The harness is `tests/common/proxies.rs`.
 
 use crate::common::proxies::Kind;
-use crate::common::stage::{Failures, Stage, send};
+use std::time::Duration;
+
+use reqwest::Method;
+
+use crate::common::eventually;
+use crate::common::stage::{CLIENT_IP, Failures, Stage, send};
 
 /// A request carrying every identity header twice, with values a client would like to be
 /// believed.
@@ -53,7 +60,7 @@ async fn recipe_holds(kind: Kind, recipe_style: bool) {
     let (alice, bob) = (stage.alice.clone(), stage.bob.clone());
     let (alice, bob) = (&alice, &bob);
     let upstream = &stage.upstream;
-    let http = reqwest::Client::new();
+    let http = stage.client();
     let base = stage.proxy.base.clone();
     let get = |path: &str| http.get(format!("{base}{path}"));
     let mut failures = Failures::new(kind);
@@ -177,6 +184,41 @@ async fn recipe_holds(kind: Kind, recipe_style: bool) {
             ["", "", "", "", "allow", "unprotected"],
         );
     }
+
+    // The audit's client address is the client's, whatever it claims: gatehouse trusts the
+    // proxy, so the recipe must append to (or replace) X-Forwarded-For, not pass the client's.
+    let carol = stage.app().user("carol");
+    let claimed = send(
+        upstream,
+        get(s1)
+            .bearer_auth(&carol)
+            .header("X-Forwarded-For", "203.0.113.9")
+            .header("X-Real-IP", "203.0.113.9"),
+    )
+    .await;
+    failures.check(claimed.status == 403, || {
+        format!("carol got {} for alice's session", claimed.status)
+    });
+    let app = stage.app();
+    let entry = eventually(Duration::from_secs(5), "carol's audit entry", || async {
+        let reply = app
+            .call(
+                Method::GET,
+                "/v1/audit?user=carol&decision=deny",
+                Some(&app.admin()),
+                None,
+            )
+            .await;
+        reply.body["entries"].as_array()?.first().cloned()
+    })
+    .await;
+    failures.check(entry["client_ip"] == CLIENT_IP.to_string(), || {
+        format!(
+            "carol's client address was audited as {} (she connected from {CLIENT_IP} and \
+             claimed 203.0.113.9)",
+            entry["client_ip"]
+        )
+    });
 
     // No placeholder text anywhere the upstream looked.
     for seen in upstream.seen() {
