@@ -30,7 +30,15 @@ use crate::common::stage::{CLIENT_IP, Failures, Stage, send};
 /// believed.
 fn spoofed(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     let mut request = request;
-    for name in ["X-Gatehouse-User", "x-gatehouse-user"] {
+    // Underscore spellings too: CGI-style backends (WSGI, PHP, Rack) read `X_Gatehouse_User`,
+    // `X-Gatehouse_User` and `X_Gatehouse-User` as the same `HTTP_X_GATEHOUSE_USER`.
+    for name in [
+        "X-Gatehouse-User",
+        "x-gatehouse-user",
+        "X_Gatehouse_User",
+        "X-Gatehouse_User",
+        "x_gatehouse-user",
+    ] {
         request = request.header(name, "root-spoof");
     }
     for (name, value) in [
