@@ -85,9 +85,14 @@ pub struct Config {
     /// The audit writer's settings.
     pub audit: AuditSettings,
     /// `GATEHOUSE_ROUTES` (the route file; default: the built-in legacy chat routes),
-    /// `GATEHOUSE_FORWARD_AUTH_UNMATCHED` (`allow` default, `deny`) and
-    /// `GATEHOUSE_FORWARD_AUTH_COOKIE`.
+    /// `GATEHOUSE_FORWARD_AUTH_UNMATCHED` (`allow` default, `deny`),
+    /// `GATEHOUSE_FORWARD_AUTH_COOKIE`, `GATEHOUSE_FORWARD_AUTH_STYLE` (`auto` default,
+    /// `nginx`, `traefik`, `caddy`, `envoy`) and `GATEHOUSE_FORWARD_AUTH_PREFLIGHT` (`check`
+    /// default, `allow`, `deny`).
     pub forward_auth: crate::forward_auth::ForwardAuth,
+    /// `GATEHOUSE_TRUSTED_PROXIES` (default none): CIDRs whose `X-Forwarded-For` /
+    /// `X-Real-IP` is believed for the audit `client_ip`.
+    pub trusted_proxies: crate::http::TrustedProxies,
     /// `GATEHOUSE_BACKFILL_ROOTS`: comma-separated directories backfill sources must lie in
     /// (default none: the backfill API refuses every source).
     pub backfill_roots: Vec<std::path::PathBuf>,
@@ -370,11 +375,33 @@ impl Config {
                 _ => Err("expected allow or deny".into()),
             },
         );
+        let style = src.parse(
+            "GATEHOUSE_FORWARD_AUTH_STYLE",
+            crate::forward_auth::Style::Auto,
+            |raw| raw.parse(),
+        );
+        let preflight = src.parse(
+            "GATEHOUSE_FORWARD_AUTH_PREFLIGHT",
+            crate::forward_auth::Preflight::Check,
+            |raw| match raw.to_ascii_lowercase().as_str() {
+                "check" => Ok(crate::forward_auth::Preflight::Check),
+                "allow" => Ok(crate::forward_auth::Preflight::Allow),
+                "deny" => Ok(crate::forward_auth::Preflight::Deny),
+                _ => Err("expected check, allow or deny".into()),
+            },
+        );
         let forward_auth = crate::forward_auth::ForwardAuth {
             routes,
             unmatched,
             cookie: src.get("GATEHOUSE_FORWARD_AUTH_COOKIE").map(str::to_owned),
+            style,
+            preflight,
         };
+        let trusted_proxies = src.parse(
+            "GATEHOUSE_TRUSTED_PROXIES",
+            crate::http::TrustedProxies::default(),
+            crate::http::TrustedProxies::parse,
+        );
         let backfill_roots: Vec<std::path::PathBuf> = src
             .get("GATEHOUSE_BACKFILL_ROOTS")
             .unwrap_or("")
@@ -429,6 +456,7 @@ impl Config {
             instance,
             audit,
             forward_auth,
+            trusted_proxies,
             backfill_roots,
             owner_cache,
         }

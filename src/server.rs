@@ -124,6 +124,7 @@ impl Gatehouse {
             forward_auth: config.forward_auth.clone(),
             request_timeout: config.request_timeout,
             claim: config.claim,
+            trusted_proxies: config.trusted_proxies.clone(),
         });
         Ok(Self {
             state,
@@ -226,5 +227,6 @@ pub fn spec_state() -> AppState {
         metrics: Metrics::new(),
         request_timeout: Duration::from_secs(10),
         claim: crate::sessions::ClaimPolicy::default(),
+        trusted_proxies: crate::http::TrustedProxies::default(),
     })
 }

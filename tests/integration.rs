@@ -23,6 +23,8 @@ mod example;
 mod forward_auth;
 #[path = "integration/index.rs"]
 mod index;
+#[path = "integration/forward_auth_paths.rs"]
+mod forward_auth_paths;
 #[path = "integration/keys.rs"]
 mod keys;
 #[path = "integration/nginx.rs"]
@@ -35,6 +37,10 @@ mod operator;
 mod outage;
 #[path = "integration/propagation.rs"]
 mod propagation;
+#[path = "integration/proxies.rs"]
+mod proxies;
+#[path = "integration/proxy_paths.rs"]
+mod proxy_paths;
 #[path = "integration/rollout.rs"]
 mod rollout;
 #[path = "integration/session_ids.rs"]

@@ -115,8 +115,10 @@ pub struct AuditEvent {
     pub ts: Timestamp,
     /// deny, would_deny, allow (store unavailable outside ENFORCED) or change.
     pub decision: AuditDecision,
-    /// The decision's reason (`not_owner`, `no_owner`, `store_unavailable`, ...) or, for a
-    /// change, what changed (`global`, `endpoint:{name}`, `kill_switch`, ...).
+    /// The decision's reason (`not_owner`, `no_owner`, `store_unavailable`, ...; for a
+    /// forward-auth request refused before any decision, `ambiguous_request` or
+    /// `refused_uri`) or, for a change, what changed (`global`, `endpoint:{name}`,
+    /// `kill_switch`, ...).
     pub reason: String,
     /// The user checked, or the admin who made the change.
     pub user: String,

@@ -1,5 +1,5 @@
 //! The forward-auth route table: `name METHOD PATTERN` lines compiled into matchit routers,
-//! and the path normalisation applied before matching.
+//! and the strict path checks applied before matching.
 //!
 //! ```text
 //! # name          method  pattern
@@ -8,14 +8,38 @@
 //! ```
 //!
 //! - `METHOD` is one HTTP method or `*` (any); a method-specific route wins over a `*` one.
-//! - Every pattern captures `{session_id}`; other `{name}` captures are allowed and ignored.
+//!   `HEAD` is matched as `GET` (frameworks serve HEAD with the GET handler), unless a `HEAD`
+//!   route is configured.
+//! - Every pattern captures `{session_id}` as a whole segment; other `{name}` captures are
+//!   allowed and ignored.
 //! - A trailing `/*` means "this path and everything below it".
+//! - Static segments match case-insensitively (ASCII): `/API/Chat/sessions/s2/messages` is
+//!   the route above; the captured session id keeps its spelling (`S2` is not `s2`).
 //!
-//! Paths are normalised before matching ([`normalize`]), so that no spelling of a protected
-//! path can dodge its route: percent-decoding (once), `.` and `..` segments resolved, empty
-//! segments (`//`) and a trailing slash dropped. Encoded slashes and backslashes (`%2F`,
-//! `%5C`, `\`), NUL and control characters, and invalid UTF-8 are refused: upstream servers
-//! disagree on what they mean, so there is no safe way to match them.
+//! # Strict paths
+//!
+//! gatehouse decides on the path; the backend serves the raw URI the client sent. Any spelling
+//! that backends may read differently from gatehouse is refused ([`normalize`] returns
+//! [`PathError::Refused`], the endpoint answers 400 and the proxy refuses), never resolved and
+//! decided. Where backends disagree, the stricter reading is taken. Refused:
+//!
+//! - dot segments `.` and `..`, raw or with an encoded dot; any encoded dot (`%2E`) at all
+//!   (`.%2e`, `%2E%2E`, `s%2e1`: nobody needs to encode an unreserved character);
+//! - `;` anywhere in the path, raw or `%3B` (Tomcat and Spring strip `;params`, and `..;/`
+//!   is a dot segment to them);
+//! - backslashes, raw or `%5C` (some servers read them as `/`); encoded slashes `%2F`;
+//! - `%25` (an encoded `%`: a second decoding by any hop turns `%252e` into a dot), encoded
+//!   `?` and `#` (`%3F`, `%23`), and a malformed escape (`%`, `%4`, `%zz`);
+//! - empty segments (`//`, anywhere, including a leading `//`): some servers merge them, some
+//!   route them as empty values; one trailing slash is allowed and dropped;
+//! - NUL and control characters, raw or encoded (C0, DEL and C1); invalid UTF-8 once decoded;
+//! - raw bytes outside RFC 3986 paths (space, `"`, `<`, `>`, `^`, `` ` ``, `{`, `|`, `}`,
+//!   `[`, `]`, a raw `#`, raw non-ASCII);
+//! - non-ASCII characters that case-map to ASCII (`ſ` upper-cases to `S`, the Kelvin sign
+//!   lower-cases to `k`, `ı`, `İ`), and the halfwidth/fullwidth forms (U+FF00-U+FFEF), which
+//!   case-insensitive or compatibility-normalising routers match to ASCII.
+//!
+//! What remains is decoded once (`%73%32` is `s2`) and matched; the query string is ignored.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,6 +56,8 @@ pub struct Route {
     pub method: Option<Method>,
     /// The pattern as written.
     pub pattern: String,
+    /// Which segment of the path (from 0, after the leading `/`) is the session id.
+    session_segment: usize,
 }
 
 /// A compiled route table.
@@ -113,9 +139,12 @@ impl RouteTable {
             Some(method) => self.by_method.entry(method.clone()).or_default(),
             None => &mut self.any_method,
         };
-        let (base, below) = match route.pattern.strip_suffix("/*") {
+        // Static segments match case-insensitively: the table holds them lower-cased and
+        // [`Self::find`] matches a lower-cased path.
+        let pattern = route.pattern.to_ascii_lowercase();
+        let (base, below) = match pattern.strip_suffix("/*") {
             Some(base) => (base.to_owned(), true),
-            None => (route.pattern.clone(), false),
+            None => (pattern.clone(), false),
         };
         let base = if base.is_empty() {
             "/".to_owned()
@@ -142,16 +171,32 @@ impl RouteTable {
         &self.routes
     }
 
-    /// The route a normalised `path` matches for `method`, if any.
+    /// The route a [normalised](normalize) `path` matches for `method`, if any: static
+    /// segments compared case-insensitively, `HEAD` as `GET` (after `HEAD` routes), then `*`.
     pub fn find(&self, method: &Method, path: &str) -> Option<Matched<'_>> {
-        let found = self
-            .by_method
-            .get(method)
-            .and_then(|router| router.at(path).ok())
-            .or_else(|| self.any_method.at(path).ok())?;
+        let lowered = path.to_ascii_lowercase();
+        let methods: &[&Method] = if method == Method::HEAD {
+            &[&Method::HEAD, &Method::GET]
+        } else {
+            &[method]
+        };
+        let found = methods
+            .iter()
+            .find_map(|m| self.by_method.get(*m).and_then(|r| r.at(&lowered).ok()))
+            .or_else(|| self.any_method.at(&lowered).ok())?;
+        let route = &self.routes[*found.value];
+        // The id in its own spelling: the same segment of the path as given.
+        let session_id = path
+            .strip_prefix('/')?
+            .split('/')
+            .nth(route.session_segment)?;
+        debug_assert_eq!(
+            Some(session_id.to_ascii_lowercase().as_str()),
+            found.params.get("session_id")
+        );
         Some(Matched {
-            route: &self.routes[*found.value],
-            session_id: found.params.get("session_id")?.to_owned(),
+            route,
+            session_id: session_id.to_owned(),
         })
     }
 }
@@ -175,9 +220,11 @@ fn parse_line(line: &str) -> Result<Route, String> {
     if !pattern.starts_with('/') {
         return Err(format!("pattern {pattern:?} must start with /"));
     }
-    if !pattern.contains("{session_id}") {
-        return Err(format!("pattern {pattern:?} must capture {{session_id}}"));
-    }
+    let Some(session_segment) = pattern[1..].split('/').position(|s| s == "{session_id}") else {
+        return Err(format!(
+            "pattern {pattern:?} must capture {{session_id}} as a whole segment"
+        ));
+    };
     if pattern.contains("{*") {
         return Err("use a trailing /* for \"everything below\"".into());
     }
@@ -188,37 +235,104 @@ fn parse_line(line: &str) -> Result<Route, String> {
         name: name.to_owned(),
         method,
         pattern: pattern.to_owned(),
+        session_segment,
     })
 }
 
-/// Normalises the path of an original URI (its query and fragment are ignored): see the
-/// [module docs](self).
+/// Checks the path of an original URI (its query is ignored) against the strict rules of
+/// the [module docs](self) and returns it decoded, without its trailing slash, ready for
+/// [`RouteTable::find`]. Refuses, never resolves.
 pub fn normalize(uri: &str) -> Result<String, PathError> {
-    let path = uri.split(['?', '#']).next().unwrap_or("");
+    let path = uri.split('?').next().unwrap_or("");
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let lowered = path.to_ascii_lowercase();
-    if lowered.contains("%2f") || lowered.contains("%5c") || path.contains('\\') {
-        return Err(PathError::Refused("an encoded slash or a backslash"));
-    }
+    check_raw(path)?;
     let decoded = percent_decode_str(path)
         .decode_utf8()
         .map_err(|_| PathError::Refused("invalid UTF-8"))?;
-    if decoded.chars().any(char::is_control) {
-        return Err(PathError::Refused("a control character"));
-    }
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in decoded.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
+    for c in decoded.chars() {
+        if c.is_control() {
+            return Err(PathError::Refused("a control character"));
+        }
+        if folds_to_ascii(c) {
+            return Err(PathError::Refused(
+                "a non-ASCII character that routers may read as ASCII",
+            ));
         }
     }
-    Ok(format!("/{}", segments.join("/")))
+    let rest = &decoded[1..];
+    if rest.is_empty() {
+        return Ok("/".to_owned());
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    for segment in rest.split('/') {
+        match segment {
+            "" => return Err(PathError::Refused("an empty segment (//)")),
+            "." | ".." => return Err(PathError::Refused("a dot segment")),
+            _ => {}
+        }
+    }
+    Ok(format!("/{rest}"))
+}
+
+/// The checks on the raw bytes and escapes, before decoding.
+fn check_raw(path: &str) -> Result<(), PathError> {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b';' => return Err(PathError::Refused("`;` (a path parameter)")),
+            b'\\' => return Err(PathError::Refused("a backslash")),
+            0..=0x1f | 0x7f => return Err(PathError::Refused("a control character")),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(PathError::Refused("a malformed percent-escape"))?;
+                check_escaped(hex)?;
+                i += 3;
+                continue;
+            }
+            b if is_path_byte(b) => {}
+            _ => {
+                return Err(PathError::Refused(
+                    "a character that is not allowed in a URI path (RFC 3986)",
+                ));
+            }
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// What a percent-escape may not encode.
+fn check_escaped(byte: u8) -> Result<(), PathError> {
+    Err(PathError::Refused(match byte {
+        b'/' => "an encoded slash (%2F)",
+        b'\\' => "an encoded backslash (%5C)",
+        b'.' => "an encoded dot (%2E)",
+        b';' => "an encoded `;` (%3B)",
+        b'%' => "an encoded percent sign (%25, double encoding)",
+        b'?' | b'#' => "an encoded `?` or `#`",
+        0..=0x1f | 0x7f => "an encoded control character",
+        _ => return Ok(()),
+    }))
+}
+
+/// RFC 3986 `pchar` and `/`, as raw bytes (`%` handled by the caller, `;` refused before).
+fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@/".contains(&b)
+}
+
+/// Whether a case-insensitive or compatibility-normalising router may read `c` as ASCII.
+fn folds_to_ascii(c: char) -> bool {
+    !c.is_ascii()
+        && (c.to_lowercase().any(|l| l.is_ascii())
+            || c.to_uppercase().any(|u| u.is_ascii())
+            || ('\u{FF00}'..='\u{FFEF}').contains(&c))
 }
 
 #[cfg(test)]
@@ -297,59 +411,133 @@ mod tests {
     }
 
     #[test]
-    fn normalisation() {
+    fn accepted_paths_are_decoded_once() {
         for (raw, expected) in [
             ("/api/chat/sessions/s1", "/api/chat/sessions/s1"),
             ("/api/chat/sessions/s1/", "/api/chat/sessions/s1"),
-            ("//api///chat/sessions/s1", "/api/chat/sessions/s1"),
-            ("/api/./chat/x/../sessions/s1", "/api/chat/sessions/s1"),
-            ("/api/chat/sessions/%2e%2e/x", "/api/chat/x"),
             ("/api/chat/sessions/%73%31?q=1#f", "/api/chat/sessions/s1"),
-            ("/../../api/chat", "/api/chat"),
+            (
+                "/api/chat/sessions/s1?a=../..;x%2F",
+                "/api/chat/sessions/s1",
+            ),
+            ("/a/b-c_d~e!$&'()*+,=:@", "/a/b-c_d~e!$&'()*+,=:@"),
+            ("/docs/%C3%BCber", "/docs/über"),
+            ("/api/chat/sessions/a.b...c", "/api/chat/sessions/a.b...c"),
             ("/", "/"),
         ] {
             assert_eq!(normalize(raw).as_deref(), Ok(expected), "{raw}");
         }
+    }
+
+    #[test]
+    fn spellings_backends_read_differently_are_refused() {
         for raw in [
-            "api/x", "/a%2Fb", "/a%5cb", "/a\\b", "/a%00b", "/a%0ab", "/a%ff",
+            // dot segments, raw and encoded, and any encoded dot
+            "/api/chat/sessions/s2/../s1/messages",
+            "/api/./chat/sessions/s1",
+            "/api/chat/sessions/s1/..",
+            "/api/chat/sessions/s1/.",
+            "/api/chat/sessions/%2e%2e/s1",
+            "/api/chat/sessions/.%2E/s1",
+            "/api/chat/sessions/%2E./s1",
+            "/api/chat/sessions/%2e/s1",
+            "/api/chat/sessions/s%2e1",
+            // ;params, raw and encoded
+            "/api/chat/sessions;x/s2/messages",
+            "/api/chat/sessions/s2;jsessionid=1/messages",
+            "/api/chat/sessions/..;/s2/messages",
+            "/api/chat/sessions/s2%3Bx/messages",
+            "/api/chat/sessions/s2%3bx/messages",
+            // backslashes and encoded slashes
+            "/api/chat/sessions/s1\\..\\s2",
+            "/a%5cb",
+            "/a%5Cb",
+            "/a%2Fb",
+            "/a%2fb",
+            // double encoding, encoded ? and #, malformed escapes
+            "/api/chat/sessions/%252e%252e/s1",
+            "/a%25",
+            "/a%3Fb",
+            "/a%23b",
+            "/a%",
+            "/a%4",
+            "/a%zz",
+            "/a%+1",
+            // empty segments
+            "//api/chat/sessions/s1",
+            "/api//chat/sessions/s1",
+            "/api/chat/sessions/s1//",
+            "//",
+            // control characters, raw and encoded; invalid UTF-8
+            "/a%00b",
+            "/a\0b",
+            "/a%0ab",
+            "/a%0Db",
+            "/a%09b",
+            "/a%7Fb",
+            "/a%C2%85b",
+            "/a%ff",
+            "/a%C3",
+            // raw characters outside RFC 3986 paths
+            "/a b",
+            "/a\"b",
+            "/a<b>",
+            "/a^b",
+            "/a`b",
+            "/a{b}",
+            "/a|b",
+            "/a[b]",
+            "/a#b",
+            "/über",
+            // non-ASCII that routers may read as ASCII
+            "/api/chat/%C5%BFessions/s2/messages",
+            "/api/chat/sessions/s2/messages%E2%84%AA",
+            "/api/chat/sess%C4%B1ons/s2",
+            "/api/chat/%C4%B0/s2",
+            "/api/chat/sessions/%EF%BC%8Fs2",
+            // not a path
+            "api/x",
+            "",
+            "*",
         ] {
-            assert!(normalize(raw).is_err(), "{raw}");
+            assert!(normalize(raw).is_err(), "{raw:?} was accepted");
         }
     }
 
-    /// A path segment that needs no normalisation.
-    fn segment() -> impl Strategy<Value = String> {
-        "[a-zA-Z0-9_.:-]{1,8}".prop_filter("not a dot segment", |s| s != "." && s != "..")
+    #[test]
+    fn static_segments_fold_case_and_the_id_keeps_its_spelling() {
+        let t = table();
+        let m = t
+            .find(&Method::GET, "/API/Chat/SESSIONS/S2/Messages")
+            .unwrap();
+        assert_eq!(
+            (m.route.name.as_str(), m.session_id.as_str()),
+            ("chat.messages", "S2")
+        );
+        let m = t.find(&Method::POST, "/Api/Share/ToK/Ab9").unwrap();
+        assert_eq!(m.session_id, "Ab9");
+        let upper = RouteTable::parse("x GET /API/{session_id}/Files/*\n").unwrap();
+        let m = upper.find(&Method::GET, "/api/AbC/files/1/2").unwrap();
+        assert_eq!(m.session_id, "AbC");
     }
 
-    /// Spells `path` differently without changing what it normalises to.
-    fn respell(path: &[String], noise: &[u8]) -> String {
-        let mut out = String::new();
-        for (i, segment) in path.iter().enumerate() {
-            let n = noise.get(i).copied().unwrap_or(0);
-            out.push('/');
-            if n & 1 == 1 {
-                out.push_str("./");
-            }
-            if n & 2 == 2 {
-                out.push_str("junk/../");
-            }
-            if n & 4 == 4 {
-                out.push('/');
-            }
-            if n & 8 == 8 {
-                // Percent-encode every character of the segment.
-                for b in segment.bytes() {
-                    out.push_str(&format!("%{b:02X}"));
-                }
-            } else {
-                out.push_str(segment);
-            }
-        }
-        if noise.last().is_some_and(|n| n & 16 == 16) {
-            out.push('/');
-        }
-        out
+    #[test]
+    fn head_is_matched_as_get() {
+        let t = RouteTable::parse("read GET /s/{session_id}\n").unwrap();
+        let m = t.find(&Method::HEAD, "/s/s1").unwrap();
+        assert_eq!(
+            (m.route.name.as_str(), m.session_id.as_str()),
+            ("read", "s1")
+        );
+        assert!(t.find(&Method::POST, "/s/s1").is_none());
+        let t = RouteTable::parse("head HEAD /s/{session_id}\nread GET /s/{session_id}\n").unwrap();
+        assert_eq!(t.find(&Method::HEAD, "/s/s1").unwrap().route.name, "head");
+    }
+
+    #[test]
+    fn the_session_id_is_a_whole_segment() {
+        assert!(RouteTable::parse("x GET /s/id-{session_id}\n").is_err());
+        assert!(RouteTable::parse("x GET /s/{session_id}.json\n").is_err());
     }
 
     proptest! {
@@ -358,7 +546,6 @@ mod tests {
             let t = table();
             if let Ok(path) = normalize(&uri) {
                 prop_assert!(path.starts_with('/'));
-                prop_assert_eq!(normalize(&path), Ok(path.clone()), "idempotent");
                 if let Ok(method) = Method::from_bytes(method.as_bytes()) {
                     let _ = t.find(&method, &path);
                 }
@@ -366,20 +553,11 @@ mod tests {
         }
 
         #[test]
-        fn equivalent_spellings_match_alike(
-            prefix in prop::sample::select(vec!["api/chat/sessions", "api/share/tok", "other"]),
-            rest in prop::collection::vec(segment(), 1..4),
-            noise in prop::collection::vec(any::<u8>(), 0..6),
-            method in prop::sample::select(vec![Method::GET, Method::POST, Method::DELETE]),
-        ) {
-            let mut path: Vec<String> = prefix.split('/').map(str::to_owned).collect();
-            path.extend(rest);
-            let canonical = format!("/{}", path.join("/"));
-            let spelled = respell(&path, &noise);
-            let t = table();
-            let a = t.find(&method, &normalize(&canonical).unwrap()).map(|m| (m.route.name.clone(), m.session_id));
-            let b = t.find(&method, &normalize(&spelled).unwrap()).map(|m| (m.route.name.clone(), m.session_id));
-            prop_assert_eq!(a, b, "{} vs {}", canonical, spelled);
+        fn never_panics_on_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..48)) {
+            let uri = format!("/{}", String::from_utf8_lossy(&bytes));
+            if let Ok(path) = normalize(&uri) {
+                let _ = table().find(&Method::GET, &path);
+            }
         }
     }
 }

@@ -11,18 +11,27 @@
 //! | 401 | a protected URI without valid credentials | refuses (401) |
 //! | 403 | denied (ENFORCED), or unmatched with `unmatched = deny` | refuses (403) |
 //! | 503 | the owner could not be read under ENFORCED | fails closed |
-//! | 400 | no original URI, a refused path, an invalid session id | fails closed |
+//! | 400 | no original URI, two proxy conventions or a header twice (`ambiguous-request`, audited), a refused path (`refused-uri`, audited), an invalid session id | fails closed |
 //!
-//! Every answer carries `X-Gatehouse-Decision` and `X-Gatehouse-Reason`; checked ones also
-//! `X-Gatehouse-User`, `-Mode`, `-Endpoint` and `-Session` (proxies can pass them upstream).
+//! Every answer carries all six `X-Gatehouse-*` headers (`User`, `Session`, `Endpoint`, `Mode`,
+//! `Decision`, `Reason`), empty where none applies (an unmatched URI has only a decision and a
+//! reason): a proxy that copies them onto the upstream request overwrites what a client sent.
 //!
-//! | convention | method from | URI from |
+//! | convention (`GATEHOUSE_FORWARD_AUTH_STYLE`) | method from | URI from |
 //! | --- | --- | --- |
-//! | nginx `auth_request` | `X-Original-Method` | `X-Original-URI` |
-//! | Traefik ForwardAuth, Caddy `forward_auth` | `X-Forwarded-Method` | `X-Forwarded-Uri` |
-//! | Envoy `ext_authz` (`path_prefix: /v1/forward-auth`) | the request's own | the path after the prefix |
+//! | `nginx` (`auth_request`) | `X-Original-Method` | `X-Original-URI` |
+//! | `traefik` (ForwardAuth), `caddy` (`forward_auth`) | `X-Forwarded-Method` | `X-Forwarded-Uri` |
+//! | `envoy` (`ext_authz`, `path_prefix: /v1/forward-auth`) | the request's own | the path after the prefix |
+//! | `auto` (default) | the one convention present; two, or a header twice: 400 | |
+//!
+//! See [`original`] for why, and [`matcher`] for what a path must look like. The audit
+//! `client_ip` is the [`RequestMeta`]'s: the forwarded address only from a trusted proxy
+//! (`GATEHOUSE_TRUSTED_PROXIES`).
 
+#[cfg(test)]
+mod differential;
 pub mod matcher;
+pub mod original;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
@@ -32,16 +41,15 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::audit::Source;
+use crate::audit::{AuditDecision, AuditEvent, Source};
 use crate::auth::{AuthError, Principal, bearer_token};
 use crate::decision::{Reason, Verdict};
 use crate::gatekeeper::{Check, Origin};
 use crate::http::{ApiError, AppState, RequestMeta, problem_response};
+use crate::timestamp::Timestamp;
 
 pub use self::matcher::{DEFAULT_ROUTES, RouteTable};
-
-/// The path of the endpoint (and the Envoy prefix).
-pub const PATH: &str = "/v1/forward-auth";
+pub use self::original::{PATH, Style};
 
 /// What to answer for a URI that no route matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +57,23 @@ pub enum Unmatched {
     /// 200: the URI is not protected (the default).
     Allow,
     /// 403: everything behind the proxy must be routed.
+    Deny,
+}
+
+/// What a CORS preflight gets (`GATEHOUSE_FORWARD_AUTH_PREFLIGHT`): an `OPTIONS` request with
+/// `Origin` and `Access-Control-Request-Method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preflight {
+    /// Decided like any request, as method `OPTIONS` (the default). Browsers send no
+    /// credentials on a preflight, so one to a protected route is a 401 and the proxy must
+    /// answer preflights itself: nothing reaches a protected route unchecked.
+    #[default]
+    Check,
+    /// 200 without a check (`reason: preflight`, no identity), on any URI that passes the path
+    /// checks: the backend answers CORS. Only for backends whose `OPTIONS` handling serves no
+    /// session data; the proxy must pass `Origin` and `Access-Control-Request-Method`.
+    Allow,
+    /// 403 (`reason: preflight`): the proxy or nobody answers preflights.
     Deny,
 }
 
@@ -61,6 +86,10 @@ pub struct ForwardAuth {
     pub unmatched: Unmatched,
     /// A cookie that may carry the token when there is no `Authorization` header.
     pub cookie: Option<String>,
+    /// Which proxy convention carries the original request.
+    pub style: Style,
+    /// What CORS preflights get.
+    pub preflight: Preflight,
 }
 
 impl Default for ForwardAuth {
@@ -69,6 +98,8 @@ impl Default for ForwardAuth {
             routes: RouteTable::parse(DEFAULT_ROUTES).unwrap_or_else(|_| unreachable!()),
             unmatched: Unmatched::Allow,
             cookie: None,
+            style: Style::Auto,
+            preflight: Preflight::Check,
         }
     }
 }
@@ -78,66 +109,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .route(PATH, any(forward_auth))
         .route(&format!("{PATH}/{{*path}}"), any(forward_auth))
-}
-
-const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
-const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
-const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
-const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
-
-/// The original request's method and URI, by the proxy's convention.
-fn original(method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(Method, String), ApiError> {
-    let raw_method = header_str(headers, &X_ORIGINAL_METHOD)
-        .or_else(|| header_str(headers, &X_FORWARDED_METHOD));
-    let method = match raw_method {
-        Some(raw) => Method::from_bytes(raw.to_ascii_uppercase().as_bytes())
-            .map_err(|_| ApiError::InvalidRequest(format!("invalid original method {raw:?}")))?,
-        None => method.clone(),
-    };
-    let from_header = header_str(headers, &X_ORIGINAL_URI)
-        .or_else(|| header_str(headers, &X_FORWARDED_URI))
-        .map(str::to_owned);
-    // Envoy: the raw path after the prefix (not axum's decoded capture: normalisation must
-    // see the bytes the proxy saw).
-    let from_path = uri
-        .path()
-        .strip_prefix(PATH)
-        .filter(|rest| rest.starts_with('/'))
-        .map(|rest| match uri.query() {
-            Some(query) => format!("{rest}?{query}"),
-            None => rest.to_owned(),
-        });
-    let uri = from_header.or(from_path).ok_or_else(|| {
-        ApiError::InvalidRequest(
-            "no original URI: send X-Original-URI (nginx) or X-Forwarded-Uri (Traefik, Caddy), \
-             or call /v1/forward-auth/{path} (Envoy)"
-                .into(),
-        )
-    })?;
-    Ok((method, uri))
-}
-
-/// The client's address as the proxy saw it: `X-Real-IP`, else the last `X-Forwarded-For`
-/// entry (the one the proxy itself appended), else the proxy's own address.
-fn client_ip(headers: &HeaderMap, meta: &RequestMeta) -> Option<std::net::IpAddr> {
-    header_str(headers, &X_REAL_IP)
-        .or_else(|| {
-            header_str(headers, &X_FORWARDED_FOR)
-                .and_then(|all| all.rsplit(',').next())
-                .map(str::trim)
-        })
-        .and_then(|ip| ip.parse().ok())
-        .or(meta.client_ip)
 }
 
 /// The caller: the bearer token, else the configured cookie.
@@ -174,20 +145,142 @@ fn header_value(value: &str) -> HeaderValue {
     })
 }
 
-fn with_headers(mut response: Response, pairs: &[(&'static str, &str)]) -> Response {
-    for (name, value) in pairs {
+/// The `X-Gatehouse-*` headers of an answer. Every answer carries all six, empty where none
+/// applies, so a proxy that copies them replaces whatever the client sent.
+#[derive(Debug, Clone, Copy, Default)]
+struct Identity<'a> {
+    user: &'a str,
+    session: &'a str,
+    endpoint: &'a str,
+    mode: &'a str,
+    decision: &'a str,
+    reason: &'a str,
+}
+
+impl Identity<'_> {
+    fn apply(&self, mut response: Response) -> Response {
+        for (name, value) in [
+            ("x-gatehouse-user", self.user),
+            ("x-gatehouse-session", self.session),
+            ("x-gatehouse-endpoint", self.endpoint),
+            ("x-gatehouse-mode", self.mode),
+            ("x-gatehouse-decision", self.decision),
+            ("x-gatehouse-reason", self.reason),
+        ] {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(name), header_value(value));
+        }
         response
-            .headers_mut()
-            .insert(HeaderName::from_static(name), header_value(value));
     }
-    response
+}
+
+/// An answer that decided nothing (`decision: deny`, `reason`, no identity).
+fn undecided(response: Response, reason: &str) -> Response {
+    Identity {
+        decision: "deny",
+        reason,
+        ..Identity::default()
+    }
+    .apply(response)
+}
+
+/// A kind of refused request: its audit reason, problem type and title.
+#[derive(Debug, Clone, Copy)]
+struct RefusalKind {
+    reason: &'static str,
+    kind: &'static str,
+    title: &'static str,
+}
+
+/// The original method and URI came in more than one way (audit reason `ambiguous_request`).
+const AMBIGUOUS: RefusalKind = RefusalKind {
+    reason: "ambiguous_request",
+    kind: "ambiguous-request",
+    title: "Ambiguous forward-auth request",
+};
+
+/// The original URI failed the path checks of [`matcher::normalize`] (`refused_uri`).
+const REFUSED_URI: RefusalKind = RefusalKind {
+    reason: "refused_uri",
+    kind: "refused-uri",
+    title: "Refused original URI",
+};
+
+/// Longest raw path kept in an audit event of a refused request.
+const AUDITED_PATH_MAX: usize = 512;
+
+/// Refuses a request that smells of an attempt (two conventions, a refused spelling): 400
+/// problem+json, and an audit event (`decision: deny`, `reason`) with who it was, when the
+/// credentials say so.
+fn refuse(
+    state: &AppState,
+    meta: &RequestMeta,
+    headers: &HeaderMap,
+    request: (&Method, Option<&str>),
+    refusal: RefusalKind,
+    detail: String,
+) -> Response {
+    let RefusalKind {
+        reason,
+        kind,
+        title,
+    } = refusal;
+    let config = &state.forward_auth;
+    let user = authenticate(state, headers, config.cookie.as_deref())
+        .map(|p| p.sub)
+        .unwrap_or_default();
+    let (method, path) = request;
+    let path = path.map(|p| {
+        let p = p.split('?').next().unwrap_or("");
+        let mut end = p.len().min(AUDITED_PATH_MAX);
+        while !p.is_char_boundary(end) {
+            end -= 1;
+        }
+        p[..end].to_owned()
+    });
+    state.audit.record(AuditEvent {
+        ts: Timestamp::now(),
+        decision: AuditDecision::Deny,
+        reason: reason.to_owned(),
+        user,
+        session_id: None,
+        owner: None,
+        endpoint: None,
+        method: Some(method.as_str().to_owned()),
+        path,
+        mode: None,
+        source: Source::ForwardAuth,
+        request_id: meta.request_id.clone(),
+        client_ip: meta.client_ip.map(|ip| ip.to_string()),
+        instance: state.audit.instance().to_owned(),
+        detail: Some(json!({ "why": detail })),
+    });
+    tracing::info!(reason, %detail, "forward-auth request refused");
+    let mut extensions = serde_json::Map::new();
+    extensions.insert("reason".into(), json!(reason));
+    undecided(
+        problem_response(StatusCode::BAD_REQUEST, kind, title, detail, extensions),
+        reason,
+    )
+}
+
+/// Whether the original request is a CORS preflight.
+fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::OPTIONS
+        && headers.contains_key(header::ORIGIN)
+        && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// The forward-auth decision for the original request (any method; see the module docs).
 #[utoipa::path(get, path = "/v1/forward-auth", tag = "forward-auth",
     description = "Any method. The original method and URI come from `X-Original-Method` / \
         `X-Original-URI` (nginx), `X-Forwarded-Method` / `X-Forwarded-Uri` (Traefik, Caddy), \
-        or, for Envoy, the request's own method and the path after `/v1/forward-auth`.",
+        or, for Envoy, the request's own method and the path after `/v1/forward-auth`, as \
+        `GATEHOUSE_FORWARD_AUTH_STYLE` says; in `auto`, two conventions or a header given \
+        twice are refused (400 `ambiguous-request`). A URI that backends may read differently \
+        is refused (400 `refused-uri`). Every answer sets all six `X-Gatehouse-*` headers \
+        (User, Session, Endpoint, Mode, Decision, Reason), empty where none applies.",
     responses(
         (status = 200, description = "Allowed (or would-deny, or unprotected): forward the request"),
         (status = 400, body = crate::http::Problem),
@@ -220,40 +313,73 @@ async fn decide(
             ApiError::Unauthorized(_) => "unauthenticated",
             _ => "invalid_request",
         };
-        with_headers(
-            e.into_response(),
-            &[
-                ("x-gatehouse-decision", "deny"),
-                ("x-gatehouse-reason", reason),
-            ],
-        )
+        undecided(e.into_response(), reason)
     };
     let config = &state.forward_auth;
-    let (original_method, original_uri) = original(method, uri, headers).map_err(reject)?;
-    let path = matcher::normalize(&original_uri)
-        .map_err(|e| reject(ApiError::InvalidRequest(e.to_string())))?;
-    let Some(matched) = config.routes.find(&original_method, &path) else {
+    let original =
+        original::original(config.style, method, uri, headers).map_err(
+            |refusal| match refusal {
+                original::Refusal::Ambiguous(why) => {
+                    refuse(state, meta, headers, (method, None), AMBIGUOUS, why)
+                }
+                original::Refusal::Missing(why) => reject(ApiError::InvalidRequest(why)),
+            },
+        )?;
+    let original_method = &original.method;
+    let path = matcher::normalize(&original.uri).map_err(|e| {
+        refuse(
+            state,
+            meta,
+            headers,
+            (original_method, Some(&original.uri)),
+            REFUSED_URI,
+            e.to_string(),
+        )
+    })?;
+    if config.preflight != Preflight::Check && is_preflight(original_method, headers) {
+        let identity = Identity {
+            decision: if config.preflight == Preflight::Allow {
+                "allow"
+            } else {
+                "deny"
+            },
+            reason: "preflight",
+            ..Identity::default()
+        };
+        return Ok(identity.apply(match config.preflight {
+            Preflight::Allow => (
+                StatusCode::OK,
+                axum::Json(json!({ "allowed": true, "reason": "preflight" })),
+            )
+                .into_response(),
+            _ => ApiError::Forbidden(
+                "CORS preflights are refused (GATEHOUSE_FORWARD_AUTH_PREFLIGHT=deny)".into(),
+            )
+            .into_response(),
+        }));
+    }
+    let Some(matched) = config.routes.find(original_method, &path) else {
         return Ok(match config.unmatched {
-            Unmatched::Allow => with_headers(
+            Unmatched::Allow => Identity {
+                decision: "allow",
+                reason: "unprotected",
+                ..Identity::default()
+            }
+            .apply(
                 (
                     StatusCode::OK,
-                    axum::Json(json!({ "allowed": true, "reason": "unprotected" })),
+                    axum::Json(
+                        json!({ "allowed": true, "decision": "allow", "reason": "unprotected" }),
+                    ),
                 )
                     .into_response(),
-                &[
-                    ("x-gatehouse-decision", "allow"),
-                    ("x-gatehouse-reason", "unprotected"),
-                ],
             ),
-            Unmatched::Deny => with_headers(
+            Unmatched::Deny => undecided(
                 ApiError::Forbidden(format!(
                     "no route protects {original_method} {path}, and unmatched URIs are denied"
                 ))
                 .into_response(),
-                &[
-                    ("x-gatehouse-decision", "deny"),
-                    ("x-gatehouse-reason", "unmatched"),
-                ],
+                "unmatched",
             ),
         });
     };
@@ -267,7 +393,6 @@ async fn decide(
     let origin = Origin {
         method: Some(original_method.as_str().to_owned()),
         path: Some(path.clone()),
-        client_ip: client_ip(headers, meta),
         ..meta.origin(Source::ForwardAuth)
     };
     let check = Check {
@@ -279,14 +404,14 @@ async fn decide(
     };
     let result = state.gatekeeper.check(&check, None).await;
     let outcome = result.outcome;
-    let fields = [
-        ("x-gatehouse-user", principal.sub.as_str()),
-        ("x-gatehouse-decision", outcome.verdict.as_str()),
-        ("x-gatehouse-reason", outcome.reason.as_str()),
-        ("x-gatehouse-mode", outcome.mode.as_str()),
-        ("x-gatehouse-endpoint", endpoint),
-        ("x-gatehouse-session", session.as_str()),
-    ];
+    let identity = Identity {
+        user: principal.sub.as_str(),
+        session: session.as_str(),
+        endpoint,
+        mode: outcome.mode.as_str(),
+        decision: outcome.verdict.as_str(),
+        reason: outcome.reason.as_str(),
+    };
     let mut body = serde_json::Map::new();
     body.insert("allowed".into(), json!(outcome.verdict.allowed()));
     body.insert("decision".into(), json!(outcome.verdict));
@@ -312,5 +437,5 @@ async fn decide(
         ),
         _ => (StatusCode::OK, axum::Json(serde_json::Value::Object(body))).into_response(),
     };
-    Ok(with_headers(response, &fields))
+    Ok(identity.apply(response))
 }

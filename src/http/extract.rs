@@ -1,4 +1,7 @@
-//! Extractors whose rejections are problem documents instead of axum's plain-text ones.
+//! Extractors whose rejections are problem documents instead of axum's plain-text ones, and
+//! where a request came from ([`RequestMeta`], [`TrustedProxies`]).
+
+use std::net::IpAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -101,14 +104,100 @@ where
     }
 }
 
-/// Where a request came from, for the audit stream: its request id and the peer's address
-/// (the connection's, from `ConnectInfo`; forwarded-for headers are not trusted here).
+/// The proxies whose forwarded client address is believed (`GATEHOUSE_TRUSTED_PROXIES`:
+/// comma-separated CIDRs or addresses; default none).
+///
+/// Anyone can send `X-Forwarded-For` or `X-Real-IP`, so they say something only when the TCP
+/// peer is a proxy of ours that sets them. For a request from a trusted peer the client is
+/// found by walking `X-Forwarded-For` from the right (each proxy appends the address it saw)
+/// past the trusted proxies: the first untrusted entry is the client (all trusted: the
+/// leftmost; an unreadable entry stops the walk at the last address believed). Without
+/// `X-Forwarded-For`, a single `X-Real-IP` is taken. From any other peer, both headers are
+/// ignored and the client is the peer. Addresses are compared in canonical form (an
+/// IPv4-mapped IPv6 peer is its IPv4 address).
+///
+/// The app inserts it into every request's extensions; a service using
+/// [`crate::middleware::OwnershipLayer`] on its own may add it with
+/// `axum::Extension(TrustedProxies::parse(...)?)` (without it, the peer address is used).
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(std::sync::Arc<[ipnet::IpNet]>);
+
+const X_FORWARDED_FOR: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: axum::http::HeaderName = axum::http::HeaderName::from_static("x-real-ip");
+
+impl TrustedProxies {
+    /// Parses `10.0.0.0/8, 192.168.1.7, ::1`; a bare address is a single-address network.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let net = item
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("{item:?} is not a CIDR (10.0.0.0/8) or an address"))?;
+            nets.push(net.trunc());
+        }
+        Ok(Self(nets.into()))
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client address of a request from `peer` carrying `headers` (see the type docs).
+    pub fn client_ip(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
+        if !self.contains(peer) {
+            return peer;
+        }
+        let forwarded: Vec<&str> = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or(",").split(','))
+            .collect();
+        if !forwarded.is_empty() {
+            let mut believed = peer;
+            for entry in forwarded.iter().rev() {
+                let Some(ip) = forwarded_ip(entry) else {
+                    return believed;
+                };
+                believed = ip;
+                if !self.contains(ip) {
+                    return ip;
+                }
+            }
+            return believed;
+        }
+        let mut real = headers.get_all(X_REAL_IP).iter();
+        match (real.next(), real.next()) {
+            (Some(one), None) => one.to_str().ok().and_then(forwarded_ip).unwrap_or(peer),
+            _ => peer,
+        }
+    }
+}
+
+/// An address as proxies write it: `203.0.113.7`, `2001:db8::1`, `[2001:db8::1]:443`,
+/// `203.0.113.7:5000`.
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<std::net::SocketAddr>().map(|a| a.ip()))
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
+/// Where a request came from, for the audit stream: its request id and the client's address:
+/// the TCP peer's (from `ConnectInfo`), or the forwarded one when the peer is one of the
+/// [`TrustedProxies`] in the request's extensions.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {
     /// The `x-request-id` header (set by the request-id layer when the client sent none).
     pub request_id: Option<String>,
-    /// The peer's IP address.
-    pub client_ip: Option<std::net::IpAddr>,
+    /// The client's IP address.
+    pub client_ip: Option<IpAddr>,
 }
 
 impl RequestMeta {
@@ -129,7 +218,10 @@ impl RequestMeta {
                 .map(str::to_owned),
             client_ip: extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|info| info.0.ip()),
+                .map(|info| match extensions.get::<TrustedProxies>() {
+                    Some(trusted) => trusted.client_ip(info.0.ip(), headers),
+                    None => info.0.ip().to_canonical(),
+                }),
         }
     }
 
@@ -148,5 +240,80 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(Self::of(parts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().expect("test header"));
+        }
+        map
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_peers() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8, 192.168.1.7 ,::1").unwrap();
+        let spoof = headers(&[
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-real-ip", "198.51.100.2"),
+        ]);
+        assert_eq!(
+            trusted.client_ip(ip("203.0.113.9"), &spoof),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            TrustedProxies::default().client_ip(ip("10.0.0.1"), &spoof),
+            ip("10.0.0.1")
+        );
+        assert_eq!(
+            trusted.client_ip(ip("10.1.2.3"), &spoof),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            trusted.client_ip(ip("::ffff:10.1.2.3"), &spoof),
+            ip("198.51.100.1")
+        );
+        assert_eq!(trusted.client_ip(ip("::1"), &spoof), ip("198.51.100.1"));
+    }
+
+    #[test]
+    fn forwarded_for_is_walked_from_the_right_past_trusted_proxies() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8").unwrap();
+        let peer = ip("10.0.0.1");
+        let chain = headers(&[
+            ("x-forwarded-for", "1.1.1.1, 203.0.113.7"),
+            ("x-forwarded-for", "10.0.0.5"),
+            ("x-real-ip", "198.51.100.2"),
+        ]);
+        // 1.1.1.1 was written by the client; 203.0.113.7 is what our first proxy saw.
+        assert_eq!(trusted.client_ip(peer, &chain), ip("203.0.113.7"));
+        let all_trusted = headers(&[("x-forwarded-for", "10.0.0.9, 10.0.0.5")]);
+        assert_eq!(trusted.client_ip(peer, &all_trusted), ip("10.0.0.9"));
+        let garbage = headers(&[("x-forwarded-for", "203.0.113.7, unknown, 10.0.0.5")]);
+        assert_eq!(trusted.client_ip(peer, &garbage), ip("10.0.0.5"));
+        let ported = headers(&[("x-forwarded-for", "[2001:db8::1]:443")]);
+        assert_eq!(trusted.client_ip(peer, &ported), ip("2001:db8::1"));
+        let real = headers(&[("x-real-ip", "203.0.113.8")]);
+        assert_eq!(trusted.client_ip(peer, &real), ip("203.0.113.8"));
+        let two_real = headers(&[("x-real-ip", "203.0.113.8"), ("x-real-ip", "1.1.1.1")]);
+        assert_eq!(trusted.client_ip(peer, &two_real), peer);
+        assert_eq!(trusted.client_ip(peer, &headers(&[])), peer);
+    }
+
+    #[test]
+    fn bad_lists_are_refused() {
+        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse("proxy.internal").is_err());
+        assert!(TrustedProxies::parse("").unwrap().0.is_empty());
     }
 }

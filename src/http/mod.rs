@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub use self::error::{ApiError, PROBLEM_JSON, Problem, problem_response};
-pub use self::extract::{JsonBody, MAX_JSON_BODY, Path, Query, RequestMeta};
+pub use self::extract::{JsonBody, MAX_JSON_BODY, Path, Query, RequestMeta, TrustedProxies};
 pub use self::openapi::ApiDoc;
 pub use self::serve::ConnectionLimits;
 
@@ -64,6 +64,8 @@ pub struct Services {
     pub request_timeout: Duration,
     /// Who may claim sessions (`GATEHOUSE_CLAIM`).
     pub claim: crate::sessions::ClaimPolicy,
+    /// Whose forwarded client address is believed (inserted into every request).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Services {
@@ -153,7 +155,8 @@ pub fn app(state: AppState) -> Router {
             state.request_timeout,
             bound_request,
         ))
-        .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::Extension(state.trusted_proxies.clone()));
     router
         .merge(openapi::routes(spec))
         .fallback(extract::not_found)

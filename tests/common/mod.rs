@@ -7,6 +7,9 @@
 #![allow(dead_code)]
 
 pub mod nginx;
+pub mod proxies;
+pub mod stage;
+pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,162 @@
+//! Path spellings through real proxies (issue 14, class 3, end to end): bob sends raw request
+//! targets for alice's session that some backend reads differently from the plain path (dot
+//! segments raw, encoded and `..;`, `;params`, case, doubled slashes, encoded ids and slashes,
+//! HEAD and OPTIONS), byte for byte, through each proxy running its recipe as shipped, with
+//! gatehouse under ENFORCED in the recipe's style. Whatever reaches the upstream must not be
+//! read as alice's `s1` by any common backend reading of what it received: gatehouse refuses
+//! what backends may read differently, and the proxy forwards what gatehouse decided on.
+
+use crate::common::proxies::Kind;
+use crate::common::stage::{Failures, Stage};
+use crate::common::upstream::raw_request;
+
+/// Raw spellings of alice's `s1` (and of bob's `s2` turning into `s1`) that some backend reads
+/// as `s1`; bob sends each. Refused, or served for what gatehouse decided, never as `s1`.
+const SPELLINGS: &[(&str, &str)] = &[
+    ("GET", "/api/chat/sessions/s2/../s1/messages"),
+    ("GET", "/api/chat/sessions/s2/%2e%2e/s1/messages"),
+    ("GET", "/api/chat/sessions/s2/..%2fs1/messages"),
+    ("GET", "/api/chat/sessions/s2%2f..%2f..%2fs1/messages"),
+    ("GET", "/api/chat/sessions/s2/..;/s1/messages"),
+    ("GET", "/api/chat/sessions/./s1/messages"),
+    ("GET", "/API/chat/sessions/s1/messages"),
+    ("GET", "/api/CHAT/Sessions/s1/messages"),
+    ("GET", "/api/chat/sessions;x/s1/messages"),
+    ("GET", "/api/chat/sessions/s1;x/messages"),
+    ("GET", "//api/chat/sessions/s1/messages"),
+    ("GET", "/api/chat//sessions/s1/messages"),
+    ("GET", "/api/chat/sessions/%73%31/messages"),
+    ("GET", "/api/chat/sessions/s1%2fmessages"),
+    (
+        "GET",
+        "/api/chat/sessions/s1/messages?next=/api/chat/sessions/s2/messages",
+    ),
+    (
+        "GET",
+        "/api/chat/sessions/s1/messages#/api/chat/sessions/s2/messages",
+    ),
+    ("HEAD", "/api/chat/sessions/s1/messages"),
+    ("OPTIONS", "/api/chat/sessions/s1/messages"),
+];
+
+/// The session ids backends could read from a received request target: with or without each
+/// of percent-decoding, `;params` stripped, `//` collapsed and dot segments resolved, and the
+/// static segments matched case-insensitively.
+fn backend_readings(target: &str) -> Vec<String> {
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let mut ids = Vec::new();
+    for variant in 0..16u8 {
+        let mut p = path.to_owned();
+        if variant & 1 != 0 {
+            p = percent_encoding::percent_decode_str(&p)
+                .decode_utf8_lossy()
+                .into_owned();
+        }
+        let mut segments: Vec<String> = p.split('/').map(str::to_owned).collect();
+        if variant & 2 != 0 {
+            for segment in &mut segments {
+                if let Some(at) = segment.find(';') {
+                    segment.truncate(at);
+                }
+            }
+        }
+        if variant & 4 != 0 {
+            let first = segments.first().cloned();
+            segments.retain(|s| !s.is_empty());
+            segments.insert(0, first.unwrap_or_default());
+        }
+        if variant & 8 != 0 {
+            let mut resolved: Vec<String> = Vec::new();
+            for segment in segments {
+                match segment.as_str() {
+                    "." => {}
+                    ".." => {
+                        if resolved.len() > 1 {
+                            resolved.pop();
+                        }
+                    }
+                    _ => resolved.push(segment),
+                }
+            }
+            segments = resolved;
+        }
+        // ["", "api", "chat", "sessions", id, ...]
+        let prefix = ["", "api", "chat", "sessions"];
+        if segments.len() > 4
+            && segments
+                .iter()
+                .zip(prefix)
+                .all(|(s, want)| s.eq_ignore_ascii_case(want))
+        {
+            ids.push(segments[4].clone());
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+async fn spellings_hold(kind: Kind) {
+    let Some(stage) = Stage::set(kind, None).await else {
+        return;
+    };
+    let mut failures = Failures::new(kind);
+    // Path spellings: what reaches the upstream is never read as alice's session by any common
+    // backend reading (gatehouse refuses what backends may read differently).
+    let auth = format!("Bearer {}", stage.bob);
+    let mut answers = Vec::new();
+    for (method, target) in SPELLINGS {
+        let before = stage.upstream.count();
+        let status = raw_request(
+            &stage.proxy.base,
+            method,
+            target,
+            &[("Authorization", &auth)],
+        )
+        .await;
+        let served = stage.upstream.count() > before;
+        answers.push(format!("{status}{}", if served { "*" } else { "" }));
+        if !served {
+            continue;
+        }
+        let seen = stage
+            .upstream
+            .last()
+            .expect("the request reached the upstream");
+        let readings = backend_readings(&seen.uri);
+        failures.check(!readings.iter().any(|id| id == "s1"), || {
+            format!(
+                "bob's {method} {target} got {status} and reached the upstream as {:?}, which a \
+                 backend may read as alice's s1 (readings {readings:?}; gatehouse said session \
+                 {:?}, reason {:?})",
+                seen.uri,
+                seen.values("x-gatehouse-session"),
+                seen.values("x-gatehouse-reason"),
+            )
+        });
+    }
+
+    // One answer per spelling, in order; `*`: reached the upstream (for what gatehouse decided).
+    stage.report(&format!("path spellings [{}]", answers.join(" ")));
+    failures.finish(&stage.proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_serves_no_spelling_of_another_session() {
+    spellings_hold(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_debian_serves_no_spelling_of_another_session() {
+    spellings_hold(Kind::CaddyDebian).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_current_serves_no_spelling_of_another_session() {
+    spellings_hold(Kind::CaddyCurrent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_serves_no_spelling_of_another_session() {
+    spellings_hold(Kind::Traefik).await;
+}
