@@ -25,8 +25,9 @@
 //! | `auto` (default) | the one convention present; two, or a header twice: 400 | |
 //!
 //! See [`original`] for why, and [`matcher`] for what a path must look like. The audit
-//! `client_ip` is the forwarded address only from a trusted proxy (`GATEHOUSE_TRUSTED_PROXIES`),
-//! read from the header that the style's proxy sets (see [`client_ip`]).
+//! `client_ip` is the forwarded address only from a trusted proxy
+//! (`GATEHOUSE_TRUSTED_PROXIES`), read from the header the style's proxy sets (nginx:
+//! `X-Real-IP`; traefik, caddy, envoy: `X-Forwarded-For`).
 
 #[cfg(test)]
 mod differential;
