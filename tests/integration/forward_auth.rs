@@ -661,6 +661,10 @@ async fn envoy_recipe_convention_at_the_http_level(backend: Backend) {
         !recipe.contains("authorization_request"),
         "authorization_request.allowed_headers is deprecated: use ExtAuthz.allowed_headers"
     );
+    assert!(
+        recipe.contains("headers_with_underscores_action: REJECT_REQUEST"),
+        "x_gatehouse_user would dodge the header_mutation filter"
+    );
     let ext_authz = recipe
         .find("name: envoy.filters.http.ext_authz")
         .expect("ext_authz filter");
