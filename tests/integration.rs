@@ -21,10 +21,10 @@ mod enforcement;
 mod example;
 #[path = "integration/forward_auth.rs"]
 mod forward_auth;
-#[path = "integration/index.rs"]
-mod index;
 #[path = "integration/forward_auth_paths.rs"]
 mod forward_auth_paths;
+#[path = "integration/index.rs"]
+mod index;
 #[path = "integration/keys.rs"]
 mod keys;
 #[path = "integration/nginx.rs"]

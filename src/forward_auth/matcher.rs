@@ -32,6 +32,7 @@
 //!   `?` and `#` (`%3F`, `%23`), and a malformed escape (`%`, `%4`, `%zz`);
 //! - empty segments (`//`, anywhere, including a leading `//`): some servers merge them, some
 //!   route them as empty values; one trailing slash is allowed and dropped;
+//! - a segment ending in a dot or a space (`sessions.`, `s2%20`): Windows servers drop them;
 //! - NUL and control characters, raw or encoded (C0, DEL and C1); invalid UTF-8 once decoded;
 //! - raw bytes outside RFC 3986 paths (space, `"`, `<`, `>`, `^`, `` ` ``, `{`, `|`, `}`,
 //!   `[`, `]`, a raw `#`, raw non-ASCII);
@@ -270,6 +271,10 @@ pub fn normalize(uri: &str) -> Result<String, PathError> {
         match segment {
             "" => return Err(PathError::Refused("an empty segment (//)")),
             "." | ".." => return Err(PathError::Refused("a dot segment")),
+            // Windows servers drop trailing dots and spaces (`sessions.` is `sessions`).
+            s if s.ends_with(['.', ' ']) => {
+                return Err(PathError::Refused("a segment ending in a dot or a space"));
+            }
             _ => {}
         }
     }
@@ -423,6 +428,7 @@ mod tests {
             ("/a/b-c_d~e!$&'()*+,=:@", "/a/b-c_d~e!$&'()*+,=:@"),
             ("/docs/%C3%BCber", "/docs/über"),
             ("/api/chat/sessions/a.b...c", "/api/chat/sessions/a.b...c"),
+            ("/docs/my%20file.txt", "/docs/my file.txt"),
             ("/", "/"),
         ] {
             assert_eq!(normalize(raw).as_deref(), Ok(expected), "{raw}");
@@ -463,6 +469,11 @@ mod tests {
             "/a%4",
             "/a%zz",
             "/a%+1",
+            // trailing dots and spaces (Windows servers drop them)
+            "/api/chat/sessions./s2",
+            "/api/chat/sessions/s2.",
+            "/api/chat/sessions/.../s2",
+            "/api/chat/sessions%20/s2",
             // empty segments
             "//api/chat/sessions/s1",
             "/api//chat/sessions/s1",

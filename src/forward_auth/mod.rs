@@ -25,13 +25,16 @@
 //! | `auto` (default) | the one convention present; two, or a header twice: 400 | |
 //!
 //! See [`original`] for why, and [`matcher`] for what a path must look like. The audit
-//! `client_ip` is the [`RequestMeta`]'s: the forwarded address only from a trusted proxy
-//! (`GATEHOUSE_TRUSTED_PROXIES`).
+//! `client_ip` is the forwarded address only from a trusted proxy
+//! (`GATEHOUSE_TRUSTED_PROXIES`), read from the header the style's proxy sets (nginx:
+//! `X-Real-IP`; traefik, caddy, envoy: `X-Forwarded-For`).
 
 #[cfg(test)]
 mod differential;
 pub mod matcher;
 pub mod original;
+
+use std::net::IpAddr;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
@@ -45,7 +48,7 @@ use crate::audit::{AuditDecision, AuditEvent, Source};
 use crate::auth::{AuthError, Principal, bearer_token};
 use crate::decision::{Reason, Verdict};
 use crate::gatekeeper::{Check, Origin};
-use crate::http::{ApiError, AppState, RequestMeta, problem_response};
+use crate::http::{AddressHeader, ApiError, AppState, RequestMeta, problem_response};
 use crate::timestamp::Timestamp;
 
 pub use self::matcher::{DEFAULT_ROUTES, RouteTable};
@@ -109,6 +112,19 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .route(PATH, any(forward_auth))
         .route(&format!("{PATH}/{{*path}}"), any(forward_auth))
+}
+
+/// The client's address: from a trusted proxy, the header the style's proxy sets (nginx's
+/// recipe sets `X-Real-IP` and passes a client's `X-Forwarded-For` through; Traefik, Caddy
+/// and Envoy write `X-Forwarded-For`); in `auto`, the [`RequestMeta`]'s.
+fn client_ip(state: &AppState, meta: &RequestMeta, headers: &HeaderMap) -> Option<IpAddr> {
+    let from = match state.forward_auth.style {
+        Style::Nginx => AddressHeader::RealIp,
+        Style::Traefik | Style::Caddy | Style::Envoy => AddressHeader::ForwardedFor,
+        Style::Auto => return meta.client_ip,
+    };
+    meta.peer_ip
+        .map(|peer| state.trusted_proxies.client_ip_from(peer, headers, from))
 }
 
 /// The caller: the bearer token, else the configured cookie.
@@ -252,7 +268,7 @@ fn refuse(
         mode: None,
         source: Source::ForwardAuth,
         request_id: meta.request_id.clone(),
-        client_ip: meta.client_ip.map(|ip| ip.to_string()),
+        client_ip: client_ip(state, meta, headers).map(|ip| ip.to_string()),
         instance: state.audit.instance().to_owned(),
         detail: Some(json!({ "why": detail })),
     });
@@ -393,6 +409,7 @@ async fn decide(
     let origin = Origin {
         method: Some(original_method.as_str().to_owned()),
         path: Some(path.clone()),
+        client_ip: client_ip(state, meta, headers),
         ..meta.origin(Source::ForwardAuth)
     };
     let check = Check {

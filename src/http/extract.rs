@@ -148,6 +148,17 @@ impl TrustedProxies {
 
     /// The client address of a request from `peer` carrying `headers` (see the type docs).
     pub fn client_ip(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        self.client_ip_from(peer, headers, AddressHeader::Any)
+    }
+
+    /// The client address, read only from the header `from` names when the peer is trusted
+    /// (a proxy that sets one passes the other through from the client unchanged).
+    pub fn client_ip_from(
+        &self,
+        peer: IpAddr,
+        headers: &axum::http::HeaderMap,
+        from: AddressHeader,
+    ) -> IpAddr {
         let peer = peer.to_canonical();
         if !self.contains(peer) {
             return peer;
@@ -157,7 +168,7 @@ impl TrustedProxies {
             .iter()
             .flat_map(|v| v.to_str().unwrap_or(",").split(','))
             .collect();
-        if !forwarded.is_empty() {
+        if from != AddressHeader::RealIp && !forwarded.is_empty() {
             let mut believed = peer;
             for entry in forwarded.iter().rev() {
                 let Some(ip) = forwarded_ip(entry) else {
@@ -170,12 +181,26 @@ impl TrustedProxies {
             }
             return believed;
         }
+        if from == AddressHeader::ForwardedFor {
+            return peer;
+        }
         let mut real = headers.get_all(X_REAL_IP).iter();
         match (real.next(), real.next()) {
             (Some(one), None) => one.to_str().ok().and_then(forwarded_ip).unwrap_or(peer),
             _ => peer,
         }
     }
+}
+
+/// Which header a trusted proxy writes the client's address in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressHeader {
+    /// `X-Forwarded-For`, else `X-Real-IP` (what a proxy of unknown kind may have set).
+    Any,
+    /// Only `X-Forwarded-For` (Traefik, Caddy and Envoy append or replace it).
+    ForwardedFor,
+    /// Only `X-Real-IP` (nginx's recipe sets it and passes a client's `X-Forwarded-For`).
+    RealIp,
 }
 
 /// An address as proxies write it: `203.0.113.7`, `2001:db8::1`, `[2001:db8::1]:443`,
@@ -198,6 +223,8 @@ pub struct RequestMeta {
     pub request_id: Option<String>,
     /// The client's IP address.
     pub client_ip: Option<IpAddr>,
+    /// The TCP peer's address (canonical), whoever it is.
+    pub peer_ip: Option<IpAddr>,
 }
 
 impl RequestMeta {
@@ -211,17 +238,19 @@ impl RequestMeta {
         headers: &axum::http::HeaderMap,
         extensions: &axum::http::Extensions,
     ) -> Self {
+        let peer_ip = extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip().to_canonical());
         Self {
             request_id: headers
                 .get(super::REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
-            client_ip: extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|info| match extensions.get::<TrustedProxies>() {
-                    Some(trusted) => trusted.client_ip(info.0.ip(), headers),
-                    None => info.0.ip().to_canonical(),
-                }),
+            client_ip: peer_ip.map(|peer| match extensions.get::<TrustedProxies>() {
+                Some(trusted) => trusted.client_ip(peer, headers),
+                None => peer,
+            }),
+            peer_ip,
         }
     }
 
@@ -305,6 +334,10 @@ mod tests {
         assert_eq!(trusted.client_ip(peer, &ported), ip("2001:db8::1"));
         let real = headers(&[("x-real-ip", "203.0.113.8")]);
         assert_eq!(trusted.client_ip(peer, &real), ip("203.0.113.8"));
+        let from = |h: &HeaderMap, which| trusted.client_ip_from(peer, h, which);
+        assert_eq!(from(&chain, AddressHeader::RealIp), ip("198.51.100.2"));
+        assert_eq!(from(&chain, AddressHeader::ForwardedFor), ip("203.0.113.7"));
+        assert_eq!(from(&real, AddressHeader::ForwardedFor), peer);
         let two_real = headers(&[("x-real-ip", "203.0.113.8"), ("x-real-ip", "1.1.1.1")]);
         assert_eq!(trusted.client_ip(peer, &two_real), peer);
         assert_eq!(trusted.client_ip(peer, &headers(&[])), peer);

@@ -33,7 +33,9 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 pub use self::error::{ApiError, PROBLEM_JSON, Problem, problem_response};
-pub use self::extract::{JsonBody, MAX_JSON_BODY, Path, Query, RequestMeta, TrustedProxies};
+pub use self::extract::{
+    AddressHeader, JsonBody, MAX_JSON_BODY, Path, Query, RequestMeta, TrustedProxies,
+};
 pub use self::openapi::ApiDoc;
 pub use self::serve::ConnectionLimits;
 

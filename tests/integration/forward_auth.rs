@@ -588,6 +588,39 @@ async fn trusted_proxies_decide_whose_forwarded_address_is_believed(backend: Bac
     let entry = last_entry(&app, "forward_auth", "carol").await;
     assert_eq!(entry["client_ip"], "203.0.113.7");
     app.stop().await;
+
+    // A named style reads only the header its proxy writes: nginx sets X-Real-IP and passes
+    // a client's X-Forwarded-For through; Caddy writes X-Forwarded-For and passes a client's
+    // X-Real-IP through.
+    for (style, uri_headers, expected) in [
+        ("nginx", &forwarded[..2], "203.0.113.7"),
+        ("caddy", &PRECEDENCE_ATTACK[2..], "203.0.113.9"),
+    ] {
+        let app = TestApp::spawn(
+            &backend,
+            &[
+                ("GATEHOUSE_TRUSTED_PROXIES", "127.0.0.1"),
+                ("GATEHOUSE_FORWARD_AUTH_STYLE", style),
+            ],
+        )
+        .await;
+        app.claim("s2", "alice").await;
+        let user = format!("dave-{style}");
+        let mut headers = uri_headers.to_vec();
+        headers.extend_from_slice(&forwarded[2..]);
+        let reply = ask(
+            &app,
+            Some(&app.user(&user)),
+            Method::GET,
+            "/v1/forward-auth",
+            &headers,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{style}: {reply:?}");
+        let entry = last_entry(&app, "forward_auth", &user).await;
+        assert_eq!(entry["client_ip"], expected, "{style}");
+        app.stop().await;
+    }
 }
 
 both_backends!(envoy_recipe_convention_at_the_http_level);
@@ -627,6 +660,10 @@ async fn envoy_recipe_convention_at_the_http_level(backend: Backend) {
     assert!(
         !recipe.contains("authorization_request"),
         "authorization_request.allowed_headers is deprecated: use ExtAuthz.allowed_headers"
+    );
+    assert!(
+        recipe.contains("headers_with_underscores_action: REJECT_REQUEST"),
+        "x_gatehouse_user would dodge the header_mutation filter"
     );
     let ext_authz = recipe
         .find("name: envoy.filters.http.ext_authz")

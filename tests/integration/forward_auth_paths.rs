@@ -96,6 +96,9 @@ async fn spellings_backends_read_differently_are_refused(backend: Backend) {
         "/api/chat/sessions/s1/%252e%252e/s2",
         "/api/chat/sessions/s1%3F/s2",
         "/api/chat/sessions/s1%23/s2",
+        // trailing dots and spaces (Windows servers drop them)
+        "/api/chat/sessions./s2/messages",
+        "/api/chat/sessions%20/s2/messages",
         // empty segments
         "//api/chat/sessions/s2",
         "/api/chat/sessions//s2/messages",
