@@ -1,21 +1,35 @@
 //! Enforcement settings: the mode in force, how it changes, how every instance learns of it.
 //!
-//! Every instance keeps the current [`EnforcementSettings`] in memory ([`Enforcement::current`]
+//! Every instance keeps the current [`EnforcementSettings`] in memory ([`Enforcement::in_force`]
 //! is a lock-free read on the hot path). A change is a compare-and-set on the settings version
 //! (two admins racing cannot lose an update) that also appends the history entry and
 //! publishes the new settings, atomically. Instances apply what they are told through the
 //! store's change feed ([`Enforcement::spawn_watch`]), re-read the record whenever they
 //! (re)subscribe, and re-read it periodically as a safety net ([`Enforcement::spawn_refresh`]).
 //! While the store is unreachable, the last known settings stay in force.
+//!
+//! Settings never fall back silently:
+//! - Before they are known (never read, no [`Snapshot`]), checks are answered as ENFORCED with
+//!   the store unavailable: `settings_unavailable` (see [`crate::decision::decide_without_settings`]).
+//! - A snapshot of the last settings applied is kept on disk; at start its settings apply,
+//!   marked stale until the store confirms them.
+//! - Versions only move forward: a record that vanished, went back, or holds other settings
+//!   at the version in force is restored from the settings in force, above every version seen,
+//!   by a compare-and-set with a history entry (`restore`, actor `instance:{name}`). Of several
+//!   instances restoring at once one wins; the others adopt its record.
+//! - A fresh deployment (no record, nothing seen, no snapshot) is initialised with the initial
+//!   mode at version 1, by a compare-and-set with a history entry (`initialise`), so every
+//!   instance agrees on it.
 
 mod routes;
 mod settings;
+mod snapshot;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +41,7 @@ use crate::timestamp::Timestamp;
 
 pub use self::routes::routes;
 pub use self::settings::{EnforcementSettings, HistoryEntry, rollout_bucket};
+pub use self::snapshot::{Snapshot, store_identity};
 
 /// Longest accepted change reason, in characters.
 pub const MAX_REASON_LEN: usize = 1000;
@@ -141,30 +156,145 @@ fn unix_millis_now() -> u64 {
     Timestamp::now().unix_millis()
 }
 
+/// Where the settings in force come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettingsSource {
+    /// None are known: checks are answered `settings_unavailable`.
+    None,
+    /// The local snapshot, not yet confirmed against the store.
+    Snapshot,
+    /// The store.
+    Store,
+}
+
+impl SettingsSource {
+    /// The name used in `/readyz` and `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettingsSource::None => "none",
+            SettingsSource::Snapshot => "snapshot",
+            SettingsSource::Store => "store",
+        }
+    }
+}
+
+/// What the store's settings record looked like at the last read, against what this instance
+/// has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordState {
+    /// Not read yet, or unreadable.
+    Unknown = 0,
+    /// Present, at or above the version in force.
+    Ok = 1,
+    /// Gone (a Redis restarted empty, `FLUSHALL`, a failover to an empty replica): being
+    /// restored.
+    Missing = 2,
+    /// Below the version in force (a failover to a lagging replica): being restored.
+    Behind = 3,
+    /// At the version in force, with other settings: restored with this instance's.
+    Diverged = 4,
+}
+
+impl RecordState {
+    /// Every state, for metrics.
+    pub const ALL: [RecordState; 5] = [
+        RecordState::Unknown,
+        RecordState::Ok,
+        RecordState::Missing,
+        RecordState::Behind,
+        RecordState::Diverged,
+    ];
+
+    /// The name used in `/readyz` and `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordState::Unknown => "unknown",
+            RecordState::Ok => "ok",
+            RecordState::Missing => "missing",
+            RecordState::Behind => "behind",
+            RecordState::Diverged => "diverged",
+        }
+    }
+
+    fn from_u8(raw: u8) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|s| *s as u8 == raw)
+            .unwrap_or(RecordState::Unknown)
+    }
+}
+
+/// What `/readyz` and `/metrics` report about the settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingsStatus {
+    /// Where the settings in force come from.
+    pub source: SettingsSource,
+    /// Their version (0 when none are known).
+    pub version: u64,
+    /// Whether they have been read from the store since start.
+    pub loaded: bool,
+    /// Whether they may be out of date (see [`Enforcement::may_be_stale`]).
+    pub stale: bool,
+    /// The store's record at the last read.
+    pub record: RecordState,
+    /// The version the store held when it was behind or diverged.
+    pub record_version: Option<u64>,
+    /// Records restored or initialised by this instance since start.
+    pub restores: u64,
+}
+
+/// What reconciling the store's record with the settings in force came to.
+enum Reconciled {
+    /// In agreement.
+    Settled,
+    /// Someone else wrote meanwhile: read again.
+    Retry,
+}
+
 /// The enforcement settings of this instance: a cached copy plus the store behind it.
 #[derive(Clone)]
 pub struct Enforcement {
-    current: Arc<ArcSwap<EnforcementSettings>>,
+    /// `None` until known (read from the store or the snapshot).
+    current: Arc<ArcSwapOption<EnforcementSettings>>,
+    /// What [`Self::current`] answers while nothing is known: ENFORCED, version 0.
+    placeholder: Arc<EnforcementSettings>,
     loaded: Arc<AtomicBool>,
+    from_snapshot: Arc<AtomicBool>,
     subscribed: Arc<AtomicBool>,
     last_sync_millis: Arc<AtomicU64>,
+    record: Arc<AtomicU8>,
+    record_version: Arc<AtomicU64>,
+    restores: Arc<AtomicU64>,
+    /// One reconciliation at a time per instance (the refresh and the watch both reload).
+    reconciling: Arc<tokio::sync::Mutex<()>>,
     store: Arc<dyn SettingsStore>,
+    snapshot: Option<Arc<Snapshot>>,
     initial_mode: Mode,
+    actor: String,
     refresh: Duration,
 }
 
 impl Enforcement {
-    /// Settings backed by `store`, starting (until loaded) from `initial_mode` at version 0.
+    /// Settings backed by `store`. Nothing is known until the store is read
+    /// ([`Self::reload`]) or a snapshot is loaded ([`Self::with_snapshot`]). A store with no
+    /// record is initialised with `initial_mode` at version 1 by the first instance to read it.
     pub fn new(store: Arc<dyn SettingsStore>, initial_mode: Mode) -> Self {
         Self {
-            current: Arc::new(ArcSwap::from_pointee(EnforcementSettings::initial(
-                initial_mode,
-            ))),
+            current: Arc::new(ArcSwapOption::empty()),
+            placeholder: Arc::new(EnforcementSettings::initial(Mode::Enforced)),
             loaded: Arc::new(AtomicBool::new(false)),
+            from_snapshot: Arc::new(AtomicBool::new(false)),
             subscribed: Arc::new(AtomicBool::new(false)),
             last_sync_millis: Arc::new(AtomicU64::new(0)),
+            record: Arc::new(AtomicU8::new(RecordState::Unknown as u8)),
+            record_version: Arc::new(AtomicU64::new(0)),
+            restores: Arc::new(AtomicU64::new(0)),
+            reconciling: Arc::new(tokio::sync::Mutex::new(())),
             store,
+            snapshot: None,
             initial_mode,
+            actor: "instance:gatehouse".to_owned(),
             refresh: Duration::from_secs(5),
         }
     }
@@ -176,9 +306,40 @@ impl Enforcement {
         self
     }
 
-    /// The settings in force on this instance.
-    pub fn current(&self) -> Arc<EnforcementSettings> {
+    /// Names this instance in the history entries it writes itself (`instance:{name}`).
+    pub fn with_instance(mut self, name: &str) -> Self {
+        self.actor = format!("instance:{name}");
+        self
+    }
+
+    /// Keeps `snapshot` up to date with every change applied, and starts from its settings
+    /// (marked stale until the store confirms them) when it holds usable ones.
+    pub fn with_snapshot(mut self, snapshot: Snapshot) -> Self {
+        if let Some(settings) = snapshot.load() {
+            tracing::warn!(
+                version = settings.version,
+                mode = settings.mode.as_str(),
+                path = %snapshot.path().display(),
+                "starting from the settings snapshot until the store confirms it"
+            );
+            self.current.store(Some(Arc::new(settings)));
+            self.from_snapshot.store(true, Ordering::Release);
+        }
+        self.snapshot = Some(Arc::new(snapshot));
+        self
+    }
+
+    /// The settings in force, or `None` while none are known (checks are then answered
+    /// `settings_unavailable`).
+    pub fn in_force(&self) -> Option<Arc<EnforcementSettings>> {
         self.current.load_full()
+    }
+
+    /// The settings in force; while none are known, a placeholder at version 0 in ENFORCED
+    /// (use [`Self::in_force`] to tell).
+    pub fn current(&self) -> Arc<EnforcementSettings> {
+        self.in_force()
+            .unwrap_or_else(|| Arc::clone(&self.placeholder))
     }
 
     /// Whether the settings have been read from the store at least once.
@@ -194,65 +355,213 @@ impl Enforcement {
         !self.subscribed.load(Ordering::Acquire) || age > self.refresh * 3
     }
 
+    /// Where the settings stand, for `/readyz` and `/metrics`.
+    pub fn status(&self) -> SettingsStatus {
+        let in_force = self.in_force();
+        let source = match &in_force {
+            None => SettingsSource::None,
+            Some(_) if self.from_snapshot.load(Ordering::Acquire) => SettingsSource::Snapshot,
+            Some(_) => SettingsSource::Store,
+        };
+        let record = RecordState::from_u8(self.record.load(Ordering::Acquire));
+        SettingsStatus {
+            source,
+            version: in_force.map_or(0, |s| s.version),
+            loaded: self.is_loaded(),
+            stale: source != SettingsSource::Store || self.may_be_stale(),
+            record,
+            record_version: matches!(record, RecordState::Behind | RecordState::Diverged)
+                .then(|| self.record_version.load(Ordering::Acquire)),
+            restores: self.restores.load(Ordering::Acquire),
+        }
+    }
+
     fn synced(&self) {
         self.last_sync_millis
             .store(unix_millis_now(), Ordering::Release);
     }
 
-    /// Re-reads the settings and puts them in force.
+    fn set_record(&self, state: RecordState, stored_version: u64) {
+        self.record_version.store(stored_version, Ordering::Release);
+        self.record.store(state as u8, Ordering::Release);
+    }
+
+    /// Re-reads the settings record and reconciles it with the settings in force.
     ///
-    /// Versions normally only move forward, but a store that lost its data (a Redis restarted
-    /// without persistence, a failover to a lagging replica) holds an older version than the
-    /// one in force. The store is the truth: once a second read confirms it went back, its
-    /// settings replace the ones in force (with a warning), or every later change, kill switch
-    /// included, would be ignored as "older".
+    /// Versions only ever move forward. A newer record is applied. A store with no record,
+    /// on an instance that has seen none, is a fresh deployment: the record is initialised
+    /// with the initial mode at version 1 (a compare-and-set, so every instance agrees on it).
+    /// A record that vanished, went back in version or holds other settings at the version in
+    /// force (the store lost data) is restored from the settings in force at the next version,
+    /// by a compare-and-set with a history entry: of several instances doing so at once, one
+    /// wins and the others adopt its record.
     pub async fn reload(&self) -> Result<(), StoreError> {
-        let stored = self.store.load_settings().await?;
-        let in_force = self.current().version;
-        match stored {
-            Some(stored) if stored.version >= in_force => self.apply(stored),
-            _ if in_force == 0 => {}
-            _ => {
-                // Maybe an announcement overtook this read; a second read tells.
-                let again = self.store.load_settings().await?;
-                let again_version = again.as_ref().map_or(0, |s| s.version);
-                if again_version < self.current().version {
-                    let settings =
-                        again.unwrap_or_else(|| EnforcementSettings::initial(self.initial_mode));
-                    tracing::warn!(
-                        in_force = self.current().version,
-                        stored = again_version,
-                        "the store's enforcement settings went back in version (data lost?); applying what it holds"
-                    );
-                    self.current.store(Arc::new(settings));
-                } else if let Some(again) = again {
-                    self.apply(again);
-                }
+        let _one = self.reconciling.lock().await;
+        for _ in 0..SAVE_ATTEMPTS {
+            let stored = self.store.load_settings().await?;
+            if let Reconciled::Settled = self.reconcile(stored).await? {
+                self.loaded.store(true, Ordering::Release);
+                self.from_snapshot.store(false, Ordering::Release);
+                self.synced();
+                return Ok(());
             }
         }
-        self.loaded.store(true, Ordering::Release);
-        self.synced();
-        Ok(())
+        Err(StoreError::Unavailable(
+            "the settings record kept changing while being reconciled".into(),
+        ))
+    }
+
+    /// Whether `stored` may simply be applied (or is already): newer than what is in force, or
+    /// the same version with the same settings.
+    fn agrees(stored: &EnforcementSettings, seen: Option<&EnforcementSettings>) -> bool {
+        seen.is_none_or(|seen| {
+            stored.version > seen.version
+                || (stored.version == seen.version && stored.same_policy(seen))
+        })
+    }
+
+    /// One step of [`Self::reload`] on the record just read. Call with `reconciling` held.
+    async fn reconcile(
+        &self,
+        stored: Option<EnforcementSettings>,
+    ) -> Result<Reconciled, StoreError> {
+        let seen = self.in_force();
+        let stored_version = stored.as_ref().map_or(0, |s| s.version);
+        let state = match (&stored, &seen) {
+            (Some(stored), seen) if Self::agrees(stored, seen.as_deref()) => {
+                self.set_record(RecordState::Ok, stored_version);
+                self.apply(stored.clone());
+                return Ok(Reconciled::Settled);
+            }
+            (None, None) => return self.initialise().await,
+            (None, Some(_)) => RecordState::Missing,
+            (Some(stored), Some(seen)) if stored.version < seen.version => RecordState::Behind,
+            (Some(_), _) => RecordState::Diverged,
+        };
+        let Some(seen) = seen else {
+            unreachable!("every state above without settings in force has returned")
+        };
+        if self.record.load(Ordering::Acquire) != state as u8 {
+            tracing::warn!(
+                record = state.as_str(),
+                stored = stored_version,
+                in_force = seen.version,
+                "the store lost the enforcement settings; keeping them and restoring the record"
+            );
+        }
+        self.set_record(state, stored_version);
+        self.restore(state, stored.as_ref(), &seen).await
+    }
+
+    /// Writes the settings in force back to a store that lost them, above every version seen.
+    async fn restore(
+        &self,
+        state: RecordState,
+        stored: Option<&EnforcementSettings>,
+        seen: &EnforcementSettings,
+    ) -> Result<Reconciled, StoreError> {
+        let expected = stored.map_or(0, |s| s.version);
+        let now = Timestamp::now();
+        let mut next = seen.clone();
+        next.version = seen.version.max(expected) + 1;
+        next.updated_at = Some(now);
+        next.updated_by = Some(self.actor.clone());
+        let why = match state {
+            RecordState::Missing => "the settings record vanished from the store".to_owned(),
+            RecordState::Behind => {
+                format!("the store's settings record went back to version {expected}")
+            }
+            _ => format!(
+                "the store held other settings at version {expected}, the version this instance had"
+            ),
+        };
+        let entry = HistoryEntry {
+            version: next.version,
+            at: now,
+            actor: self.actor.clone(),
+            change: "restore".to_owned(),
+            from: stored.map_or(serde_json::Value::Null, EnforcementSettings::policy_json),
+            to: seen.policy_json(),
+            reason: format!(
+                "restored after {why}; this instance had version {}",
+                seen.version
+            ),
+        };
+        match self.store.save_settings(expected, &next, &entry).await? {
+            SaveOutcome::Saved => {
+                tracing::warn!(version = next.version, reason = %entry.reason, "enforcement settings record restored");
+                self.restores.fetch_add(1, Ordering::AcqRel);
+                self.set_record(RecordState::Ok, next.version);
+                self.apply(next);
+                Ok(Reconciled::Settled)
+            }
+            SaveOutcome::VersionConflict { .. } => Ok(Reconciled::Retry),
+        }
+    }
+
+    /// Writes the first record of a fresh deployment: the initial mode at version 1.
+    async fn initialise(&self) -> Result<Reconciled, StoreError> {
+        let now = Timestamp::now();
+        let mut next = EnforcementSettings::initial(self.initial_mode);
+        next.version = 1;
+        next.updated_at = Some(now);
+        next.updated_by = Some(self.actor.clone());
+        let entry = HistoryEntry {
+            version: 1,
+            at: now,
+            actor: self.actor.clone(),
+            change: "initialise".to_owned(),
+            from: serde_json::Value::Null,
+            to: next.policy_json(),
+            reason: format!(
+                "initialised: the store had no settings record and this instance had seen none (GATEHOUSE_INITIAL_MODE={})",
+                self.initial_mode.as_str()
+            ),
+        };
+        match self.store.save_settings(0, &next, &entry).await? {
+            SaveOutcome::Saved => {
+                tracing::info!(
+                    mode = next.mode.as_str(),
+                    "enforcement settings initialised"
+                );
+                self.restores.fetch_add(1, Ordering::AcqRel);
+                self.set_record(RecordState::Ok, 1);
+                self.apply(next);
+                Ok(Reconciled::Settled)
+            }
+            SaveOutcome::VersionConflict { .. } => Ok(Reconciled::Retry),
+        }
     }
 
     /// Puts `settings` in force unless newer ones already are (messages may arrive out of
-    /// order with reloads; versions only move forward).
+    /// order with reloads; versions only move forward), and snapshots them.
     fn apply(&self, settings: EnforcementSettings) {
         let settings = Arc::new(settings);
-        let previous = self.current.rcu(|current| {
-            if settings.version > current.version {
-                Arc::clone(&settings)
-            } else {
-                Arc::clone(current)
-            }
+        let previous = self.current.rcu(|current| match current {
+            Some(current) if current.version >= settings.version => Some(Arc::clone(current)),
+            _ => Some(Arc::clone(&settings)),
         });
-        if settings.version > previous.version {
-            tracing::info!(
-                version = settings.version,
-                mode = settings.mode.as_str(),
-                kill_switch = settings.kill_switch,
-                "enforcement settings applied"
-            );
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.version >= settings.version)
+        {
+            return;
+        }
+        tracing::info!(
+            version = settings.version,
+            mode = settings.mode.as_str(),
+            kill_switch = settings.kill_switch,
+            "enforcement settings applied"
+        );
+        if let Some(snapshot) = &self.snapshot {
+            let snapshot = Arc::clone(snapshot);
+            // Off the async threads: an fsync may take a while. The snapshot itself never
+            // writes an older version over a newer one, whatever order these run in.
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = snapshot.save(&settings) {
+                    tracing::warn!(path = %snapshot.path().display(), error = %e, "settings snapshot not written");
+                }
+            });
         }
     }
 
@@ -296,11 +605,18 @@ impl Enforcement {
                             tokio::select! {
                                 () = cancel.cancelled() => return,
                                 item = feed.next() => match item {
-                                    Some(Some(settings)) => {
+                                    Some(Some(settings))
+                                        if this.is_loaded()
+                                            && Self::agrees(&settings, this.in_force().as_deref()) =>
+                                    {
                                         this.apply(settings);
                                         this.synced();
                                     }
-                                    Some(None) => {
+                                    // Not reconciled yet (an announcement is no confirmation
+                                    // of a snapshot), older than what is in force (someone
+                                    // wrote on a store that lost data) or unreadable: read
+                                    // and reconcile the record.
+                                    Some(_) => {
                                         let _ = this.reload().await;
                                     }
                                     None => break,
@@ -324,6 +640,10 @@ impl Enforcement {
     /// Makes `change` on behalf of `actor`: the settings now in force, and the history entry
     /// recorded. A change that changes nothing is not saved and not recorded (the call is
     /// idempotent): the entry is then `None`.
+    ///
+    /// A change is made on the store's record, never on one older than the settings in force:
+    /// a record that is missing or behind is first restored (or, on a fresh store,
+    /// initialised), so a change never produces a version lower than one seen.
     pub async fn change(
         &self,
         actor: &str,
@@ -337,11 +657,15 @@ impl Enforcement {
         }
         change.validate()?;
         for _ in 0..SAVE_ATTEMPTS {
-            let base = self
-                .store
-                .load_settings()
-                .await?
-                .unwrap_or_else(|| EnforcementSettings::initial(self.initial_mode));
+            let stored = self.store.load_settings().await?;
+            let base = match stored {
+                Some(stored) if Self::agrees(&stored, self.in_force().as_deref()) => stored,
+                stored => {
+                    let _one = self.reconciling.lock().await;
+                    self.reconcile(stored).await?;
+                    continue;
+                }
+            };
             if let Some(expected) = expected_version
                 && expected != base.version
             {
@@ -350,8 +674,6 @@ impl Enforcement {
                     current: base.version,
                 });
             }
-            // What is in force is newer than the store: the store lost data (see `reload`).
-            let store_went_back = self.current().version > base.version;
             let Some((mut next, label, from, to)) = change.apply(&base) else {
                 self.apply(base.clone());
                 return Ok((base, None));
@@ -369,14 +691,14 @@ impl Enforcement {
                 to,
                 reason: reason.to_owned(),
             };
-            match self.store.save_settings(&next, &entry).await? {
+            match self
+                .store
+                .save_settings(base.version, &next, &entry)
+                .await?
+            {
                 SaveOutcome::Saved => {
                     tracing::info!(actor, change = %entry.change, from = %entry.from, to = %entry.to, version = next.version, reason, "enforcement settings changed");
-                    if store_went_back {
-                        self.current.store(Arc::new(next.clone()));
-                    } else {
-                        self.apply(next.clone());
-                    }
+                    self.apply(next.clone());
                     return Ok((next, Some(entry)));
                 }
                 SaveOutcome::VersionConflict { current } => {
@@ -398,5 +720,236 @@ impl Enforcement {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         self.store.history(before, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use futures_util::stream;
+
+    use super::*;
+    use crate::store::SettingsFeed;
+
+    /// A settings store that can lose its data or stop answering.
+    #[derive(Default)]
+    struct Flaky {
+        record: Mutex<Option<EnforcementSettings>>,
+        history: Mutex<Vec<HistoryEntry>>,
+        down: AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), StoreError> {
+            if self.down.load(Ordering::Acquire) {
+                Err(StoreError::Unavailable("down".into()))
+            } else {
+                Ok(())
+            }
+        }
+
+        fn forget(&self) {
+            *self.record.lock().unwrap() = None;
+            self.history.lock().unwrap().clear();
+        }
+
+        fn version(&self) -> u64 {
+            self.record
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map_or(0, |s| s.version)
+        }
+    }
+
+    #[async_trait]
+    impl SettingsStore for Flaky {
+        async fn load_settings(&self) -> Result<Option<EnforcementSettings>, StoreError> {
+            self.check()?;
+            Ok(self.record.lock().unwrap().clone())
+        }
+
+        async fn save_settings(
+            &self,
+            expected: u64,
+            next: &EnforcementSettings,
+            entry: &HistoryEntry,
+        ) -> Result<SaveOutcome, StoreError> {
+            self.check()?;
+            let mut record = self.record.lock().unwrap();
+            let current = record.as_ref().map_or(0, |s| s.version);
+            if current != expected || next.version <= expected {
+                return Ok(SaveOutcome::VersionConflict { current });
+            }
+            *record = Some(next.clone());
+            self.history.lock().unwrap().push(entry.clone());
+            Ok(SaveOutcome::Saved)
+        }
+
+        async fn history(
+            &self,
+            _before: Option<u64>,
+            _limit: usize,
+        ) -> Result<Vec<HistoryEntry>, StoreError> {
+            self.check()?;
+            Ok(self.history.lock().unwrap().iter().rev().cloned().collect())
+        }
+
+        async fn watch(&self) -> Result<SettingsFeed, StoreError> {
+            self.check()?;
+            Ok(stream::pending().boxed())
+        }
+    }
+
+    fn global(mode: Mode) -> Change {
+        Change::Global {
+            mode,
+            enforce_percent: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_is_known_until_read_and_a_fresh_store_is_initialised_once() {
+        let store = Arc::new(Flaky::default());
+        store.down.store(true, Ordering::Release);
+        let a = Enforcement::new(store.clone(), Mode::LogOnly).with_instance("a");
+        let b = Enforcement::new(store.clone(), Mode::Enforced).with_instance("b");
+        assert!(a.reload().await.is_err());
+        assert!(a.in_force().is_none());
+        assert_eq!(
+            a.current().mode,
+            Mode::Enforced,
+            "the placeholder is strict"
+        );
+        assert_eq!(a.status().source, SettingsSource::None);
+        store.down.store(false, Ordering::Release);
+        let (ra, rb) = tokio::join!(a.reload(), b.reload());
+        ra.unwrap();
+        rb.unwrap();
+        // One of them initialised the record; both apply the same one.
+        let history = store.history(None, 10).await.unwrap();
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(history[0].change, "initialise");
+        assert_eq!(a.current(), b.current());
+        assert_eq!(a.current().version, 1);
+        assert_eq!(a.status().record, RecordState::Ok);
+    }
+
+    #[tokio::test]
+    async fn a_record_that_vanished_is_restored_above_the_version_seen_by_one_instance() {
+        let store = Arc::new(Flaky::default());
+        let a = Enforcement::new(store.clone(), Mode::LogOnly).with_instance("a");
+        let b = Enforcement::new(store.clone(), Mode::LogOnly).with_instance("b");
+        a.reload().await.unwrap();
+        a.change("root", global(Mode::Enforced), "go", None)
+            .await
+            .unwrap();
+        b.reload().await.unwrap();
+        assert_eq!(b.current().version, 2);
+
+        store.forget();
+        let (ra, rb) = tokio::join!(a.reload(), b.reload());
+        ra.unwrap();
+        rb.unwrap();
+        for e in [&a, &b] {
+            assert_eq!(e.current().mode, Mode::Enforced);
+            assert_eq!(e.current().version, 3);
+        }
+        let history = store.history(None, 10).await.unwrap();
+        assert_eq!(history.len(), 1, "exactly one restorer wins: {history:#?}");
+        assert_eq!(history[0].change, "restore");
+        assert!(history[0].actor == "instance:a" || history[0].actor == "instance:b");
+        assert!(
+            history[0].reason.contains("vanished"),
+            "{}",
+            history[0].reason
+        );
+        assert_eq!(store.version(), 3);
+        // The initialisation and the restore.
+        assert_eq!(a.status().restores + b.status().restores, 2);
+    }
+
+    #[tokio::test]
+    async fn a_record_that_went_back_is_never_applied_and_changes_go_above_the_version_seen() {
+        let store = Arc::new(Flaky::default());
+        let a = Enforcement::new(store.clone(), Mode::LogOnly).with_instance("a");
+        a.reload().await.unwrap();
+        let stale = store.record.lock().unwrap().clone().unwrap();
+        for mode in [Mode::Enforced, Mode::Disabled, Mode::Enforced] {
+            a.change("root", global(mode), "step", None).await.unwrap();
+        }
+        assert_eq!(a.current().version, 4);
+        // A failover to a replica that only had version 1 (LOG_ONLY).
+        *store.record.lock().unwrap() = Some(stale);
+        let (settings, entry) = a
+            .change(
+                "root",
+                Change::Endpoint {
+                    name: "chat".into(),
+                    mode: Some(Mode::LogOnly),
+                },
+                "pilot",
+                None,
+            )
+            .await
+            .unwrap();
+        // Restored as 5 (ENFORCED), then the change on top of it as 6.
+        assert_eq!(settings.version, 6);
+        assert_eq!(settings.mode, Mode::Enforced);
+        assert_eq!(entry.unwrap().version, 6);
+        let history = store.history(None, 10).await.unwrap();
+        assert_eq!(history[1].change, "restore");
+        assert!(history[1].reason.contains("went back to version 1"));
+        assert_eq!(a.current().version, 6);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_applies_until_confirmed_and_is_restored_over_a_lost_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("settings.json");
+        let store = Arc::new(Flaky::default());
+        let a =
+            Enforcement::new(store.clone(), Mode::LogOnly).with_snapshot(Snapshot::new(&path, "s"));
+        a.reload().await.unwrap();
+        a.change("root", global(Mode::Enforced), "go", None)
+            .await
+            .unwrap();
+        let written = || {
+            std::fs::read_to_string(&path)
+                .ok()
+                .is_some_and(|t| t.contains("\"version\": 2"))
+        };
+        for _ in 0..500 {
+            if written() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(written(), "snapshot written");
+
+        // A new instance, the store down and then empty: the snapshot's settings apply,
+        // stale, and are written back once the store answers.
+        store.forget();
+        store.down.store(true, Ordering::Release);
+        let b = Enforcement::new(store.clone(), Mode::LogOnly)
+            .with_instance("b")
+            .with_snapshot(Snapshot::new(&path, "s"));
+        assert!(b.reload().await.is_err());
+        let status = b.status();
+        assert_eq!(status.source, SettingsSource::Snapshot);
+        assert!(status.stale && !status.loaded);
+        assert_eq!(b.current().mode, Mode::Enforced);
+        store.down.store(false, Ordering::Release);
+        b.reload().await.unwrap();
+        assert_eq!(b.status().source, SettingsSource::Store);
+        assert_eq!(b.current().version, 3);
+        assert_eq!(store.history(None, 1).await.unwrap()[0].actor, "instance:b");
+
+        // A snapshot of another store is not trusted.
+        let c = Enforcement::new(store.clone(), Mode::LogOnly)
+            .with_snapshot(Snapshot::new(&path, "elsewhere"));
+        assert!(c.in_force().is_none());
     }
 }

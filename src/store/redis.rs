@@ -76,12 +76,13 @@ end
 return {1, cur}
 ";
 
-/// Saves settings if the stored version is one below the new one, appends the history entry
-/// and announces the settings. KEYS: settings hash, history zset; ARGV: new version, settings
-/// JSON, entry JSON, channel. Returns -1 when saved, else the stored version.
+/// Saves settings if the stored version is the expected one (and below the new one), appends
+/// the history entry and announces the settings. KEYS: settings hash, history zset; ARGV: new
+/// version, settings JSON, entry JSON, channel, expected version. Returns -1 when saved, else
+/// the stored version.
 const SAVE_SETTINGS: &str = r"
 local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if cur + 1 ~= tonumber(ARGV[1]) then return cur end
+if cur ~= tonumber(ARGV[5]) or tonumber(ARGV[1]) <= cur then return cur end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'settings', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[2])
@@ -592,6 +593,7 @@ impl SettingsStore for RedisStore {
 
     async fn save_settings(
         &self,
+        expected: u64,
         next: &EnforcementSettings,
         entry: &HistoryEntry,
     ) -> Result<SaveOutcome, StoreError> {
@@ -604,7 +606,8 @@ impl SettingsStore for RedisStore {
             .arg(next.version)
             .arg(settings)
             .arg(entry)
-            .arg(self.keys.settings_channel());
+            .arg(self.keys.settings_channel())
+            .arg(expected);
         let mut conn = self.conn();
         let reply: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
         Ok(match u64::try_from(reply) {
