@@ -33,6 +33,8 @@ mod propagation;
 mod rollout;
 #[path = "integration/sessions.rs"]
 mod sessions;
+#[path = "integration/settings_fallback.rs"]
+mod settings_fallback;
 #[path = "integration/store_contract.rs"]
 mod store_contract;
 #[path = "integration/validate.rs"]
