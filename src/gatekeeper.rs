@@ -250,3 +250,52 @@ impl Gatekeeper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::Reason;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn unknown_settings_deny_every_unpinned_check_without_a_lookup() {
+        let store = Arc::new(MemoryStore::new(None));
+        let session = SessionId::parse("s1").unwrap();
+        store.claim(&session, "alice").await.unwrap();
+        let gatekeeper = Gatekeeper::new(
+            store.clone(),
+            Enforcement::new(store.clone(), Mode::Disabled),
+        );
+        let origin = Origin::new(crate::audit::Source::Middleware);
+        let check = |user, is_admin| Check {
+            user,
+            is_admin,
+            session: &session,
+            endpoint: DEFAULT_ENDPOINT,
+            origin: &origin,
+        };
+        let owner = check("alice", false);
+        let result = gatekeeper.check(&owner, None).await;
+        assert_eq!(
+            (
+                result.outcome.verdict,
+                result.outcome.reason,
+                result.outcome.mode
+            ),
+            (Verdict::Deny, Reason::SettingsUnavailable, Mode::Enforced)
+        );
+        assert_eq!(result.owner, None, "no lookup was made");
+        let many = gatekeeper
+            .check_many(&[owner.clone(), check("root", true)])
+            .await;
+        assert_eq!(many[0].outcome.reason, Reason::SettingsUnavailable);
+        assert_eq!(many[1].outcome.reason, Reason::Admin);
+        // A pinned mode does not depend on the settings.
+        let pinned = gatekeeper.check(&owner, Some(Mode::Enforced)).await;
+        assert_eq!(pinned.outcome.reason, Reason::Owner);
+        // Once read (a fresh store: initialised with DISABLED), the settings apply.
+        gatekeeper.enforcement().reload().await.unwrap();
+        let result = gatekeeper.check(&check("bob", false), None).await;
+        assert_eq!(result.outcome.reason, Reason::EnforcementDisabled);
+    }
+}

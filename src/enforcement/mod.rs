@@ -398,7 +398,15 @@ impl Enforcement {
     pub async fn reload(&self) -> Result<(), StoreError> {
         let _one = self.reconciling.lock().await;
         for _ in 0..SAVE_ATTEMPTS {
-            let stored = self.store.load_settings().await?;
+            let stored = match self.store.load_settings().await {
+                Ok(stored) => stored,
+                Err(e) => {
+                    // Unreachable or unreadable (a corrupt record is left for an operator to
+                    // look at, never overwritten): the settings in force stay.
+                    self.set_record(RecordState::Unknown, 0);
+                    return Err(e);
+                }
+            };
             if let Reconciled::Settled = self.reconcile(stored).await? {
                 self.loaded.store(true, Ordering::Release);
                 self.from_snapshot.store(false, Ordering::Release);

@@ -117,7 +117,8 @@ impl Snapshot {
             .path
             .file_name()
             .map_or_else(|| "settings".into(), |n| n.to_string_lossy().into_owned());
-        let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+        // Unique per writer: several instances may share a process (tests, embedding).
+        let temp = dir.join(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
         let result = (|| {
             let mut out = std::fs::File::create(&temp)?;
             out.write_all(&json)?;

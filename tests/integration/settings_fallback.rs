@@ -333,12 +333,42 @@ async fn cold_start_with_a_snapshot_applies_it_marked_stale_until_the_store_answ
     app.stop().await;
 }
 
-/// One check's answer, as seen by the stream of checks.
-#[derive(Debug, Clone)]
-struct Seen {
-    instance: &'static str,
-    status: u16,
-    body: Value,
+/// What is wrong with one answer of the stream of checks under ENFORCED, if anything: a weaker
+/// mode, an allow that is not the owner's, a status that does not fit the decision.
+fn violation(instance: &str, status: u16, body: &Value) -> Option<String> {
+    let decision = body["decision"].as_str().unwrap_or("");
+    let fits = match decision {
+        "allow" => status == 200 && body["reason"] == "owner" && body["user"] == "alice",
+        "deny" => status == 403 || status == 503,
+        _ => false,
+    };
+    (body["mode"] != "ENFORCED" || !fits).then(|| format!("{instance}: {status} {body}"))
+}
+
+/// The first violation any stream saw.
+type Violations = Arc<std::sync::Mutex<Option<String>>>;
+
+/// Waits (failing at once on any violation) until the store's record is back above `above`
+/// with exactly one history entry, and returns it.
+async fn restored_once(
+    redis: &crate::common::RedisServer,
+    above: u64,
+    violations: &Violations,
+) -> Value {
+    eventually(Duration::from_secs(15), "the record restored", || async {
+        if let Some(v) = violations.lock().unwrap().as_ref() {
+            panic!("an instance answered below ENFORCED: {v}");
+        }
+        let entries = history(redis);
+        (stored_version(redis) > above && !entries.is_empty()).then_some(entries)
+    })
+    .await
+    .into_iter()
+    .fold(None, |only: Option<Value>, entry| {
+        assert!(only.is_none(), "exactly one instance restored it: {entry}");
+        Some(entry)
+    })
+    .expect("an entry")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,22 +380,29 @@ async fn data_loss_under_enforced_never_lowers_any_instance_and_the_record_is_re
     let b = Arc::new(TestApp::spawn(&backend, &[("GATEHOUSE_INSTANCE", "b")]).await);
     a.claim("s1", "alice").await;
     a.set_mode("ENFORCED").await;
+    let enforced = a
+        .call(Method::GET, "/v1/enforcement", Some(&a.admin()), None)
+        .await
+        .body["version"]
+        .as_u64()
+        .unwrap();
     for app in [&a, &b] {
         eventually(Duration::from_secs(10), "ENFORCED everywhere", || async {
             let ready = readyz(app).await;
-            (ready.body["settings_version"] == 2 && ready.body["settings_stale"] == false)
+            (ready.body["settings_version"] == enforced && ready.body["settings_stale"] == false)
                 .then_some(())
         })
         .await;
     }
 
-    // A steady stream of checks on both instances, every answer kept.
+    // A steady stream of checks on both instances, every answer checked.
     let stop = Arc::new(AtomicBool::new(false));
+    let violations: Violations = Arc::default();
     let mut streams = Vec::new();
     for (name, app) in [("a", a.clone()), ("b", b.clone())] {
-        let stop = stop.clone();
+        let (stop, violations) = (stop.clone(), violations.clone());
         streams.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
+            let mut answers = 0_usize;
             let (alice, bob) = (app.user("alice"), app.user("bob"));
             while !stop.load(Ordering::Acquire) {
                 for token in [&alice, &bob] {
@@ -379,14 +416,13 @@ async fn data_loss_under_enforced_never_lowers_any_instance_and_the_record_is_re
                     let Ok(response) = response else { continue };
                     let status = response.status().as_u16();
                     let body = response.json().await.unwrap_or(Value::Null);
-                    seen.push(Seen {
-                        instance: name,
-                        status,
-                        body,
-                    });
+                    answers += 1;
+                    if let Some(v) = violation(name, status, &body) {
+                        violations.lock().unwrap().get_or_insert(v);
+                    }
                 }
             }
-            seen
+            answers
         }));
     }
     let redis = backend.redis_server().unwrap();
@@ -396,83 +432,56 @@ async fn data_loss_under_enforced_never_lowers_any_instance_and_the_record_is_re
     let _: () = redis::cmd("FLUSHALL")
         .query(&mut redis.client())
         .expect("flush");
-    restored(redis, 2).await;
-    let entries = history(redis);
-    assert_eq!(
-        entries.len(),
-        1,
-        "exactly one instance restored it: {entries:?}"
-    );
-    let restore = &entries[0];
-    assert_eq!(restore["version"], 3);
+    let restore = restored_once(redis, 0, &violations).await;
+    assert_eq!(restore["version"], enforced + 1, "{restore}");
     assert_eq!(restore["change"], "restore");
     assert!(
         restore["actor"] == "instance:a" || restore["actor"] == "instance:b",
-        "{restore:?}"
+        "{restore}"
     );
     assert!(
         restore["reason"].as_str().unwrap().contains("vanished"),
-        "{restore:?}"
+        "{restore}"
     );
     assert_eq!(restore["to"]["mode"], "ENFORCED");
 
     // A Redis restarted empty: the connections drop, the instances come back to an empty store.
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.restart_empty();
-    restored(redis, 0).await;
-    let version = eventually(
-        Duration::from_secs(15),
-        "the record restored again",
-        || async {
-            let entries = history(redis);
-            (entries.len() == 1).then(|| entries[0].clone())
-        },
-    )
-    .await;
-    assert_eq!(version["change"], "restore");
+    let restore = restored_once(redis, 0, &violations).await;
+    assert_eq!(restore["change"], "restore");
     assert_eq!(
-        version["version"], 4,
-        "above every version seen: {version:?}"
+        restore["version"],
+        enforced + 2,
+        "above every version seen: {restore}"
     );
     for app in [&a, &b] {
-        eventually(Duration::from_secs(10), "version 4 everywhere", || async {
-            let ready = readyz(app).await;
-            (ready.status == 200
-                && ready.body["settings_version"] == 4
-                && ready.body["settings_record"] == "ok")
-                .then_some(())
-        })
+        eventually(
+            Duration::from_secs(10),
+            "the restored record everywhere",
+            || async {
+                let ready = readyz(app).await;
+                (ready.status == 200
+                    && ready.body["settings_version"] == enforced + 2
+                    && ready.body["settings_record"] == "ok")
+                    .then_some(())
+            },
+        )
         .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Release);
-    let mut seen = Vec::new();
+    let mut answers = Vec::new();
     for stream in streams {
-        seen.extend(stream.await.unwrap());
+        answers.push(stream.await.unwrap());
     }
-
-    // Never a weaker mode, never an allow but the owner's.
-    assert!(seen.len() > 20, "a steady stream: {} answers", seen.len());
-    for answer in &seen {
-        assert_eq!(answer.body["mode"], "ENFORCED", "{answer:?}");
-        let decision = answer.body["decision"].as_str().unwrap_or("");
-        assert!(decision == "allow" || decision == "deny", "{answer:?}");
-        if decision == "allow" {
-            assert_eq!(answer.body["reason"], "owner", "{answer:?}");
-            assert_eq!(answer.body["user"], "alice", "{answer:?}");
-        }
-        let status_fits = match decision {
-            "allow" => answer.status == 200,
-            _ => answer.status == 403 || answer.status == 503,
-        };
-        assert!(status_fits, "{answer:?}");
+    if let Some(v) = violations.lock().unwrap().as_ref() {
+        panic!("an instance answered below ENFORCED: {v}");
     }
-    for name in ["a", "b"] {
-        assert!(
-            seen.iter().any(|s| s.instance == name),
-            "instance {name} answered"
-        );
-    }
+    assert!(
+        answers.iter().all(|n| *n > 10),
+        "a steady stream on each instance: {answers:?}"
+    );
     let restores = metric(&a, "gatehouse_settings_restores").await.unwrap()
         + metric(&b, "gatehouse_settings_restores").await.unwrap();
     assert_eq!(
