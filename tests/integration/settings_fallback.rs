@@ -85,14 +85,6 @@ fn stored_version(redis: &crate::common::RedisServer) -> u64 {
         .unwrap_or(0)
 }
 
-/// Waits until the store's record is back above version `above`.
-async fn restored(redis: &crate::common::RedisServer, above: u64) {
-    eventually(Duration::from_secs(15), "the record restored", || async {
-        (stored_version(redis) > above).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_start_without_a_snapshot_denies_with_settings_unavailable() {
     let Some(mut backend) = Backend::redis() else {
