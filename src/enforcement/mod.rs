@@ -433,21 +433,24 @@ impl Enforcement {
         &self,
         stored: Option<EnforcementSettings>,
     ) -> Result<Reconciled, StoreError> {
-        let seen = self.in_force();
         let stored_version = stored.as_ref().map_or(0, |s| s.version);
-        let state = match (&stored, &seen) {
+        let (state, seen) = match (&stored, self.in_force()) {
+            (None, None) => return self.initialise().await,
+            (None, Some(seen)) => (RecordState::Missing, seen),
             (Some(stored), seen) if Self::agrees(stored, seen.as_deref()) => {
                 self.set_record(RecordState::Ok, stored_version);
                 self.apply(stored.clone());
                 return Ok(Reconciled::Settled);
             }
-            (None, None) => return self.initialise().await,
-            (None, Some(_)) => RecordState::Missing,
-            (Some(stored), Some(seen)) if stored.version < seen.version => RecordState::Behind,
-            (Some(_), _) => RecordState::Diverged,
-        };
-        let Some(seen) = seen else {
-            unreachable!("every state above without settings in force has returned")
+            (Some(stored), Some(seen)) if stored.version < seen.version => {
+                (RecordState::Behind, seen)
+            }
+            (Some(_), Some(seen)) => (RecordState::Diverged, seen),
+            // `agrees` holds whenever nothing is in force.
+            (Some(stored), None) => {
+                self.apply(stored.clone());
+                return Ok(Reconciled::Settled);
+            }
         };
         if self.record.load(Ordering::Acquire) != state as u8 {
             tracing::warn!(
@@ -911,6 +914,27 @@ mod tests {
         assert_eq!(history[1].change, "restore");
         assert!(history[1].reason.contains("went back to version 1"));
         assert_eq!(a.current().version, 6);
+    }
+
+    #[tokio::test]
+    async fn other_settings_at_the_version_in_force_are_restored_over() {
+        let store = Arc::new(Flaky::default());
+        let a = Enforcement::new(store.clone(), Mode::LogOnly).with_instance("a");
+        a.reload().await.unwrap();
+        a.change("root", global(Mode::Enforced), "go", None)
+            .await
+            .unwrap();
+        // Another lineage reached version 2 with weaker settings (a store that lost data).
+        let mut other = store.record.lock().unwrap().clone().unwrap();
+        other.mode = Mode::Disabled;
+        *store.record.lock().unwrap() = Some(other);
+        a.reload().await.unwrap();
+        assert_eq!(a.current().mode, Mode::Enforced);
+        assert_eq!(store.version(), 3);
+        let restore = store.history(None, 1).await.unwrap().remove(0);
+        assert_eq!(restore.change, "restore");
+        assert_eq!(restore.from["mode"], "DISABLED");
+        assert_eq!(restore.to["mode"], "ENFORCED");
     }
 
     #[tokio::test]
