@@ -101,7 +101,8 @@ impl Gatehouse {
         let (authenticator, bootstrap_token) = authenticator(&config.auth)?;
         let mut enforcement = Enforcement::new(store.clone(), config.initial_mode)
             .with_refresh(config.settings_refresh)
-            .with_instance(&config.instance);
+            .with_instance(&config.instance)
+            .with_audit(audit.clone());
         // The embedded store cannot be unreachable: it needs no snapshot either.
         if let (Some(redis), Some(path)) = (&config.redis, &config.settings_snapshot) {
             let store = store_identity(&redis.url, &config.keys.settings());

@@ -34,6 +34,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{Audit, AuditDecision, AuditEvent, Source};
 use crate::decision::Mode;
 use crate::session_id::{IdError, check_name};
 use crate::store::{SaveOutcome, SettingsStore, StoreError};
@@ -270,6 +271,7 @@ pub struct Enforcement {
     reconciling: Arc<tokio::sync::Mutex<()>>,
     store: Arc<dyn SettingsStore>,
     snapshot: Option<Arc<Snapshot>>,
+    audit: Option<Audit>,
     initial_mode: Mode,
     actor: String,
     refresh: Duration,
@@ -293,6 +295,7 @@ impl Enforcement {
             reconciling: Arc::new(tokio::sync::Mutex::new(())),
             store,
             snapshot: None,
+            audit: None,
             initial_mode,
             actor: "instance:gatehouse".to_owned(),
             refresh: Duration::from_secs(5),
@@ -310,6 +313,39 @@ impl Enforcement {
     pub fn with_instance(mut self, name: &str) -> Self {
         self.actor = format!("instance:{name}");
         self
+    }
+
+    /// Records the settings records this instance restores in `audit`, like an admin's change
+    /// (`decision: change`, `reason: restore`, `user: instance:{name}`).
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Records `entry`, written by this instance itself, in the audit stream.
+    fn audit_own_change(&self, entry: &HistoryEntry) {
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        audit.record(AuditEvent {
+            ts: entry.at,
+            decision: AuditDecision::Change,
+            reason: entry.change.clone(),
+            user: entry.actor.clone(),
+            session_id: None,
+            owner: None,
+            endpoint: None,
+            method: None,
+            path: None,
+            mode: None,
+            source: Source::Admin,
+            request_id: None,
+            client_ip: None,
+            instance: audit.instance().to_owned(),
+            detail: Some(json!({
+                "version": entry.version, "from": entry.from, "to": entry.to, "reason": entry.reason,
+            })),
+        });
     }
 
     /// Keeps `snapshot` up to date with every change applied, and starts from its settings
@@ -503,6 +539,7 @@ impl Enforcement {
                 tracing::warn!(version = next.version, reason = %entry.reason, "enforcement settings record restored");
                 self.restores.fetch_add(1, Ordering::AcqRel);
                 self.set_record(RecordState::Ok, next.version);
+                self.audit_own_change(&entry);
                 self.apply(next);
                 Ok(Reconciled::Settled)
             }
@@ -537,6 +574,7 @@ impl Enforcement {
                 );
                 self.restores.fetch_add(1, Ordering::AcqRel);
                 self.set_record(RecordState::Ok, 1);
+                // In the history only: the start of a deployment, not an incident.
                 self.apply(next);
                 Ok(Reconciled::Settled)
             }

@@ -566,5 +566,22 @@ async fn a_record_that_cannot_be_restored_is_reported_and_the_settings_are_kept(
     let entries = history(redis);
     assert_eq!(entries[0]["actor"], "instance:a");
     assert_eq!(entries[0]["change"], "restore");
+    // And in the audit stream, like an admin's change.
+    eventually(Duration::from_secs(10), "the restore audited", || async {
+        let reply = app
+            .call(
+                Method::GET,
+                "/v1/audit?limit=100&decision=change",
+                Some(&app.admin()),
+                None,
+            )
+            .await;
+        reply.body["entries"]
+            .as_array()?
+            .iter()
+            .any(|e| e["reason"] == "restore" && e["user"] == "instance:a")
+            .then_some(())
+    })
+    .await;
     app.stop().await;
 }
