@@ -61,7 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let background = CancellationToken::new();
     let enforcement = Enforcement::new(store.clone(), Mode::LogOnly);
     if let Err(e) = enforcement.reload().await {
-        eprintln!("settings not loaded yet ({e}); starting in LOG_ONLY");
+        eprintln!("settings not read yet ({e}); checks are denied until the store answers");
     }
     let watch = enforcement.spawn_watch(background.clone());
     let refresh = enforcement.spawn_refresh(background.clone());

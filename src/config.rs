@@ -67,10 +67,14 @@ pub struct Config {
     pub owner_ttl: Option<Duration>,
     /// `GATEHOUSE_AUTH` and the JWT settings.
     pub auth: AuthConfig,
-    /// `GATEHOUSE_INITIAL_MODE` (default LOG_ONLY): the mode until the first change is saved.
+    /// `GATEHOUSE_INITIAL_MODE` (default LOG_ONLY): the mode a fresh deployment's first
+    /// settings record is initialised with.
     pub initial_mode: Mode,
     /// `GATEHOUSE_SETTINGS_REFRESH` (default 5s): how often settings are re-read.
     pub settings_refresh: Duration,
+    /// `GATEHOUSE_SETTINGS_SNAPSHOT` (default `gatehouse-settings.json` beside the audit
+    /// spool; `off`: none): the local snapshot of the last settings applied (Redis only).
+    pub settings_snapshot: Option<std::path::PathBuf>,
     /// `GATEHOUSE_REQUEST_TIMEOUT` (default 10s): 408 after.
     pub request_timeout: Duration,
     /// `GATEHOUSE_HEADER_READ_TIMEOUT` (5s), `GATEHOUSE_IDLE_TIMEOUT` (75s) and
@@ -351,6 +355,18 @@ impl Config {
             },
             spool_max_bytes: count("GATEHOUSE_AUDIT_SPOOL_MAX_MB", 1024, src) as u64 * 1024 * 1024,
         };
+        let settings_snapshot = match src.get("GATEHOUSE_SETTINGS_SNAPSHOT") {
+            Some(off) if off.eq_ignore_ascii_case("off") => None,
+            Some(path) => Some(path.into()),
+            None => Some(
+                audit
+                    .spool
+                    .as_deref()
+                    .and_then(std::path::Path::parent)
+                    .unwrap_or_else(|| std::path::Path::new(""))
+                    .join("gatehouse-settings.json"),
+            ),
+        };
         let routes = match src.get("GATEHOUSE_ROUTES").map(str::to_owned) {
             None => crate::forward_auth::DEFAULT_ROUTES.to_owned(),
             Some(path) => std::fs::read_to_string(&path).unwrap_or_else(|e| {
@@ -449,6 +465,7 @@ impl Config {
             auth,
             initial_mode,
             settings_refresh,
+            settings_snapshot,
             request_timeout,
             connections,
             log_format,
@@ -553,6 +570,10 @@ mod tests {
         assert_eq!(c.keys, KeySchema::default());
         assert_eq!(c.initial_mode, Mode::LogOnly);
         assert!(matches!(c.auth, AuthConfig::Jwt { secret: None, .. }));
+        assert_eq!(
+            c.settings_snapshot,
+            Some(std::path::PathBuf::from("gatehouse-settings.json"))
+        );
         assert_eq!(c.session_ids, crate::session_id::SessionIds::Canonical);
         assert_eq!(c.claim, crate::sessions::ClaimPolicy::Service);
     }
@@ -572,6 +593,28 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(err.0.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn the_settings_snapshot_sits_beside_the_audit_spool_unless_told() {
+        let c = Config::from_vars(vars(&[(
+            "GATEHOUSE_AUDIT_SPOOL",
+            "/var/lib/gh/audit.spool",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.settings_snapshot,
+            Some(std::path::PathBuf::from(
+                "/var/lib/gh/gatehouse-settings.json"
+            ))
+        );
+        let c = Config::from_vars(vars(&[("GATEHOUSE_SETTINGS_SNAPSHOT", "off")])).unwrap();
+        assert_eq!(c.settings_snapshot, None);
+        let c = Config::from_vars(vars(&[("GATEHOUSE_SETTINGS_SNAPSHOT", "/x/s.json")])).unwrap();
+        assert_eq!(
+            c.settings_snapshot,
+            Some(std::path::PathBuf::from("/x/s.json"))
+        );
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub enum Reason {
     NotOwner,
     /// The store could not be asked.
     StoreUnavailable,
+    /// The enforcement settings are unknown (never read from the store, no local snapshot):
+    /// answered as ENFORCED with the store unavailable.
+    SettingsUnavailable,
 }
 
 impl Reason {
@@ -117,7 +120,14 @@ impl Reason {
             Reason::NoOwner => "no_owner",
             Reason::NotOwner => "not_owner",
             Reason::StoreUnavailable => "store_unavailable",
+            Reason::SettingsUnavailable => "settings_unavailable",
         }
+    }
+
+    /// Whether the rule could not be applied because something was unreachable or unknown
+    /// (the store, the settings): a denial for this reason is a 503, not a 403.
+    pub fn is_unavailable(self) -> bool {
+        matches!(self, Reason::StoreUnavailable | Reason::SettingsUnavailable)
     }
 }
 
@@ -188,10 +198,43 @@ pub fn decide(mode: Mode, subject: &Subject<'_>, lookup: OwnerLookup<'_>) -> Out
     }
 }
 
+/// Decides for `subject` when the settings are unknown: this instance never read them and has
+/// no snapshot, so the mode cannot be resolved.
+///
+/// Answered as ENFORCED with the store unavailable (DESIGN §2): denied with
+/// `settings_unavailable`, except admins, whom every mode allows (so no settings could deny
+/// them). No lookup is made: without the settings an owner's answer could not be applied.
+pub fn decide_without_settings(subject: &Subject<'_>) -> Outcome {
+    let outcome = decide(Mode::Enforced, subject, OwnerLookup::Unavailable);
+    match outcome.reason {
+        Reason::StoreUnavailable => Outcome {
+            reason: Reason::SettingsUnavailable,
+            ..outcome
+        },
+        _ => outcome,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn unknown_settings_deny_everyone_but_admins_with_a_503_reason() {
+        let o = decide_without_settings(&ALICE);
+        assert_eq!(
+            (o.verdict, o.reason, o.mode),
+            (Verdict::Deny, Reason::SettingsUnavailable, Mode::Enforced)
+        );
+        assert!(o.reason.is_unavailable());
+        let admin = Subject {
+            user: "root",
+            is_admin: true,
+        };
+        let o = decide_without_settings(&admin);
+        assert_eq!((o.verdict, o.reason), (Verdict::Allow, Reason::Admin));
+    }
 
     const ALICE: Subject<'static> = Subject {
         user: "alice",

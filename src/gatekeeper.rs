@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use crate::audit::{Audit, AuditEvent, Source};
-use crate::decision::{Mode, Outcome, OwnerLookup, Reason, Subject, Verdict, decide};
+use crate::decision::{
+    Mode, Outcome, OwnerLookup, Subject, Verdict, decide, decide_without_settings,
+};
 use crate::enforcement::Enforcement;
 use crate::metrics::Metrics;
 use crate::session_id::{SessionId, SessionIds};
@@ -124,12 +126,17 @@ impl Gatekeeper {
 
     /// Decides one check. `pinned` overrides the configured mode (gatehouse's own session API
     /// is always enforced).
+    ///
+    /// Without a pinned mode and with the settings unknown (never read, no snapshot), the
+    /// check is answered as ENFORCED with the store unavailable: `settings_unavailable`.
     pub async fn check(&self, check: &Check<'_>, pinned: Option<Mode>) -> CheckResult {
-        let mode = pinned.unwrap_or_else(|| {
-            self.enforcement
-                .current()
-                .mode_for(check.endpoint, check.user)
-        });
+        let mode = match pinned {
+            Some(mode) => mode,
+            None => match self.enforcement.in_force() {
+                Some(settings) => settings.mode_for(check.endpoint, check.user),
+                None => return self.without_settings(check),
+            },
+        };
         let looked_up = if mode.needs_lookup() {
             Some(self.store.owner(check.session).await)
         } else {
@@ -141,7 +148,9 @@ impl Gatekeeper {
     /// Decides several checks, looking all needed owners up in one round trip. Results are in
     /// the order of `checks`.
     pub async fn check_many(&self, checks: &[Check<'_>]) -> Vec<CheckResult> {
-        let settings = self.enforcement.current();
+        let Some(settings) = self.enforcement.in_force() else {
+            return checks.iter().map(|c| self.without_settings(c)).collect();
+        };
         let modes: Vec<Mode> = checks
             .iter()
             .map(|c| settings.mode_for(c.endpoint, c.user))
@@ -171,6 +180,21 @@ impl Gatekeeper {
             .collect()
     }
 
+    /// The answer while the settings are unknown: no lookup, see [`decide_without_settings`].
+    fn without_settings(&self, check: &Check<'_>) -> CheckResult {
+        let subject = Subject {
+            user: check.user,
+            is_admin: check.is_admin,
+        };
+        let outcome = decide_without_settings(&subject);
+        self.record(check, outcome, None);
+        CheckResult {
+            outcome,
+            owner: None,
+            lookup_failed: false,
+        }
+    }
+
     /// Decides `check` under `mode` from an owner already looked up (`None`: not needed),
     /// and counts, logs and audits it like [`Self::check`] (for a caller whose store write
     /// read the owner atomically, e.g. a release).
@@ -193,11 +217,22 @@ impl Gatekeeper {
             }
         };
         let outcome = decide(mode, &subject, lookup);
+        self.record(check, outcome, owner.as_deref());
+        CheckResult {
+            outcome,
+            owner,
+            lookup_failed: lookup == OwnerLookup::Unavailable,
+        }
+    }
+
+    /// Counts, audits and logs one decision.
+    fn record(&self, check: &Check<'_>, outcome: Outcome, owner: Option<&str>) {
+        let mode = outcome.mode;
         let source = check.origin.source;
         if let Some(metrics) = &self.metrics {
             metrics.decision(outcome.verdict, outcome.reason, source);
         }
-        if outcome.verdict != Verdict::Allow || outcome.reason == Reason::StoreUnavailable {
+        if outcome.verdict != Verdict::Allow || outcome.reason.is_unavailable() {
             let origin = check.origin;
             let mut event = AuditEvent::decision(
                 outcome.verdict,
@@ -208,7 +243,7 @@ impl Gatekeeper {
             );
             event.user = check.user.to_owned();
             event.session_id = Some(check.session.as_str().to_owned());
-            event.owner.clone_from(&owner);
+            event.owner = owner.map(str::to_owned);
             event.endpoint = Some(check.endpoint.to_owned());
             event.method.clone_from(&origin.method);
             event.path.clone_from(&origin.path);
@@ -224,15 +259,59 @@ impl Gatekeeper {
                 user = check.user,
                 session_id = %check.session,
                 endpoint = check.endpoint,
-                owner = owner.as_deref(),
+                owner,
                 "{}",
                 if outcome.verdict == Verdict::WouldDeny { "would deny" } else { "denied" }
             );
         }
-        CheckResult {
-            outcome,
-            owner,
-            lookup_failed: lookup == OwnerLookup::Unavailable,
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::Reason;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn unknown_settings_deny_every_unpinned_check_without_a_lookup() {
+        let store = Arc::new(MemoryStore::new(None));
+        let session = SessionId::parse("s1").unwrap();
+        store.claim(&session, "alice").await.unwrap();
+        let gatekeeper = Gatekeeper::new(
+            store.clone(),
+            Enforcement::new(store.clone(), Mode::Disabled),
+        );
+        let origin = Origin::new(crate::audit::Source::Middleware);
+        let check = |user, is_admin| Check {
+            user,
+            is_admin,
+            session: &session,
+            endpoint: DEFAULT_ENDPOINT,
+            origin: &origin,
+        };
+        let owner = check("alice", false);
+        let result = gatekeeper.check(&owner, None).await;
+        assert_eq!(
+            (
+                result.outcome.verdict,
+                result.outcome.reason,
+                result.outcome.mode
+            ),
+            (Verdict::Deny, Reason::SettingsUnavailable, Mode::Enforced)
+        );
+        assert_eq!(result.owner, None, "no lookup was made");
+        let many = gatekeeper
+            .check_many(&[owner.clone(), check("root", true)])
+            .await;
+        assert_eq!(many[0].outcome.reason, Reason::SettingsUnavailable);
+        assert_eq!(many[1].outcome.reason, Reason::Admin);
+        // A pinned mode does not depend on the settings.
+        let pinned = gatekeeper.check(&owner, Some(Mode::Enforced)).await;
+        assert_eq!(pinned.outcome.reason, Reason::Owner);
+        // Once read (a fresh store: initialised with DISABLED), the settings apply.
+        gatekeeper.enforcement().reload().await.unwrap();
+        let result = gatekeeper.check(&check("bob", false), None).await;
+        assert_eq!(result.outcome.reason, Reason::EnforcementDisabled);
     }
 }

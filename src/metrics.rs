@@ -21,6 +21,8 @@ pub struct Metrics {
     registry: Registry,
     /// Audit writer counters.
     pub audit: AuditMetrics,
+    /// Where the enforcement settings stand.
+    pub settings: SettingsMetrics,
     decisions: Family<Labels<3>, Counter>,
     /// The counters of `decisions`, resolved once per label set: a check then increments an
     /// atomic instead of hashing three labels under the family's lock.
@@ -28,7 +30,7 @@ pub struct Metrics {
 }
 
 const VERDICTS: usize = 3;
-const REASONS: usize = 6;
+const REASONS: usize = 7;
 const SOURCES: usize = 4;
 const DECISION_SLOTS: usize = VERDICTS * REASONS * SOURCES;
 
@@ -106,6 +108,54 @@ impl AuditMetrics {
     }
 }
 
+/// Gauges of the enforcement settings, set from their status when `/metrics` is scraped:
+/// `gatehouse_settings_version`, `_stale` (0/1), `_source{source}` and `_record{state}` (one
+/// of each set at 1), `_restores` (records restored or initialised by this instance).
+#[derive(Clone, Default)]
+pub struct SettingsMetrics {
+    version: Gauge,
+    stale: Gauge,
+    source: Family<Labels<1>, Gauge>,
+    record: Family<Labels<1>, Gauge>,
+    restores: Gauge,
+}
+
+/// The values [`SettingsMetrics::observe`] sets.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingsGauges {
+    /// The version in force (0: none known).
+    pub version: u64,
+    /// Whether the settings may be out of date.
+    pub stale: bool,
+    /// `none`, `snapshot` or `store`.
+    pub source: &'static str,
+    /// `unknown`, `ok`, `missing`, `behind` or `diverged`.
+    pub record: &'static str,
+    /// Records restored or initialised by this instance.
+    pub restores: u64,
+}
+
+const SETTINGS_SOURCES: [&str; 3] = ["none", "snapshot", "store"];
+const RECORD_STATES: [&str; 5] = ["unknown", "ok", "missing", "behind", "diverged"];
+
+impl SettingsMetrics {
+    /// Sets every gauge.
+    pub fn observe(&self, now: &SettingsGauges) {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.version.set(count(now.version));
+        self.stale.set(i64::from(now.stale));
+        self.restores.set(count(now.restores));
+        for source in SETTINGS_SOURCES {
+            let on = i64::from(source == now.source);
+            self.source.get_or_create(&[("source", source)]).set(on);
+        }
+        for state in RECORD_STATES {
+            let on = i64::from(state == now.record);
+            self.record.get_or_create(&[("state", state)]).set(on);
+        }
+    }
+}
+
 impl Metrics {
     /// A registry with every gatehouse metric registered.
     pub fn new() -> Arc<Self> {
@@ -125,6 +175,39 @@ impl Metrics {
             "Audit events waiting in memory or in the spool file",
             audit.backlog.clone(),
         );
+        let settings = SettingsMetrics::default();
+        settings.observe(&SettingsGauges {
+            version: 0,
+            stale: true,
+            source: "none",
+            record: "unknown",
+            restores: 0,
+        });
+        registry.register(
+            "settings_version",
+            "Version of the enforcement settings in force (0: none known, checks denied)",
+            settings.version.clone(),
+        );
+        registry.register(
+            "settings_stale",
+            "1 when the settings in force may be out of date (snapshot, or not confirmed)",
+            settings.stale.clone(),
+        );
+        registry.register(
+            "settings_source",
+            "Where the settings in force come from (none, snapshot, store): 1 for the current one",
+            settings.source.clone(),
+        );
+        registry.register(
+            "settings_record",
+            "The store's settings record at the last read (unknown, ok, missing, behind, diverged): 1 for the current one",
+            settings.record.clone(),
+        );
+        registry.register(
+            "settings_restores",
+            "Settings records restored or initialised by this instance since start",
+            settings.restores.clone(),
+        );
         let decisions = Family::<Labels<3>, Counter>::default();
         registry.register(
             "decisions",
@@ -134,6 +217,7 @@ impl Metrics {
         Arc::new(Self {
             registry,
             audit,
+            settings,
             decisions,
             decision_counters: std::array::from_fn(|_| OnceLock::new()),
         })
@@ -200,7 +284,8 @@ mod tests {
                 | Reason::Owner
                 | Reason::NoOwner
                 | Reason::NotOwner
-                | Reason::StoreUnavailable => r as usize,
+                | Reason::StoreUnavailable
+                | Reason::SettingsUnavailable => r as usize,
             }
         }
         let verdicts = [Verdict::Allow, Verdict::Deny, Verdict::WouldDeny];
@@ -211,6 +296,7 @@ mod tests {
             Reason::NoOwner,
             Reason::NotOwner,
             Reason::StoreUnavailable,
+            Reason::SettingsUnavailable,
         ];
         let sources = [
             Source::Validate,

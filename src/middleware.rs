@@ -15,6 +15,8 @@
 //!
 //! let store = Arc::new(MemoryStore::new(None));
 //! let enforcement = Enforcement::new(store.clone(), Mode::Enforced);
+//! // Until the settings are read (`enforcement.reload()`, `spawn_watch`), checks are denied
+//! // with `settings_unavailable`.
 //! let gatekeeper = Gatekeeper::new(store, enforcement);
 //! let authenticator = Arc::new(Authenticator::Disabled);
 //! let app: Router = Router::new()
@@ -290,6 +292,13 @@ pub(crate) fn denied(session: &SessionId, outcome: Outcome) -> Response {
             "Store unavailable",
             "ownership cannot be checked right now; try again".to_owned(),
         )
+    } else if outcome.reason == Reason::SettingsUnavailable {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "settings-unavailable",
+            "Settings unavailable",
+            "the enforcement settings have not been read yet; try again".to_owned(),
+        )
     } else {
         (
             StatusCode::FORBIDDEN,
@@ -343,6 +352,8 @@ mod tests {
                 .unwrap();
         }
         let enforcement = Enforcement::new(store.clone(), mode);
+        // A fresh store: the first read initialises it with `mode`.
+        enforcement.reload().await.unwrap();
         let verifier = JwtVerifier::new(Some(SECRET), vec![], &JwtSettings::default()).unwrap();
         Fixture {
             gatekeeper: Gatekeeper::new(store, enforcement).with_session_ids(ids),

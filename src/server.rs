@@ -16,7 +16,7 @@ use crate::auth::{
     Authenticator, JwtVerifier, KeyError, TokenIssuer, TokenRequest, load_public_keys,
 };
 use crate::config::{AuthConfig, Config};
-use crate::enforcement::Enforcement;
+use crate::enforcement::{Enforcement, Snapshot, store_identity};
 use crate::gatekeeper::Gatekeeper;
 use crate::http::{AppState, Services, app};
 use crate::metrics::Metrics;
@@ -100,8 +100,15 @@ impl Gatehouse {
             metrics.audit.clone(),
         )?;
         let (authenticator, bootstrap_token) = authenticator(&config.auth)?;
-        let enforcement = Enforcement::new(store.clone(), config.initial_mode)
-            .with_refresh(config.settings_refresh);
+        let mut enforcement = Enforcement::new(store.clone(), config.initial_mode)
+            .with_refresh(config.settings_refresh)
+            .with_instance(&config.instance)
+            .with_audit(audit.clone());
+        // The embedded store cannot be unreachable: it needs no snapshot either.
+        if let (Some(redis), Some(path)) = (&config.redis, &config.settings_snapshot) {
+            let store = store_identity(&redis.url, &config.keys.settings());
+            enforcement = enforcement.with_snapshot(Snapshot::new(path, store));
+        }
         let gatekeeper = Gatekeeper::new(store.clone(), enforcement.clone())
             .with_audit(audit.clone())
             .with_metrics(metrics.clone())
@@ -149,7 +156,7 @@ impl Gatehouse {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         if let Err(e) = self.state.enforcement.reload().await {
-            tracing::warn!(error = %e, "enforcement settings not loaded yet; using the initial mode until the store answers");
+            tracing::warn!(error = %e, "enforcement settings not read yet: until the store answers, the snapshot's settings apply (marked stale) or, without one, checks are denied with settings_unavailable");
         }
         // Not a child of `shutdown`: requests still in flight during the drain must find the
         // audit writer running; the tasks stop once the server has drained.

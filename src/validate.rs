@@ -163,7 +163,7 @@ impl Accepted {
         (status = 200, description = "Allowed, or a service's check of another user", body = ValidateResponse),
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, description = "The caller is the user and is denied (body: the decision), or may not name another user (problem)", body = ValidateResponse),
-        (status = 503, description = "Store unreachable under ENFORCED", body = ValidateResponse),
+        (status = 503, description = "Store unreachable under ENFORCED, or settings not read yet (`settings_unavailable`)", body = ValidateResponse),
     ),
     security(("bearer" = [])))]
 async fn validate(
@@ -176,7 +176,7 @@ async fn validate(
     let origin = meta.origin(Source::Validate);
     let result = state.gatekeeper.check(&accepted.check(&origin), None).await;
     let status = match (result.outcome.verdict, result.outcome.reason) {
-        (Verdict::Deny, Reason::StoreUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+        (Verdict::Deny, reason) if reason.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
         (Verdict::Deny, _) if accepted.is_self => StatusCode::FORBIDDEN,
         _ => StatusCode::OK,
     };

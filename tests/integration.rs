@@ -47,6 +47,8 @@ mod rollout;
 mod session_ids;
 #[path = "integration/sessions.rs"]
 mod sessions;
+#[path = "integration/settings_fallback.rs"]
+mod settings_fallback;
 #[path = "integration/store_contract.rs"]
 mod store_contract;
 #[path = "integration/validate.rs"]

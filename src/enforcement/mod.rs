@@ -1,25 +1,44 @@
 //! Enforcement settings: the mode in force, how it changes, how every instance learns of it.
 //!
-//! Every instance keeps the current [`EnforcementSettings`] in memory ([`Enforcement::current`]
+//! Every instance keeps the current [`EnforcementSettings`] in memory ([`Enforcement::in_force`]
 //! is a lock-free read on the hot path). A change is a compare-and-set on the settings version
 //! (two admins racing cannot lose an update) that also appends the history entry and
 //! publishes the new settings, atomically. Instances apply what they are told through the
 //! store's change feed ([`Enforcement::spawn_watch`]), re-read the record whenever they
 //! (re)subscribe, and re-read it periodically as a safety net ([`Enforcement::spawn_refresh`]).
 //! While the store is unreachable, the last known settings stay in force.
+//!
+//! Settings never fall back silently:
+//! - Before they are known (never read, no [`Snapshot`]), checks are answered as ENFORCED with
+//!   the store unavailable: `settings_unavailable` (see [`crate::decision::decide_without_settings`]).
+//! - A snapshot of the last settings applied is kept on disk; at start its settings apply,
+//!   marked stale until the store confirms them.
+//! - Versions only move forward: a record that vanished, went back, or holds other settings
+//!   at the version in force is restored from the settings in force, above every version seen,
+//!   by a compare-and-set with a history entry (`restore`, actor `instance:{name}`). Of several
+//!   instances restoring at once one wins; the others adopt its record.
+//! - A fresh deployment (no record, nothing seen, no snapshot) is initialised with the initial
+//!   mode at version 1, by a compare-and-set with a history entry (`initialise`), so every
+//!   instance agrees on it.
 
+mod reconcile;
 mod routes;
 mod settings;
+mod snapshot;
+mod status;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use futures_util::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::Audit;
 use crate::decision::Mode;
 use crate::session_id::{IdError, check_name};
 use crate::store::{SaveOutcome, SettingsStore, StoreError};
@@ -27,6 +46,8 @@ use crate::timestamp::Timestamp;
 
 pub use self::routes::routes;
 pub use self::settings::{EnforcementSettings, HistoryEntry, rollout_bucket};
+pub use self::snapshot::{Snapshot, store_identity};
+pub use self::status::{RecordState, SettingsSource, SettingsStatus};
 
 /// Longest accepted change reason, in characters.
 pub const MAX_REASON_LEN: usize = 1000;
@@ -144,27 +165,48 @@ fn unix_millis_now() -> u64 {
 /// The enforcement settings of this instance: a cached copy plus the store behind it.
 #[derive(Clone)]
 pub struct Enforcement {
-    current: Arc<ArcSwap<EnforcementSettings>>,
+    /// `None` until known (read from the store or the snapshot).
+    current: Arc<ArcSwapOption<EnforcementSettings>>,
+    /// What [`Self::current`] answers while nothing is known: ENFORCED, version 0.
+    placeholder: Arc<EnforcementSettings>,
     loaded: Arc<AtomicBool>,
+    from_snapshot: Arc<AtomicBool>,
     subscribed: Arc<AtomicBool>,
     last_sync_millis: Arc<AtomicU64>,
+    record: Arc<AtomicU8>,
+    record_version: Arc<AtomicU64>,
+    restores: Arc<AtomicU64>,
+    /// One reconciliation at a time per instance (the refresh and the watch both reload).
+    reconciling: Arc<tokio::sync::Mutex<()>>,
     store: Arc<dyn SettingsStore>,
+    snapshot: Option<Arc<Snapshot>>,
+    audit: Option<Audit>,
     initial_mode: Mode,
+    actor: String,
     refresh: Duration,
 }
 
 impl Enforcement {
-    /// Settings backed by `store`, starting (until loaded) from `initial_mode` at version 0.
+    /// Settings backed by `store`. Nothing is known until the store is read
+    /// ([`Self::reload`]) or a snapshot is loaded ([`Self::with_snapshot`]). A store with no
+    /// record is initialised with `initial_mode` at version 1 by the first instance to read it.
     pub fn new(store: Arc<dyn SettingsStore>, initial_mode: Mode) -> Self {
         Self {
-            current: Arc::new(ArcSwap::from_pointee(EnforcementSettings::initial(
-                initial_mode,
-            ))),
+            current: Arc::new(ArcSwapOption::empty()),
+            placeholder: Arc::new(EnforcementSettings::initial(Mode::Enforced)),
             loaded: Arc::new(AtomicBool::new(false)),
+            from_snapshot: Arc::new(AtomicBool::new(false)),
             subscribed: Arc::new(AtomicBool::new(false)),
             last_sync_millis: Arc::new(AtomicU64::new(0)),
+            record: Arc::new(AtomicU8::new(RecordState::Unknown as u8)),
+            record_version: Arc::new(AtomicU64::new(0)),
+            restores: Arc::new(AtomicU64::new(0)),
+            reconciling: Arc::new(tokio::sync::Mutex::new(())),
             store,
+            snapshot: None,
+            audit: None,
             initial_mode,
+            actor: "instance:gatehouse".to_owned(),
             refresh: Duration::from_secs(5),
         }
     }
@@ -176,9 +218,47 @@ impl Enforcement {
         self
     }
 
-    /// The settings in force on this instance.
-    pub fn current(&self) -> Arc<EnforcementSettings> {
+    /// Names this instance in the history entries it writes itself (`instance:{name}`).
+    pub fn with_instance(mut self, name: &str) -> Self {
+        self.actor = format!("instance:{name}");
+        self
+    }
+
+    /// Records the settings records this instance restores in `audit`, like an admin's change
+    /// (`decision: change`, `reason: restore`, `user: instance:{name}`).
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Keeps `snapshot` up to date with every change applied, and starts from its settings
+    /// (marked stale until the store confirms them) when it holds usable ones.
+    pub fn with_snapshot(mut self, snapshot: Snapshot) -> Self {
+        if let Some(settings) = snapshot.load() {
+            tracing::warn!(
+                version = settings.version,
+                mode = settings.mode.as_str(),
+                path = %snapshot.path().display(),
+                "starting from the settings snapshot until the store confirms it"
+            );
+            self.current.store(Some(Arc::new(settings)));
+            self.from_snapshot.store(true, Ordering::Release);
+        }
+        self.snapshot = Some(Arc::new(snapshot));
+        self
+    }
+
+    /// The settings in force, or `None` while none are known (checks are then answered
+    /// `settings_unavailable`).
+    pub fn in_force(&self) -> Option<Arc<EnforcementSettings>> {
         self.current.load_full()
+    }
+
+    /// The settings in force; while none are known, a placeholder at version 0 in ENFORCED
+    /// (use [`Self::in_force`] to tell).
+    pub fn current(&self) -> Arc<EnforcementSettings> {
+        self.in_force()
+            .unwrap_or_else(|| Arc::clone(&self.placeholder))
     }
 
     /// Whether the settings have been read from the store at least once.
@@ -194,65 +274,66 @@ impl Enforcement {
         !self.subscribed.load(Ordering::Acquire) || age > self.refresh * 3
     }
 
+    /// Where the settings stand, for `/readyz` and `/metrics`.
+    pub fn status(&self) -> SettingsStatus {
+        let in_force = self.in_force();
+        let source = match &in_force {
+            None => SettingsSource::None,
+            Some(_) if self.from_snapshot.load(Ordering::Acquire) => SettingsSource::Snapshot,
+            Some(_) => SettingsSource::Store,
+        };
+        let record = RecordState::from_u8(self.record.load(Ordering::Acquire));
+        SettingsStatus {
+            source,
+            version: in_force.map_or(0, |s| s.version),
+            loaded: self.is_loaded(),
+            stale: source != SettingsSource::Store || self.may_be_stale(),
+            record,
+            record_version: matches!(record, RecordState::Behind | RecordState::Diverged)
+                .then(|| self.record_version.load(Ordering::Acquire)),
+            restores: self.restores.load(Ordering::Acquire),
+        }
+    }
+
     fn synced(&self) {
         self.last_sync_millis
             .store(unix_millis_now(), Ordering::Release);
     }
 
-    /// Re-reads the settings and puts them in force.
-    ///
-    /// Versions normally only move forward, but a store that lost its data (a Redis restarted
-    /// without persistence, a failover to a lagging replica) holds an older version than the
-    /// one in force. The store is the truth: once a second read confirms it went back, its
-    /// settings replace the ones in force (with a warning), or every later change, kill switch
-    /// included, would be ignored as "older".
-    pub async fn reload(&self) -> Result<(), StoreError> {
-        let stored = self.store.load_settings().await?;
-        let in_force = self.current().version;
-        match stored {
-            Some(stored) if stored.version >= in_force => self.apply(stored),
-            _ if in_force == 0 => {}
-            _ => {
-                // Maybe an announcement overtook this read; a second read tells.
-                let again = self.store.load_settings().await?;
-                let again_version = again.as_ref().map_or(0, |s| s.version);
-                if again_version < self.current().version {
-                    let settings =
-                        again.unwrap_or_else(|| EnforcementSettings::initial(self.initial_mode));
-                    tracing::warn!(
-                        in_force = self.current().version,
-                        stored = again_version,
-                        "the store's enforcement settings went back in version (data lost?); applying what it holds"
-                    );
-                    self.current.store(Arc::new(settings));
-                } else if let Some(again) = again {
-                    self.apply(again);
-                }
-            }
-        }
-        self.loaded.store(true, Ordering::Release);
-        self.synced();
-        Ok(())
+    fn set_record(&self, state: RecordState, stored_version: u64) {
+        self.record_version.store(stored_version, Ordering::Release);
+        self.record.store(state as u8, Ordering::Release);
     }
 
     /// Puts `settings` in force unless newer ones already are (messages may arrive out of
-    /// order with reloads; versions only move forward).
+    /// order with reloads; versions only move forward), and snapshots them.
     fn apply(&self, settings: EnforcementSettings) {
         let settings = Arc::new(settings);
-        let previous = self.current.rcu(|current| {
-            if settings.version > current.version {
-                Arc::clone(&settings)
-            } else {
-                Arc::clone(current)
-            }
+        let previous = self.current.rcu(|current| match current {
+            Some(current) if current.version >= settings.version => Some(Arc::clone(current)),
+            _ => Some(Arc::clone(&settings)),
         });
-        if settings.version > previous.version {
-            tracing::info!(
-                version = settings.version,
-                mode = settings.mode.as_str(),
-                kill_switch = settings.kill_switch,
-                "enforcement settings applied"
-            );
+        if previous
+            .as_ref()
+            .is_some_and(|p| p.version >= settings.version)
+        {
+            return;
+        }
+        tracing::info!(
+            version = settings.version,
+            mode = settings.mode.as_str(),
+            kill_switch = settings.kill_switch,
+            "enforcement settings applied"
+        );
+        if let Some(snapshot) = &self.snapshot {
+            let snapshot = Arc::clone(snapshot);
+            // Off the async threads: an fsync may take a while. The snapshot itself never
+            // writes an older version over a newer one, whatever order these run in.
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = snapshot.save(&settings) {
+                    tracing::warn!(path = %snapshot.path().display(), error = %e, "settings snapshot not written");
+                }
+            });
         }
     }
 
@@ -296,11 +377,18 @@ impl Enforcement {
                             tokio::select! {
                                 () = cancel.cancelled() => return,
                                 item = feed.next() => match item {
-                                    Some(Some(settings)) => {
+                                    Some(Some(settings))
+                                        if this.is_loaded()
+                                            && Self::agrees(&settings, this.in_force().as_deref()) =>
+                                    {
                                         this.apply(settings);
                                         this.synced();
                                     }
-                                    Some(None) => {
+                                    // Not reconciled yet (an announcement is no confirmation
+                                    // of a snapshot), older than what is in force (someone
+                                    // wrote on a store that lost data) or unreadable: read
+                                    // and reconcile the record.
+                                    Some(_) => {
                                         let _ = this.reload().await;
                                     }
                                     None => break,
@@ -324,6 +412,10 @@ impl Enforcement {
     /// Makes `change` on behalf of `actor`: the settings now in force, and the history entry
     /// recorded. A change that changes nothing is not saved and not recorded (the call is
     /// idempotent): the entry is then `None`.
+    ///
+    /// A change is made on the store's record, never on one older than the settings in force:
+    /// a record that is missing or behind is first restored (or, on a fresh store,
+    /// initialised), so a change never produces a version lower than one seen.
     pub async fn change(
         &self,
         actor: &str,
@@ -337,11 +429,15 @@ impl Enforcement {
         }
         change.validate()?;
         for _ in 0..SAVE_ATTEMPTS {
-            let base = self
-                .store
-                .load_settings()
-                .await?
-                .unwrap_or_else(|| EnforcementSettings::initial(self.initial_mode));
+            let stored = self.store.load_settings().await?;
+            let base = match stored {
+                Some(stored) if Self::agrees(&stored, self.in_force().as_deref()) => stored,
+                stored => {
+                    let _one = self.reconciling.lock().await;
+                    self.reconcile(stored).await?;
+                    continue;
+                }
+            };
             if let Some(expected) = expected_version
                 && expected != base.version
             {
@@ -350,8 +446,6 @@ impl Enforcement {
                     current: base.version,
                 });
             }
-            // What is in force is newer than the store: the store lost data (see `reload`).
-            let store_went_back = self.current().version > base.version;
             let Some((mut next, label, from, to)) = change.apply(&base) else {
                 self.apply(base.clone());
                 return Ok((base, None));
@@ -369,14 +463,14 @@ impl Enforcement {
                 to,
                 reason: reason.to_owned(),
             };
-            match self.store.save_settings(&next, &entry).await? {
+            match self
+                .store
+                .save_settings(base.version, &next, &entry)
+                .await?
+            {
                 SaveOutcome::Saved => {
                     tracing::info!(actor, change = %entry.change, from = %entry.from, to = %entry.to, version = next.version, reason, "enforcement settings changed");
-                    if store_went_back {
-                        self.current.store(Arc::new(next.clone()));
-                    } else {
-                        self.apply(next.clone());
-                    }
+                    self.apply(next.clone());
                     return Ok((next, Some(entry)));
                 }
                 SaveOutcome::VersionConflict { current } => {

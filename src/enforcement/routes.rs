@@ -126,11 +126,13 @@ fn change_event(state: &AppState, meta: &RequestMeta, entry: &HistoryEntry) -> A
     }
 }
 
-/// The current enforcement settings.
+/// The enforcement settings in force on this instance (503 while none are known: not read
+/// from the store yet, and no snapshot).
 #[utoipa::path(get, path = "/v1/enforcement", tag = "enforcement",
     responses(
         (status = 200, body = EnforcementSettings),
         (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 503, description = "The settings are not known yet", body = Problem),
     ),
     security(("bearer" = [])))]
 async fn get_enforcement(
@@ -138,7 +140,14 @@ async fn get_enforcement(
     principal: Principal,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
     require_admin(&principal)?;
-    Ok(Json((*state.enforcement.current()).clone()))
+    if state.enforcement.in_force().is_none() {
+        // Maybe the store is back: do not wait for the next refresh.
+        let _ = state.enforcement.reload().await;
+    }
+    let settings = state.enforcement.in_force().ok_or_else(|| {
+        ApiError::StoreUnavailable("the enforcement settings have not been read yet".into())
+    })?;
+    Ok(Json((*settings).clone()))
 }
 
 /// Sets the global mode and partial-rollout percentage.

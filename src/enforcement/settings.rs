@@ -11,8 +11,9 @@ use crate::timestamp::Timestamp;
 
 /// The versioned enforcement settings shared by every instance through the store.
 ///
-/// Version 0 is the built-in starting point (never saved); every saved change bumps the
-/// version by exactly one, which is what makes a compare-and-set on it race-free.
+/// Version 0 means "nothing known" (never saved); the first record is version 1 and every
+/// change bumps the version by exactly one, which is what makes a compare-and-set on it
+/// race-free. A record restored after the store lost it jumps above every version seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EnforcementSettings {
     /// The global mode.
@@ -38,7 +39,8 @@ pub struct EnforcementSettings {
 }
 
 impl EnforcementSettings {
-    /// The settings an empty store starts from.
+    /// Settings with `mode` and nothing else, at version 0 (a fresh deployment's first record
+    /// is these at version 1).
     pub fn initial(mode: Mode) -> Self {
         Self {
             mode,
@@ -49,6 +51,26 @@ impl EnforcementSettings {
             updated_at: None,
             updated_by: None,
         }
+    }
+
+    /// Whether `other` holds the same policy (modes, percentage, kill switch), whatever its
+    /// version and who made it.
+    pub fn same_policy(&self, other: &Self) -> bool {
+        self.mode == other.mode
+            && self.endpoints == other.endpoints
+            && self.enforce_percent == other.enforce_percent
+            && self.kill_switch == other.kill_switch
+    }
+
+    /// The policy as JSON (for history entries that replace all of it).
+    pub fn policy_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "mode": self.mode,
+            "endpoints": self.endpoints,
+            "enforce_percent": self.enforce_percent,
+            "kill_switch": self.kill_switch,
+            "version": self.version,
+        })
     }
 
     /// The mode that applies to `user` on `endpoint`: the kill switch beats everything, an
@@ -92,7 +114,9 @@ pub struct HistoryEntry {
     pub at: Timestamp,
     /// The principal that made it.
     pub actor: String,
-    /// What changed: `global` (mode and enforce_percent), `endpoint:{name}` or `kill_switch`.
+    /// What changed: `global` (mode and enforce_percent), `endpoint:{name}`, `kill_switch`,
+    /// `initialise` (a fresh store's first record, by `instance:{name}`) or `restore` (the
+    /// record written back after the store lost it, by `instance:{name}`).
     pub change: String,
     /// The value before.
     #[schema(value_type = Object)]

@@ -438,6 +438,13 @@ async fn decide(
     body.insert("session_id".into(), json!(session.as_str()));
     body.insert("endpoint".into(), json!(endpoint));
     let response = match (outcome.verdict, outcome.reason) {
+        (Verdict::Deny, Reason::SettingsUnavailable) => problem_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "settings-unavailable",
+            "Settings unavailable",
+            "the enforcement settings have not been read yet".into(),
+            body,
+        ),
         (Verdict::Deny, Reason::StoreUnavailable) => problem_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "store-unavailable",

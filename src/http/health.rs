@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
+use crate::metrics::SettingsGauges;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -18,10 +19,19 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Prometheus metrics (OpenMetrics text): decisions by decision, reason and source; audit
-/// events by outcome (queued, written, spooled, replayed, dropped) and the backlog.
+/// events by outcome (queued, written, spooled, replayed, dropped) and the backlog; the
+/// enforcement settings' version, staleness, source and the state of the store's record.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let settings = state.enforcement.status();
+    state.metrics.settings.observe(&SettingsGauges {
+        version: settings.version,
+        stale: settings.stale,
+        source: settings.source.as_str(),
+        record: settings.record.as_str(),
+        restores: settings.restores,
+    });
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -49,10 +59,22 @@ pub struct Readiness {
     pub settings_loaded: bool,
     /// The settings version in force.
     pub settings_version: u64,
-    /// Whether the settings in force may be out of date: this instance is not subscribed to
-    /// changes, or has not confirmed them against the store for three refresh periods. They
-    /// stay in force meanwhile.
+    /// Whether the settings in force may be out of date: they come from the local snapshot,
+    /// or this instance is not subscribed to changes, or has not confirmed them against the
+    /// store for three refresh periods. They stay in force meanwhile.
     pub settings_stale: bool,
+    /// Where the settings in force come from: `none` (not read yet and no snapshot: checks
+    /// are denied with `settings_unavailable`), `snapshot` (the local snapshot, not yet
+    /// confirmed) or `store`.
+    pub settings_source: String,
+    /// The store's settings record at the last read: `unknown` (not read, or unreadable),
+    /// `ok`, `missing` (it vanished), `behind` (an older version than the one in force) or
+    /// `diverged` (other settings at the version in force). In the last three the settings in
+    /// force are kept and the record is being restored; they do not make the instance unready.
+    pub settings_record: String,
+    /// The version the store held when `settings_record` is `behind` or `diverged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_record_version: Option<u64>,
     /// The owner cache: `live` (in use), `bypassed` (invalidations not received: every
     /// lookup reads the store) or `off`.
     pub owner_cache: String,
@@ -73,7 +95,9 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-/// The store answers and the settings are loaded (503 otherwise).
+/// The store answers and the settings have been read from it (503 otherwise). A settings
+/// record that vanished or went back is reported (`settings_record`) but keeps the instance
+/// ready: it keeps its settings and restores the record.
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
@@ -82,7 +106,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
         // Recover from an outage at start without waiting for the next refresh tick.
         let _ = state.enforcement.reload().await;
     }
-    let loaded = state.enforcement.is_loaded();
+    let settings = state.enforcement.status();
+    let loaded = settings.loaded;
+    // A record missing or behind does not make the instance unready: the whole fleet sees it
+    // at once, and its settings in force are the right ones (it restores the record itself).
     let ready = store_ok && loaded;
     let status = if ready {
         StatusCode::OK
@@ -95,8 +122,11 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
             status: if ready { "ready" } else { "not_ready" }.into(),
             store: if store_ok { "ok" } else { "unavailable" }.into(),
             settings_loaded: loaded,
-            settings_version: state.enforcement.current().version,
-            settings_stale: state.enforcement.may_be_stale(),
+            settings_version: settings.version,
+            settings_stale: settings.stale,
+            settings_source: settings.source.as_str().into(),
+            settings_record: settings.record.as_str().into(),
+            settings_record_version: settings.record_version,
             owner_cache: match &state.owner_cache {
                 None => "off",
                 Some(cache) if cache.is_live() => "live",

@@ -284,10 +284,11 @@ impl SettingsStore for CachedStore {
 
     async fn save_settings(
         &self,
+        expected: u64,
         next: &EnforcementSettings,
         entry: &HistoryEntry,
     ) -> Result<SaveOutcome, StoreError> {
-        self.inner.save_settings(next, entry).await
+        self.inner.save_settings(expected, next, entry).await
     }
 
     async fn history(

@@ -283,12 +283,13 @@ impl SettingsStore for MemoryStore {
 
     async fn save_settings(
         &self,
+        expected: u64,
         next: &EnforcementSettings,
         entry: &HistoryEntry,
     ) -> Result<SaveOutcome, StoreError> {
         let mut settings = self.settings();
         let current = settings.current.as_ref().map_or(0, |s| s.version);
-        if next.version != current + 1 {
+        if current != expected || next.version <= expected {
             return Ok(SaveOutcome::VersionConflict { current });
         }
         settings.current = Some(next.clone());

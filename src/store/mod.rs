@@ -170,10 +170,13 @@ pub trait SettingsStore: Send + Sync + 'static {
     /// The saved settings, or `None` when no change was ever saved.
     async fn load_settings(&self) -> Result<Option<EnforcementSettings>, StoreError>;
 
-    /// Saves `next` if the stored version is `next.version - 1` (0 when nothing is stored),
-    /// and appends `entry` to the history, atomically.
+    /// Saves `next` if the stored version is `expected` (0 when nothing is stored), appends
+    /// `entry` to the history and announces `next`, atomically: a compare-and-set on the
+    /// version. `next.version` is above `expected`: one above for a change, more for a record
+    /// restored after the store lost it (see [`crate::enforcement`]).
     async fn save_settings(
         &self,
+        expected: u64,
         next: &EnforcementSettings,
         entry: &HistoryEntry,
     ) -> Result<SaveOutcome, StoreError>;

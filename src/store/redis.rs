@@ -118,12 +118,13 @@ end
 return {1, cur}
 ";
 
-/// Saves settings if the stored version is one below the new one, appends the history entry
-/// and announces the settings. KEYS: settings hash, history zset; ARGV: new version, settings
-/// JSON, entry JSON, channel. Returns -1 when saved, else the stored version.
+/// Saves settings if the stored version is the expected one (and below the new one), appends
+/// the history entry and announces the settings. KEYS: settings hash, history zset; ARGV: new
+/// version, settings JSON, entry JSON, channel, expected version. Returns -1 when saved, else
+/// the stored version.
 const SAVE_SETTINGS: &str = r"
 local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-if cur + 1 ~= tonumber(ARGV[1]) then return cur end
+if cur ~= tonumber(ARGV[5]) or tonumber(ARGV[1]) <= cur then return cur end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'settings', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[2])
@@ -368,7 +369,9 @@ fn unavailable(e: redis::RedisError) -> StoreError {
 /// Certainly not applied: no connection could be made (refused: the manager reconnects before
 /// it sends, so a refusal means nothing left this process), or Redis answered that it refuses
 /// the command before running any of it (still loading, a read-only replica, master down,
-/// a script busy, no permission, a Cluster redirect). Everything else is in doubt: a dropped
+/// a script busy, no permission, a Cluster redirect, too few replicas for `min-replicas-to-write`,
+/// a failed RDB save with `stop-writes-on-bgsave-error`: these two refuse every write command,
+/// so a script stopped by them wrote nothing). Everything else is in doubt: a dropped
 /// connection or any I/O error may have come after the command was written, and a script
 /// that failed part-way may have written something before failing.
 fn write_failed(e: redis::RedisError) -> StoreError {
@@ -386,7 +389,7 @@ fn write_failed(e: redis::RedisError) -> StoreError {
                 | ServerErrorKind::CrossSlot
                 | ServerErrorKind::NoPerm
         )
-    ) || e.code() == Some("BUSY");
+    ) || matches!(e.code(), Some("BUSY" | "NOREPLICAS" | "MISCONF"));
     let never_connected = e.is_connection_refusal()
         || matches!(
             e.kind(),
@@ -649,6 +652,7 @@ impl SettingsStore for RedisStore {
 
     async fn save_settings(
         &self,
+        expected: u64,
         next: &EnforcementSettings,
         entry: &HistoryEntry,
     ) -> Result<SaveOutcome, StoreError> {
@@ -661,7 +665,8 @@ impl SettingsStore for RedisStore {
             .arg(next.version)
             .arg(settings)
             .arg(entry)
-            .arg(self.keys.settings_channel());
+            .arg(self.keys.settings_channel())
+            .arg(expected);
         let mut conn = self.conn();
         let reply: i64 = self.write(invocation.invoke_async(&mut conn)).await?;
         Ok(match u64::try_from(reply) {
@@ -965,6 +970,10 @@ mod tests {
             server_error("MASTERDOWN Link with MASTER is down"),
             server_error("BUSY Redis is busy running a script."),
             server_error("NOPERM this user has no permissions"),
+            server_error("NOREPLICAS Not enough good replicas to write."),
+            server_error(
+                "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+            ),
         ];
         for e in not_sent {
             let shown = e.to_string();

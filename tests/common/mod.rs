@@ -192,6 +192,17 @@ impl RedisServer {
         self.spawn().expect("redis-server restarts on its port");
     }
 
+    /// Stops it, throws its data away and starts it again on the same port: a Redis without
+    /// persistence restarted, or a failover to an empty replica.
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        for entry in std::fs::read_dir(self.dir.path()).expect("the data directory is readable") {
+            let path = entry.expect("a directory entry").path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+        self.spawn().expect("redis-server restarts on its port");
+    }
+
     /// Freezes the process (SIGSTOP): connections stay open but nothing answers.
     pub fn pause(&self) {
         self.signal("-STOP");

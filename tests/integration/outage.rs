@@ -55,7 +55,7 @@ async fn redis_outage_fails_closed_and_recovers() {
     let ready = app.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(ready.status, 503);
     assert_eq!(ready.body["store"], "unavailable");
-    assert_eq!(ready.body["settings_version"], 1);
+    assert_eq!(ready.body["settings_version"], 2);
     assert_eq!(
         app.call(Method::GET, "/healthz", None, None).await.status,
         200

@@ -55,7 +55,7 @@ async fn a_change_through_one_instance_is_applied_by_the_others() {
 
     a.set_mode("ENFORCED").await;
     for app in [&b, &c] {
-        let body = at_version(app, 1, Duration::from_secs(2)).await;
+        let body = at_version(app, 2, Duration::from_secs(2)).await;
         assert_eq!(body["mode"], "ENFORCED");
         let reply = app
             .validate(&app.user("bob"), json!({ "session_id": "s1" }))
@@ -74,7 +74,7 @@ async fn a_change_through_one_instance_is_applied_by_the_others() {
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     for app in [&a, &c] {
-        let body = at_version(app, 2, Duration::from_secs(2)).await;
+        let body = at_version(app, 3, Duration::from_secs(2)).await;
         assert_eq!(body["endpoints"]["chat.read"], "LOG_ONLY");
     }
     let reply = c
@@ -87,7 +87,7 @@ async fn a_change_through_one_instance_is_applied_by_the_others() {
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     for app in [&a, &b] {
-        at_version(app, 3, Duration::from_secs(2)).await;
+        at_version(app, 4, Duration::from_secs(2)).await;
         let reply = app
             .validate(&app.user("bob"), json!({ "session_id": "s1" }))
             .await;
@@ -103,7 +103,7 @@ async fn a_change_through_one_instance_is_applied_by_the_others() {
             Some(json!({ "reason": "incident over" })),
         )
         .await;
-    assert_eq!(reply.body["version"], 4);
+    assert_eq!(reply.body["version"], 5);
     let reply = a
         .call(
             Method::PUT,
@@ -112,9 +112,9 @@ async fn a_change_through_one_instance_is_applied_by_the_others() {
             Some(json!({ "mode": "ENFORCED", "enforce_percent": 50, "reason": "half" })),
         )
         .await;
-    assert_eq!(reply.body["version"], 5);
+    assert_eq!(reply.body["version"], 6);
     for app in [&b, &c] {
-        at_version(app, 5, Duration::from_secs(2)).await;
+        at_version(app, 6, Duration::from_secs(2)).await;
     }
     let mut enforced = 0;
     for i in 0..30 {
@@ -142,11 +142,14 @@ async fn racing_admins_on_two_instances_one_wins() {
     };
     let a = TestApp::spawn(&backend, &[NO_REFRESH]).await;
     let b = TestApp::spawn(&backend, &[NO_REFRESH]).await;
+    // The fresh store was initialised (version 1) by whichever started first.
+    subscribed(&a).await;
+    subscribed(&b).await;
     let mut winners = Vec::new();
     for round in 0..20_u64 {
         async fn put(app: &TestApp, mode: &str, round: u64) -> crate::common::Reply {
             let body = json!({ "mode": mode, "reason": format!("round {round}: {mode}"),
-                               "expected_version": round });
+                               "expected_version": round + 1 });
             app.call(
                 Method::PUT,
                 "/v1/enforcement",
@@ -171,7 +174,7 @@ async fn racing_admins_on_two_instances_one_wins() {
         } else {
             (&ra, &rb)
         };
-        assert_eq!(loser.body["current_version"], round + 1);
+        assert_eq!(loser.body["current_version"], round + 2);
         winners.push(winner.body["mode"].clone());
     }
     let history = a
@@ -187,9 +190,10 @@ async fn racing_admins_on_two_instances_one_wins() {
         .iter()
         .map(|e| e["version"].as_u64().unwrap())
         .collect();
-    let expected: Vec<u64> = (1..=20).rev().collect();
+    let expected: Vec<u64> = (1..=21).rev().collect();
     assert_eq!(versions, expected, "exactly one entry per round");
-    let recorded: Vec<Value> = entries
+    assert_eq!(entries[20]["change"], "initialise");
+    let recorded: Vec<Value> = entries[..20]
         .iter()
         .rev()
         .map(|e| e["to"]["mode"].clone())
@@ -218,7 +222,7 @@ async fn with_redis_down_every_instance_keeps_its_last_settings() {
         )
         .await;
     assert_eq!(reply.status, 200);
-    at_version(&b, 2, Duration::from_secs(2)).await;
+    at_version(&b, 3, Duration::from_secs(2)).await;
 
     backend.redis_server().unwrap().stop();
     // Several refresh periods (200ms in tests) fail meanwhile.
@@ -227,7 +231,7 @@ async fn with_redis_down_every_instance_keeps_its_last_settings() {
         let body = settings(app).await;
         assert_eq!(
             (body["mode"].clone(), body["version"].clone()),
-            (json!("ENFORCED"), json!(2))
+            (json!("ENFORCED"), json!(3))
         );
         // ENFORCED still holds: no owner can be read, so the answer is 503, never allow.
         let reply = app
@@ -255,7 +259,7 @@ async fn with_redis_down_every_instance_keeps_its_last_settings() {
         )
         .await;
         assert_eq!(ready.status, 503);
-        assert_eq!(ready.body["settings_version"], 2);
+        assert_eq!(ready.body["settings_version"], 3);
     }
 
     backend.redis_server().unwrap().restart();
@@ -263,7 +267,7 @@ async fn with_redis_down_every_instance_keeps_its_last_settings() {
         subscribed(app).await;
     }
     b.set_mode("LOG_ONLY").await;
-    at_version(&a, 3, Duration::from_secs(2)).await;
+    at_version(&a, 4, Duration::from_secs(2)).await;
     a.stop().await;
     b.stop().await;
 }
@@ -290,7 +294,7 @@ async fn an_instance_cut_off_applies_what_it_missed_once_back() {
             Some(json!({ "mode": "ENFORCED", "reason": "while C is cut off" })),
         )
         .await;
-    assert_eq!(reply.body["version"], 1);
+    assert_eq!(reply.body["version"], 2);
     // C cannot hear of it: it keeps its settings and says they may be stale.
     eventually(
         Duration::from_secs(5),
@@ -301,7 +305,7 @@ async fn an_instance_cut_off_applies_what_it_missed_once_back() {
         },
     )
     .await;
-    assert_eq!(settings(&c).await["version"], 0);
+    assert_eq!(settings(&c).await["version"], 1);
     let reply = c
         .validate(
             &c.user("bob"),
@@ -311,8 +315,8 @@ async fn an_instance_cut_off_applies_what_it_missed_once_back() {
     assert_eq!(reply.body["mode"], "LOG_ONLY", "old settings in force");
 
     proxy.restore();
-    // No periodic re-read: only the re-read after re-subscribing can bring version 1.
-    let body = at_version(&c, 1, Duration::from_secs(10)).await;
+    // No periodic re-read: only the re-read after re-subscribing can bring version 2.
+    let body = at_version(&c, 2, Duration::from_secs(10)).await;
     assert_eq!(body["mode"], "ENFORCED");
     subscribed(&c).await;
     let reply = c

@@ -52,7 +52,7 @@ async fn endpoint_override_beats_global_and_kill_switch_beats_all(backend: Backe
         reply.body["endpoints"]["chat.export"], "DISABLED",
         "{reply:?}"
     );
-    assert_eq!(reply.body["version"], 3);
+    assert_eq!(reply.body["version"], 4);
 
     let deny = owned((403, "ENFORCED", "deny"));
     assert_eq!(check(&app, "bob", "s1", "default").await, deny);
@@ -77,10 +77,10 @@ async fn endpoint_override_beats_global_and_kill_switch_beats_all(backend: Backe
     };
     let reply = kill(Method::POST).await;
     assert_eq!(reply.body["kill_switch"], true, "{reply:?}");
-    assert_eq!(reply.body["version"], 4);
+    assert_eq!(reply.body["version"], 5);
     assert_eq!(
         kill(Method::POST).await.body["version"],
-        4,
+        5,
         "idempotent: on twice is one change"
     );
     for endpoint in ["default", "chat.read", "chat.export", "chat.write"] {
@@ -96,7 +96,7 @@ async fn endpoint_override_beats_global_and_kill_switch_beats_all(backend: Backe
             reply.body["kill_switch"].clone(),
             reply.body["version"].clone()
         ),
-        (json!(false), json!(5))
+        (json!(false), json!(6))
     );
     assert_eq!(check(&app, "bob", "s1", "default").await, deny);
 
@@ -150,6 +150,12 @@ async fn endpoint_override_beats_global_and_kill_switch_beats_all(backend: Backe
                 "global".into(),
                 json!({ "mode": "LOG_ONLY", "enforce_percent": null }),
                 json!({ "mode": "ENFORCED", "enforce_percent": null })
+            ),
+            (
+                "initialise".into(),
+                Value::Null,
+                json!({ "mode": "LOG_ONLY", "endpoints": {}, "enforce_percent": null,
+                        "kill_switch": false, "version": 1 })
             ),
         ]
     );
@@ -343,7 +349,10 @@ async fn bad_changes_are_400_and_change_nothing(backend: Backend) {
     let reply = app
         .call(Method::GET, "/v1/enforcement", Some(&admin), None)
         .await;
-    assert_eq!(reply.body["version"], 0, "nothing changed: {reply:?}");
+    assert_eq!(
+        reply.body["version"], 1,
+        "nothing changed since the initialisation: {reply:?}"
+    );
     let reply = app
         .call(
             Method::POST,

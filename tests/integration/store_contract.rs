@@ -282,19 +282,19 @@ async fn settings_are_versioned(backend: Backend) {
     assert!(store.history(None, 10).await.unwrap().is_empty());
     let v1 = settings(1, Mode::Enforced);
     assert_eq!(
-        store.save_settings(&v1, &entry(1)).await.unwrap(),
+        store.save_settings(0, &v1, &entry(1)).await.unwrap(),
         SaveOutcome::Saved
     );
     assert_eq!(
         store
-            .save_settings(&settings(1, Mode::Disabled), &entry(1))
+            .save_settings(0, &settings(1, Mode::Disabled), &entry(1))
             .await
             .unwrap(),
         SaveOutcome::VersionConflict { current: 1 }
     );
     assert_eq!(
         store
-            .save_settings(&settings(3, Mode::Disabled), &entry(3))
+            .save_settings(2, &settings(3, Mode::Disabled), &entry(3))
             .await
             .unwrap(),
         SaveOutcome::VersionConflict { current: 1 }
@@ -303,17 +303,40 @@ async fn settings_are_versioned(backend: Backend) {
     for v in 2..=5 {
         assert_eq!(
             store
-                .save_settings(&settings(v, Mode::LogOnly), &entry(v))
+                .save_settings(v - 1, &settings(v, Mode::LogOnly), &entry(v))
                 .await
                 .unwrap(),
             SaveOutcome::Saved
         );
     }
+    // A restore jumps versions: still a compare-and-set on the stored one, and never down or
+    // sideways.
+    let cas = |expected, version| {
+        let store = store.clone();
+        async move {
+            store
+                .save_settings(
+                    expected,
+                    &settings(version, Mode::Enforced),
+                    &entry(version),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(cas(5, 5).await, SaveOutcome::VersionConflict { current: 5 });
+    assert_eq!(cas(4, 9).await, SaveOutcome::VersionConflict { current: 5 });
+    assert_eq!(cas(5, 9).await, SaveOutcome::Saved);
+    assert_eq!(
+        cas(5, 10).await,
+        SaveOutcome::VersionConflict { current: 9 }
+    );
+    assert_eq!(store.load_settings().await.unwrap().unwrap().version, 9);
     let versions =
         |entries: Vec<HistoryEntry>| entries.iter().map(|e| e.version).collect::<Vec<_>>();
     assert_eq!(
         versions(store.history(None, 10).await.unwrap()),
-        [5, 4, 3, 2, 1]
+        [9, 5, 4, 3, 2, 1]
     );
     assert_eq!(versions(store.history(Some(4), 2).await.unwrap()), [3, 2]);
     assert_eq!(
