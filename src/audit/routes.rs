@@ -163,10 +163,18 @@ async fn get_audit(
         .map(str::parse::<AuditDecision>)
         .transpose()
         .map_err(|why| ApiError::InvalidRequest(format!("decision: {why}")))?;
+    // Events hold the canonical spelling of an id: the filter is read the same way, so every
+    // spelling of a session finds its events.
+    let session_id = q
+        .session_id
+        .as_deref()
+        .map(|raw| state.session_ids().parse(raw))
+        .transpose()?
+        .map(|id| id.as_str().to_owned());
     let filter = Filter {
         decision,
         user: q.user,
-        session_id: q.session_id,
+        session_id,
         endpoint: q.endpoint,
         source: q.source,
     };

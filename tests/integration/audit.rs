@@ -10,7 +10,11 @@ use serde_json::{Value, json};
 use crate::both_backends;
 use crate::common::{Backend, TestApp, eventually};
 
-both_backends!(filters_and_paging_over_mixed_events, bad_queries_are_400);
+both_backends!(
+    filters_and_paging_over_mixed_events,
+    bad_queries_are_400,
+    the_session_filter_reads_every_spelling_of_an_id
+);
 
 /// Every entry of the stream, newest first, through the API.
 async fn all_entries(app: &TestApp) -> Vec<Value> {
@@ -260,6 +264,55 @@ async fn bad_queries_are_400(backend: Backend) {
             .await;
         reply.assert_problem(403, "forbidden");
     }
+    app.stop().await;
+}
+
+/// Events carry the canonical id; the `session_id` filter is read the same way.
+async fn the_session_filter_reads_every_spelling_of_an_id(backend: Backend) {
+    const ID: &str = "3f2b8c1e-5d4a-4b6c-9e8f-0a1b2c3d4e5f";
+    let app = TestApp::spawn(&backend, &[]).await;
+    app.claim(ID, "alice").await;
+    app.set_mode("ENFORCED").await;
+    let reply = app
+        .validate(
+            &app.user("bob"),
+            json!({ "session_id": "3F2B8C1E5D4A4B6C9E8F0A1B2C3D4E5F" }),
+        )
+        .await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    let admin = app.admin();
+    for spelling in [
+        ID.to_owned(),
+        ID.to_uppercase(),
+        ID.replace('-', ""),
+        format!("urn:uuid:{ID}"),
+    ] {
+        let found = eventually(Duration::from_secs(10), "the denial audited", || async {
+            let reply = app
+                .call(
+                    Method::GET,
+                    &format!("/v1/audit?session_id={spelling}"),
+                    Some(&admin),
+                    None,
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            let entries = reply.body["entries"].as_array().unwrap().clone();
+            (!entries.is_empty()).then_some(entries)
+        })
+        .await;
+        assert_eq!(found.len(), 1, "{spelling}: {found:?}");
+        assert_eq!(found[0]["session_id"], ID);
+    }
+    let reply = app
+        .call(
+            Method::GET,
+            "/v1/audit?session_id=3F2B8C1E-5D4A4B6C-9E8F0A1B2C3D4E5F",
+            Some(&admin),
+            None,
+        )
+        .await;
+    reply.assert_problem(400, "invalid-session-id");
     app.stop().await;
 }
 
