@@ -155,7 +155,7 @@ pub struct ClaimRequest {
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, description = "The caller may not claim (the detail says what is needed)", body = Problem),
         (status = 409, description = "Owned by another user", body = Problem),
-        (status = 503, body = Problem),
+        (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = [])))]
 async fn claim_session(

@@ -84,7 +84,7 @@ fn accepted(job: &Job) -> Response {
     responses(
         (status = 202, description = "Started", body = Job),
         (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 503, body = Problem),
+        (status = 403, body = Problem), (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = [])))]
 async fn start_job(
@@ -147,7 +147,7 @@ async fn get_job(
         (status = 202, body = Job),
         (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem),
-        (status = 503, body = Problem),
+        (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = [])))]
 async fn resume_job(
@@ -168,7 +168,7 @@ async fn resume_job(
         (status = 200, body = Job),
         (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem),
-        (status = 503, body = Problem),
+        (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = [])))]
 async fn rollback_job(

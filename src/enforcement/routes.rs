@@ -158,7 +158,7 @@ async fn get_enforcement(
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem),
         (status = 409, description = "`expected_version` is stale", body = Problem),
-        (status = 503, body = Problem),
+        (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = [])))]
 async fn put_enforcement(
@@ -190,7 +190,7 @@ async fn put_enforcement(
         (status = 200, body = EnforcementSettings),
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 409, body = Problem),
-        (status = 503, body = Problem),
+        (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = [])))]
 async fn put_endpoint(
@@ -223,7 +223,7 @@ async fn put_endpoint(
         (status = 200, body = EnforcementSettings),
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 409, body = Problem),
-        (status = 503, body = Problem),
+        (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = [])))]
 async fn delete_endpoint(
@@ -252,7 +252,7 @@ async fn delete_endpoint(
         (status = 200, body = EnforcementSettings),
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 409, body = Problem),
-        (status = 503, body = Problem),
+        (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = [])))]
 async fn kill_switch_on(
@@ -280,7 +280,7 @@ async fn kill_switch_on(
         (status = 200, body = EnforcementSettings),
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 409, body = Problem),
-        (status = 503, body = Problem),
+        (status = 503, body = Problem), (status = 504, body = Problem),
     ),
     security(("bearer" = [])))]
 async fn kill_switch_off(
