@@ -156,6 +156,35 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
+    /// A change made by `actor` (an admin, or `instance:{id}` for an instance's own), with
+    /// nothing of a request set: the caller fills in `request_id` and `client_ip` when one is
+    /// behind it.
+    pub fn change(
+        ts: Timestamp,
+        what: String,
+        actor: String,
+        instance: &str,
+        detail: Value,
+    ) -> Self {
+        Self {
+            ts,
+            decision: AuditDecision::Change,
+            reason: what,
+            user: actor,
+            session_id: None,
+            owner: None,
+            endpoint: None,
+            method: None,
+            path: None,
+            mode: None,
+            source: Source::Admin,
+            request_id: None,
+            client_ip: None,
+            instance: instance.to_owned(),
+            detail: Some(detail),
+        }
+    }
+
     /// A decision event with the request-independent fields set; the caller fills in where
     /// the request came from.
     pub fn decision(

@@ -29,7 +29,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use self::sources::{FileError, Found, Roots};
-use crate::audit::{Audit, AuditDecision, AuditEvent, Source};
+use crate::audit::{Audit, AuditEvent};
 use crate::session_id::{SessionId, SessionIds};
 use crate::store::{Store, StoreError};
 use crate::timestamp::Timestamp;
@@ -271,23 +271,13 @@ impl Backfill {
         detail["job_id"] = json!(job.job_id);
         detail["default_owner"] = json!(job.default_owner);
         detail["counts"] = json!(job.counts);
-        self.audit.record(AuditEvent {
-            ts: Timestamp::now(),
-            decision: AuditDecision::Change,
-            reason: what.to_owned(),
-            user: job.actor.clone(),
-            session_id: None,
-            owner: None,
-            endpoint: None,
-            method: None,
-            path: None,
-            mode: None,
-            source: Source::Admin,
-            request_id: None,
-            client_ip: None,
-            instance: self.audit.instance().to_owned(),
-            detail: Some(detail),
-        });
+        self.audit.record(AuditEvent::change(
+            Timestamp::now(),
+            what.to_owned(),
+            job.actor.clone(),
+            self.audit.instance(),
+            detail,
+        ));
     }
 
     /// Reads the sources and runs `job` to its end, calling `progress(processed, total)`

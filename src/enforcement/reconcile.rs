@@ -4,10 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use serde_json::json;
-
 use super::{Enforcement, EnforcementSettings, HistoryEntry, RecordState, SAVE_ATTEMPTS};
-use crate::audit::{AuditDecision, AuditEvent, Source};
 use crate::store::{SaveOutcome, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -185,24 +182,6 @@ impl Enforcement {
         let Some(audit) = &self.audit else {
             return;
         };
-        audit.record(AuditEvent {
-            ts: entry.at,
-            decision: AuditDecision::Change,
-            reason: entry.change.clone(),
-            user: entry.actor.clone(),
-            session_id: None,
-            owner: None,
-            endpoint: None,
-            method: None,
-            path: None,
-            mode: None,
-            source: Source::Admin,
-            request_id: None,
-            client_ip: None,
-            instance: audit.instance().to_owned(),
-            detail: Some(json!({
-                "version": entry.version, "from": entry.from, "to": entry.to, "reason": entry.reason,
-            })),
-        });
+        audit.record(entry.audit_event(audit.instance()));
     }
 }

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Change, ChangeError, EnforcementSettings, HistoryEntry};
-use crate::audit::{AuditDecision, AuditEvent, Source};
+use crate::audit::AuditEvent;
 use crate::auth::Principal;
 use crate::decision::Mode;
 use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, RequestMeta, require_admin};
@@ -106,23 +106,9 @@ async fn make_change(
 /// The audit event of a recorded settings change.
 fn change_event(state: &AppState, meta: &RequestMeta, entry: &HistoryEntry) -> AuditEvent {
     AuditEvent {
-        ts: entry.at,
-        decision: AuditDecision::Change,
-        reason: entry.change.clone(),
-        user: entry.actor.clone(),
-        session_id: None,
-        owner: None,
-        endpoint: None,
-        method: None,
-        path: None,
-        mode: None,
-        source: Source::Admin,
         request_id: meta.request_id.clone(),
         client_ip: meta.client_ip.map(|ip| ip.to_string()),
-        instance: state.audit.instance().to_owned(),
-        detail: Some(json!({
-            "version": entry.version, "from": entry.from, "to": entry.to, "reason": entry.reason,
-        })),
+        ..entry.audit_event(state.audit.instance())
     }
 }
 

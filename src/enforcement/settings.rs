@@ -128,6 +128,21 @@ pub struct HistoryEntry {
     pub reason: String,
 }
 
+impl HistoryEntry {
+    /// This change as an event of the audit stream, recorded by `instance`.
+    pub fn audit_event(&self, instance: &str) -> crate::audit::AuditEvent {
+        crate::audit::AuditEvent::change(
+            self.at,
+            self.change.clone(),
+            self.actor.clone(),
+            instance,
+            serde_json::json!({
+                "version": self.version, "from": self.from, "to": self.to, "reason": self.reason,
+            }),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

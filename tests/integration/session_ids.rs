@@ -6,10 +6,11 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::both_backends;
-use crate::common::{Backend, Reply, TestApp, eventually};
+use crate::common::{Backend, TestApp, eventually};
+use crate::forward_auth::{header, nginx};
 
 both_backends!(
     aliases_of_an_owned_uuid_are_its_owners_session,
@@ -30,35 +31,6 @@ const ALIASES: [&str; 4] = [
 /// The same spellings as a JSON string holds them.
 fn unescaped(alias: &str) -> String {
     alias.replace("%7B", "{").replace("%7D", "}")
-}
-
-async fn forward_auth(app: &TestApp, token: &str, uri: &str) -> Reply {
-    let response = app
-        .http
-        .get(format!("{}/v1/forward-auth", app.base))
-        .header("x-original-method", "GET")
-        .header("x-original-uri", uri)
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request sent");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.json().await.unwrap_or(Value::Null);
-    Reply {
-        status,
-        body,
-        content_type: String::new(),
-        headers,
-    }
-}
-
-fn header<'a>(reply: &'a Reply, name: &str) -> &'a str {
-    reply
-        .headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
 }
 
 async fn aliases_of_an_owned_uuid_are_its_owners_session(backend: Backend) {
@@ -104,10 +76,10 @@ async fn aliases_of_an_owned_uuid_are_its_owners_session(backend: Backend) {
         // Forward-auth: the captured id is canonicalised too.
         if !alias.contains('%') {
             let uri = format!("/api/chat/sessions/{alias}/messages");
-            let reply = forward_auth(&app, &bob, &uri).await;
+            let reply = nginx(&app, Some(&bob), "GET", &uri).await;
             assert_eq!(reply.status, 403, "{alias}: {reply:?}");
             assert_eq!(header(&reply, "x-gatehouse-reason"), "not_owner");
-            let reply = forward_auth(&app, &alice, &uri).await;
+            let reply = nginx(&app, Some(&alice), "GET", &uri).await;
             assert_eq!(reply.status, 200, "{alias}: {reply:?}");
             assert_eq!(header(&reply, "x-gatehouse-session"), CANONICAL);
         }
@@ -253,7 +225,13 @@ async fn exact_keeps_the_spellings_apart(backend: Backend) {
         (reply.status, &reply.body["reason"]),
         (200, &json!("owner"))
     );
-    let reply = forward_auth(&app, &bob, &format!("/api/chat/sessions/{upper}/messages")).await;
+    let reply = nginx(
+        &app,
+        Some(&bob),
+        "GET",
+        &format!("/api/chat/sessions/{upper}/messages"),
+    )
+    .await;
     assert_eq!(header(&reply, "x-gatehouse-session"), upper);
     let reply = app.validate(&bob, json!({ "session_id": CANONICAL })).await;
     assert_eq!(reply.body["reason"], "not_owner");

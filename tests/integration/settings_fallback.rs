@@ -11,6 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::{Backend, Reply, TcpProxy, TestApp, eventually};
+use crate::forward_auth::nginx;
 
 async fn readyz(app: &TestApp) -> Reply {
     app.call(Method::GET, "/readyz", None, None).await
@@ -29,34 +30,6 @@ async fn metric(app: &TestApp, name: &str) -> Option<f64> {
         .ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Asks as nginx would.
-async fn forward_auth(app: &TestApp, token: &str, uri: &str) -> Reply {
-    let response = app
-        .http
-        .get(format!("{}/v1/forward-auth", app.base))
-        .header("x-original-method", "GET")
-        .header("x-original-uri", uri)
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request sent");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let content_type = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let body =
-        serde_json::from_str(&response.text().await.unwrap_or_default()).unwrap_or(Value::Null);
-    Reply {
-        status,
-        body,
-        content_type,
-        headers,
-    }
 }
 
 /// The store's history, read straight from Redis (newest first).
@@ -136,7 +109,7 @@ async fn cold_start_without_a_snapshot_denies_with_settings_unavailable() {
         assert_eq!(result["reason"], "settings_unavailable", "{batch:?}");
         assert_eq!(result["allowed"], false);
     }
-    let reply = forward_auth(&b, &bob, "/api/chat/sessions/s1/messages").await;
+    let reply = nginx(&b, Some(&bob), "GET", "/api/chat/sessions/s1/messages").await;
     reply.assert_problem(503, "settings-unavailable");
     assert_eq!(reply.body["reason"], "settings_unavailable");
     // Every mode allows admins, so no settings could deny them.
