@@ -194,6 +194,18 @@ impl Source {
 }
 
 impl Config {
+    /// The options of the Redis store this configuration names (`None`: the embedded store).
+    pub fn redis_options(&self) -> Option<crate::store::RedisOptions> {
+        self.redis.as_ref().map(|redis| crate::store::RedisOptions {
+            url: redis.url.clone(),
+            connections: redis.connections,
+            timeout: redis.timeout,
+            owner_ttl: self.owner_ttl,
+            keys: self.keys.clone(),
+            audit_maxlen: self.audit.maxlen,
+        })
+    }
+
     /// Reads the process environment (and the file it names).
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(std::env::vars())

@@ -12,13 +12,13 @@
 //! - [`enforcement`], [`rollout`], [`sessions`], [`validate`]: capabilities with their routes.
 //! - [`audit`]: the audit stream writer and queries; [`metrics`]: Prometheus metrics.
 //! - [`backfill`]: legacy sessions get a default owner; verify and roll back.
-//! - [`client`]: the admin REST client behind `gatehouse mode`.
+//! - [`cli`]: the command line (admin REST clients, operator tools on Redis).
 //! - [`auth`]: JWT principals; [`http`]: state, router, errors; [`server`]: assembly.
 
 pub mod audit;
 pub mod auth;
 pub mod backfill;
-pub mod client;
+pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod enforcement;

@@ -20,9 +20,7 @@ use crate::enforcement::{Enforcement, Snapshot, store_identity};
 use crate::gatekeeper::Gatekeeper;
 use crate::http::{AppState, Services, app};
 use crate::metrics::Metrics;
-use crate::store::{
-    CachedStore, MemoryStore, OwnerCache, RedisOptions, RedisStore, Store, StoreError,
-};
+use crate::store::{CachedStore, MemoryStore, OwnerCache, RedisStore, Store, StoreError};
 
 /// Lifetime of the admin token printed by the embedded default.
 pub const BOOTSTRAP_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -61,16 +59,9 @@ impl Gatehouse {
     /// need Redis to be up (readiness reports it).
     pub fn build(config: &Config) -> Result<Self, BuildError> {
         let mut owner_cache = None;
-        let (store, store_kind): (Arc<dyn Store>, _) = match &config.redis {
-            Some(redis) => {
-                let redis = Arc::new(RedisStore::connect(&RedisOptions {
-                    url: redis.url.clone(),
-                    connections: redis.connections,
-                    timeout: redis.timeout,
-                    owner_ttl: config.owner_ttl,
-                    keys: config.keys.clone(),
-                    audit_maxlen: config.audit.maxlen,
-                })?);
+        let (store, store_kind): (Arc<dyn Store>, _) = match config.redis_options() {
+            Some(options) => {
+                let redis = Arc::new(RedisStore::connect(&options)?);
                 match config.owner_cache {
                     Some(settings) => {
                         let cache = OwnerCache::new(settings.capacity, settings.ttl);

@@ -1,0 +1,215 @@
+//! The operator tools that work directly on the Redis gatehouse uses: `backfill`, `verify`,
+//! `rollback` and `migrate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::print_json;
+use crate::audit::{Audit, AuditConfig};
+use crate::backfill::sources::Roots;
+use crate::backfill::{Backfill, JobRequest, JobState};
+use crate::config::Config;
+use crate::store::{RedisOptions, RedisStore};
+
+/// The Redis store of the configuration (the operator tools need one).
+fn redis_store(config: &Config) -> Result<Arc<RedisStore>, String> {
+    let options = config
+        .redis_options()
+        .ok_or("set REDIS_URL: this works directly on the Redis gatehouse uses")?;
+    // One command at a time: two connections, and patience with a busy Redis.
+    RedisStore::connect(&RedisOptions {
+        connections: 2,
+        timeout: options.timeout.max(Duration::from_secs(5)),
+        ..options
+    })
+    .map(Arc::new)
+    .map_err(|e| e.to_string())
+}
+
+/// Checks that each directory is a legacy data directory.
+fn data_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    dirs.iter()
+        .map(|dir| {
+            let text = dir.to_string_lossy();
+            Roots::new([dir.clone()])
+                .resolve(&text)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// A backfill service on the configured Redis, auditing into its stream; stop the returned
+/// token and await the task to flush the audit events.
+fn operator_backfill(
+    config: &Config,
+) -> Result<(Backfill, CancellationToken, tokio::task::JoinHandle<()>), String> {
+    let store = redis_store(config)?;
+    let mut audit_config = AuditConfig::in_memory(format!("{}-cli", config.instance));
+    audit_config.queue = config.audit.queue;
+    let (audit, writer) =
+        Audit::start(store.clone(), audit_config, Default::default()).map_err(|e| e.to_string())?;
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(writer.run(cancel.clone()));
+    let service =
+        Backfill::new(store, Roots::default(), audit).with_session_ids(config.session_ids);
+    Ok((service, cancel, task))
+}
+
+pub async fn backfill(
+    config: Config,
+    dry_run: bool,
+    dirs: Vec<PathBuf>,
+    ids_file: Option<PathBuf>,
+    default_owner: String,
+) -> ExitCode {
+    crate::telemetry::init(config.log_format, "warn");
+    let prepared = (|| {
+        crate::session_id::check_name("default owner", &default_owner)
+            .map_err(|e| e.to_string())?;
+        let sources = data_dirs(&dirs)?;
+        let session_ids = match &ids_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => Vec::new(),
+        };
+        if sources.is_empty() && session_ids.is_empty() {
+            return Err("name at least one --data-dir or an --ids-file".to_owned());
+        }
+        let (service, cancel, writer) = operator_backfill(&config)?;
+        Ok((sources, session_ids, service, cancel, writer))
+    })();
+    let (sources, session_ids, service, cancel, writer) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let request = JobRequest {
+        dry_run,
+        default_owner,
+        sources,
+        session_ids,
+        actor: format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "operator".into())
+        ),
+    };
+    let job = match service.create(&request).await {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("job {}", job.job_id);
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} sessions  {per_sec}  eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let job = service
+        .run(job, request, |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await;
+    bar.finish_and_clear();
+    cancel.cancel();
+    let _ = writer.await;
+    print_json(&job);
+    if job.state == JobState::Completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+pub async fn verify(config: Config, dirs: Vec<PathBuf>) -> ExitCode {
+    let prepared = data_dirs(&dirs).and_then(|sources| Ok((sources, redis_store(&config)?)));
+    let (sources, store) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let service = Backfill::new(store, Roots::default(), Audit::disabled("cli"))
+        .with_session_ids(config.session_ids);
+    match service.verify(sources, Vec::new()).await {
+        Ok(report) => {
+            print_json(&report);
+            if report.complete {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn rollback(config: Config, job_id: String) -> ExitCode {
+    let (service, cancel, writer) = match operator_backfill(&config) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "operator".into())
+    );
+    let result = service.rollback(&job_id, &actor).await;
+    cancel.cancel();
+    let _ = writer.await;
+    match result {
+        Ok(job) => {
+            print_json(&job);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub async fn migrate(config: Config, dry_run: bool, force: bool, opted_in: &[&str]) -> ExitCode {
+    let Some(redis) = &config.redis else {
+        eprintln!("error: set REDIS_URL: migrations apply to the Redis gatehouse uses");
+        return ExitCode::from(2);
+    };
+    match crate::migrate::migrate(&redis.url, &config.keys, dry_run, force, opted_in).await {
+        Ok(reports) => {
+            print_json(&reports);
+            // Collisions are left for a person to decide: say so in the exit code too.
+            let collisions: u64 = reports.iter().map(|r| r.collisions).sum();
+            if collisions > 0 {
+                eprintln!("{collisions} collision(s) found and left as they are: see the findings");
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
