@@ -133,7 +133,8 @@ where
     S: Send + Sync,
     Arc<Authenticator>: FromRef<S>,
 {
-    type Rejection = crate::http::ApiError;
+    /// Rendered as a 401 problem by the web layer (`http/error.rs`), so `auth` needs no part of it.
+    type Rejection = AuthError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         // The ownership layer authenticates before the handler runs; reuse its result.
@@ -141,7 +142,7 @@ where
             return Ok(principal.clone());
         }
         let authenticator = Arc::<Authenticator>::from_ref(state);
-        Ok(authenticator.authenticate(&parts.headers)?)
+        authenticator.authenticate(&parts.headers)
     }
 }
 

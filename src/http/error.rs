@@ -225,3 +225,10 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// The rejection of the [`crate::auth::Principal`] extractor: a 401 problem.
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        ApiError::from(self).into_response()
+    }
+}

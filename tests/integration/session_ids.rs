@@ -240,5 +240,20 @@ async fn exact_keeps_the_spellings_apart(backend: Backend) {
         .validate(&bob, json!({ "session_id": unescaped(ALIASES[3]) }))
         .await;
     reply.assert_problem(400, "invalid-session-id");
+    // A release names the spelling it releases, like every other entry point: an admin's
+    // DELETE of the upper-case id releases bob's, never alice's lower-case one.
+    let path = |id: &str| format!("/v1/sessions/{id}");
+    let reply = app
+        .call(Method::DELETE, &path(upper), Some(&app.admin()), None)
+        .await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+    let reply = app
+        .call(Method::GET, &path(CANONICAL), Some(&app.admin()), None)
+        .await;
+    assert_eq!(reply.body["owner"], "alice", "{reply:?}");
+    let reply = app
+        .call(Method::GET, &path(upper), Some(&app.admin()), None)
+        .await;
+    reply.assert_problem(404, "not-found");
     app.stop().await;
 }
