@@ -23,7 +23,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use tokio::sync::oneshot;
 
-use super::read_on;
+use super::calls::read_on;
 use crate::store::StoreError;
 
 /// The coalescing front of the lookup connection.

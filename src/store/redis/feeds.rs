@@ -1,0 +1,57 @@
+//! Subscriptions, each on a dedicated connection: the settings channel and the owner-change
+//! channel (with its heartbeat, the owner cache's proof that the subscription delivers).
+
+use futures_util::StreamExt;
+
+use super::{OWNERS_HEARTBEAT, RedisStore};
+use crate::store::{OwnerFeed, StoreError};
+
+impl RedisStore {
+    /// Subscribes to `channel` on a dedicated connection; each message payload is mapped by
+    /// `read` (items it maps to `None` are skipped). The stream ends when the subscription is
+    /// lost.
+    pub(super) async fn subscribe<T: Send + 'static>(
+        &self,
+        channel: String,
+        read: fn(String) -> Option<T>,
+    ) -> Result<futures_util::stream::BoxStream<'static, T>, StoreError> {
+        let subscribe = async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok(pubsub)
+        };
+        let pubsub = self.bounded(subscribe).await?;
+        Ok(pubsub
+            .into_on_message()
+            .filter_map(move |message| {
+                let item = message.get_payload::<String>().ok().and_then(read);
+                std::future::ready(item)
+            })
+            .boxed())
+    }
+
+    /// Publishes `OWNERS_HEARTBEAT` on the owner-change channel: the subscriber's proof that
+    /// its subscription still delivers (see the owner cache, `store::cache`).
+    pub async fn owners_heartbeat(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let channel = self.keys.owners_channel();
+        self.bounded(async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(OWNERS_HEARTBEAT)
+                .query_async::<i64>(&mut conn)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Subscribes to the owner changes announced by every write (claims, transfers, releases,
+    /// backfill): each item is the ids of one write.
+    pub async fn owner_changes(&self) -> Result<OwnerFeed, StoreError> {
+        self.subscribe(self.keys.owners_channel(), |ids: String| {
+            Some(ids.split('\n').map(str::to_owned).collect())
+        })
+        .await
+    }
+}

@@ -1,0 +1,151 @@
+//! The ownership port on Redis: lookups (coalesced on their own connection, see
+//! [`super::lookups`]), and claim, transfer and release, each one Lua script that moves the
+//! owner key and the user index together and announces the change.
+//!
+//! Claim, transfer and release move the owner key and the user index in one script, so that
+//! no interleaving of writes from several instances (and no timeout between two round trips)
+//! can leave an index entry without its owner key or the other way round. The new owner's
+//! index key is declared in KEYS; the previous owner's is only known inside the script, so it
+//! is computed there from the index prefix (ARGV). That is fine on standalone Redis and
+//! Sentinel, where every key lives on the one primary, but not in Cluster: there (issue 16)
+//! the owner key and the index sets live in different slots, and the index has to follow the
+//! owner key instead (and be repaired from it).
+
+use async_trait::async_trait;
+
+use super::RedisStore;
+use super::calls::read_on;
+use crate::session_id::SessionId;
+use crate::store::{ClaimOutcome, Expected, OwnerChange, OwnershipStore, SessionPage, StoreError};
+
+fn expected_args(expected: &Expected) -> (&'static str, &str) {
+    match expected {
+        Expected::Any => ("0", ""),
+        Expected::Owner(owner) => ("1", owner.as_str()),
+    }
+}
+
+fn owner_change(reply: (i64, Option<String>)) -> OwnerChange {
+    match reply {
+        (1, previous) => OwnerChange::Done { previous },
+        (_, actual) => OwnerChange::Mismatch { actual },
+    }
+}
+
+#[async_trait]
+impl OwnershipStore for RedisStore {
+    async fn owner(&self, session: &SessionId) -> Result<Option<String>, StoreError> {
+        self.lookups.get(self.keys.owner(session.as_str())).await
+    }
+
+    async fn owners(&self, sessions: &[SessionId]) -> Result<Vec<Option<String>>, StoreError> {
+        if sessions.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One GET per key in a pipeline rather than MGET: keys of different sessions may live
+        // in different Cluster slots.
+        let mut pipe = redis::pipe();
+        for session in sessions {
+            pipe.get(self.keys.owner(session.as_str()));
+        }
+        let pipe = &pipe;
+        read_on(
+            self.timeout,
+            self.lookups.connection(),
+            |mut conn| async move { pipe.query_async(&mut conn).await },
+        )
+        .await
+    }
+
+    async fn claim(&self, session: &SessionId, user: &str) -> Result<ClaimOutcome, StoreError> {
+        let mut invocation = self.claim.key(self.keys.owner(session.as_str()));
+        invocation
+            .key(self.keys.user_sessions(user))
+            .arg(user)
+            .arg(self.ttl_millis())
+            .arg(self.keys.owners_channel())
+            .arg(session.as_str());
+        let mut conn = self.conn();
+        let (claimed, current): (i64, Option<String>) =
+            self.write(invocation.invoke_async(&mut conn)).await?;
+        Ok(match current {
+            _ if claimed == 1 => ClaimOutcome::Claimed,
+            Some(owner) if owner == user => ClaimOutcome::AlreadyOwned,
+            Some(owner) => ClaimOutcome::OwnedByOther(owner),
+            // SET NX failed, so there was an owner, and the GET in the same script saw it.
+            None => return Err(StoreError::Corrupt("claim saw an owner and none".into())),
+        })
+    }
+
+    async fn set_owner(
+        &self,
+        session: &SessionId,
+        owner: &str,
+        expected: &Expected,
+    ) -> Result<OwnerChange, StoreError> {
+        let (check, expected_owner) = expected_args(expected);
+        let mut invocation = self.set_owner.key(self.keys.owner(session.as_str()));
+        invocation
+            .key(self.keys.user_sessions(owner))
+            .arg(owner)
+            .arg(check)
+            .arg(expected_owner)
+            .arg(self.ttl_millis())
+            .arg(self.keys.owners_channel())
+            .arg(session.as_str())
+            .arg(&self.keys.user_sessions_prefix);
+        let mut conn = self.conn();
+        Ok(owner_change(
+            self.write(invocation.invoke_async(&mut conn)).await?,
+        ))
+    }
+
+    async fn release(
+        &self,
+        session: &SessionId,
+        expected: &Expected,
+    ) -> Result<OwnerChange, StoreError> {
+        let (check, expected_owner) = expected_args(expected);
+        let mut invocation = self.release.key(self.keys.owner(session.as_str()));
+        invocation
+            .arg(check)
+            .arg(expected_owner)
+            .arg(self.keys.owners_channel())
+            .arg(session.as_str())
+            .arg(&self.keys.user_sessions_prefix);
+        let mut conn = self.conn();
+        Ok(owner_change(
+            self.write(invocation.invoke_async(&mut conn)).await?,
+        ))
+    }
+
+    async fn user_sessions(
+        &self,
+        user: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionPage, StoreError> {
+        self.user_sessions_page(user, cursor, limit).await
+    }
+
+    async fn count_owned(&self) -> Result<u64, StoreError> {
+        self.count_owner_keys().await
+    }
+
+    /// Pings every connection, so that "ready" means each of them works (and a dead one
+    /// starts reconnecting now rather than on a request).
+    async fn ping(&self) -> Result<(), StoreError> {
+        let connections = self.connections.iter().cloned();
+        let pings = connections
+            .chain([self.lookups.connection()])
+            .map(|mut conn| async move {
+                self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
+                    .await
+            });
+        futures_util::future::join_all(pings)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map(drop)
+    }
+}

@@ -1,0 +1,170 @@
+//! The `SCAN`s: a user's index set page by page (`SSCAN`), and the owner keys (`SCAN MATCH`,
+//! never `KEYS`), for the rollout report and the backfill's verification.
+
+use redis::Value;
+
+use super::RedisStore;
+use crate::session_id::SessionId;
+use crate::store::{SessionPage, StoreError};
+
+/// Keys asked for per `SCAN` round trip.
+const SCAN_COUNT: usize = 1000;
+
+/// Escapes the glob metacharacters of a key prefix for `SCAN MATCH`.
+pub(crate) fn glob_escape(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// Reads one SSCAN batch as (next cursor, members).
+pub(super) fn scan_reply(value: Value) -> Result<(u64, Vec<String>), StoreError> {
+    redis::from_redis_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl RedisStore {
+    /// A page of a user's index set ([`OwnershipStore::user_sessions`]).
+    pub(super) async fn user_sessions_page(
+        &self,
+        user: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionPage, StoreError> {
+        // The cursor is `{sscan cursor}:{last member returned from that batch}`: a page can
+        // end inside a batch, so `limit` is exact. Each batch is sorted and resumed after the
+        // last member returned, so removing a member meanwhile cannot shift another one out.
+        let (mut scan, mut after) = match cursor {
+            None => (0u64, None),
+            Some(raw) => {
+                let (scan, after) = raw.split_once(':').ok_or(StoreError::InvalidCursor)?;
+                let scan = scan.parse().map_err(|_| StoreError::InvalidCursor)?;
+                let after = match after {
+                    "" => None,
+                    id => Some(
+                        SessionId::parse_exact(id)
+                            .map_err(|_| StoreError::InvalidCursor)?
+                            .as_str()
+                            .to_owned(),
+                    ),
+                };
+                (scan, after)
+            }
+        };
+        let key = self.keys.user_sessions(user);
+        let mut sessions: Vec<String> = Vec::with_capacity(limit);
+        loop {
+            let cmd = redis::cmd("SSCAN")
+                .arg(&key)
+                .arg(scan)
+                .arg("COUNT")
+                .arg(limit.max(10))
+                .clone();
+            let reply = self.read_cmd(&cmd).await?;
+            let (next, mut batch) = scan_reply(reply)?;
+            batch.sort_unstable();
+            batch.dedup();
+            let rest: Vec<String> = batch
+                .into_iter()
+                .filter(|member| after.as_ref().is_none_or(|a| member > a))
+                .filter(|member| !sessions.contains(member))
+                .collect();
+            let wanted = limit - sessions.len();
+            if rest.len() > wanted {
+                sessions.extend(rest.into_iter().take(wanted));
+                let last = sessions.last().map_or("", String::as_str);
+                let next_cursor = Some(format!("{scan}:{last}"));
+                return Ok(SessionPage {
+                    sessions,
+                    next_cursor,
+                });
+            }
+            sessions.extend(rest);
+            if next == 0 {
+                return Ok(SessionPage {
+                    sessions,
+                    next_cursor: None,
+                });
+            }
+            (scan, after) = (next, None);
+            if sessions.len() == limit {
+                return Ok(SessionPage {
+                    sessions,
+                    next_cursor: Some(format!("{scan}:")),
+                });
+            }
+        }
+    }
+
+    /// Counts the owner keys with `SCAN` ([`OwnershipStore::count_owned`]).
+    pub(super) async fn count_owner_keys(&self) -> Result<u64, StoreError> {
+        let pattern = format!("{}*", glob_escape(&self.keys.owner_prefix));
+        let mut conn = self.conn();
+        let (mut cursor, mut count) = (0_u64, 0_u64);
+        loop {
+            let cmd = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .arg("TYPE")
+                .arg("string")
+                .clone();
+            let reply: Value = self.bounded(cmd.query_async(&mut conn)).await?;
+            // Keys as bytes: a foreign key matching the pattern need not be UTF-8.
+            let (next, keys): (u64, Vec<Vec<u8>>) =
+                redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            count += keys.len() as u64;
+            if next == 0 {
+                return Ok(count);
+            }
+            cursor = next;
+        }
+    }
+
+    /// One `SCAN` batch of owner keys, as session ids ([`BackfillStore::owned_page`]).
+    pub(super) async fn owner_keys_page(
+        &self,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let pattern = format!("{}*", glob_escape(&self.keys.owner_prefix));
+        let cmd = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(count)
+            .arg("TYPE")
+            .arg("string")
+            .clone();
+        let mut conn = self.conn();
+        let reply: Value = self.bounded(cmd.query_async(&mut conn)).await?;
+        let (next, keys): (u64, Vec<Vec<u8>>) =
+            redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let prefix = self.keys.owner_prefix.as_bytes();
+        let ids = keys
+            .iter()
+            .filter_map(|key| key.strip_prefix(prefix))
+            .filter_map(|id| std::str::from_utf8(id).ok())
+            .map(str::to_owned)
+            .collect();
+        Ok((next, ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_escape;
+
+    #[test]
+    fn glob_metacharacters_in_prefixes_are_escaped() {
+        assert_eq!(glob_escape("chat_session_owner:"), "chat_session_owner:");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}
