@@ -294,3 +294,59 @@ async fn caddy_current_decides_each_request_under_the_endpoint_the_backend_runs(
 async fn traefik_decides_each_request_under_the_endpoint_the_backend_runs() {
     endpoint_dodges_hold(Kind::Traefik).await;
 }
+
+/// Hop-by-hop stripping (review rv-fa): a client that lists the identity headers in its own
+/// `Connection` header asks every hop to drop them (RFC 9110 §7.6.1). The proxies that honour
+/// it (Go's reverse proxy in Caddy and Traefik) then remove what gatehouse's answer just put on
+/// the request, so the owner's checked request reaches the upstream with none of gatehouse's
+/// six values: the backend cannot tell it from an unchecked one, and the defence in depth the
+/// README asks of backends ("check that the session they serve is the one in
+/// `X-Gatehouse-Session`") has nothing to compare. The upstream must see all six.
+async fn identity_survives_connection_header(kind: Kind) {
+    let Some(stage) = Stage::set(kind, None).await else {
+        return;
+    };
+    let mut failures = Failures::new(kind);
+    let auth = format!("Bearer {}", stage.alice);
+    let listed = crate::common::stage::IDENTITY.join(", ");
+    let before = stage.upstream.count();
+    let status = raw_request(
+        &stage.proxy.base,
+        "GET",
+        "/api/chat/sessions/s1/messages",
+        &[("Authorization", &auth), ("Connection", &listed)],
+    )
+    .await;
+    let served = stage.upstream.count() > before;
+    failures.check(status == 200 && served, || {
+        format!("the owner got {status} (served: {served})")
+    });
+    if served {
+        failures.identity(
+            stage.upstream.last(),
+            ["alice", "s1", "chat.messages", "ENFORCED", "allow", "owner"],
+        );
+    }
+    stage.report("connection-listed identity headers");
+    failures.finish(&stage.proxy.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_keeps_identity_headers_a_client_lists_in_connection() {
+    identity_survives_connection_header(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_debian_keeps_identity_headers_a_client_lists_in_connection() {
+    identity_survives_connection_header(Kind::CaddyDebian).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_current_keeps_identity_headers_a_client_lists_in_connection() {
+    identity_survives_connection_header(Kind::CaddyCurrent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traefik_keeps_identity_headers_a_client_lists_in_connection() {
+    identity_survives_connection_header(Kind::Traefik).await;
+}
