@@ -16,6 +16,7 @@ both_backends!(
     aliases_of_an_owned_uuid_are_its_owners_session,
     backfill_reads_aliases_as_the_canonical_id,
     exact_keeps_the_spellings_apart,
+    lenient_parser_spellings_are_not_fresh_sessions_under_self_claim,
 );
 
 const CANONICAL: &str = "3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77";
@@ -256,4 +257,63 @@ async fn exact_keeps_the_spellings_apart(backend: Backend) {
         .await;
     reply.assert_problem(404, "not-found");
     app.stop().await;
+}
+
+/// Spellings of [`CANONICAL`] that widely used UUID parsers read as it, but that gatehouse
+/// keeps as other, unowned ids (review rv-fa), each with the parser that folds it:
+const LENIENT_ALIASES: [(&str, &str); 6] = [
+    // github.com/google/uuid `Parse`: a 38-byte string is `{uuid}` without the braces being
+    // checked (`s = s[1:]`, the last byte ignored).
+    ("_3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77_", "Go github.com/google/uuid Parse (38 bytes)"),
+    ("03f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a770", "Go github.com/google/uuid Parse (38 bytes)"),
+    (":3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77:", "Go github.com/google/uuid Parse (38 bytes)"),
+    // Python `uuid.UUID(hex)`: `hex.replace('urn:', '').replace('uuid:', '')` first.
+    ("uuid:3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77", "Python uuid.UUID"),
+    ("urn:3f2b8c1e6a4d4a439d362f0e6c1b8a77", "Python uuid.UUID"),
+    // Rails: `:id` stops at a dot, the rest is the format (`.json`).
+    ("3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77.json", "Rails (:id and .:format)"),
+];
+
+/// Under `GATEHOUSE_CLAIM=self`, a user claims an unowned id for themselves. An alias of
+/// another user's UUID that gatehouse keeps as a distinct id is such an id: bob claims it
+/// (201), is then allowed on it as its owner, and a backend whose UUID parser folds it serves
+/// alice's session. The README's "run the backfill before offering self" does not help: the
+/// alias is never owned by anyone. Each alias must be refused (400) or read as the canonical
+/// id (409 for bob); never a fresh session of bob's.
+async fn lenient_parser_spellings_are_not_fresh_sessions_under_self_claim(backend: Backend) {
+    let app = TestApp::spawn(
+        &backend,
+        &[("GATEHOUSE_INITIAL_MODE", "ENFORCED"), ("GATEHOUSE_CLAIM", "self")],
+    )
+    .await;
+    app.claim(CANONICAL, "alice").await;
+    let bob = app.user("bob");
+    let mut taken = Vec::new();
+    for (alias, parser) in LENIENT_ALIASES {
+        let claim = app
+            .call(
+                Method::POST,
+                &format!("/v1/sessions/{alias}/claim"),
+                Some(&bob),
+                None,
+            )
+            .await;
+        let check = forward_auth(&app, &bob, &format!("/api/chat/sessions/{alias}")).await;
+        if claim.status == 201 || check.status == 200 {
+            taken.push(format!(
+                "{alias:?} ({parser} reads it as alice's {CANONICAL}): claim {} {}, then \
+                 forward-auth {} (session {:?}, reason {:?})",
+                claim.status,
+                claim.body["session_id"],
+                check.status,
+                header(&check, "x-gatehouse-session"),
+                header(&check, "x-gatehouse-reason"),
+            ));
+        }
+    }
+    assert!(
+        taken.is_empty(),
+        "bob took alice's session through aliases gatehouse keeps apart:\n- {}",
+        taken.join("\n- ")
+    );
 }
