@@ -15,9 +15,13 @@
 //! - either of those in braces (`{` and `}` are outside the id grammar and allowed only there)
 //!   or after `urn:uuid:` (any case).
 //!
-//! Near-UUIDs are refused (400), not guessed: 32 hex digits grouped with hyphens in another
-//! layout (lenient parsers such as Python's `uuid.UUID` read them as the UUID), and a
-//! `urn:uuid:` prefix before anything that is not a UUID. Every other id is kept as written.
+//! Near-UUIDs are refused (400), not guessed: whatever a widely used lenient UUID parser reads
+//! as a UUID ([`read_leniently`]: Python's `uuid.UUID`, Go's `google/uuid`, Java's
+//! `UUID.fromString`), so hyphens in another layout, `uuid:…` and `urn:…`, a 38-byte string
+//! around a hyphenated UUID, five groups of hex digits of any length (`1-2-3-4-5`); a UUID or
+//! near-UUID before a dot (`{uuid}.json`: routers cut format suffixes off before parsing);
+//! and a `urn:uuid:` prefix before anything that is not a UUID. Every other id is kept as
+//! written (a UUID inside a longer id, `chat-1728201960-{uuid}`, is no parser's UUID).
 
 use std::fmt;
 
@@ -151,9 +155,7 @@ fn uuid_spelling(raw: &str) -> Spelling {
         .and_then(|rest| rest.strip_suffix('}'))
     {
         (inner, true)
-    } else if raw.len() >= URN_UUID.len()
-        && raw.as_bytes()[..URN_UUID.len()].eq_ignore_ascii_case(URN_UUID.as_bytes())
-    {
+    } else if starts_with_ignore_case(raw, URN_UUID) {
         (&raw[URN_UUID.len()..], true)
     } else {
         (raw, false)
@@ -161,14 +163,67 @@ fn uuid_spelling(raw: &str) -> Spelling {
     if let Some(canonical) = uuid_body(body) {
         return Spelling::Uuid(canonical);
     }
-    let hex_digits = body.bytes().filter(u8::is_ascii_hexdigit).count();
-    let hex_and_hyphens = body.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
     // Braces around anything else fail the grammar anyway ('{' is outside it).
-    if (hex_and_hyphens && hex_digits == 32) || (marked && !raw.starts_with('{')) {
+    let urn_of_something_else = marked && !raw.starts_with('{');
+    // What a backend's router may cut off before its UUID parser sees the id: a format
+    // suffix (`{id}.json`: Rails stops `:id` at the first dot, Spring drops the last one).
+    let before_suffix = [raw.split_once('.'), raw.rsplit_once('.')]
+        .into_iter()
+        .flatten()
+        .map(|(id, _)| id);
+    let read_as_uuid = |id: &str| uuid_spelling_exact(id) || read_leniently(id);
+    if urn_of_something_else || read_leniently(raw) || before_suffix.into_iter().any(read_as_uuid) {
         Spelling::Ambiguous
     } else {
         Spelling::Other
     }
+}
+
+/// Whether `id` is one of the recognised spellings (module docs).
+fn uuid_spelling_exact(id: &str) -> bool {
+    let body = id
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+        .or_else(|| starts_with_ignore_case(id, URN_UUID).then(|| &id[URN_UUID.len()..]))
+        .unwrap_or(id);
+    uuid_body(body).is_some()
+}
+
+/// Whether a widely used lenient UUID parser reads `id` as a UUID although it is none of the
+/// recognised spellings:
+///
+/// - Python's `uuid.UUID`: removes `urn:` and `uuid:` anywhere, braces at both ends and every
+///   hyphen, then wants 32 hex digits (so hyphens anywhere, `uuid:…`, `urn:…`);
+/// - Go's `github.com/google/uuid` `Parse`: any 38-byte string whose bytes 1–36 are a
+///   hyphenated UUID (the two ends are taken as braces without being checked);
+/// - Java's `UUID.fromString`: up to 36 characters in five groups of hex digits of any length
+///   (`1-2-3-4-5` is `00000001-0002-0003-0004-000000000005`).
+fn read_leniently(id: &str) -> bool {
+    if !id.is_ascii() {
+        return false;
+    }
+    let lower = id.to_ascii_lowercase();
+    let python: String = lower
+        .replace("urn:", "")
+        .replace("uuid:", "")
+        .trim_matches(['{', '}'])
+        .chars()
+        .filter(|&c| c != '-')
+        .collect();
+    let python = python.len() == 32 && python.bytes().all(|b| b.is_ascii_hexdigit());
+    let go = id.len() == 38 && uuid_body(&id[1..37]).is_some();
+    let groups: Vec<&str> = id.split('-').collect();
+    let java = id.len() <= 36
+        && groups.len() == 5
+        && groups
+            .iter()
+            .all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_hexdigit()));
+    python || go || java
+}
+
+fn starts_with_ignore_case(raw: &str, prefix: &str) -> bool {
+    raw.len() >= prefix.len()
+        && raw.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// The canonical spelling of `body` when it is 8-4-4-4-12 or 32 hex digits.
@@ -422,6 +477,21 @@ mod tests {
             "{3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a7}",
             "{}",
             "{3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77",
+            // lenient parsers (review rv-fa): Go's 38 bytes, Python's prefixes, Java's groups
+            "_3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77_",
+            "03f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a770",
+            ":3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77:",
+            "uuid:3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77",
+            "UUID:3f2b8c1e6a4d4a439d362f0e6c1b8a77",
+            "urn:3f2b8c1e6a4d4a439d362f0e6c1b8a77",
+            "3f2burn:8c1e6a4d4a439d362f0e6c1b8a77",
+            "1-2-3-4-5",
+            "dead-beef-cafe-babe-face",
+            "3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A7",
+            // format suffixes
+            "3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77.json",
+            "3F2B8C1E6A4D4A439D362F0E6C1B8A77.tar.gz",
+            "1-2-3-4-5.xml",
         ] {
             assert_eq!(
                 SessionId::parse(raw),
@@ -436,8 +506,9 @@ mod tests {
         for raw in [
             "Session_1234",
             "chat-1728201960-3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77",
-            "3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A7",
             "3F2B8C1E",
+            "1-2-3-4",
+            "v1.3f2b8c1e",
             "uuid:3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77x",
         ] {
             assert_eq!(SessionId::parse(raw).unwrap().as_str(), raw);

@@ -4,7 +4,8 @@
 //! reading of the same bytes. Each backend below is a small model of a real router family,
 //! mapping a method and a raw URI to the session it would serve (or none). Over generated raw
 //! URIs (case changes, `;params`, dot segments raw and encoded, percent-encodings and double
-//! encodings, extra slashes, look-alike characters, HEAD and other methods), every URI must be
+//! encodings, extra slashes, look-alike characters, format suffixes, HEAD, POST (method
+//! overrides) and other methods), every URI must be
 //! refused by gatehouse, or decided on exactly the session every backend that routes it serves,
 //! so a caller is never allowed a session it does not own.
 
@@ -41,9 +42,13 @@ struct Backend {
     decode_twice: bool,
     /// `\` read as `/` (some Windows-rooted servers).
     backslash_is_slash: bool,
+    /// The last segment cut at its first dot (Rails `(.:format)`: `messages.json`, `s2.json`).
+    format_suffix: bool,
+    /// `POST` run as `GET` (a method override: a header, `?_method=` or a form field).
+    post_as_get: bool,
 }
 
-const BACKENDS: [Backend; 6] = [
+const BACKENDS: [Backend; 7] = [
     Backend {
         name: "case-insensitive router",
         fold_case: true,
@@ -52,6 +57,8 @@ const BACKENDS: [Backend; 6] = [
         merge_slashes: false,
         decode_twice: false,
         backslash_is_slash: false,
+        format_suffix: false,
+        post_as_get: false,
     },
     Backend {
         name: "Tomcat/Spring (;params stripped, dots resolved)",
@@ -61,6 +68,8 @@ const BACKENDS: [Backend; 6] = [
         merge_slashes: false,
         decode_twice: false,
         backslash_is_slash: false,
+        format_suffix: false,
+        post_as_get: false,
     },
     Backend {
         name: "{id}/* router, dots literal",
@@ -70,6 +79,8 @@ const BACKENDS: [Backend; 6] = [
         merge_slashes: false,
         decode_twice: false,
         backslash_is_slash: false,
+        format_suffix: false,
+        post_as_get: false,
     },
     Backend {
         name: "normalising front (slashes merged, dots resolved)",
@@ -79,6 +90,8 @@ const BACKENDS: [Backend; 6] = [
         merge_slashes: true,
         decode_twice: false,
         backslash_is_slash: false,
+        format_suffix: false,
+        post_as_get: false,
     },
     Backend {
         name: "double decoding, case-insensitive",
@@ -88,6 +101,8 @@ const BACKENDS: [Backend; 6] = [
         merge_slashes: true,
         decode_twice: true,
         backslash_is_slash: false,
+        format_suffix: false,
+        post_as_get: false,
     },
     Backend {
         name: "backslash as slash",
@@ -97,6 +112,19 @@ const BACKENDS: [Backend; 6] = [
         merge_slashes: false,
         decode_twice: false,
         backslash_is_slash: true,
+        format_suffix: false,
+        post_as_get: false,
+    },
+    Backend {
+        name: "Rails (format suffixes, method overrides)",
+        fold_case: false,
+        strip_params: false,
+        resolve_dots: false,
+        merge_slashes: false,
+        decode_twice: false,
+        backslash_is_slash: false,
+        format_suffix: true,
+        post_as_get: true,
     },
 ];
 
@@ -164,12 +192,20 @@ impl Backend {
         if segments.len() > 1 && segments.last().is_some_and(String::is_empty) {
             segments.pop();
         }
+        if self.format_suffix
+            && let Some(last) = segments.last_mut()
+            && let Some((stem, _)) = last.split_once('.')
+        {
+            *last = stem.to_owned();
+        }
         let is = |i: usize, word: &str| segments.get(i).is_some_and(|s| same_static(self, s, word));
         if !(is(0, "api") && is(1, "chat") && is(2, "sessions")) {
             return None;
         }
         let id = segments.get(3)?.clone();
-        let get_like = *method == Method::GET || *method == Method::HEAD;
+        let get_like = *method == Method::GET
+            || *method == Method::HEAD
+            || (self.post_as_get && *method == Method::POST);
         if segments.len() == 5 && is(4, "messages") && get_like {
             return Some(id);
         }
@@ -268,6 +304,7 @@ fn spell(word: &str, how: &Spelling) -> String {
 fn request() -> impl Strategy<Value = (Method, String)> {
     let shape = prop::sample::select(vec![
         vec!["api", "chat", "sessions", "{id}", "messages"],
+        vec!["api", "chat", "sessions", "{id}", "messages.json"],
         vec!["api", "chat", "sessions", "{id}", "files", "f1"],
         vec!["api", "chat", "sessions", "{id}", "files"],
         vec!["api", "chat", "sessions", "{id}"],
@@ -275,7 +312,7 @@ fn request() -> impl Strategy<Value = (Method, String)> {
             "api", "chat", "sessions", "{id}", "messages", "s2", "files", "x",
         ],
     ]);
-    let id = prop::sample::select(vec!["s1", "s2", "S2", "..", "ks"]);
+    let id = prop::sample::select(vec!["s1", "s2", "S2", "..", "ks", "s2.json", "s1.s2"]);
     let method = prop::sample::select(vec![
         Method::GET,
         Method::HEAD,
@@ -316,7 +353,13 @@ proptest! {
         let Ok(path) = normalize(&uri) else {
             return Ok(()); // refused: the proxy refuses, no backend serves anything
         };
-        let decided = table.find(&method, &path).map(|m| m.session_id);
+        // Every reading a backend may give the request; readings naming two sessions are
+        // refused, otherwise the one session is decided (under the strictest endpoint).
+        let readings = table.find_readings(&method, &path);
+        if readings.iter().any(|m| m.session_id != readings[0].session_id) {
+            return Ok(());
+        }
+        let decided = readings.first().map(|m| m.session_id.clone());
         // What gatehouse lets through for the caller: unmatched, or matched on its own session.
         let allowed = decided.as_deref().is_none_or(|s| s == CALLER_OWNS);
         for backend in &BACKENDS {
@@ -352,6 +395,8 @@ fn the_models_see_the_attacks_of_the_issue() {
         (Method::GET, "/api/chat/sessions/s1/%252e%252e/s2/files/x"),
         (Method::GET, "/api/chat/sessions/s2/files/../../s1/files/x"),
         (Method::GET, "/api/chat/sessions/s1\\..\\s2/files/x"),
+        (Method::POST, "/api/chat/sessions/s2/messages"),
+        (Method::GET, "/api/chat/sessions/s2/messages.json"),
     ] {
         let reached = BACKENDS
             .iter()
@@ -361,7 +406,10 @@ fn the_models_see_the_attacks_of_the_issue() {
         match normalize(uri) {
             Err(_) => {}
             Ok(path) => assert_eq!(
-                table.find(&method, &path).map(|m| m.session_id).as_deref(),
+                table
+                    .find_readings(&method, &path)
+                    .first()
+                    .map(|m| m.session_id.as_str()),
                 Some("s2"),
                 "{method} {uri}"
             ),

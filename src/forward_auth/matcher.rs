@@ -202,6 +202,52 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// Every route a backend may run the request on, the request's own reading first:
+    /// besides [`Self::find`], a `POST` under every method (a backend that honours method
+    /// overrides runs `POST` + `X-HTTP-Method-Override: GET`, `?_method=GET` or a `_method`
+    /// form field gatehouse never sees as a `GET`), and the path with the last segment's format
+    /// suffix cut off at its first and at its last dot (`messages.json` is `messages` to
+    /// Rails' `(.:format)` and Spring's suffix matching). Distinct matches only.
+    pub fn find_readings(&self, method: &Method, path: &str) -> Vec<Matched<'_>> {
+        let mut paths = vec![path.to_owned()];
+        if let Some((parent, last)) = path.rsplit_once('/') {
+            for cut in [last.split_once('.'), last.rsplit_once('.')]
+                .into_iter()
+                .flatten()
+                .map(|(stem, _)| stem)
+                .filter(|stem| !stem.is_empty())
+            {
+                let shorter = format!("{parent}/{cut}");
+                if !paths.contains(&shorter) {
+                    paths.push(shorter);
+                }
+            }
+        }
+        let mut methods = vec![method.clone()];
+        if method == Method::POST {
+            let mut others: Vec<&Method> = self.by_method.keys().filter(|m| *m != method).collect();
+            others.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            methods.extend(others.into_iter().cloned());
+        }
+        let mut found: Vec<Matched<'_>> = Vec::new();
+        for path in &paths {
+            for method in &methods {
+                let Some(matched) = self.find(method, path) else {
+                    continue;
+                };
+                let seen = found.iter().any(|m| {
+                    std::ptr::eq(m.route, matched.route) && m.session_id == matched.session_id
+                });
+                if !seen {
+                    found.push(matched);
+                }
+            }
+        }
+        found
+    }
+}
+
 fn parse_line(line: &str) -> Result<Route, String> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let [name, method, pattern] = fields[..] else {

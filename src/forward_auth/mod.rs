@@ -46,11 +46,12 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::audit::{AuditDecision, AuditEvent, Source};
 use crate::auth::{AuthError, Principal, bearer_token};
-use crate::decision::{Reason, Verdict};
+use crate::decision::{Mode, Reason, Verdict};
 use crate::gatekeeper::{Check, Origin};
 use crate::http::{AddressHeader, ApiError, AppState, RequestMeta, problem_response};
 use crate::timestamp::Timestamp;
 
+use self::matcher::Matched;
 pub use self::matcher::{DEFAULT_ROUTES, RouteTable};
 pub use self::original::{PATH, Style};
 
@@ -153,12 +154,37 @@ fn authenticate(
     state.authenticator.authenticate(&as_header)
 }
 
-/// A header value; names and ids that are not visible ASCII are percent-encoded.
+/// A header value: as is when it is visible ASCII without `%`, else percent-encoded (UTF-8,
+/// every byte but letters and digits), so that decoding always gives the value back: a user
+/// named `j%C3%BCrgen` cannot reach a decoding backend as `jürgen`.
 fn header_value(value: &str) -> HeaderValue {
-    HeaderValue::from_str(value).unwrap_or_else(|_| {
-        HeaderValue::from_str(&utf8_percent_encode(value, NON_ALPHANUMERIC).to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("-"))
-    })
+    let plain = value.bytes().all(|b| b.is_ascii_graphic() && b != b'%');
+    let encoded;
+    let value = if plain {
+        value
+    } else {
+        encoded = utf8_percent_encode(value, NON_ALPHANUMERIC).to_string();
+        &encoded
+    };
+    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+#[test]
+fn identity_values_decode_to_themselves() {
+    for (value, sent) in [
+        ("alice", "alice"),
+        ("auth0|42", "auth0|42"),
+        ("", ""),
+        ("jürgen", "j%C3%BCrgen"),
+        ("j%C3%BCrgen", "j%25C3%25BCrgen"),
+    ] {
+        assert_eq!(header_value(value), sent, "{value}");
+        let decoded = percent_encoding::percent_decode_str(sent)
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(decoded, value);
+    }
 }
 
 /// The `X-Gatehouse-*` headers of an answer. Every answer carries all six, empty where none
@@ -281,6 +307,26 @@ fn refuse(
     )
 }
 
+/// The endpoint, among those the request's readings match, whose mode is the strictest for
+/// `user` (ENFORCED over LOG_ONLY over DISABLED; the request's own reading on a tie), so that
+/// no reading a backend may give the request is decided under a laxer mode than it runs
+/// under. With the settings unknown, the check denies whatever the endpoint: the first.
+fn strictest<'a>(state: &AppState, user: &str, readings: &[Matched<'a>]) -> &'a str {
+    let rank = |mode: Mode| match mode {
+        Mode::Disabled => 0,
+        Mode::LogOnly => 1,
+        Mode::Enforced => 2,
+    };
+    let names = readings.iter().map(|m| m.route.name.as_str());
+    match state.enforcement.in_force() {
+        Some(settings) => names
+            .rev()
+            .max_by_key(|name| rank(settings.mode_for(name, user)))
+            .unwrap_or_default(),
+        None => names.into_iter().next().unwrap_or_default(),
+    }
+}
+
 /// Whether the original request is a CORS preflight.
 fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::OPTIONS
@@ -374,7 +420,21 @@ async fn decide(
             .into_response(),
         }));
     }
-    let Some(matched) = config.routes.find(original_method, &path) else {
+    let readings = config.routes.find_readings(original_method, &path);
+    if readings
+        .iter()
+        .any(|m| m.session_id != readings[0].session_id)
+    {
+        return Err(refuse(
+            state,
+            meta,
+            headers,
+            (original_method, Some(&original.uri)),
+            REFUSED_URI,
+            "backends may read this request as another session (a format suffix on the id)".into(),
+        ));
+    }
+    let Some(first) = readings.first() else {
         return Ok(match config.unmatched {
             Unmatched::Allow => Identity {
                 decision: "allow",
@@ -403,9 +463,9 @@ async fn decide(
         .map_err(|e| reject(ApiError::from(e)))?;
     let session = state
         .session_ids()
-        .parse(&matched.session_id)
+        .parse(&first.session_id)
         .map_err(|e| reject(e.into()))?;
-    let endpoint = matched.route.name.as_str();
+    let endpoint = strictest(state, &principal.sub, &readings);
     let origin = Origin {
         method: Some(original_method.as_str().to_owned()),
         path: Some(path.clone()),

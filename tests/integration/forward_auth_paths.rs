@@ -223,8 +223,13 @@ async fn head_is_matched_as_get(backend: Backend) {
     )
     .await;
     assert_eq!(reply.status, 403, "{reply:?}");
-    // A GET-only route does not protect POST (unmatched: allowed, by default).
+    // A GET-only route protects POST too: a backend honouring a method override (a header,
+    // `?_method=`, or a `_method` form field gatehouse never sees) runs it as the GET.
     let reply = nginx(&app, Some(&app.user("bob")), "POST", uri).await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(header(&reply, "x-gatehouse-endpoint"), "chat.messages");
+    // Other methods stay unmatched (allowed, by default): no framework overrides them.
+    let reply = nginx(&app, Some(&app.user("bob")), "PUT", uri).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     app.stop().await;
 }

@@ -161,6 +161,14 @@ async fn traefik_serves_no_spelling_of_another_session() {
     spellings_hold(Kind::Traefik).await;
 }
 
+/// One dodge: method, request target, extra headers, the endpoint the backend runs it as.
+type Dodge = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
 /// Endpoint dodges (review rv-fa): bob asks for alice's `s1` in spellings that a common
 /// backend runs as a read of `chat.messages` / `chat.export`, but that gatehouse decides under
 /// `chat.session` (the `*` catch-all). The session is the same, the endpoint (and so the mode)
@@ -177,7 +185,7 @@ async fn traefik_serves_no_spelling_of_another_session() {
 ///   same for `@GetMapping(".../messages")`.
 ///
 /// Whatever reaches the upstream must have been decided under the endpoint the backend runs.
-const DODGES: &[(&str, &str, &[(&str, &str)], &str)] = &[
+const DODGES: &[Dodge] = &[
     (
         "POST",
         "/api/chat/sessions/s1/messages",
@@ -208,9 +216,24 @@ const DODGES: &[(&str, &str, &[(&str, &str)], &str)] = &[
         &[("X-HTTP-Method-Override", "get")],
         "chat.export",
     ),
-    ("GET", "/api/chat/sessions/s1/messages.json", &[], "chat.messages"),
-    ("GET", "/api/chat/sessions/s1/export.json", &[], "chat.export"),
-    ("HEAD", "/api/chat/sessions/s1/messages.xml", &[], "chat.messages"),
+    (
+        "GET",
+        "/api/chat/sessions/s1/messages.json",
+        &[],
+        "chat.messages",
+    ),
+    (
+        "GET",
+        "/api/chat/sessions/s1/export.json",
+        &[],
+        "chat.export",
+    ),
+    (
+        "HEAD",
+        "/api/chat/sessions/s1/messages.xml",
+        &[],
+        "chat.messages",
+    ),
 ];
 
 async fn endpoint_dodges_hold(kind: Kind) {

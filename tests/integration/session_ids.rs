@@ -264,14 +264,29 @@ async fn exact_keeps_the_spellings_apart(backend: Backend) {
 const LENIENT_ALIASES: [(&str, &str); 6] = [
     // github.com/google/uuid `Parse`: a 38-byte string is `{uuid}` without the braces being
     // checked (`s = s[1:]`, the last byte ignored).
-    ("_3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77_", "Go github.com/google/uuid Parse (38 bytes)"),
-    ("03f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a770", "Go github.com/google/uuid Parse (38 bytes)"),
-    (":3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77:", "Go github.com/google/uuid Parse (38 bytes)"),
+    (
+        "_3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77_",
+        "Go github.com/google/uuid Parse (38 bytes)",
+    ),
+    (
+        "03f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a770",
+        "Go github.com/google/uuid Parse (38 bytes)",
+    ),
+    (
+        ":3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77:",
+        "Go github.com/google/uuid Parse (38 bytes)",
+    ),
     // Python `uuid.UUID(hex)`: `hex.replace('urn:', '').replace('uuid:', '')` first.
-    ("uuid:3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77", "Python uuid.UUID"),
+    (
+        "uuid:3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77",
+        "Python uuid.UUID",
+    ),
     ("urn:3f2b8c1e6a4d4a439d362f0e6c1b8a77", "Python uuid.UUID"),
     // Rails: `:id` stops at a dot, the rest is the format (`.json`).
-    ("3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77.json", "Rails (:id and .:format)"),
+    (
+        "3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77.json",
+        "Rails (:id and .:format)",
+    ),
 ];
 
 /// Under `GATEHOUSE_CLAIM=self`, a user claims an unowned id for themselves. An alias of
@@ -283,7 +298,10 @@ const LENIENT_ALIASES: [(&str, &str); 6] = [
 async fn lenient_parser_spellings_are_not_fresh_sessions_under_self_claim(backend: Backend) {
     let app = TestApp::spawn(
         &backend,
-        &[("GATEHOUSE_INITIAL_MODE", "ENFORCED"), ("GATEHOUSE_CLAIM", "self")],
+        &[
+            ("GATEHOUSE_INITIAL_MODE", "ENFORCED"),
+            ("GATEHOUSE_CLAIM", "self"),
+        ],
     )
     .await;
     app.claim(CANONICAL, "alice").await;
@@ -298,7 +316,13 @@ async fn lenient_parser_spellings_are_not_fresh_sessions_under_self_claim(backen
                 None,
             )
             .await;
-        let check = forward_auth(&app, &bob, &format!("/api/chat/sessions/{alias}")).await;
+        let check = nginx(
+            &app,
+            Some(&bob),
+            "GET",
+            &format!("/api/chat/sessions/{alias}"),
+        )
+        .await;
         if claim.status == 201 || check.status == 200 {
             taken.push(format!(
                 "{alias:?} ({parser} reads it as alice's {CANONICAL}): claim {} {}, then \
