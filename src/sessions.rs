@@ -38,7 +38,7 @@ use crate::decision::Mode;
 use crate::gatekeeper::{Check, Origin};
 use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, RequestMeta, require_admin};
 use crate::middleware::{AccessDecision, OwnershipLayer, denied};
-use crate::session_id::{SessionId, check_name};
+use crate::session_id::check_name;
 use crate::store::{ClaimOutcome, Expected, OwnerChange};
 
 /// Endpoint name under which the session API's own checks are logged.
@@ -244,7 +244,10 @@ async fn delete_session(
     OriginalUri(uri): OriginalUri,
     meta: RequestMeta,
 ) -> Result<StatusCode, Response> {
-    let session = SessionId::parse(&session_id).map_err(|e| ApiError::from(e).into_response())?;
+    let session = state
+        .session_ids()
+        .parse(&session_id)
+        .map_err(|e| ApiError::from(e).into_response())?;
     // Admins release whatever is there; anyone else only what is theirs, checked in the same
     // atomic step as the release.
     let expected = if principal.is_admin() {
