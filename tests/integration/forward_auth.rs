@@ -717,3 +717,48 @@ async fn envoy_recipe_convention_at_the_http_level(backend: Backend) {
     assert!(reply.headers.contains_key("x-gatehouse-session"));
     app.stop().await;
 }
+
+/// Review (rv-st): `X-Gatehouse-User` names one user, in visible ASCII. The README says
+/// values that are not visible ASCII are percent-encoded; today `header_value` only encodes
+/// what `HeaderValue::from_str` refuses (control bytes, which names cannot hold), so `zoë`
+/// goes out as raw UTF-8 (obs-text, read as Latin-1 `zoÃ«` by many backends). Encoding only
+/// non-ASCII would not do either: a `sub` that already is `zo%C3%AB` (a `%` is allowed in
+/// names and in e-mail local parts) would then reach the backend as the same header as `zoë`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_name_one_user_each_in_visible_ascii() {
+    let app = TestApp::spawn(&Backend::Memory, &[("GATEHOUSE_INITIAL_MODE", "ENFORCED")]).await;
+    let (real, lookalike) = ("zoë@example.com", "zo%C3%AB@example.com");
+    app.claim("s-real", real).await;
+    app.claim("s-lookalike", lookalike).await;
+    let a = nginx(
+        &app,
+        Some(&app.user(real)),
+        "GET",
+        "/api/chat/sessions/s-real/messages",
+    )
+    .await;
+    let b = nginx(
+        &app,
+        Some(&app.user(lookalike)),
+        "GET",
+        "/api/chat/sessions/s-lookalike/messages",
+    )
+    .await;
+    assert_eq!((a.status, b.status), (200, 200), "{a:?} {b:?}");
+    let raw = |r: &Reply| {
+        r.headers
+            .get("x-gatehouse-user")
+            .map(|v| v.as_bytes().to_vec())
+    };
+    let (ua, ub) = (raw(&a).unwrap_or_default(), raw(&b).unwrap_or_default());
+    assert!(
+        ua.iter().all(|b| (0x21..0x7f).contains(b)),
+        "X-Gatehouse-User of {real:?} is not visible ASCII: {:?}",
+        String::from_utf8_lossy(&ua)
+    );
+    assert_ne!(
+        ua, ub,
+        "{real:?} and {lookalike:?} reach the backend as the same X-Gatehouse-User"
+    );
+    app.stop().await;
+}

@@ -138,3 +138,94 @@ async fn frozen_redis_times_out_instead_of_hanging() {
     .await;
     app.stop().await;
 }
+
+/// Review (rv-st): an owner key of the wrong type (a hash at `chat_session_owner:X`: a foreign
+/// writer on a shared Redis, a legacy bug) is that session's problem only. Today one `GET`
+/// answered `WRONGTYPE` fails the whole pipeline it is in: every check of a batch that names
+/// X, and every single check that the lookup connection coalesced with a check of X (and
+/// every lookup queued behind that batch), is a 503 `store_unavailable` under ENFORCED. Any
+/// user who knows X can therefore make other users' own sessions fail closed at will.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_type_owner_key_fails_only_its_own_check() {
+    let Some(backend) = Backend::redis() else {
+        return;
+    };
+    let Backend::Redis(redis) = &backend else {
+        unreachable!()
+    };
+    let app = std::sync::Arc::new(
+        TestApp::spawn(&backend, &[("GATEHOUSE_INITIAL_MODE", "ENFORCED")]).await,
+    );
+    let mut conn = redis.client();
+    redis::cmd("HSET")
+        .arg("chat_session_owner:poisoned")
+        .arg("owner")
+        .arg("mallory")
+        .query::<()>(&mut conn)
+        .unwrap();
+    let mut violations = Vec::new();
+
+    // A batch: alice's own session next to the poisoned one.
+    app.claim("s-alice", "alice").await;
+    let service = app.token("chat-api", &[], &["gatehouse:validate"]);
+    let checks = json!({ "checks": [
+        { "session_id": "s-alice", "user": "alice" },
+        { "session_id": "poisoned", "user": "mallory" },
+    ]});
+    let reply = app
+        .call(
+            Method::POST,
+            "/v1/validate/batch",
+            Some(&service),
+            Some(checks),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    if reply.body["results"][0]["reason"] != "owner" {
+        violations.push(format!(
+            "batch: alice's own session: {}",
+            reply.body["results"][0]
+        ));
+    }
+
+    // Single checks: mallory keeps asking about the poisoned id while alice checks her own
+    // sessions (each a cache miss: first lookup).
+    let sessions: Vec<String> = (0..60).map(|i| format!("own-{i}")).collect();
+    for s in &sessions {
+        app.claim(s, "alice").await;
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    for _ in 0..6 {
+        let (app, stop) = (app.clone(), stop.clone());
+        attackers.push(tokio::spawn(async move {
+            let mallory = app.user("mallory");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = app
+                    .validate(&mallory, json!({ "session_id": "poisoned" }))
+                    .await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let alice = app.user("alice");
+    let mut failed = 0;
+    for s in &sessions {
+        let reply = app.validate(&alice, json!({ "session_id": s })).await;
+        if reply.status != 200 {
+            failed += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attackers {
+        let _ = a.await;
+    }
+    if failed > 0 {
+        violations.push(format!(
+            "single checks: {failed} of alice's {} checks of her own sessions were refused",
+            sessions.len()
+        ));
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
+}

@@ -17,6 +17,7 @@ both_backends!(
     backfill_reads_aliases_as_the_canonical_id,
     exact_keeps_the_spellings_apart,
     lenient_parser_spellings_are_not_fresh_sessions_under_self_claim,
+    exact_delete_releases_the_spelling_it_names,
 );
 
 const CANONICAL: &str = "3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77";
@@ -340,4 +341,60 @@ async fn lenient_parser_spellings_are_not_fresh_sessions_under_self_claim(backen
         "bob took alice's session through aliases gatehouse keeps apart:\n- {}",
         taken.join("\n- ")
     );
+}
+
+/// Review (rv-st): under `GATEHOUSE_SESSION_IDS=exact` the spellings are different sessions at
+/// every entry point, `DELETE /v1/sessions/{id}` included. Today `delete_session` reads the id
+/// with `SessionId::parse` (always canonical) instead of the configured policy, so an admin's
+/// release of bob's upper-case session releases alice's canonical one, and bob cannot release
+/// the session he owns (403).
+async fn exact_delete_releases_the_spelling_it_names(backend: Backend) {
+    let app = TestApp::spawn(
+        &backend,
+        &[
+            ("GATEHOUSE_INITIAL_MODE", "ENFORCED"),
+            ("GATEHOUSE_SESSION_IDS", "exact"),
+        ],
+    )
+    .await;
+    let upper = ALIASES[0];
+    let (alice, bob, admin) = (app.user("alice"), app.user("bob"), app.admin());
+    let mut violations = Vec::new();
+
+    app.claim(CANONICAL, "alice").await;
+    app.claim(upper, "bob").await;
+    // An admin releases bob's session `upper`...
+    let path = format!("/v1/sessions/{upper}");
+    let reply = app.call(Method::DELETE, &path, Some(&admin), None).await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+    // ...and alice's session is the one that lost its owner.
+    let reply = app
+        .validate(&alice, json!({ "session_id": CANONICAL }))
+        .await;
+    if reply.body["reason"] != "owner" {
+        violations.push(format!(
+            "admin DELETE {path} released alice's {CANONICAL}: {}",
+            reply.body
+        ));
+    }
+    let reply = app.validate(&bob, json!({ "session_id": upper })).await;
+    if reply.body["reason"] != "no_owner" {
+        violations.push(format!(
+            "admin DELETE {path} left {upper} owned: {}",
+            reply.body
+        ));
+    }
+
+    // The owner of `upper` releases it.
+    app.claim(CANONICAL, "alice").await;
+    app.claim(upper, "bob").await;
+    let reply = app.call(Method::DELETE, &path, Some(&bob), None).await;
+    if reply.status != 204 {
+        violations.push(format!(
+            "bob's DELETE of his own {upper}: {} {}",
+            reply.status, reply.body
+        ));
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+    app.stop().await;
 }

@@ -558,3 +558,73 @@ async fn a_record_that_cannot_be_restored_is_reported_and_the_settings_are_kept(
     .await;
     app.stop().await;
 }
+
+/// Review (rv-st): Redis pub/sub is not scoped to a database ("publishing on db 10 will be
+/// heard by a subscriber on db 1"), but the channels are named from the key prefix only. Two
+/// deployments on two databases of one Redis with the default prefix (production on `/0`,
+/// staging on `/1`: distinct stores, the snapshot even tells them apart) hear each other's
+/// settings. Production applies staging's announcement as soon as its version is higher, and
+/// then "restores" it into its own record above every version it has seen: staging switching
+/// to DISABLED (or its kill switch) disables production, for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_deployment_on_another_database_never_changes_the_settings() {
+    let Some(backend) = Backend::redis() else {
+        return;
+    };
+    let Backend::Redis(redis) = &backend else {
+        unreachable!()
+    };
+    let (prod_url, staging_url) = (format!("{}/0", redis.url()), format!("{}/1", redis.url()));
+    let prod = TestApp::spawn(
+        &backend,
+        &[("REDIS_URL", &prod_url), ("GATEHOUSE_INSTANCE", "prod")],
+    )
+    .await;
+    prod.claim("s1", "alice").await;
+    prod.set_mode("ENFORCED").await;
+    let staging = TestApp::spawn(
+        &backend,
+        &[
+            ("REDIS_URL", &staging_url),
+            ("GATEHOUSE_INSTANCE", "staging"),
+        ],
+    )
+    .await;
+    for mode in ["ENFORCED", "LOG_ONLY", "ENFORCED", "DISABLED"] {
+        staging.set_mode(mode).await;
+    }
+    // Several refresh periods (200 ms in tests) for any restore to happen.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut violations = Vec::new();
+    let bob = prod.user("bob");
+    let reply = prod.validate(&bob, json!({ "session_id": "s1" })).await;
+    if (reply.status, &reply.body["mode"]) != (403, &json!("ENFORCED")) {
+        violations.push(format!(
+            "production answered bob on alice's session with {} {}",
+            reply.status, reply.body
+        ));
+    }
+    let stored: Option<String> = redis::cmd("HGET")
+        .arg(gatehouse::store::KeySchema::default().settings())
+        .arg("settings")
+        .query(&mut redis.client())
+        .unwrap();
+    let stored: Value = serde_json::from_str(&stored.unwrap_or_default()).unwrap_or(Value::Null);
+    if stored["mode"] != "ENFORCED" {
+        violations.push(format!("production's own record (db 0) is now {stored}"));
+    }
+    let history = history(redis);
+    let restores: Vec<&Value> = history
+        .iter()
+        .filter(|e| e["change"] == "restore")
+        .collect();
+    if !restores.is_empty() {
+        violations.push(format!(
+            "production's history has restores nobody needed: {restores:?}"
+        ));
+    }
+    assert!(violations.is_empty(), "{violations:#?}");
+    staging.stop().await;
+    prod.stop().await;
+}
