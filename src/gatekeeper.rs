@@ -14,7 +14,7 @@ use crate::decision::{
 use crate::enforcement::Enforcement;
 use crate::metrics::Metrics;
 use crate::session_id::{SessionId, SessionIds};
-use crate::store::OwnershipStore;
+use crate::store::{OwnershipStore, StoreError};
 
 /// The endpoint name used when a caller names none.
 pub const DEFAULT_ENDPOINT: &str = "default";
@@ -163,6 +163,11 @@ impl Gatekeeper {
             .collect();
         let mut owners = match self.store.owners(&wanted).await {
             Ok(owners) => owners.into_iter().map(Ok).collect::<Vec<_>>(),
+            // One unreadable key (of the wrong type) fails the whole batch read: ask for each
+            // on its own, so that it fails only its own check.
+            Err(StoreError::Corrupt(_)) => {
+                futures_util::future::join_all(wanted.iter().map(|s| self.store.owner(s))).await
+            }
             Err(e) => vec![Err(e); wanted.len()],
         }
         .into_iter();

@@ -377,17 +377,11 @@ impl Enforcement {
                             tokio::select! {
                                 () = cancel.cancelled() => return,
                                 item = feed.next() => match item {
-                                    Some(Some(settings))
-                                        if this.is_loaded()
-                                            && Self::agrees(&settings, this.in_force().as_deref()) =>
-                                    {
-                                        this.apply(settings);
-                                        this.synced();
-                                    }
-                                    // Not reconciled yet (an announcement is no confirmation
-                                    // of a snapshot), older than what is in force (someone
-                                    // wrote on a store that lost data) or unreadable: read
-                                    // and reconcile the record.
+                                    // An announcement is a hint, never applied as such: Redis
+                                    // pub/sub ignores database numbers, so another deployment
+                                    // on another database of the same Redis announces on the
+                                    // same channel. Only this store's own record counts: read
+                                    // and reconcile it (one round trip per change).
                                     Some(_) => {
                                         let _ = this.reload().await;
                                     }

@@ -138,15 +138,22 @@ fn authenticate(
         return state.authenticator.authenticate(headers);
     }
     let name = cookie.unwrap_or_default();
-    let token = headers
+    let mut tokens = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(cookie::Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
-        .ok_or(AuthError::Missing)?;
+        .filter(|c| c.name() == name)
+        .map(|c| c.value().to_owned());
+    let token = tokens.next().ok_or(AuthError::Missing)?;
+    // Like two `Authorization` headers: which cookie counts would differ between hops (and a
+    // cookie set for a parent domain or another path can sit beside the user's own).
+    if tokens.next().is_some() {
+        return Err(AuthError::Invalid(format!(
+            "the {name} cookie is given more than once"
+        )));
+    }
     let mut as_header = HeaderMap::new();
     let value = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| AuthError::Invalid("malformed token".into()))?;

@@ -231,6 +231,24 @@ async fn cookie_credentials_and_unmatched_policy(backend: Backend) {
     assert_eq!(reply.status, 403);
     let reply = ask("other=1".into()).await;
     assert_eq!(reply.status, 401);
+    // The cookie twice (one header or two): refused, not first-wins.
+    let reply = ask(format!(
+        "chat_token={}; chat_token={}",
+        app.user("alice"),
+        app.user("bob")
+    ))
+    .await;
+    reply.assert_problem(401, "unauthorized");
+    let reply = read(
+        app.http
+            .get(format!("{}/v1/forward-auth", app.base))
+            .header("x-original-method", "GET")
+            .header("x-original-uri", "/api/chat/sessions/s1")
+            .header("cookie", format!("chat_token={}", app.user("alice")))
+            .header("cookie", format!("chat_token={}", app.user("alice"))),
+    )
+    .await;
+    reply.assert_problem(401, "unauthorized");
     let reply = nginx(&app, Some(&app.user("alice")), "GET", "/static/app.js").await;
     reply.assert_problem(403, "forbidden");
     assert_eq!(header(&reply, "x-gatehouse-reason"), "unmatched");

@@ -9,7 +9,8 @@
 //! arrived during the previous round trip, so batches grow with load and stay at one under a
 //! light one.
 //!
-//! Each batch is one bounded [`read_on`] (timeout, one retry on a dead connection). When it
+//! Each batch is one bounded [`read_on`] (timeout, one retry on a dead connection). A reply
+//! that is an error (a key of the wrong type) answers only its own lookup. When the batch
 //! fails, its waiters get the error, and so does everything queued behind it: those lookups
 //! would be sent into the same outage, so a lookup waits at most about one timeout, and a
 //! frozen Redis gets no pile of doomed pipelines. A batch is the whole queue, so throughput
@@ -110,11 +111,14 @@ impl Shared {
                 continue;
             }
             let mut pipe = redis::pipe();
+            // Each reply on its own: a key that cannot be read (a wrong type) fails its own
+            // lookup, never the others in its batch.
+            pipe.ignore_errors();
             for waiter in &batch {
                 pipe.get(&waiter.key);
             }
             let pipe = &pipe;
-            let owners: Result<Vec<Option<String>>, StoreError> =
+            let owners: Result<Vec<redis::RedisResult<Option<String>>>, StoreError> =
                 read_on(self.timeout, self.conn.clone(), |mut conn| async move {
                     pipe.query_async(&mut conn).await
                 })
@@ -122,7 +126,8 @@ impl Shared {
             match owners {
                 Ok(owners) if owners.len() == batch.len() => {
                     for (waiter, owner) in batch.into_iter().zip(owners) {
-                        let _ = waiter.answer.send(Ok(owner));
+                        let owner = owner.map_err(|e| unreadable(&waiter.key, &e));
+                        let _ = waiter.answer.send(owner);
                     }
                 }
                 Ok(owners) => {
@@ -153,6 +158,12 @@ impl Drop for ResetOnPanic<'_> {
             self.0.lock().flushing = false;
         }
     }
+}
+
+/// The error of one key whose reply was an error (e.g. `WRONGTYPE`: something else was written
+/// at an owner key). Corrupt, not unavailable: the store answered, and retrying changes nothing.
+pub(super) fn unreadable(key: &str, e: &redis::RedisError) -> StoreError {
+    StoreError::Corrupt(format!("{key}: {e}"))
 }
 
 fn answer_all(batch: Vec<Waiter>, e: &StoreError) {

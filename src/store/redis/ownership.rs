@@ -15,6 +15,7 @@ use async_trait::async_trait;
 
 use super::RedisStore;
 use super::calls::read_on;
+use super::lookups::unreadable;
 use crate::session_id::SessionId;
 use crate::store::{ClaimOutcome, Expected, OwnerChange, OwnershipStore, SessionPage, StoreError};
 
@@ -45,16 +46,26 @@ impl OwnershipStore for RedisStore {
         // One GET per key in a pipeline rather than MGET: keys of different sessions may live
         // in different Cluster slots.
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for session in sessions {
             pipe.get(self.keys.owner(session.as_str()));
         }
         let pipe = &pipe;
-        read_on(
+        let replies: Vec<redis::RedisResult<Option<String>>> = read_on(
             self.timeout,
             self.lookups.connection(),
             |mut conn| async move { pipe.query_async(&mut conn).await },
         )
-        .await
+        .await?;
+        // An error reply (a key of the wrong type) is that key's problem: `Corrupt`, which
+        // callers may answer key by key ([`crate::gatekeeper::Gatekeeper::check_many`]).
+        sessions
+            .iter()
+            .zip(replies)
+            .map(|(session, reply)| {
+                reply.map_err(|e| unreadable(&self.keys.owner(session.as_str()), &e))
+            })
+            .collect()
     }
 
     async fn claim(&self, session: &SessionId, user: &str) -> Result<ClaimOutcome, StoreError> {
