@@ -5,6 +5,7 @@
 //! DISABLED through LOG_ONLY to ENFORCED ([`enforcement`]). The same decision protects any axum
 //! route through [`middleware::OwnershipLayer`]. The contract is `DESIGN.md`; the layout:
 //!
+//! - [`records`]: what is stored (audit events, settings and history, backfill jobs), at the bottom.
 //! - [`decision`]: the pure decision function (DESIGN §2).
 //! - [`gatekeeper`]: mode resolution + owner lookup + decision, shared by every entry point.
 //! - [`store`]: the store port and its Redis and in-memory adapters.
@@ -28,6 +29,7 @@ pub mod http;
 pub mod metrics;
 pub mod middleware;
 pub mod migrate;
+pub mod records;
 pub mod rollout;
 pub mod server;
 pub mod session_id;

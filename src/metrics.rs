@@ -5,8 +5,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use crate::audit::Source;
 use crate::decision::{Reason, Verdict};
+use crate::records::Source;
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;

@@ -44,11 +44,11 @@ use futures_util::future::BoxFuture;
 use serde_json::json;
 use tower::{Layer, Service};
 
-use crate::audit::Source;
 use crate::auth::{Authenticator, Principal};
 use crate::decision::{Mode, Outcome, Reason, Verdict};
 use crate::gatekeeper::{Check, Gatekeeper, Origin};
 use crate::http::{ApiError, RequestMeta, problem_response};
+use crate::records::Source;
 use crate::session_id::SessionId;
 
 /// Where the layer finds the session id.

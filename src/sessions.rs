@@ -32,12 +32,12 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::audit::Source;
 use crate::auth::{Principal, SCOPE_CLAIM};
 use crate::decision::Mode;
 use crate::gatekeeper::{Check, Origin};
 use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, RequestMeta, require_admin};
 use crate::middleware::{AccessDecision, OwnershipLayer, denied};
+use crate::records::Source;
 use crate::session_id::check_name;
 use crate::store::{ClaimOutcome, Expected, OwnerChange};
 

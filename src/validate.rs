@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::audit::Source;
 use crate::auth::Principal;
 use crate::decision::{Mode, Reason, Verdict};
 use crate::gatekeeper::{Check, CheckResult, DEFAULT_ENDPOINT, Origin};
 use crate::http::{ApiError, AppState, JsonBody, Problem, RequestMeta};
+use crate::records::Source;
 use crate::session_id::{SessionId, SessionIds, check_name};
 
 /// Most checks in one batch.

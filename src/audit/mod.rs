@@ -20,7 +20,6 @@
 //! - Queries ([`query`]) and the summary ([`summarize`]) read the store with cursors that
 //!   never skip or repeat an entry.
 
-mod event;
 mod routes;
 pub mod spool;
 mod writer;
@@ -33,9 +32,11 @@ use tokio::sync::mpsc;
 use crate::metrics::AuditMetrics;
 use crate::store::AuditStore;
 
-pub use self::event::{AuditDecision, AuditEntry, AuditEvent, AuditId, Sequenced, Source};
 pub use self::routes::{Filter, Summary, parse_since, query, routes, summarize};
 pub use self::writer::AuditWriter;
+pub use crate::records::audit::{
+    AuditDecision, AuditEntry, AuditEvent, AuditId, Sequenced, Source,
+};
 
 /// How the audit writer runs.
 #[derive(Debug, Clone)]

@@ -28,13 +28,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use self::sources::{FileError, Found, Roots};
+use self::sources::{Found, Roots};
 use crate::audit::{Audit, AuditEvent};
+use crate::records::job::FileError;
 use crate::session_id::{SessionId, SessionIds};
 use crate::store::{Store, StoreError};
 use crate::timestamp::Timestamp;
 
 pub use self::routes::routes;
+pub use crate::records::job::{Counts, Job, JobState, Rollback};
 
 /// Sessions per store step.
 pub const BATCH: usize = 1000;
@@ -46,92 +48,6 @@ const MAX_KEPT_LISTED: usize = 100;
 const STALE_AFTER: Duration = Duration::from_secs(30);
 /// Store failures tolerated in a row before a job fails.
 const STORE_ATTEMPTS: u32 = 8;
-
-/// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    /// Working.
-    Running,
-    /// Stopped mid-way (its process went away); resume it.
-    Interrupted,
-    /// Done.
-    Completed,
-    /// Stopped on an error; resume it.
-    Failed,
-    /// Done, then rolled back.
-    RolledBack,
-}
-
-/// Counts of a job.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-pub struct Counts {
-    /// Files read from the sources.
-    pub files: u64,
-    /// Unique valid session ids found (files and explicit list).
-    pub found: u64,
-    /// Sessions processed so far.
-    pub processed: u64,
-    /// Sessions this job made the default owner's (real runs).
-    pub assigned: u64,
-    /// Sessions that had an owner already (left as they were).
-    pub skipped_owned: u64,
-    /// Sessions a real run would assign (dry runs).
-    pub would_assign: u64,
-    /// Unreadable files and invalid ids.
-    pub errors: u64,
-}
-
-/// The result of a rollback.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-pub struct Rollback {
-    /// When.
-    pub at: Option<Timestamp>,
-    /// Who.
-    pub actor: String,
-    /// Sessions released.
-    pub released: u64,
-    /// Sessions left alone because their owner changed since the job.
-    pub kept: u64,
-    /// Some of those (up to 100).
-    pub kept_sample: Vec<String>,
-}
-
-/// A backfill job's record.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Job {
-    /// The job id.
-    pub job_id: String,
-    /// Where it stands.
-    pub state: JobState,
-    /// Whether it only counts.
-    pub dry_run: bool,
-    /// The owner given to unowned sessions.
-    pub default_owner: String,
-    /// The sources (as resolved).
-    pub sources: Vec<String>,
-    /// How many ids were given explicitly.
-    pub explicit_ids: u64,
-    /// Who started it.
-    pub actor: String,
-    /// When it started.
-    pub created_at: Timestamp,
-    /// When its record last moved.
-    pub updated_at: Timestamp,
-    /// When it ended.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<Timestamp>,
-    /// Counts so far.
-    pub counts: Counts,
-    /// The first 1,000 errors (`counts.errors` has them all).
-    pub errors: Vec<FileError>,
-    /// Set once rolled back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback: Option<Rollback>,
-    /// Why it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure: Option<String>,
-}
 
 /// What a job is asked to do.
 #[derive(Debug, Clone)]
@@ -245,13 +161,11 @@ impl Backfill {
 
     /// A job's record, with `interrupted` for a running job whose record stopped moving.
     pub async fn job(&self, id: &str) -> Result<Job, BackfillError> {
-        let raw = self
+        let mut job = self
             .store
             .load_job(id)
             .await?
             .ok_or_else(|| BackfillError::NotFound(id.to_owned()))?;
-        let mut job: Job =
-            serde_json::from_str(&raw).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let age = Timestamp::now()
             .unix_millis()
             .saturating_sub(job.updated_at.unix_millis());
@@ -262,8 +176,7 @@ impl Backfill {
     }
 
     async fn save(&self, job: &Job) -> Result<(), StoreError> {
-        let raw = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.store.save_job(&job.job_id, &raw).await
+        self.store.save_job(job).await
     }
 
     fn audit_event(&self, job: &Job, what: &str, detail: serde_json::Value) {

@@ -18,19 +18,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use crate::session_id::SessionIds;
 
-/// A file that could not be read as a session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct FileError {
-    /// The file (or directory).
-    pub path: String,
-    /// Why.
-    pub error: String,
-}
+pub use crate::records::job::FileError;
 
 /// What a scan of the sources found.
 #[derive(Debug, Default, Clone)]

@@ -23,7 +23,6 @@
 
 mod reconcile;
 mod routes;
-mod settings;
 mod snapshot;
 mod status;
 #[cfg(test)]
@@ -45,9 +44,9 @@ use crate::store::{SaveOutcome, SettingsStore, StoreError};
 use crate::timestamp::Timestamp;
 
 pub use self::routes::routes;
-pub use self::settings::{EnforcementSettings, HistoryEntry, rollout_bucket};
 pub use self::snapshot::{Snapshot, store_identity};
 pub use self::status::{RecordState, SettingsSource, SettingsStatus};
+pub use crate::records::settings::{EnforcementSettings, HistoryEntry, rollout_bucket};
 
 /// Longest accepted change reason, in characters.
 pub const MAX_REASON_LEN: usize = 1000;

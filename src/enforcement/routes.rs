@@ -12,10 +12,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{Change, ChangeError, EnforcementSettings, HistoryEntry};
-use crate::audit::AuditEvent;
 use crate::auth::Principal;
 use crate::decision::Mode;
 use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, RequestMeta, require_admin};
+use crate::records::AuditEvent;
 
 /// The enforcement routes.
 pub fn routes() -> OpenApiRouter<AppState> {

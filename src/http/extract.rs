@@ -255,7 +255,7 @@ impl RequestMeta {
     }
 
     /// The audit origin of a check made by `source` for this request.
-    pub fn origin(&self, source: crate::audit::Source) -> crate::gatekeeper::Origin {
+    pub fn origin(&self, source: crate::records::Source) -> crate::gatekeeper::Origin {
         crate::gatekeeper::Origin {
             request_id: self.request_id.clone(),
             client_ip: self.client_ip,

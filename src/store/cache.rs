@@ -39,8 +39,8 @@ use super::{
     AuditStore, BackfillStore, ClaimOutcome, Expected, OwnerChange, OwnershipStore, RedisStore,
     Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, Store, StoreError,
 };
-use crate::audit::{AuditEntry, AuditId, Sequenced};
-use crate::enforcement::{EnforcementSettings, HistoryEntry};
+use crate::records::{AuditEntry, AuditId, Job, Sequenced};
+use crate::records::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
 
 /// How often the watcher publishes a heartbeat on the owner-change channel.
@@ -367,11 +367,11 @@ impl BackfillStore for CachedStore {
         self.inner.owned_page(cursor, count).await
     }
 
-    async fn save_job(&self, id: &str, record: &str) -> Result<(), StoreError> {
-        self.inner.save_job(id, record).await
+    async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
+        self.inner.save_job(job).await
     }
 
-    async fn load_job(&self, id: &str) -> Result<Option<String>, StoreError> {
+    async fn load_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         self.inner.load_job(id).await
     }
 }

@@ -19,8 +19,8 @@ use super::{
     AuditStore, BackfillStore, ClaimOutcome, Expected, OwnerChange, OwnershipStore, Released,
     SaveOutcome, SessionPage, SettingsFeed, SettingsStore, StoreError,
 };
-use crate::audit::{AuditEntry, AuditId, Sequenced};
-use crate::enforcement::{EnforcementSettings, HistoryEntry};
+use crate::records::{AuditEntry, AuditId, Job, Sequenced};
+use crate::records::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
 
 /// Cursor prefix, so a Redis cursor handed to this store is refused rather than misread.
@@ -78,7 +78,7 @@ struct Settings {
 
 #[derive(Default)]
 struct Jobs {
-    records: HashMap<String, String>,
+    records: HashMap<String, Job>,
     assigned: HashMap<String, BTreeSet<String>>,
 }
 
@@ -469,12 +469,12 @@ impl BackfillStore for MemoryStore {
         Ok((next, page))
     }
 
-    async fn save_job(&self, id: &str, record: &str) -> Result<(), StoreError> {
-        self.jobs().records.insert(id.to_owned(), record.to_owned());
+    async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
+        self.jobs().records.insert(job.job_id.clone(), job.clone());
         Ok(())
     }
 
-    async fn load_job(&self, id: &str) -> Result<Option<String>, StoreError> {
+    async fn load_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         Ok(self.jobs().records.get(id).cloned())
     }
 }

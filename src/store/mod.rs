@@ -12,8 +12,8 @@ mod redis;
 
 use async_trait::async_trait;
 
-use crate::audit::{AuditEntry, AuditId, Sequenced};
-use crate::enforcement::{EnforcementSettings, HistoryEntry};
+use crate::records::{AuditEntry, AuditId, Job, Sequenced};
+use crate::records::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
 
 pub use self::cache::{CachedStore, HEARTBEAT_DEADLINE, HEARTBEAT_EVERY, OwnerCache};
@@ -269,11 +269,11 @@ pub trait BackfillStore: Send + Sync + 'static {
     async fn owned_page(&self, cursor: u64, count: usize)
     -> Result<(u64, Vec<String>), StoreError>;
 
-    /// Saves a job record (JSON) under its id.
-    async fn save_job(&self, id: &str, record: &str) -> Result<(), StoreError>;
+    /// Saves a job record under its id (`job.job_id`).
+    async fn save_job(&self, job: &Job) -> Result<(), StoreError>;
 
     /// A job record.
-    async fn load_job(&self, id: &str) -> Result<Option<String>, StoreError>;
+    async fn load_job(&self, id: &str) -> Result<Option<Job>, StoreError>;
 }
 
 /// A store that provides every port: what the service runs on.

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use super::RedisStore;
-use crate::audit::{AuditEntry, AuditEvent, AuditId, Sequenced};
+use crate::records::{AuditEntry, AuditEvent, AuditId, Sequenced};
 use crate::store::{AuditStore, StoreError};
 
 impl RedisStore {

@@ -6,6 +6,7 @@ use redis::Value;
 
 use super::RedisStore;
 use super::scans::scan_reply;
+use crate::records::Job;
 use crate::store::{BackfillStore, Released, StoreError};
 
 #[async_trait]
@@ -74,17 +75,24 @@ impl BackfillStore for RedisStore {
         self.owner_keys_page(cursor, count).await
     }
 
-    async fn save_job(&self, id: &str, record: &str) -> Result<(), StoreError> {
+    async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
+        let record = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let cmd = redis::cmd("SET")
-            .arg(self.keys.backfill_job(id))
+            .arg(self.keys.backfill_job(&job.job_id))
             .arg(record)
             .clone();
         let mut conn = self.conn();
         self.write(cmd.query_async::<()>(&mut conn)).await
     }
 
-    async fn load_job(&self, id: &str) -> Result<Option<String>, StoreError> {
+    async fn load_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         let cmd = redis::cmd("GET").arg(self.keys.backfill_job(id)).clone();
-        self.read_cmd(&cmd).await
+        let record: Option<String> = self.read_cmd(&cmd).await?;
+        record
+            .map(|json| {
+                serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("backfill job {id}: {e}")))
+            })
+            .transpose()
     }
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::RedisStore;
-use crate::enforcement::{EnforcementSettings, HistoryEntry};
+use crate::records::{EnforcementSettings, HistoryEntry};
 use crate::store::{SaveOutcome, SettingsFeed, SettingsStore, StoreError};
 
 #[async_trait]

@@ -130,8 +130,8 @@ pub struct HistoryEntry {
 
 impl HistoryEntry {
     /// This change as an event of the audit stream, recorded by `instance`.
-    pub fn audit_event(&self, instance: &str) -> crate::audit::AuditEvent {
-        crate::audit::AuditEvent::change(
+    pub fn audit_event(&self, instance: &str) -> crate::records::AuditEvent {
+        crate::records::AuditEvent::change(
             self.at,
             self.change.clone(),
             self.actor.clone(),

@@ -1,0 +1,101 @@
+//! A backfill job's record, as the store keeps it (`{prefix}backfill:{job_id}`).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::timestamp::Timestamp;
+
+/// A file that could not be read as a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileError {
+    /// The file (or directory).
+    pub path: String,
+    /// Why.
+    pub error: String,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Working.
+    Running,
+    /// Stopped mid-way (its process went away); resume it.
+    Interrupted,
+    /// Done.
+    Completed,
+    /// Stopped on an error; resume it.
+    Failed,
+    /// Done, then rolled back.
+    RolledBack,
+}
+
+/// Counts of a job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Counts {
+    /// Files read from the sources.
+    pub files: u64,
+    /// Unique valid session ids found (files and explicit list).
+    pub found: u64,
+    /// Sessions processed so far.
+    pub processed: u64,
+    /// Sessions this job made the default owner's (real runs).
+    pub assigned: u64,
+    /// Sessions that had an owner already (left as they were).
+    pub skipped_owned: u64,
+    /// Sessions a real run would assign (dry runs).
+    pub would_assign: u64,
+    /// Unreadable files and invalid ids.
+    pub errors: u64,
+}
+
+/// The result of a rollback.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Rollback {
+    /// When.
+    pub at: Option<Timestamp>,
+    /// Who.
+    pub actor: String,
+    /// Sessions released.
+    pub released: u64,
+    /// Sessions left alone because their owner changed since the job.
+    pub kept: u64,
+    /// Some of those (up to 100).
+    pub kept_sample: Vec<String>,
+}
+
+/// A backfill job's record.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// The job id.
+    pub job_id: String,
+    /// Where it stands.
+    pub state: JobState,
+    /// Whether it only counts.
+    pub dry_run: bool,
+    /// The owner given to unowned sessions.
+    pub default_owner: String,
+    /// The sources (as resolved).
+    pub sources: Vec<String>,
+    /// How many ids were given explicitly.
+    pub explicit_ids: u64,
+    /// Who started it.
+    pub actor: String,
+    /// When it started.
+    pub created_at: Timestamp,
+    /// When its record last moved.
+    pub updated_at: Timestamp,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Counts so far.
+    pub counts: Counts,
+    /// The first 1,000 errors (`counts.errors` has them all).
+    pub errors: Vec<FileError>,
+    /// Set once rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}

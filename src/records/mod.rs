@@ -1,0 +1,15 @@
+//! The records gatehouse stores: audit events and entries, the enforcement settings and their
+//! history, backfill job records.
+//!
+//! They sit at the bottom of the crate: they depend on nothing above them (only
+//! [`crate::decision`], [`crate::session_id`] and [`crate::timestamp`]), so the store ports
+//! ([`crate::store`]) take and return them without depending on the capabilities that make
+//! them ([`crate::audit`], [`crate::enforcement`], [`crate::backfill`]).
+
+pub mod audit;
+pub mod job;
+pub mod settings;
+
+pub use self::audit::{AuditDecision, AuditEntry, AuditEvent, AuditId, Sequenced, Source};
+pub use self::job::{Counts, FileError, Job, JobState, Rollback};
+pub use self::settings::{EnforcementSettings, HistoryEntry, rollout_bucket};
