@@ -14,8 +14,10 @@
 //! - [`audit`]: the audit stream writer and queries; [`metrics`]: Prometheus metrics.
 //! - [`backfill`]: legacy sessions get a default owner; verify and roll back.
 //! - [`cli`]: the command line (admin REST clients, operator tools on Redis).
-//! - [`auth`]: JWT principals; [`http`]: state, router, errors; [`server`]: assembly.
+//! - [`auth`]: JWT principals; [`http`]: the web toolkit (state, errors, extractors, the
+//!   server loop); [`app`]: the router, assembled once; [`server`]: start-up and shutdown.
 
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod backfill;

@@ -11,6 +11,7 @@ use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::app;
 use crate::audit::{Audit, AuditConfig, AuditWriter};
 use crate::auth::{
     Authenticator, JwtVerifier, KeyError, TokenIssuer, TokenRequest, load_public_keys,
@@ -18,7 +19,7 @@ use crate::auth::{
 use crate::config::{AuthConfig, Config};
 use crate::enforcement::{Enforcement, Snapshot, store_identity};
 use crate::gatekeeper::Gatekeeper;
-use crate::http::{AppState, Services, app};
+use crate::http::{AppState, Services};
 use crate::metrics::Metrics;
 use crate::store::{CachedStore, MemoryStore, OwnerCache, RedisStore, Store, StoreError};
 
@@ -202,29 +203,4 @@ fn authenticator(config: &AuthConfig) -> Result<(Authenticator, Option<String>),
     }
     let verifier = JwtVerifier::new(secret.as_deref().map(str::as_bytes), public, settings)?;
     Ok((Authenticator::Jwt(verifier), None))
-}
-
-/// A state on the embedded store with authentication disabled, for rendering the OpenAPI
-/// document (which does not depend on configuration).
-pub fn spec_state() -> AppState {
-    let store = Arc::new(MemoryStore::new(None));
-    let enforcement = Enforcement::new(store.clone(), crate::decision::Mode::LogOnly);
-    AppState::new(Services {
-        authenticator: Arc::new(Authenticator::Disabled),
-        owner_cache: None,
-        backfill: crate::backfill::Backfill::new(
-            store.clone(),
-            crate::backfill::sources::Roots::default(),
-            Audit::disabled("spec"),
-        ),
-        gatekeeper: Gatekeeper::new(store.clone(), enforcement.clone()),
-        store,
-        enforcement,
-        audit: Audit::disabled("spec"),
-        forward_auth: crate::forward_auth::ForwardAuth::default(),
-        metrics: Metrics::new(),
-        request_timeout: Duration::from_secs(10),
-        claim: crate::sessions::ClaimPolicy::default(),
-        trusted_proxies: crate::http::TrustedProxies::default(),
-    })
 }

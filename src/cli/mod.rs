@@ -204,7 +204,7 @@ fn token(config: &Config, request: TokenRequest) -> ExitCode {
 }
 
 async fn openapi() -> ExitCode {
-    let document = crate::http::openapi_document(&crate::server::spec_state());
+    let document = crate::app::openapi_document();
     match document.to_pretty_json() {
         Ok(json) => {
             println!("{json}");

@@ -1,29 +1,18 @@
-//! The web layer: application state, the router, and what every route shares (errors,
-//! extractors, health, the OpenAPI document).
+//! The web toolkit every capability's routes use: the application state, errors
+//! (problem+json), extractors, and the HTTP/1 server loop ([`serve`]).
 //!
-//! [`app`] returns the whole `Router`, so tests can drive it through real sockets and `main`
-//! only wires configuration and serving. Layers are stacked in one place, [`app`].
+//! It imports no capability's routes: the router is assembled once, in [`crate::app`].
 
 mod error;
 mod extract;
-mod health;
-mod openapi;
 pub mod serve;
 
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef};
-use axum::http::{HeaderName, Request, StatusCode, header};
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::TraceLayer;
-use utoipa::OpenApi as _;
-use utoipa_axum::router::OpenApiRouter;
+use axum::extract::FromRef;
+use axum::http::HeaderName;
 
 use crate::audit::Audit;
 use crate::auth::{Authenticator, Principal};
@@ -35,8 +24,8 @@ use crate::store::Store;
 pub use self::error::{ApiError, PROBLEM_JSON, Problem, problem_response};
 pub use self::extract::{
     AddressHeader, JsonBody, MAX_JSON_BODY, Path, Query, RequestMeta, TrustedProxies,
+    method_not_allowed, not_found,
 };
-pub use self::openapi::ApiDoc;
 pub use self::serve::ConnectionLimits;
 
 /// The header carrying the request id (set when absent, echoed on the response).
@@ -111,98 +100,5 @@ pub fn require_admin(principal: &Principal) -> Result<(), ApiError> {
         Err(ApiError::Forbidden(
             "this needs the admin role or the gatehouse:admin scope".into(),
         ))
-    }
-}
-
-/// The API routes with their OpenAPI description.
-fn api(state: &AppState) -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(crate::validate::routes())
-        .merge(crate::sessions::routes(state))
-        .merge(crate::enforcement::routes())
-        .merge(crate::rollout::routes())
-        .merge(crate::audit::routes())
-        .merge(crate::forward_auth::routes())
-        .merge(crate::backfill::routes())
-        .merge(health::routes())
-}
-
-/// The OpenAPI document of the API (what `/openapi.json` serves).
-pub fn openapi_document(state: &AppState) -> utoipa::openapi::OpenApi {
-    api(state).split_for_parts().1
-}
-
-/// The whole application.
-pub fn app(state: AppState) -> Router {
-    let (router, spec) = api(&state).split_for_parts();
-    let sensitive = Arc::new([header::AUTHORIZATION, header::COOKIE, header::SET_COOKIE]);
-    let layers = ServiceBuilder::new()
-        .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                let request_id = request
-                    .headers()
-                    .get(REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-            }),
-        )
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal("handler panicked".into()).into_response_boxed()
-        }))
-        .layer(axum::middleware::from_fn_with_state(
-            state.request_timeout,
-            bound_request,
-        ))
-        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
-        .layer(axum::Extension(state.trusted_proxies.clone()));
-    router
-        .merge(openapi::routes(spec))
-        .fallback(extract::not_found)
-        .method_not_allowed_fallback(extract::method_not_allowed)
-        .with_state(state)
-        .layer(layers)
-}
-
-/// The problem `type` of a request that was not handled within `GATEHOUSE_REQUEST_TIMEOUT`.
-pub const REQUEST_TIMEOUT_KIND: &str = "request-timeout";
-
-/// Bounds a request's whole handling, body included. Store calls have their own, shorter bound
-/// (`GATEHOUSE_REDIS_TIMEOUT`, answered 503), so what runs out of this one is a client too slow
-/// to send its request: 408 `request-timeout`, and the connection is closed (RFC 9110 §15.5.9),
-/// since the rest of the body may still be on its way.
-async fn bound_request(
-    axum::extract::State(limit): axum::extract::State<Duration>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            let mut response = problem_response(
-                StatusCode::REQUEST_TIMEOUT,
-                REQUEST_TIMEOUT_KIND,
-                "Request timeout",
-                format!(
-                    "the request was not received and handled within {}",
-                    humantime::format_duration(limit)
-                ),
-                serde_json::Map::new(),
-            );
-            response.headers_mut().insert(
-                header::CONNECTION,
-                axum::http::HeaderValue::from_static("close"),
-            );
-            response
-        }
-    }
-}
-
-impl ApiError {
-    fn into_response_boxed(self) -> axum::response::Response {
-        axum::response::IntoResponse::into_response(self)
     }
 }

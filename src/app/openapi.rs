@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
 
-use super::{AppState, Problem};
+use crate::http::{AppState, Problem};
 
 /// The document's fixed parts; paths are added by the routers.
 #[derive(OpenApi)]
@@ -19,7 +19,7 @@ use super::{AppState, Problem};
         title = "gatehouse",
         description = "Session ownership checks and their gradual enforcement for a chat platform."
     ),
-    paths(crate::forward_auth::forward_auth),
+    paths(crate::forward_auth::routes::forward_auth),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
     tags(

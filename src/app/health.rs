@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::AppState;
+use crate::http::AppState;
 use crate::metrics::SettingsGauges;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {

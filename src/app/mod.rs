@@ -1,0 +1,125 @@
+//! The whole application, assembled once: every capability's routes, the OpenAPI document
+//! and docs page, health and metrics, and the layers every request goes through.
+//!
+//! [`app`] returns the `Router`, so tests drive it through real sockets and `main` only wires
+//! configuration and serving. Layers are stacked in one place, [`app`]. The OpenAPI document
+//! comes from the same route declarations, without any state ([`openapi_document`]).
+
+mod health;
+mod openapi;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode, header};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::http::{ApiError, AppState, MAX_JSON_BODY, REQUEST_ID, problem_response};
+
+pub use self::openapi::ApiDoc;
+
+/// The API routes with their OpenAPI description, except those behind the ownership layer
+/// ([`crate::sessions::owner_routes`]).
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::validate::routes())
+        .merge(crate::sessions::routes())
+        .merge(crate::enforcement::routes())
+        .merge(crate::rollout::routes())
+        .merge(crate::audit::routes())
+        .merge(crate::forward_auth::routes())
+        .merge(crate::backfill::routes())
+        .merge(health::routes())
+}
+
+/// The OpenAPI document of the API (what `/openapi.json` serves).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api()
+        .merge(crate::sessions::owner_routes())
+        .split_for_parts()
+        .1
+}
+
+/// The whole application.
+pub fn app(state: AppState) -> Router {
+    let guarded = crate::sessions::owner_routes().route_layer(crate::sessions::guard(&state));
+    let (router, spec) = api().merge(guarded).split_for_parts();
+    let sensitive = Arc::new([header::AUTHORIZATION, header::COOKIE, header::SET_COOKIE]);
+    let layers = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".into()).into_response_boxed()
+        }))
+        .layer(axum::middleware::from_fn_with_state(
+            state.request_timeout,
+            bound_request,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(axum::Extension(state.trusted_proxies.clone()));
+    router
+        .merge(openapi::routes(spec))
+        .fallback(crate::http::not_found)
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
+        .with_state(state)
+        .layer(layers)
+}
+
+/// The problem `type` of a request that was not handled within `GATEHOUSE_REQUEST_TIMEOUT`.
+pub const REQUEST_TIMEOUT_KIND: &str = "request-timeout";
+
+/// Bounds a request's whole handling, body included. Store calls have their own, shorter bound
+/// (`GATEHOUSE_REDIS_TIMEOUT`, answered 503), so what runs out of this one is a client too slow
+/// to send its request: 408 `request-timeout`, and the connection is closed (RFC 9110 §15.5.9),
+/// since the rest of the body may still be on its way.
+async fn bound_request(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = problem_response(
+                StatusCode::REQUEST_TIMEOUT,
+                REQUEST_TIMEOUT_KIND,
+                "Request timeout",
+                format!(
+                    "the request was not received and handled within {}",
+                    humantime::format_duration(limit)
+                ),
+                serde_json::Map::new(),
+            );
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
+}
+
+impl ApiError {
+    fn into_response_boxed(self) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}

@@ -1,0 +1,445 @@
+//! The `/v1/forward-auth` handler: reads the original request, matches it, decides it.
+
+use std::net::IpAddr;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::audit::{AuditDecision, AuditEvent, Source};
+use crate::auth::{AuthError, Principal, bearer_token};
+use crate::decision::{Mode, Reason, Verdict};
+use crate::gatekeeper::{Check, Origin};
+use crate::http::{AddressHeader, ApiError, AppState, RequestMeta, problem_response};
+use crate::timestamp::Timestamp;
+
+use super::matcher::{self, Matched};
+use super::original::{self, PATH, Style};
+use super::{Preflight, Unmatched};
+
+/// The forward-auth routes: every method, and the Envoy prefix form.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route(PATH, any(forward_auth))
+        .route(&format!("{PATH}/{{*path}}"), any(forward_auth))
+}
+
+/// The client's address: from a trusted proxy, the header the style's proxy sets (nginx's
+/// recipe sets `X-Real-IP` and passes a client's `X-Forwarded-For` through; Traefik, Caddy
+/// and Envoy write `X-Forwarded-For`); in `auto`, the [`RequestMeta`]'s.
+fn client_ip(state: &AppState, meta: &RequestMeta, headers: &HeaderMap) -> Option<IpAddr> {
+    let from = match state.forward_auth.style {
+        Style::Nginx => AddressHeader::RealIp,
+        Style::Traefik | Style::Caddy | Style::Envoy => AddressHeader::ForwardedFor,
+        Style::Auto => return meta.client_ip,
+    };
+    meta.peer_ip
+        .map(|peer| state.trusted_proxies.client_ip_from(peer, headers, from))
+}
+
+/// The caller: the bearer token, else the configured cookie.
+fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    cookie: Option<&str>,
+) -> Result<Principal, AuthError> {
+    if bearer_token(headers)?.is_some() || cookie.is_none() {
+        return state.authenticator.authenticate(headers);
+    }
+    let name = cookie.unwrap_or_default();
+    let mut tokens = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|c| c.name() == name)
+        .map(|c| c.value().to_owned());
+    let token = tokens.next().ok_or(AuthError::Missing)?;
+    // Like two `Authorization` headers: which cookie counts would differ between hops (and a
+    // cookie set for a parent domain or another path can sit beside the user's own).
+    if tokens.next().is_some() {
+        return Err(AuthError::Invalid(format!(
+            "the {name} cookie is given more than once"
+        )));
+    }
+    let mut as_header = HeaderMap::new();
+    let value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| AuthError::Invalid("malformed token".into()))?;
+    as_header.insert(header::AUTHORIZATION, value);
+    state.authenticator.authenticate(&as_header)
+}
+
+/// A header value: as is when it is visible ASCII without `%`, else percent-encoded (UTF-8,
+/// every byte but letters and digits), so that decoding always gives the value back: a user
+/// named `j%C3%BCrgen` cannot reach a decoding backend as `jürgen`.
+fn header_value(value: &str) -> HeaderValue {
+    let plain = value.bytes().all(|b| b.is_ascii_graphic() && b != b'%');
+    let encoded;
+    let value = if plain {
+        value
+    } else {
+        encoded = utf8_percent_encode(value, NON_ALPHANUMERIC).to_string();
+        &encoded
+    };
+    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+#[test]
+fn identity_values_decode_to_themselves() {
+    for (value, sent) in [
+        ("alice", "alice"),
+        ("auth0|42", "auth0|42"),
+        ("", ""),
+        ("jürgen", "j%C3%BCrgen"),
+        ("j%C3%BCrgen", "j%25C3%25BCrgen"),
+    ] {
+        assert_eq!(header_value(value), sent, "{value}");
+        let decoded = percent_encoding::percent_decode_str(sent)
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(decoded, value);
+    }
+}
+
+/// The `X-Gatehouse-*` headers of an answer. Every answer carries all six, empty where none
+/// applies, so a proxy that copies them replaces whatever the client sent.
+#[derive(Debug, Clone, Copy, Default)]
+struct Identity<'a> {
+    user: &'a str,
+    session: &'a str,
+    endpoint: &'a str,
+    mode: &'a str,
+    decision: &'a str,
+    reason: &'a str,
+}
+
+impl Identity<'_> {
+    fn apply(&self, mut response: Response) -> Response {
+        for (name, value) in [
+            ("x-gatehouse-user", self.user),
+            ("x-gatehouse-session", self.session),
+            ("x-gatehouse-endpoint", self.endpoint),
+            ("x-gatehouse-mode", self.mode),
+            ("x-gatehouse-decision", self.decision),
+            ("x-gatehouse-reason", self.reason),
+        ] {
+            response
+                .headers_mut()
+                .insert(HeaderName::from_static(name), header_value(value));
+        }
+        response
+    }
+}
+
+/// An answer that decided nothing (`decision: deny`, `reason`, no identity).
+fn undecided(response: Response, reason: &str) -> Response {
+    Identity {
+        decision: "deny",
+        reason,
+        ..Identity::default()
+    }
+    .apply(response)
+}
+
+/// A kind of refused request: its audit reason, problem type and title.
+#[derive(Debug, Clone, Copy)]
+struct RefusalKind {
+    reason: &'static str,
+    kind: &'static str,
+    title: &'static str,
+}
+
+/// The original method and URI came in more than one way (audit reason `ambiguous_request`).
+const AMBIGUOUS: RefusalKind = RefusalKind {
+    reason: "ambiguous_request",
+    kind: "ambiguous-request",
+    title: "Ambiguous forward-auth request",
+};
+
+/// The original URI failed the path checks of [`matcher::normalize`] (`refused_uri`).
+const REFUSED_URI: RefusalKind = RefusalKind {
+    reason: "refused_uri",
+    kind: "refused-uri",
+    title: "Refused original URI",
+};
+
+/// Longest raw path kept in an audit event of a refused request.
+const AUDITED_PATH_MAX: usize = 512;
+
+/// Refuses a request that smells of an attempt (two conventions, a refused spelling): 400
+/// problem+json, and an audit event (`decision: deny`, `reason`) with who it was, when the
+/// credentials say so.
+fn refuse(
+    state: &AppState,
+    meta: &RequestMeta,
+    headers: &HeaderMap,
+    request: (&Method, Option<&str>),
+    refusal: RefusalKind,
+    detail: String,
+) -> Response {
+    let RefusalKind {
+        reason,
+        kind,
+        title,
+    } = refusal;
+    let config = &state.forward_auth;
+    let user = authenticate(state, headers, config.cookie.as_deref())
+        .map(|p| p.sub)
+        .unwrap_or_default();
+    let (method, path) = request;
+    let path = path.map(|p| {
+        let p = p.split('?').next().unwrap_or("");
+        let mut end = p.len().min(AUDITED_PATH_MAX);
+        while !p.is_char_boundary(end) {
+            end -= 1;
+        }
+        p[..end].to_owned()
+    });
+    state.audit.record(AuditEvent {
+        ts: Timestamp::now(),
+        decision: AuditDecision::Deny,
+        reason: reason.to_owned(),
+        user,
+        session_id: None,
+        owner: None,
+        endpoint: None,
+        method: Some(method.as_str().to_owned()),
+        path,
+        mode: None,
+        source: Source::ForwardAuth,
+        request_id: meta.request_id.clone(),
+        client_ip: client_ip(state, meta, headers).map(|ip| ip.to_string()),
+        instance: state.audit.instance().to_owned(),
+        detail: Some(json!({ "why": detail })),
+    });
+    tracing::info!(reason, %detail, "forward-auth request refused");
+    let mut extensions = serde_json::Map::new();
+    extensions.insert("reason".into(), json!(reason));
+    undecided(
+        problem_response(StatusCode::BAD_REQUEST, kind, title, detail, extensions),
+        reason,
+    )
+}
+
+/// The endpoint, among those the request's readings match, whose mode is the strictest for
+/// `user` (ENFORCED over LOG_ONLY over DISABLED; the request's own reading on a tie), so that
+/// no reading a backend may give the request is decided under a laxer mode than it runs
+/// under. With the settings unknown, the check denies whatever the endpoint: the first.
+fn strictest<'a>(state: &AppState, user: &str, readings: &[Matched<'a>]) -> &'a str {
+    let rank = |mode: Mode| match mode {
+        Mode::Disabled => 0,
+        Mode::LogOnly => 1,
+        Mode::Enforced => 2,
+    };
+    let names = readings.iter().map(|m| m.route.name.as_str());
+    match state.enforcement.in_force() {
+        Some(settings) => names
+            .rev()
+            .max_by_key(|name| rank(settings.mode_for(name, user)))
+            .unwrap_or_default(),
+        None => names.into_iter().next().unwrap_or_default(),
+    }
+}
+
+/// Whether the original request is a CORS preflight.
+fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+    method == Method::OPTIONS
+        && headers.contains_key(header::ORIGIN)
+        && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// The forward-auth decision for the original request (any method; see the module docs).
+#[utoipa::path(get, path = "/v1/forward-auth", tag = "forward-auth",
+    description = "Any method. The original method and URI come from `X-Original-Method` / \
+        `X-Original-URI` (nginx), `X-Forwarded-Method` / `X-Forwarded-Uri` (Traefik, Caddy), \
+        or, for Envoy, the request's own method and the path after `/v1/forward-auth`, as \
+        `GATEHOUSE_FORWARD_AUTH_STYLE` says; in `auto`, two conventions or a header given \
+        twice are refused (400 `ambiguous-request`). A URI that backends may read differently \
+        is refused (400 `refused-uri`). Every answer sets all six `X-Gatehouse-*` headers \
+        (User, Session, Endpoint, Mode, Decision, Reason), empty where none applies.",
+    responses(
+        (status = 200, description = "Allowed (or would-deny, or unprotected): forward the request"),
+        (status = 400, body = crate::http::Problem),
+        (status = 401, body = crate::http::Problem),
+        (status = 403, description = "Denied", body = crate::http::Problem),
+        (status = 503, description = "Owner unknown under ENFORCED: fail closed", body = crate::http::Problem),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn forward_auth(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match decide(&state, &meta, &method, &uri, &headers).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn decide(
+    state: &AppState,
+    meta: &RequestMeta,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Response, Response> {
+    let reject = |e: ApiError| {
+        let reason = match &e {
+            ApiError::Unauthorized(_) => "unauthenticated",
+            _ => "invalid_request",
+        };
+        undecided(e.into_response(), reason)
+    };
+    let config = &state.forward_auth;
+    let original =
+        original::original(config.style, method, uri, headers).map_err(
+            |refusal| match refusal {
+                original::Refusal::Ambiguous(why) => {
+                    refuse(state, meta, headers, (method, None), AMBIGUOUS, why)
+                }
+                original::Refusal::Missing(why) => reject(ApiError::InvalidRequest(why)),
+            },
+        )?;
+    let original_method = &original.method;
+    let path = matcher::normalize(&original.uri).map_err(|e| {
+        refuse(
+            state,
+            meta,
+            headers,
+            (original_method, Some(&original.uri)),
+            REFUSED_URI,
+            e.to_string(),
+        )
+    })?;
+    if config.preflight != Preflight::Check && is_preflight(original_method, headers) {
+        let identity = Identity {
+            decision: if config.preflight == Preflight::Allow {
+                "allow"
+            } else {
+                "deny"
+            },
+            reason: "preflight",
+            ..Identity::default()
+        };
+        return Ok(identity.apply(match config.preflight {
+            Preflight::Allow => (
+                StatusCode::OK,
+                axum::Json(json!({ "allowed": true, "reason": "preflight" })),
+            )
+                .into_response(),
+            _ => ApiError::Forbidden(
+                "CORS preflights are refused (GATEHOUSE_FORWARD_AUTH_PREFLIGHT=deny)".into(),
+            )
+            .into_response(),
+        }));
+    }
+    let readings = config.routes.find_readings(original_method, &path);
+    if readings
+        .iter()
+        .any(|m| m.session_id != readings[0].session_id)
+    {
+        return Err(refuse(
+            state,
+            meta,
+            headers,
+            (original_method, Some(&original.uri)),
+            REFUSED_URI,
+            "backends may read this request as another session (a format suffix on the id)".into(),
+        ));
+    }
+    let Some(first) = readings.first() else {
+        return Ok(match config.unmatched {
+            Unmatched::Allow => Identity {
+                decision: "allow",
+                reason: "unprotected",
+                ..Identity::default()
+            }
+            .apply(
+                (
+                    StatusCode::OK,
+                    axum::Json(
+                        json!({ "allowed": true, "decision": "allow", "reason": "unprotected" }),
+                    ),
+                )
+                    .into_response(),
+            ),
+            Unmatched::Deny => undecided(
+                ApiError::Forbidden(format!(
+                    "no route protects {original_method} {path}, and unmatched URIs are denied"
+                ))
+                .into_response(),
+                "unmatched",
+            ),
+        });
+    };
+    let principal = authenticate(state, headers, config.cookie.as_deref())
+        .map_err(|e| reject(ApiError::from(e)))?;
+    let session = state
+        .session_ids()
+        .parse(&first.session_id)
+        .map_err(|e| reject(e.into()))?;
+    let endpoint = strictest(state, &principal.sub, &readings);
+    let origin = Origin {
+        method: Some(original_method.as_str().to_owned()),
+        path: Some(path.clone()),
+        client_ip: client_ip(state, meta, headers),
+        ..meta.origin(Source::ForwardAuth)
+    };
+    let check = Check {
+        user: &principal.sub,
+        is_admin: principal.is_admin(),
+        session: &session,
+        endpoint,
+        origin: &origin,
+    };
+    let result = state.gatekeeper.check(&check, None).await;
+    let outcome = result.outcome;
+    let identity = Identity {
+        user: principal.sub.as_str(),
+        session: session.as_str(),
+        endpoint,
+        mode: outcome.mode.as_str(),
+        decision: outcome.verdict.as_str(),
+        reason: outcome.reason.as_str(),
+    };
+    let mut body = serde_json::Map::new();
+    body.insert("allowed".into(), json!(outcome.verdict.allowed()));
+    body.insert("decision".into(), json!(outcome.verdict));
+    body.insert("reason".into(), json!(outcome.reason));
+    body.insert("mode".into(), json!(outcome.mode));
+    body.insert("user".into(), json!(principal.sub));
+    body.insert("session_id".into(), json!(session.as_str()));
+    body.insert("endpoint".into(), json!(endpoint));
+    let response = match (outcome.verdict, outcome.reason) {
+        (Verdict::Deny, Reason::SettingsUnavailable) => problem_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "settings-unavailable",
+            "Settings unavailable",
+            "the enforcement settings have not been read yet".into(),
+            body,
+        ),
+        (Verdict::Deny, Reason::StoreUnavailable) => problem_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store-unavailable",
+            "Store unavailable",
+            "the session's owner cannot be read and the mode is ENFORCED".into(),
+            body,
+        ),
+        (Verdict::Deny, _) => problem_response(
+            StatusCode::FORBIDDEN,
+            "access-denied",
+            "Access denied",
+            format!("{} may not use session {}", principal.sub, session.as_str()),
+            body,
+        ),
+        _ => (StatusCode::OK, axum::Json(serde_json::Value::Object(body))).into_response(),
+    };
+    Ok(identity.apply(response))
+}
