@@ -287,3 +287,111 @@ async fn cors_preflight_policy(backend: Backend) {
     assert_eq!(header(&reply, "x-gatehouse-reason"), "preflight");
     app.stop().await;
 }
+
+both_backends!(
+    post_override_to_a_method_only_the_catch_all_covers_is_decided_under_it,
+    header_override_on_any_method_is_decided_under_the_method_it_runs_as,
+);
+
+/// Writes `routes` to a temporary route file and spawns gatehouse on it, with alice owning
+/// `s2`, the global mode ENFORCED, and `lax` set to LOG_ONLY (rolled out later).
+async fn routed_app(backend: &Backend, routes: &str, lax: &str) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("routes.conf");
+    std::fs::write(&file, routes).expect("write routes");
+    let app = TestApp::spawn(
+        backend,
+        &[("GATEHOUSE_ROUTES", file.to_str().expect("utf-8 path"))],
+    )
+    .await;
+    app.claim("s2", "alice").await;
+    app.set_mode("ENFORCED").await;
+    let reply = app
+        .call(
+            Method::PUT,
+            &format!("/v1/enforcement/endpoints/{lax}"),
+            Some(&app.admin()),
+            Some(serde_json::json!({ "mode": "LOG_ONLY", "reason": "observed first" })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    (app, dir)
+}
+
+/// Review (r2): "a POST as every method" only tries the methods that have a method-specific
+/// route (`RouteTable::find_readings` takes `by_method.keys()`), never the `*` routes those
+/// methods would fall back to. With a POST route of its own (sending messages, observed
+/// first) and the catch-all enforced, bob's `POST .../messages` with `X-HTTP-Method-Override:
+/// GET` (Rails, Express `method-override`, ASP.NET Core, Symfony) is decided under
+/// `chat.send` (LOG_ONLY: 200, would_deny) while the backend runs `GET .../messages`, which
+/// gatehouse itself decides under `chat.session` (ENFORCED: 403). Same for an override to
+/// DELETE.
+async fn post_override_to_a_method_only_the_catch_all_covers_is_decided_under_it(backend: Backend) {
+    let (app, _dir) = routed_app(
+        &backend,
+        "chat.send    POST /api/chat/sessions/{session_id}/messages\n\
+         chat.session *    /api/chat/sessions/{session_id}/*\n",
+        "chat.send",
+    )
+    .await;
+    let bob = app.user("bob");
+    let uri = "/api/chat/sessions/s2/messages";
+    // What the backend runs: a GET (or DELETE) of alice's messages, enforced.
+    for method in ["GET", "DELETE"] {
+        let reply = nginx(&app, Some(&bob), method, uri).await;
+        assert_eq!(reply.status, 403, "{method}: {reply:?}");
+        assert_eq!(header(&reply, "x-gatehouse-endpoint"), "chat.session");
+    }
+    // The POST that carries the override.
+    let reply = nginx(&app, Some(&bob), "POST", uri).await;
+    assert_eq!(
+        (
+            reply.status,
+            header(&reply, "x-gatehouse-endpoint"),
+            header(&reply, "x-gatehouse-decision"),
+        ),
+        (403, "chat.session", "deny"),
+        "bob's POST {uri} (+ X-HTTP-Method-Override: GET, run as GET by the backend) was \
+         decided under the laxer POST route: {reply:?}"
+    );
+    app.stop().await;
+}
+
+/// Review (r2): the README says no framework overrides methods other than POST ("Other methods
+/// stay unmatched ... no framework overrides them", `head_is_matched_as_get`). Slim 4's
+/// `MethodOverrideMiddleware` (the 4.x line, current) applies `X-Http-Method-Override` on any
+/// method (`if ($methodHeader) { $request = $request->withMethod($methodHeader); } elseif
+/// (POST) { _METHOD }`). With the shipped route table shape (a GET route for the reads,
+/// enforced; the catch-all observed), bob's `PUT .../messages` + `X-Http-Method-Override: GET`
+/// is decided as a PUT under `chat.session` (LOG_ONLY: 200) and Slim serves alice's
+/// messages through the GET handler.
+async fn header_override_on_any_method_is_decided_under_the_method_it_runs_as(backend: Backend) {
+    let (app, _dir) = routed_app(
+        &backend,
+        "chat.messages GET /api/chat/sessions/{session_id}/messages\n\
+         chat.session  *   /api/chat/sessions/{session_id}/*\n",
+        "chat.session",
+    )
+    .await;
+    let bob = app.user("bob");
+    let uri = "/api/chat/sessions/s2/messages";
+    let reply = nginx(&app, Some(&bob), "GET", uri).await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    let mut passed = Vec::new();
+    for method in ["PUT", "PATCH", "DELETE"] {
+        let reply = nginx(&app, Some(&bob), method, uri).await;
+        if reply.status == 200 {
+            passed.push(format!(
+                "{method} (endpoint {:?}, decision {:?})",
+                header(&reply, "x-gatehouse-endpoint"),
+                header(&reply, "x-gatehouse-decision")
+            ));
+        }
+    }
+    assert!(
+        passed.is_empty(),
+        "with X-Http-Method-Override: GET, Slim 4 runs these as the enforced GET of alice's \
+         messages, but gatehouse let them through: {passed:?}"
+    );
+    app.stop().await;
+}

@@ -18,6 +18,7 @@ both_backends!(
     exact_keeps_the_spellings_apart,
     lenient_parser_spellings_are_not_fresh_sessions_under_self_claim,
     exact_delete_releases_the_spelling_it_names,
+    integer_parser_spellings_are_not_fresh_sessions_under_self_claim,
 );
 
 const CANONICAL: &str = "3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77";
@@ -397,4 +398,113 @@ async fn exact_delete_releases_the_spelling_it_names(backend: Backend) {
     }
     assert!(violations.is_empty(), "{violations:#?}");
     app.stop().await;
+}
+
+/// A UUID whose first byte is zero (1 in 256 of random ids; every group-start `00` counts for
+/// .NET, so about 1 in 50; a leading `0` digit is 1 in 16 for Python's `_`).
+const ZERO_LED: &str = "003f2b8c-6a4d-4a43-9d36-2f0e6c1b8a77";
+
+/// Review (r2): spellings that widely used parsers read as a UUID through their integer
+/// parsing, which `read_leniently` does not model:
+///
+/// - Python `uuid.UUID(hex)` ends in `int(hex, 16)` after the length check (32), and `int`
+///   takes a `0x`/`0X` prefix and `_` between digits (what Django's `UUIDField.to_python` and
+///   DRF's `UUIDField` call): `0x` + 30 digits and `0_` + 30 digits are [`ZERO_LED`];
+/// - .NET `Guid.Parse`/`TryParse`, format D: "Components may begin with `0x` and/or `+`"
+///   (`TryCompatParsing` in `System.Guid`, kept for compatibility): `0x3f2b8c-6a4d-…` is
+///   [`ZERO_LED`] (Python reads it so too);
+/// - Java 8's `UUID.fromString` (still the JDK of many Spring Boot 2 services) has no length
+///   limit (the 36 of `read_leniently` is JDK 9+): it splits on `-` and `Long.decode`s
+///   `"0x" + group`, so leading zeros (`03f2b8c1e-6a4d-…`, 37 bytes) are [`CANONICAL`], for
+///   every UUID.
+///
+/// Each must be refused (400) or read as the owned UUID; never a fresh session of bob's.
+async fn integer_parser_spellings_are_not_fresh_sessions_under_self_claim(backend: Backend) {
+    let app = TestApp::spawn(
+        &backend,
+        &[
+            ("GATEHOUSE_INITIAL_MODE", "ENFORCED"),
+            ("GATEHOUSE_CLAIM", "self"),
+        ],
+    )
+    .await;
+    app.claim(CANONICAL, "alice").await;
+    app.claim(ZERO_LED, "alice").await;
+    let bob = app.user("bob");
+    let aliases: &[(&str, &str, &str)] = &[
+        (
+            "0x3f2b8c6a4d4a439d362f0e6c1b8a77",
+            ZERO_LED,
+            "Python uuid.UUID (int 0x prefix)",
+        ),
+        (
+            "0X3f2b8c6a4d4a439d362f0e6c1b8a77",
+            ZERO_LED,
+            "Python uuid.UUID (int 0X prefix)",
+        ),
+        (
+            "0_3f2b8c6a4d4a439d362f0e6c1b8a77",
+            ZERO_LED,
+            "Python uuid.UUID (int digit separator)",
+        ),
+        (
+            "0_3f2b8c-6a4d-4a43-9d36-2f0e6c1b8a77",
+            ZERO_LED,
+            "Python uuid.UUID (int digit separator)",
+        ),
+        (
+            "0x3f2b8c-6a4d-4a43-9d36-2f0e6c1b8a77",
+            ZERO_LED,
+            ".NET Guid.Parse (D, 0x component), Python",
+        ),
+        (
+            "0003f2b8c-6a4d-4a43-9d36-2f0e6c1b8a77",
+            ZERO_LED,
+            "Java 8 UUID.fromString (leading zeros)",
+        ),
+        (
+            "03f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77",
+            CANONICAL,
+            "Java 8 UUID.fromString (leading zeros)",
+        ),
+        (
+            "3f2b8c1e-6a4d-4a43-9d36-00002f0e6c1b8a77",
+            CANONICAL,
+            "Java 8 UUID.fromString (leading zeros)",
+        ),
+    ];
+    let mut taken = Vec::new();
+    for (alias, victim, parser) in aliases {
+        let claim = app
+            .call(
+                Method::POST,
+                &format!("/v1/sessions/{alias}/claim"),
+                Some(&bob),
+                None,
+            )
+            .await;
+        let check = nginx(
+            &app,
+            Some(&bob),
+            "GET",
+            &format!("/api/chat/sessions/{alias}"),
+        )
+        .await;
+        if claim.status == 201 || check.status == 200 {
+            taken.push(format!(
+                "{alias:?} ({parser} reads it as alice's {victim}): claim {} {}, then \
+                 forward-auth {} (session {:?}, reason {:?})",
+                claim.status,
+                claim.body["session_id"],
+                check.status,
+                header(&check, "x-gatehouse-session"),
+                header(&check, "x-gatehouse-reason"),
+            ));
+        }
+    }
+    assert!(
+        taken.is_empty(),
+        "bob took alice's sessions through aliases gatehouse keeps apart:\n- {}",
+        taken.join("\n- ")
+    );
 }
