@@ -17,8 +17,9 @@
 //!
 //! Near-UUIDs are refused (400), not guessed: whatever a widely used lenient UUID parser reads
 //! as a UUID ([`read_leniently`]: Python's `uuid.UUID`, Go's `google/uuid`, Java's
-//! `UUID.fromString`), so hyphens in another layout, `uuid:…` and `urn:…`, a 38-byte string
-//! around a hyphenated UUID, five groups of hex digits of any length (`1-2-3-4-5`); a UUID or
+//! `UUID.fromString`, .NET's `Guid.Parse`), so hyphens in another layout, `uuid:…` and
+//! `urn:…`, `0x` prefixes and `_` between digits, a 38-byte string around a hyphenated UUID,
+//! five groups of hex digits of any length (`1-2-3-4-5`, leading zeros); a UUID or
 //! near-UUID before a dot (`{uuid}.json`: routers cut format suffixes off before parsing);
 //! and a `urn:uuid:` prefix before anything that is not a UUID. Every other id is kept as
 //! written (a UUID inside a longer id, `chat-1728201960-{uuid}`, is no parser's UUID).
@@ -192,33 +193,41 @@ fn uuid_spelling_exact(id: &str) -> bool {
 /// Whether a widely used lenient UUID parser reads `id` as a UUID although it is none of the
 /// recognised spellings:
 ///
-/// - Python's `uuid.UUID`: removes `urn:` and `uuid:` anywhere, braces at both ends and every
-///   hyphen, then wants 32 hex digits (so hyphens anywhere, `uuid:…`, `urn:…`);
+/// - Python's `uuid.UUID` (Django, DRF): removes `urn:` and `uuid:` anywhere, braces at both
+///   ends and every hyphen, wants 32 characters, then reads them with `int(…, 16)`, which
+///   takes a `0x` prefix and `_` between digits (so hyphens anywhere, `uuid:…`, `urn:…`,
+///   `0x3f2b8c…`, `0_3f2b8c…`);
 /// - Go's `github.com/google/uuid` `Parse`: any 38-byte string whose bytes 1–36 are a
 ///   hyphenated UUID (the two ends are taken as braces without being checked);
-/// - Java's `UUID.fromString`: up to 36 characters in five groups of hex digits of any length
-///   (`1-2-3-4-5` is `00000001-0002-0003-0004-000000000005`).
+/// - Java's `UUID.fromString` (JDK 8: no length limit, trailing hyphens ignored) and .NET's
+///   `Guid.Parse` (a group may start with `0x`): five groups of hex digits of any length, each
+///   perhaps after `0x` (`1-2-3-4-5`, `03f2b8c1e-6a4d-…`, `0x3f2b8c-6a4d-…`).
 fn read_leniently(id: &str) -> bool {
     if !id.is_ascii() {
         return false;
     }
     let lower = id.to_ascii_lowercase();
-    let python: String = lower
-        .replace("urn:", "")
-        .replace("uuid:", "")
-        .trim_matches(['{', '}'])
-        .chars()
-        .filter(|&c| c != '-')
-        .collect();
-    let python = python.len() == 32 && python.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let python = {
+        let stripped = lower.replace("urn:", "").replace("uuid:", "");
+        let digits: String = stripped
+            .trim_matches(['{', '}'])
+            .chars()
+            .filter(|&c| c != '-')
+            .collect();
+        let number = digits
+            .strip_prefix("0x")
+            .unwrap_or(&digits)
+            .replace('_', "");
+        digits.len() == 32 && is_hex(&number)
+    };
     let go = id.len() == 38 && uuid_body(&id[1..37]).is_some();
-    let groups: Vec<&str> = id.split('-').collect();
-    let java = id.len() <= 36
-        && groups.len() == 5
+    let groups: Vec<&str> = lower.trim_end_matches('-').split('-').collect();
+    let five_groups = groups.len() == 5
         && groups
             .iter()
-            .all(|g| !g.is_empty() && g.bytes().all(|b| b.is_ascii_hexdigit()));
-    python || go || java
+            .all(|g| is_hex(g.strip_prefix("0x").unwrap_or(g)));
+    python || go || five_groups
 }
 
 fn starts_with_ignore_case(raw: &str, prefix: &str) -> bool {
@@ -488,6 +497,13 @@ mod tests {
             "1-2-3-4-5",
             "dead-beef-cafe-babe-face",
             "3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A7",
+            // integer readings (review rv-r2): Python's int(_, 16), JDK 8, .NET's 0x groups
+            "0x3f2b8c6a4d4a439d362f0e6c1b8a77",
+            "0_3f2b8c6a4d4a439d362f0e6c1b8a77",
+            "03f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77",
+            "3f2b8c1e-6a4d-4a43-9d36-00002f0e6c1b8a77",
+            "0x3f2b8c-6a4d-4a43-9d36-2f0e6c1b8a77",
+            "3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77--",
             // format suffixes
             "3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77.json",
             "3F2B8C1E6A4D4A439D362F0E6C1B8A77.tar.gz",

@@ -175,16 +175,26 @@ impl RouteTable {
     /// The route a [normalised](normalize) `path` matches for `method`, if any: static
     /// segments compared case-insensitively, `HEAD` as `GET` (after `HEAD` routes), then `*`.
     pub fn find(&self, method: &Method, path: &str) -> Option<Matched<'_>> {
-        let lowered = path.to_ascii_lowercase();
         let methods: &[&Method] = if method == Method::HEAD {
             &[&Method::HEAD, &Method::GET]
         } else {
             &[method]
         };
-        let found = methods
+        let routers = methods
             .iter()
-            .find_map(|m| self.by_method.get(*m).and_then(|r| r.at(&lowered).ok()))
-            .or_else(|| self.any_method.at(&lowered).ok())?;
+            .filter_map(|m| self.by_method.get(*m))
+            .chain([&self.any_method]);
+        self.first_match(routers, path)
+    }
+
+    /// The first of `routers` that matches `path`.
+    fn first_match<'r>(
+        &self,
+        routers: impl IntoIterator<Item = &'r matchit::Router<usize>>,
+        path: &str,
+    ) -> Option<Matched<'_>> {
+        let lowered = path.to_ascii_lowercase();
+        let found = routers.into_iter().find_map(|r| r.at(&lowered).ok())?;
         let route = &self.routes[*found.value];
         // The id in its own spelling: the same segment of the path as given.
         let session_id = path
@@ -204,12 +214,19 @@ impl RouteTable {
 
 impl RouteTable {
     /// Every route a backend may run the request on, the request's own reading first:
-    /// besides [`Self::find`], a `POST` under every method (a backend that honours method
-    /// overrides runs `POST` + `X-HTTP-Method-Override: GET`, `?_method=GET` or a `_method`
-    /// form field gatehouse never sees as a `GET`), and the path with the last segment's format
-    /// suffix cut off at its first and at its last dot (`messages.json` is `messages` to
-    /// Rails' `(.:format)` and Spring's suffix matching). Distinct matches only.
-    pub fn find_readings(&self, method: &Method, path: &str) -> Vec<Matched<'_>> {
+    /// besides [`Self::find`], with `every_method` the request under every method, each
+    /// method's routes and the `*` ones alike (a backend that honours a method override runs
+    /// `POST` + `_method=GET` as a `GET`; the caller sets it for a `POST`, whose form body
+    /// gatehouse never sees, and for any request carrying an override header); and the path
+    /// with the last segment's format suffix cut off at its first and at its last dot
+    /// (`messages.json` is `messages` to Rails' `(.:format)` and Spring's suffix matching).
+    /// Distinct matches only.
+    pub fn find_readings(
+        &self,
+        method: &Method,
+        path: &str,
+        every_method: bool,
+    ) -> Vec<Matched<'_>> {
         let mut paths = vec![path.to_owned()];
         if let Some((parent, last)) = path.rsplit_once('/') {
             for cut in [last.split_once('.'), last.rsplit_once('.')]
@@ -224,18 +241,20 @@ impl RouteTable {
                 }
             }
         }
-        let mut methods = vec![method.clone()];
-        if method == Method::POST {
-            let mut others: Vec<&Method> = self.by_method.keys().filter(|m| *m != method).collect();
-            others.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-            methods.extend(others.into_iter().cloned());
+        let mut overridden: Vec<&matchit::Router<usize>> = Vec::new();
+        if every_method {
+            let mut methods: Vec<&Method> = self.by_method.keys().collect();
+            methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            overridden.extend(methods.into_iter().map(|m| &self.by_method[m]));
+            overridden.push(&self.any_method);
         }
         let mut found: Vec<Matched<'_>> = Vec::new();
         for path in &paths {
-            for method in &methods {
-                let Some(matched) = self.find(method, path) else {
-                    continue;
-                };
+            let own = self.find(method, path);
+            let others = overridden
+                .iter()
+                .filter_map(|router| self.first_match([*router], path));
+            for matched in own.into_iter().chain(others) {
                 let seen = found.iter().any(|m| {
                     std::ptr::eq(m.route, matched.route) && m.session_id == matched.session_id
                 });
@@ -247,6 +266,14 @@ impl RouteTable {
         found
     }
 }
+
+/// The method-override headers frameworks honour (Rails, Express `method-override`, ASP.NET
+/// Core, Symfony and Slim 4, which honours them on any method).
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 fn parse_line(line: &str) -> Result<Route, String> {
     let fields: Vec<&str> = line.split_whitespace().collect();

@@ -252,6 +252,10 @@ fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::OPTIONS
         && headers.contains_key(header::ORIGIN)
         && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        // An `OPTIONS` a backend may run as another method is no preflight.
+        && !matcher::METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|name| headers.contains_key(*name))
 }
 
 /// The forward-auth decision for the original request (any method; see the module docs).
@@ -340,7 +344,15 @@ async fn decide(
             .into_response(),
         }));
     }
-    let readings = config.routes.find_readings(original_method, &path);
+    // A POST may be run as any method (a `_method` form field, unseen here), and so may a
+    // request carrying an override header, whatever its method (Slim 4 honours them on all).
+    let overridable = *original_method == Method::POST
+        || matcher::METHOD_OVERRIDE_HEADERS
+            .iter()
+            .any(|name| headers.contains_key(*name));
+    let readings = config
+        .routes
+        .find_readings(original_method, &path, overridable);
     if readings
         .iter()
         .any(|m| m.session_id != readings[0].session_id)

@@ -216,6 +216,19 @@ const DODGES: &[Dodge] = &[
         &[("X-HTTP-Method-Override", "get")],
         "chat.export",
     ),
+    // Slim 4 honours the header on any method: each proxy must let gatehouse see it.
+    (
+        "PUT",
+        "/api/chat/sessions/s1/messages",
+        &[("X-HTTP-Method-Override", "GET")],
+        "chat.messages",
+    ),
+    (
+        "DELETE",
+        "/api/chat/sessions/s1/messages",
+        &[("X-Method-Override", "GET")],
+        "chat.messages",
+    ),
     (
         "GET",
         "/api/chat/sessions/s1/messages.json",
