@@ -160,16 +160,6 @@ pub fn recommend(
     in_phase: Option<Duration>,
     counts: Option<&WindowCounts>,
 ) -> Recommendation {
-    let hold = |reasons: Vec<String>| Recommendation {
-        action: Action::Hold,
-        next: None,
-        reasons,
-    };
-    let advance = |next: Step, reasons: Vec<String>| Recommendation {
-        action: Action::Advance,
-        next: Some(next),
-        reasons,
-    };
     let lasted = in_phase.unwrap_or_default();
     let mut reasons = Vec::new();
     let relaxed: Vec<&str> = settings
@@ -184,7 +174,6 @@ pub fn recommend(
             relaxed.join(", ")
         ));
     }
-
     let phase = phase(settings);
     if phase == Phase::Killed {
         reasons.insert(
@@ -203,109 +192,129 @@ pub fn recommend(
         return hold(reasons);
     }
     match phase {
-        Phase::Killed => unreachable!("handled above"),
-        Phase::Disabled => {
-            if owned_sessions == 0 {
-                reasons.push(
-                    "no session has an owner yet: LOG_ONLY would report every legacy \
-                     session as unowned; run the backfill first"
-                        .into(),
-                );
-                return hold(reasons);
-            }
-            reasons.push(
-                "LOG_ONLY decides every check and records would-deny events without \
-                 refusing anyone: the data needed before enforcing"
-                    .into(),
-            );
-            advance(
-                Step {
-                    mode: Mode::LogOnly,
-                    enforce_percent: None,
-                },
-                reasons,
-            )
-        }
-        Phase::Observing => {
-            if lasted < MIN_OBSERVATION {
-                reasons.push(format!(
-                    "LOG_ONLY for {}; collect at least {} of would-deny data first",
-                    hours(lasted),
-                    hours(MIN_OBSERVATION)
-                ));
-                return hold(reasons);
-            }
-            if let Some(counts) = counts {
-                if counts.would_deny == 0 {
-                    reasons.push(format!(
-                        "no would-deny decision in the last {}: either all access is \
-                         legitimate, or traffic does not go through gatehouse; check before \
-                         enforcing",
-                        counts.window
-                    ));
-                } else {
-                    reasons.push(format!(
-                        "{} would-deny decisions in the last {}: review them \
-                         (GET /v1/audit?decision=would_deny, GET /v1/audit/summary)",
-                        counts.would_deny, counts.window
-                    ));
-                }
-            }
-            reasons.push(format!(
-                "LOG_ONLY for {}: if the would-deny events are all expected (attempts on other \
-                 users' sessions), enforce for a first share of users",
-                hours(lasted)
-            ));
-            advance(
-                Step {
-                    mode: Mode::Enforced,
-                    enforce_percent: Some(PERCENT_STEPS[0]),
-                },
-                reasons,
-            )
-        }
-        Phase::Partial => {
-            let percent = settings.enforce_percent.unwrap_or(100);
-            if lasted < MIN_STEP {
-                reasons.push(format!(
-                    "ENFORCED for {percent}% of users for {}; wait at least {} per step",
-                    hours(lasted),
-                    hours(MIN_STEP)
-                ));
-                return hold(reasons);
-            }
-            let next = PERCENT_STEPS
-                .into_iter()
-                .find(|step| *step > percent)
-                .filter(|step| *step < 100);
-            if let Some(counts) = counts.filter(|c| c.store_unavailable > 0) {
-                reasons.insert(
-                    0,
-                    format!(
-                        "{} checks failed closed on an unreachable store in the last {}: \
-                         fix the store's availability before widening",
-                        counts.store_unavailable, counts.window
-                    ),
-                );
-                return hold(reasons);
-            }
-            reasons.push(format!(
-                "ENFORCED for {percent}% of users for {} with no kill switch: widen it",
-                hours(lasted)
-            ));
-            advance(
-                Step {
-                    mode: Mode::Enforced,
-                    enforce_percent: next,
-                },
-                reasons,
-            )
-        }
+        Phase::Killed => hold(reasons),
+        Phase::Disabled => from_disabled(owned_sessions, reasons),
+        Phase::Observing => from_observing(lasted, counts, reasons),
+        Phase::Partial => from_partial(settings, lasted, counts, reasons),
         Phase::Enforced => {
             reasons.insert(0, "ENFORCED for everyone: the rollout is complete".into());
             hold(reasons)
         }
     }
+}
+
+fn hold(reasons: Vec<String>) -> Recommendation {
+    Recommendation {
+        action: Action::Hold,
+        next: None,
+        reasons,
+    }
+}
+
+fn advance(mode: Mode, enforce_percent: Option<u8>, reasons: Vec<String>) -> Recommendation {
+    Recommendation {
+        action: Action::Advance,
+        next: Some(Step {
+            mode,
+            enforce_percent,
+        }),
+        reasons,
+    }
+}
+
+/// DISABLED → LOG_ONLY, once sessions have owners.
+fn from_disabled(owned_sessions: u64, mut reasons: Vec<String>) -> Recommendation {
+    if owned_sessions == 0 {
+        reasons.push(
+            "no session has an owner yet: LOG_ONLY would report every legacy \
+             session as unowned; run the backfill first"
+                .into(),
+        );
+        return hold(reasons);
+    }
+    reasons.push(
+        "LOG_ONLY decides every check and records would-deny events without \
+         refusing anyone: the data needed before enforcing"
+            .into(),
+    );
+    advance(Mode::LogOnly, None, reasons)
+}
+
+/// LOG_ONLY → ENFORCED for a first share of users, after enough observation.
+fn from_observing(
+    lasted: Duration,
+    counts: Option<&WindowCounts>,
+    mut reasons: Vec<String>,
+) -> Recommendation {
+    if lasted < MIN_OBSERVATION {
+        reasons.push(format!(
+            "LOG_ONLY for {}; collect at least {} of would-deny data first",
+            hours(lasted),
+            hours(MIN_OBSERVATION)
+        ));
+        return hold(reasons);
+    }
+    if let Some(counts) = counts {
+        if counts.would_deny == 0 {
+            reasons.push(format!(
+                "no would-deny decision in the last {}: either all access is \
+                 legitimate, or traffic does not go through gatehouse; check before \
+                 enforcing",
+                counts.window
+            ));
+        } else {
+            reasons.push(format!(
+                "{} would-deny decisions in the last {}: review them \
+                 (GET /v1/audit?decision=would_deny, GET /v1/audit/summary)",
+                counts.would_deny, counts.window
+            ));
+        }
+    }
+    reasons.push(format!(
+        "LOG_ONLY for {}: if the would-deny events are all expected (attempts on other \
+         users' sessions), enforce for a first share of users",
+        hours(lasted)
+    ));
+    advance(Mode::Enforced, Some(PERCENT_STEPS[0]), reasons)
+}
+
+/// ENFORCED for a share → the next share (or everyone), one step per `MIN_STEP`, held while
+/// checks fail closed on an unreachable store.
+fn from_partial(
+    settings: &EnforcementSettings,
+    lasted: Duration,
+    counts: Option<&WindowCounts>,
+    mut reasons: Vec<String>,
+) -> Recommendation {
+    let percent = settings.enforce_percent.unwrap_or(100);
+    if lasted < MIN_STEP {
+        reasons.push(format!(
+            "ENFORCED for {percent}% of users for {}; wait at least {} per step",
+            hours(lasted),
+            hours(MIN_STEP)
+        ));
+        return hold(reasons);
+    }
+    let next = PERCENT_STEPS
+        .into_iter()
+        .find(|step| *step > percent)
+        .filter(|step| *step < 100);
+    if let Some(counts) = counts.filter(|c| c.store_unavailable > 0) {
+        reasons.insert(
+            0,
+            format!(
+                "{} checks failed closed on an unreachable store in the last {}: \
+                 fix the store's availability before widening",
+                counts.store_unavailable, counts.window
+            ),
+        );
+        return hold(reasons);
+    }
+    reasons.push(format!(
+        "ENFORCED for {percent}% of users for {} with no kill switch: widen it",
+        hours(lasted)
+    ));
+    advance(Mode::Enforced, next, reasons)
 }
 
 fn hours(d: Duration) -> String {

@@ -12,9 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::audit::{AuditDecision, AuditEvent, Source};
 use crate::auth::{AuthError, Principal, bearer_token};
-use crate::decision::{Mode, Reason, Verdict};
+use crate::decision::{Mode, Outcome, Reason, Verdict};
 use crate::gatekeeper::{Check, Origin};
 use crate::http::{AddressHeader, ApiError, AppState, RequestMeta, problem_response};
+use crate::session_id::SessionId;
 use crate::timestamp::Timestamp;
 
 use super::matcher::{self, Matched};
@@ -294,13 +295,6 @@ async fn decide(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Response, Response> {
-    let reject = |e: ApiError| {
-        let reason = match &e {
-            ApiError::Unauthorized(_) => "unauthenticated",
-            _ => "invalid_request",
-        };
-        undecided(e.into_response(), reason)
-    };
     let config = &state.forward_auth;
     let original =
         original::original(config.style, method, uri, headers).map_err(
@@ -312,37 +306,19 @@ async fn decide(
             },
         )?;
     let original_method = &original.method;
-    let path = matcher::normalize(&original.uri).map_err(|e| {
+    let refused = |why: String| {
         refuse(
             state,
             meta,
             headers,
             (original_method, Some(&original.uri)),
             REFUSED_URI,
-            e.to_string(),
+            why,
         )
-    })?;
+    };
+    let path = matcher::normalize(&original.uri).map_err(|e| refused(e.to_string()))?;
     if config.preflight != Preflight::Check && is_preflight(original_method, headers) {
-        let identity = Identity {
-            decision: if config.preflight == Preflight::Allow {
-                "allow"
-            } else {
-                "deny"
-            },
-            reason: "preflight",
-            ..Identity::default()
-        };
-        return Ok(identity.apply(match config.preflight {
-            Preflight::Allow => (
-                StatusCode::OK,
-                axum::Json(json!({ "allowed": true, "reason": "preflight" })),
-            )
-                .into_response(),
-            _ => ApiError::Forbidden(
-                "CORS preflights are refused (GATEHOUSE_FORWARD_AUTH_PREFLIGHT=deny)".into(),
-            )
-            .into_response(),
-        }));
+        return Ok(preflight_answer(config.preflight));
     }
     // A POST may be run as any method (a `_method` form field, unseen here), and so may a
     // request carrying an override header, whatever its method (Slim 4 honours them on all).
@@ -357,39 +333,12 @@ async fn decide(
         .iter()
         .any(|m| m.session_id != readings[0].session_id)
     {
-        return Err(refuse(
-            state,
-            meta,
-            headers,
-            (original_method, Some(&original.uri)),
-            REFUSED_URI,
+        return Err(refused(
             "backends may read this request as another session (a format suffix on the id)".into(),
         ));
     }
     let Some(first) = readings.first() else {
-        return Ok(match config.unmatched {
-            Unmatched::Allow => Identity {
-                decision: "allow",
-                reason: "unprotected",
-                ..Identity::default()
-            }
-            .apply(
-                (
-                    StatusCode::OK,
-                    axum::Json(
-                        json!({ "allowed": true, "decision": "allow", "reason": "unprotected" }),
-                    ),
-                )
-                    .into_response(),
-            ),
-            Unmatched::Deny => undecided(
-                ApiError::Forbidden(format!(
-                    "no route protects {original_method} {path}, and unmatched URIs are denied"
-                ))
-                .into_response(),
-                "unmatched",
-            ),
-        });
+        return Ok(unmatched_answer(config.unmatched, original_method, &path));
     };
     let principal = authenticate(state, headers, config.cookie.as_deref())
         .map_err(|e| reject(ApiError::from(e)))?;
@@ -411,10 +360,74 @@ async fn decide(
         endpoint,
         origin: &origin,
     };
-    let result = state.gatekeeper.check(&check, None).await;
-    let outcome = result.outcome;
+    let outcome = state.gatekeeper.check(&check, None).await.outcome;
+    Ok(decision_answer(&principal.sub, &session, endpoint, outcome))
+}
+
+/// A request refused before any decision (bad credentials, an invalid id): its answer, with
+/// the reason in the identity headers.
+fn reject(e: ApiError) -> Response {
+    let reason = match &e {
+        ApiError::Unauthorized(_) => "unauthenticated",
+        _ => "invalid_request",
+    };
+    undecided(e.into_response(), reason)
+}
+
+/// The answer to a CORS preflight under `GATEHOUSE_FORWARD_AUTH_PREFLIGHT=allow|deny`.
+fn preflight_answer(preflight: Preflight) -> Response {
+    let allow = preflight == Preflight::Allow;
     let identity = Identity {
-        user: principal.sub.as_str(),
+        decision: if allow { "allow" } else { "deny" },
+        reason: "preflight",
+        ..Identity::default()
+    };
+    identity.apply(if allow {
+        (
+            StatusCode::OK,
+            axum::Json(json!({ "allowed": true, "reason": "preflight" })),
+        )
+            .into_response()
+    } else {
+        ApiError::Forbidden(
+            "CORS preflights are refused (GATEHOUSE_FORWARD_AUTH_PREFLIGHT=deny)".into(),
+        )
+        .into_response()
+    })
+}
+
+/// The answer for a URI no reading of which any route matches.
+fn unmatched_answer(unmatched: Unmatched, method: &Method, path: &str) -> Response {
+    match unmatched {
+        Unmatched::Allow => Identity {
+            decision: "allow",
+            reason: "unprotected",
+            ..Identity::default()
+        }
+        .apply(
+            (
+                StatusCode::OK,
+                axum::Json(
+                    json!({ "allowed": true, "decision": "allow", "reason": "unprotected" }),
+                ),
+            )
+                .into_response(),
+        ),
+        Unmatched::Deny => undecided(
+            ApiError::Forbidden(format!(
+                "no route protects {method} {path}, and unmatched URIs are denied"
+            ))
+            .into_response(),
+            "unmatched",
+        ),
+    }
+}
+
+/// The answer to a decided check: 200 (allow, would-deny), 403, or 503 (settings or owner
+/// unknown), with the decision in the body and all six identity headers.
+fn decision_answer(user: &str, session: &SessionId, endpoint: &str, outcome: Outcome) -> Response {
+    let identity = Identity {
+        user,
         session: session.as_str(),
         endpoint,
         mode: outcome.mode.as_str(),
@@ -426,7 +439,7 @@ async fn decide(
     body.insert("decision".into(), json!(outcome.verdict));
     body.insert("reason".into(), json!(outcome.reason));
     body.insert("mode".into(), json!(outcome.mode));
-    body.insert("user".into(), json!(principal.sub));
+    body.insert("user".into(), json!(user));
     body.insert("session_id".into(), json!(session.as_str()));
     body.insert("endpoint".into(), json!(endpoint));
     let response = match (outcome.verdict, outcome.reason) {
@@ -448,10 +461,10 @@ async fn decide(
             StatusCode::FORBIDDEN,
             "access-denied",
             "Access denied",
-            format!("{} may not use session {}", principal.sub, session.as_str()),
+            format!("{user} may not use session {}", session.as_str()),
             body,
         ),
         _ => (StatusCode::OK, axum::Json(serde_json::Value::Object(body))).into_response(),
     };
-    Ok(identity.apply(response))
+    identity.apply(response)
 }

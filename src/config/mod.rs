@@ -1,0 +1,328 @@
+//! Configuration: environment variables, optionally a TOML file, parsed once into typed values.
+//!
+//! Every key is an environment variable (`GATEHOUSE_*`, plus `REDIS_URL`). The file named by
+//! `GATEHOUSE_CONFIG` may set the same keys, written in lower case without the `GATEHOUSE_`
+//! prefix (`listen = "0.0.0.0:8080"`, `redis_url = "redis://..."`); the environment wins. All
+//! problems are reported at once.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use self::sections::{
+    audit, auth, backfill_roots, connection_limits, forward_auth, host_name, keys, logging,
+    owner_cache, read_file, redis, settings_snapshot,
+};
+use crate::auth::JwtSettings;
+use crate::decision::Mode;
+use crate::store::KeySchema;
+
+mod sections;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How callers authenticate.
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// JWT bearer tokens. Without a secret and keys: a random key and a printed admin token.
+    Jwt {
+        /// HS256 secret (`GATEHOUSE_JWT_SECRET`).
+        secret: Option<String>,
+        /// Public key files (`GATEHOUSE_JWT_PUBLIC_KEYS`: `[kid=]path,...`).
+        public_keys: Option<String>,
+        /// Algorithms, issuer, audience.
+        settings: JwtSettings,
+    },
+    /// Legacy: every caller is the virtual user `admin` (`GATEHOUSE_AUTH=disabled`).
+    Disabled,
+}
+
+/// Redis connection settings.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `REDIS_URL`.
+    pub url: String,
+    /// `GATEHOUSE_REDIS_CONNECTIONS` (default 4): multiplexed connections used round-robin by
+    /// everything but owner lookups, which have one more of their own.
+    pub connections: usize,
+    /// `GATEHOUSE_REDIS_TIMEOUT` (default 500ms).
+    pub timeout: Duration,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `GATEHOUSE_LISTEN` (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// `REDIS_URL` and friends; `None` runs on the embedded in-memory store.
+    pub redis: Option<RedisConfig>,
+    /// Key names (`GATEHOUSE_KEY_PREFIX`, `GATEHOUSE_OWNER_KEY_PREFIX`,
+    /// `GATEHOUSE_USER_SESSIONS_KEY_PREFIX`).
+    pub keys: KeySchema,
+    /// `GATEHOUSE_OWNER_TTL` (default none: ownership is persistent).
+    pub owner_ttl: Option<Duration>,
+    /// `GATEHOUSE_AUTH` and the JWT settings.
+    pub auth: AuthConfig,
+    /// `GATEHOUSE_INITIAL_MODE` (default LOG_ONLY): the mode a fresh deployment's first
+    /// settings record is initialised with.
+    pub initial_mode: Mode,
+    /// `GATEHOUSE_SETTINGS_REFRESH` (default 5s): how often settings are re-read.
+    pub settings_refresh: Duration,
+    /// `GATEHOUSE_SETTINGS_SNAPSHOT` (default `gatehouse-settings.json` beside the audit
+    /// spool; `off`: none): the local snapshot of the last settings applied (Redis only).
+    pub settings_snapshot: Option<std::path::PathBuf>,
+    /// `GATEHOUSE_REQUEST_TIMEOUT` (default 10s): 408 after.
+    pub request_timeout: Duration,
+    /// `GATEHOUSE_HEADER_READ_TIMEOUT` (5s), `GATEHOUSE_IDLE_TIMEOUT` (75s) and
+    /// `GATEHOUSE_MAX_CONNECTIONS` (4096); the shutdown drains for the request timeout + 1s.
+    pub connections: crate::http::ConnectionLimits,
+    /// `GATEHOUSE_LOG_FORMAT` (default text).
+    pub log_format: LogFormat,
+    /// `GATEHOUSE_LOG` (default `info`), in `tracing` filter syntax.
+    pub log_filter: String,
+    /// `GATEHOUSE_INSTANCE` (default: the host name): this instance's name in audit events.
+    pub instance: String,
+    /// The audit writer's settings.
+    pub audit: AuditSettings,
+    /// `GATEHOUSE_ROUTES` (the route file; default: the built-in legacy chat routes),
+    /// `GATEHOUSE_FORWARD_AUTH_UNMATCHED` (`allow` default, `deny`),
+    /// `GATEHOUSE_FORWARD_AUTH_COOKIE`, `GATEHOUSE_FORWARD_AUTH_STYLE` (`auto` default,
+    /// `nginx`, `traefik`, `caddy`, `envoy`) and `GATEHOUSE_FORWARD_AUTH_PREFLIGHT` (`check`
+    /// default, `allow`, `deny`).
+    pub forward_auth: crate::forward_auth::ForwardAuth,
+    /// `GATEHOUSE_TRUSTED_PROXIES` (default none): CIDRs whose `X-Forwarded-For` /
+    /// `X-Real-IP` is believed for the audit `client_ip`.
+    pub trusted_proxies: crate::http::TrustedProxies,
+    /// `GATEHOUSE_BACKFILL_ROOTS`: comma-separated directories backfill sources must lie in
+    /// (default none: the backfill API refuses every source).
+    pub backfill_roots: Vec<std::path::PathBuf>,
+    /// `GATEHOUSE_OWNER_CACHE` (`on` default, `off`), `GATEHOUSE_OWNER_CACHE_CAPACITY`
+    /// (100,000) and `GATEHOUSE_OWNER_CACHE_TTL` (60s): the owner cache used with Redis.
+    pub owner_cache: Option<OwnerCacheSettings>,
+    /// `GATEHOUSE_SESSION_IDS` (`canonical` default, `exact`): whether every spelling of a
+    /// UUID session id is one session.
+    pub session_ids: crate::session_id::SessionIds,
+    /// `GATEHOUSE_CLAIM` (`service` default, `self`): who may claim sessions.
+    pub claim: crate::sessions::ClaimPolicy,
+}
+
+/// The owner cache's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerCacheSettings {
+    /// Entries at most.
+    pub capacity: u64,
+    /// Longest an entry is kept.
+    pub ttl: Duration,
+}
+
+/// `GATEHOUSE_AUDIT_*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// `GATEHOUSE_AUDIT_MAXLEN` (default 1,000,000): approximate bound of the stream.
+    pub maxlen: usize,
+    /// `GATEHOUSE_AUDIT_QUEUE` (default 10,000): events held in memory before spooling.
+    pub queue: usize,
+    /// `GATEHOUSE_AUDIT_SPOOL` (default `gatehouse-audit.spool`; `off`: none): the spool file
+    /// used with Redis.
+    pub spool: Option<std::path::PathBuf>,
+    /// `GATEHOUSE_AUDIT_SPOOL_MAX_MB` (default 1024): the spool's largest size.
+    pub spool_max_bytes: u64,
+}
+
+/// Everything wrong with a configuration, one problem per line.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads raw values by environment-variable name.
+struct Source {
+    values: HashMap<String, String>,
+    problems: Vec<String>,
+}
+
+impl Source {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T>(
+        &mut self,
+        name: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        match self.get(name).map(str::to_owned) {
+            None => default,
+            Some(raw) => parse(&raw).unwrap_or_else(|why| {
+                self.problems.push(format!("{name}={raw:?}: {why}"));
+                default
+            }),
+        }
+    }
+
+    fn duration(&mut self, name: &str, default: Duration) -> Duration {
+        self.parse(name, default, |raw| {
+            humantime::parse_duration(raw).map_err(|e| format!("{e} (write e.g. 500ms, 5s, 24h)"))
+        })
+    }
+
+    /// A positive whole number (`_` separators allowed).
+    fn count(&mut self, name: &str, default: usize) -> usize {
+        self.parse(name, default, |raw| {
+            raw.replace('_', "")
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| "expected a positive whole number".into())
+        })
+    }
+
+    fn flag(&mut self, name: &str) -> bool {
+        self.parse(name, false, |raw| match raw.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err("expected true or false".into()),
+        })
+    }
+}
+
+impl Config {
+    /// The options of the Redis store this configuration names (`None`: the embedded store).
+    pub fn redis_options(&self) -> Option<crate::store::RedisOptions> {
+        self.redis.as_ref().map(|redis| crate::store::RedisOptions {
+            url: redis.url.clone(),
+            connections: redis.connections,
+            timeout: redis.timeout,
+            owner_ttl: self.owner_ttl,
+            keys: self.keys.clone(),
+            audit_maxlen: self.audit.maxlen,
+        })
+    }
+
+    /// Reads the process environment (and the file it names).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads configuration from `(name, value)` pairs, as the environment would give them.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: HashMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("GATEHOUSE_") || k == "REDIS_URL")
+            .collect();
+        let mut values = HashMap::new();
+        let mut problems = Vec::new();
+        if let Some(path) = env.get("GATEHOUSE_CONFIG").filter(|p| !p.trim().is_empty()) {
+            match read_file(path) {
+                Ok(file) => values.extend(file),
+                Err(why) => problems.push(format!("GATEHOUSE_CONFIG={path:?}: {why}")),
+            }
+        }
+        values.extend(env);
+        let mut src = Source { values, problems };
+        let config = Self::parse(&mut src);
+        if src.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(src.problems))
+        }
+    }
+
+    fn parse(src: &mut Source) -> Self {
+        let listen = src.parse(
+            "GATEHOUSE_LISTEN",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            |raw| {
+                raw.parse()
+                    .map_err(|e| format!("{e} (write e.g. 127.0.0.1:8080)"))
+            },
+        );
+        let redis = redis(src);
+        let keys = keys(src);
+        let owner_ttl = src
+            .get("GATEHOUSE_OWNER_TTL")
+            .is_some()
+            .then(|| src.duration("GATEHOUSE_OWNER_TTL", Duration::ZERO))
+            .filter(|ttl| !ttl.is_zero());
+        let auth = auth(src, listen);
+        let initial_mode = src.parse("GATEHOUSE_INITIAL_MODE", Mode::LogOnly, |raw| raw.parse());
+        let settings_refresh = src.duration("GATEHOUSE_SETTINGS_REFRESH", Duration::from_secs(5));
+        let request_timeout = src.duration("GATEHOUSE_REQUEST_TIMEOUT", Duration::from_secs(10));
+        let connections = connection_limits(src, request_timeout);
+        let (log_format, log_filter) = logging(src);
+        let instance = src
+            .get("GATEHOUSE_INSTANCE")
+            .map(str::to_owned)
+            .unwrap_or_else(host_name);
+        if let Err(e) = crate::session_id::check_name("instance", &instance) {
+            src.problems.push(format!("GATEHOUSE_INSTANCE: {e}"));
+        }
+        let audit = audit(src);
+        let settings_snapshot = settings_snapshot(src, &audit);
+        let forward_auth = forward_auth(src);
+        let trusted_proxies = src.parse(
+            "GATEHOUSE_TRUSTED_PROXIES",
+            crate::http::TrustedProxies::default(),
+            crate::http::TrustedProxies::parse,
+        );
+        let backfill_roots = backfill_roots(src);
+        let owner_cache = owner_cache(src);
+        if settings_refresh.is_zero() {
+            src.problems
+                .push("GATEHOUSE_SETTINGS_REFRESH: must be above zero".into());
+        }
+        let session_ids = src.parse("GATEHOUSE_SESSION_IDS", Default::default(), |raw| {
+            raw.parse()
+        });
+        let claim = src.parse("GATEHOUSE_CLAIM", Default::default(), |raw| raw.parse());
+        Config {
+            session_ids,
+            claim,
+            listen,
+            redis,
+            keys,
+            owner_ttl,
+            auth,
+            initial_mode,
+            settings_refresh,
+            settings_snapshot,
+            request_timeout,
+            connections,
+            log_format,
+            log_filter,
+            instance,
+            audit,
+            forward_auth,
+            trusted_proxies,
+            backfill_roots,
+            owner_cache,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,311 @@
+//! One parser per section of the configuration; each reports its problems into the shared
+//! [`Source`], so that every problem is reported at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+
+use super::{AuditSettings, AuthConfig, LogFormat, OwnerCacheSettings, RedisConfig, Source};
+use crate::auth::JwtSettings;
+use crate::store::KeySchema;
+
+/// `REDIS_URL`, `GATEHOUSE_REDIS_CONNECTIONS`, `GATEHOUSE_REDIS_TIMEOUT`.
+pub(super) fn redis(src: &mut Source) -> Option<RedisConfig> {
+    src.get("REDIS_URL").map(str::to_owned).map(|url| {
+        // TLS (rediss://), Sentinel and Cluster are not built in yet: refuse them at start
+        // rather than fail on the first request.
+        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+            src.problems.push(
+                "REDIS_URL: expected a redis:// or unix:// URL (TLS, Sentinel and Cluster are not supported yet)".into(),
+            );
+        }
+        RedisConfig {
+            url,
+            connections: src.parse("GATEHOUSE_REDIS_CONNECTIONS", 4, |raw| {
+                raw.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| "expected 1-64".into())
+            }),
+            timeout: src.duration("GATEHOUSE_REDIS_TIMEOUT", Duration::from_millis(500)),
+        }
+    })
+}
+
+/// The key names (`GATEHOUSE_*KEY_PREFIX`, `GATEHOUSE_AUDIT_KEY`).
+pub(super) fn keys(src: &mut Source) -> KeySchema {
+    let defaults = KeySchema::default();
+    KeySchema {
+        owner_prefix: src
+            .get("GATEHOUSE_OWNER_KEY_PREFIX")
+            .map_or(defaults.owner_prefix, str::to_owned),
+        user_sessions_prefix: src
+            .get("GATEHOUSE_USER_SESSIONS_KEY_PREFIX")
+            .map_or(defaults.user_sessions_prefix, str::to_owned),
+        prefix: src
+            .get("GATEHOUSE_KEY_PREFIX")
+            .map_or(defaults.prefix, str::to_owned),
+        audit: src.get("GATEHOUSE_AUDIT_KEY").map(str::to_owned),
+    }
+}
+
+/// `GATEHOUSE_AUTH` and the JWT settings; `disabled` is refused off loopback unless allowed.
+pub(super) fn auth(src: &mut Source, listen: SocketAddr) -> AuthConfig {
+    let auth_disabled = src.parse("GATEHOUSE_AUTH", false, |raw| {
+        match raw.to_ascii_lowercase().as_str() {
+            "jwt" => Ok(false),
+            "disabled" => Ok(true),
+            _ => Err("expected jwt or disabled".into()),
+        }
+    });
+    let allow_remote = src.flag("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE");
+    let auth = if auth_disabled {
+        if !listen.ip().is_loopback() && !allow_remote {
+            src.problems.push(format!(
+                "GATEHOUSE_AUTH=disabled makes every caller an admin; refusing to listen on non-loopback {listen} unless GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE=true"
+            ));
+        }
+        AuthConfig::Disabled
+    } else {
+        let algorithms = src.parse("GATEHOUSE_JWT_ALGORITHMS", Vec::new(), |raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(|a| {
+                    a.parse::<Algorithm>().map_err(|_| {
+                        format!("unknown algorithm {a:?} (HS256, RS256, ES256, EdDSA, ...)")
+                    })
+                })
+                .collect()
+        });
+        AuthConfig::Jwt {
+            secret: src.get("GATEHOUSE_JWT_SECRET").map(str::to_owned),
+            public_keys: src.get("GATEHOUSE_JWT_PUBLIC_KEYS").map(str::to_owned),
+            settings: JwtSettings {
+                algorithms,
+                issuer: src.get("GATEHOUSE_JWT_ISSUER").map(str::to_owned),
+                audience: src.get("GATEHOUSE_JWT_AUDIENCE").map(str::to_owned),
+            },
+        }
+    };
+    if let AuthConfig::Jwt {
+        secret: Some(secret),
+        ..
+    } = &auth
+        && secret.len() < 32
+    {
+        src.problems
+            .push("GATEHOUSE_JWT_SECRET: use at least 32 bytes".into());
+    }
+    auth
+}
+
+/// `GATEHOUSE_LOG_FORMAT` and `GATEHOUSE_LOG`.
+pub(super) fn logging(src: &mut Source) -> (LogFormat, String) {
+    let log_format = src.parse("GATEHOUSE_LOG_FORMAT", LogFormat::Text, |raw| {
+        match raw.to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("expected text or json".into()),
+        }
+    });
+    let log_filter = src.get("GATEHOUSE_LOG").unwrap_or("info").to_owned();
+    (log_format, log_filter)
+}
+
+/// `GATEHOUSE_AUDIT_*`.
+pub(super) fn audit(src: &mut Source) -> AuditSettings {
+    AuditSettings {
+        maxlen: src.count("GATEHOUSE_AUDIT_MAXLEN", 1_000_000),
+        queue: src.count("GATEHOUSE_AUDIT_QUEUE", 10_000),
+        spool: match src.get("GATEHOUSE_AUDIT_SPOOL") {
+            Some(off) if off.eq_ignore_ascii_case("off") => None,
+            Some(path) => Some(path.into()),
+            None => Some("gatehouse-audit.spool".into()),
+        },
+        spool_max_bytes: src.count("GATEHOUSE_AUDIT_SPOOL_MAX_MB", 1024) as u64 * 1024 * 1024,
+    }
+}
+
+/// `GATEHOUSE_SETTINGS_SNAPSHOT`, beside the audit spool by default.
+pub(super) fn settings_snapshot(
+    src: &mut Source,
+    audit: &AuditSettings,
+) -> Option<std::path::PathBuf> {
+    match src.get("GATEHOUSE_SETTINGS_SNAPSHOT") {
+        Some(off) if off.eq_ignore_ascii_case("off") => None,
+        Some(path) => Some(path.into()),
+        None => Some(
+            audit
+                .spool
+                .as_deref()
+                .and_then(std::path::Path::parent)
+                .unwrap_or_else(|| std::path::Path::new(""))
+                .join("gatehouse-settings.json"),
+        ),
+    }
+}
+
+/// `GATEHOUSE_ROUTES` (the file is read here, so its problems join the others) and
+/// `GATEHOUSE_FORWARD_AUTH_*`.
+pub(super) fn forward_auth(src: &mut Source) -> crate::forward_auth::ForwardAuth {
+    let routes = match src.get("GATEHOUSE_ROUTES").map(str::to_owned) {
+        None => crate::forward_auth::DEFAULT_ROUTES.to_owned(),
+        Some(path) => std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            src.problems.push(format!("GATEHOUSE_ROUTES={path:?}: {e}"));
+            String::new()
+        }),
+    };
+    let routes = crate::forward_auth::RouteTable::parse(&routes).unwrap_or_else(|problems| {
+        src.problems.extend(
+            problems
+                .into_iter()
+                .map(|p| format!("GATEHOUSE_ROUTES: {p}")),
+        );
+        crate::forward_auth::RouteTable::parse("").unwrap_or_else(|_| unreachable!())
+    });
+    let unmatched = src.parse(
+        "GATEHOUSE_FORWARD_AUTH_UNMATCHED",
+        crate::forward_auth::Unmatched::Allow,
+        |raw| match raw.to_ascii_lowercase().as_str() {
+            "allow" => Ok(crate::forward_auth::Unmatched::Allow),
+            "deny" => Ok(crate::forward_auth::Unmatched::Deny),
+            _ => Err("expected allow or deny".into()),
+        },
+    );
+    let style = src.parse(
+        "GATEHOUSE_FORWARD_AUTH_STYLE",
+        crate::forward_auth::Style::Auto,
+        |raw| raw.parse(),
+    );
+    let preflight = src.parse(
+        "GATEHOUSE_FORWARD_AUTH_PREFLIGHT",
+        crate::forward_auth::Preflight::Check,
+        |raw| match raw.to_ascii_lowercase().as_str() {
+            "check" => Ok(crate::forward_auth::Preflight::Check),
+            "allow" => Ok(crate::forward_auth::Preflight::Allow),
+            "deny" => Ok(crate::forward_auth::Preflight::Deny),
+            _ => Err("expected check, allow or deny".into()),
+        },
+    );
+    crate::forward_auth::ForwardAuth {
+        routes,
+        unmatched,
+        cookie: src.get("GATEHOUSE_FORWARD_AUTH_COOKIE").map(str::to_owned),
+        style,
+        preflight,
+    }
+}
+
+/// `GATEHOUSE_BACKFILL_ROOTS`: each must be a directory.
+pub(super) fn backfill_roots(src: &mut Source) -> Vec<std::path::PathBuf> {
+    let backfill_roots: Vec<std::path::PathBuf> = src
+        .get("GATEHOUSE_BACKFILL_ROOTS")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .collect();
+    for root in &backfill_roots {
+        if !root.is_dir() {
+            src.problems.push(format!(
+                "GATEHOUSE_BACKFILL_ROOTS: {} is not a directory",
+                root.display()
+            ));
+        }
+    }
+    backfill_roots
+}
+
+/// `GATEHOUSE_OWNER_CACHE*`.
+pub(super) fn owner_cache(src: &mut Source) -> Option<OwnerCacheSettings> {
+    let cache_on = src.parse("GATEHOUSE_OWNER_CACHE", true, |raw| {
+        match raw.to_ascii_lowercase().as_str() {
+            "on" | "true" => Ok(true),
+            "off" | "false" => Ok(false),
+            _ => Err("expected on or off".into()),
+        }
+    });
+    let cache_capacity = src.count("GATEHOUSE_OWNER_CACHE_CAPACITY", 100_000) as u64;
+    let cache_ttl = src.duration("GATEHOUSE_OWNER_CACHE_TTL", Duration::from_secs(60));
+    cache_on.then_some(OwnerCacheSettings {
+        capacity: cache_capacity,
+        ttl: cache_ttl,
+    })
+}
+
+/// `GATEHOUSE_HEADER_READ_TIMEOUT`, `GATEHOUSE_IDLE_TIMEOUT`, `GATEHOUSE_MAX_CONNECTIONS`.
+pub(super) fn connection_limits(
+    src: &mut Source,
+    request_timeout: Duration,
+) -> crate::http::ConnectionLimits {
+    let defaults = crate::http::ConnectionLimits::default();
+    let header_read_timeout = src.duration(
+        "GATEHOUSE_HEADER_READ_TIMEOUT",
+        defaults.header_read_timeout,
+    );
+    let idle_timeout = src.duration("GATEHOUSE_IDLE_TIMEOUT", defaults.idle_timeout);
+    for (name, value) in [
+        ("GATEHOUSE_HEADER_READ_TIMEOUT", header_read_timeout),
+        ("GATEHOUSE_IDLE_TIMEOUT", idle_timeout),
+        ("GATEHOUSE_REQUEST_TIMEOUT", request_timeout),
+    ] {
+        if value.is_zero() {
+            src.problems.push(format!("{name}: must be above zero"));
+        }
+    }
+    let max_connections = src.parse(
+        "GATEHOUSE_MAX_CONNECTIONS",
+        defaults.max_connections,
+        |raw| {
+            raw.replace('_', "")
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| "expected a positive whole number".into())
+        },
+    );
+    crate::http::ConnectionLimits {
+        header_read_timeout,
+        idle_timeout,
+        max_connections,
+        drain_timeout: request_timeout + Duration::from_secs(1),
+    }
+}
+
+/// The host name, for naming this instance (`gatehouse` when it cannot be read).
+pub(super) fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "gatehouse".to_owned())
+}
+
+/// Reads a TOML file of top-level keys into environment-variable names.
+pub(super) fn read_file(path: &str) -> Result<HashMap<String, String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let name = if key.eq_ignore_ascii_case("redis_url") {
+                "REDIS_URL".to_owned()
+            } else {
+                format!("GATEHOUSE_{}", key.to_ascii_uppercase())
+            };
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) => {
+                    value.to_string()
+                }
+                _ => return Err(format!("{key}: expected a string, number or boolean")),
+            };
+            Ok((name, value))
+        })
+        .collect()
+}

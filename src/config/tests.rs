@@ -1,0 +1,135 @@
+//! The configuration's parsing, defaults and all-at-once problem reports.
+
+use super::*;
+
+fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn defaults_run_embedded_on_loopback() {
+    let c = Config::from_vars(vars(&[])).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert!(c.redis.is_none());
+    assert!(c.owner_ttl.is_none());
+    assert_eq!(c.keys, KeySchema::default());
+    assert_eq!(c.initial_mode, Mode::LogOnly);
+    assert!(matches!(c.auth, AuthConfig::Jwt { secret: None, .. }));
+    assert_eq!(
+        c.settings_snapshot,
+        Some(std::path::PathBuf::from("gatehouse-settings.json"))
+    );
+    assert_eq!(c.session_ids, crate::session_id::SessionIds::Canonical);
+    assert_eq!(c.claim, crate::sessions::ClaimPolicy::Service);
+}
+
+#[test]
+fn session_ids_and_claim_policies_are_read() {
+    let c = Config::from_vars(vars(&[
+        ("GATEHOUSE_SESSION_IDS", "exact"),
+        ("GATEHOUSE_CLAIM", "self"),
+    ]))
+    .unwrap();
+    assert_eq!(c.session_ids, crate::session_id::SessionIds::Exact);
+    assert_eq!(c.claim, crate::sessions::ClaimPolicy::SelfClaim);
+    let err = Config::from_vars(vars(&[
+        ("GATEHOUSE_SESSION_IDS", "loose"),
+        ("GATEHOUSE_CLAIM", "anyone"),
+    ]))
+    .unwrap_err();
+    assert_eq!(err.0.len(), 2, "{err}");
+}
+
+#[test]
+fn the_settings_snapshot_sits_beside_the_audit_spool_unless_told() {
+    let c = Config::from_vars(vars(&[(
+        "GATEHOUSE_AUDIT_SPOOL",
+        "/var/lib/gh/audit.spool",
+    )]))
+    .unwrap();
+    assert_eq!(
+        c.settings_snapshot,
+        Some(std::path::PathBuf::from(
+            "/var/lib/gh/gatehouse-settings.json"
+        ))
+    );
+    let c = Config::from_vars(vars(&[("GATEHOUSE_SETTINGS_SNAPSHOT", "off")])).unwrap();
+    assert_eq!(c.settings_snapshot, None);
+    let c = Config::from_vars(vars(&[("GATEHOUSE_SETTINGS_SNAPSHOT", "/x/s.json")])).unwrap();
+    assert_eq!(
+        c.settings_snapshot,
+        Some(std::path::PathBuf::from("/x/s.json"))
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let err = Config::from_vars(vars(&[
+        ("GATEHOUSE_LISTEN", "nowhere"),
+        ("GATEHOUSE_INITIAL_MODE", "strict"),
+        ("GATEHOUSE_OWNER_TTL", "forever"),
+        ("GATEHOUSE_JWT_SECRET", "short"),
+    ]))
+    .unwrap_err();
+    assert_eq!(err.0.len(), 4, "{err}");
+}
+
+#[test]
+fn auth_disabled_is_refused_off_loopback_unless_allowed() {
+    let off = [
+        ("GATEHOUSE_AUTH", "disabled"),
+        ("GATEHOUSE_LISTEN", "0.0.0.0:8080"),
+    ];
+    assert!(Config::from_vars(vars(&off)).is_err());
+    let mut allowed = off.to_vec();
+    allowed.push(("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE", "true"));
+    assert!(matches!(
+        Config::from_vars(vars(&allowed)).unwrap().auth,
+        AuthConfig::Disabled
+    ));
+    let local = [("GATEHOUSE_AUTH", "disabled")];
+    assert!(Config::from_vars(vars(&local)).is_ok());
+}
+
+#[test]
+fn connection_limits_have_defaults_and_refuse_zero() {
+    let c = Config::from_vars(vars(&[])).unwrap();
+    assert_eq!(c.connections.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(c.connections.idle_timeout, Duration::from_secs(75));
+    assert_eq!(c.connections.max_connections, 4096);
+    let c = Config::from_vars(vars(&[
+        ("GATEHOUSE_HEADER_READ_TIMEOUT", "2s"),
+        ("GATEHOUSE_IDLE_TIMEOUT", "30s"),
+        ("GATEHOUSE_MAX_CONNECTIONS", "100"),
+    ]))
+    .unwrap();
+    assert_eq!(c.connections.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(c.connections.idle_timeout, Duration::from_secs(30));
+    assert_eq!(c.connections.max_connections, 100);
+    let err = Config::from_vars(vars(&[
+        ("GATEHOUSE_HEADER_READ_TIMEOUT", "0s"),
+        ("GATEHOUSE_IDLE_TIMEOUT", "0s"),
+        ("GATEHOUSE_MAX_CONNECTIONS", "0"),
+    ]))
+    .unwrap_err();
+    assert_eq!(err.0.len(), 3, "{err}");
+}
+
+#[test]
+fn the_file_sets_keys_and_the_environment_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nredis_url = \"redis://127.0.0.1:1\"\nowner_ttl = \"24h\"\nkey_prefix = \"gh:\"\n").unwrap();
+    let c = Config::from_vars(vars(&[
+        ("GATEHOUSE_CONFIG", path.to_str().unwrap()),
+        ("GATEHOUSE_KEY_PREFIX", "env:"),
+    ]))
+    .unwrap();
+    assert_eq!(c.listen.port(), 9000);
+    assert_eq!(c.redis.unwrap().url, "redis://127.0.0.1:1");
+    assert_eq!(c.owner_ttl, Some(Duration::from_secs(86_400)));
+    assert_eq!(c.keys.prefix, "env:");
+}
