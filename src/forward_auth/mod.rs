@@ -33,6 +33,7 @@
 mod differential;
 pub mod matcher;
 pub mod original;
+pub mod paths;
 pub(crate) mod routes;
 
 pub use self::matcher::{DEFAULT_ROUTES, RouteTable};
