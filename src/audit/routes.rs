@@ -10,8 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{AuditDecision, AuditEntry, AuditId, Source};
-use crate::auth::Principal;
-use crate::http::{ApiError, AppState, Problem, Query, require_admin};
+use crate::http::{Admin, ApiError, AppState, PageLimit, Problem, Query};
 use crate::store::{AuditStore, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -143,14 +142,10 @@ pub async fn query(
     security(("bearer" = [])))]
 async fn get_audit(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
     Query(q): Query<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    require_admin(&principal)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::InvalidRequest("limit must be 1-1000".into()));
-    }
+    let limit = PageLimit::read(q.limit)?.get();
     let before = q
         .before
         .as_deref()
@@ -308,10 +303,9 @@ pub async fn summarize(store: &dyn AuditStore, since: Timestamp) -> Result<Summa
     security(("bearer" = [])))]
 async fn get_summary(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
     Query(q): Query<SummaryQuery>,
 ) -> Result<Json<Summary>, ApiError> {
-    require_admin(&principal)?;
     let since = parse_since(q.since.as_deref().unwrap_or("24h"))
         .map_err(|why| ApiError::InvalidRequest(format!("since: {why}")))?;
     Ok(Json(summarize(state.store.as_ref(), since).await?))

@@ -11,8 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::sources::SourceError;
 use super::{Backfill, BackfillError, Job, JobRequest, Verification};
-use crate::auth::Principal;
-use crate::http::{ApiError, AppState, JsonBody, Path, Problem, require_admin};
+use crate::http::{Admin, ApiError, AppState, JsonBody, Path, Problem};
 use crate::session_id::check_name;
 
 /// Explicit ids accepted in one request (larger lists: `gatehouse backfill --ids-file`).
@@ -89,10 +88,9 @@ fn accepted(job: &Job) -> Response {
     security(("bearer" = [])))]
 async fn start_job(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     JsonBody(body): JsonBody<StartJob>,
 ) -> Result<Response, ApiError> {
-    require_admin(&principal)?;
     check_name("default_owner", &body.default_owner)?;
     if body.sources.is_empty() && body.session_ids.is_empty() {
         return Err(ApiError::InvalidRequest(
@@ -132,10 +130,9 @@ async fn start_job(
     security(("bearer" = [])))]
 async fn get_job(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
     Path(job_id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    require_admin(&principal)?;
     Ok(Json(state.backfill.job(&job_id).await?))
 }
 
@@ -152,10 +149,9 @@ async fn get_job(
     security(("bearer" = [])))]
 async fn resume_job(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
     Path(job_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    require_admin(&principal)?;
     let job = state.backfill.resume(&job_id).await?;
     spawn(&state.backfill, job.clone(), Backfill::request_of(&job));
     Ok(accepted(&job))
@@ -173,10 +169,9 @@ async fn resume_job(
     security(("bearer" = [])))]
 async fn rollback_job(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     Path(job_id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    require_admin(&principal)?;
     Ok(Json(
         state.backfill.rollback(&job_id, &principal.sub).await?,
     ))
@@ -193,10 +188,9 @@ async fn rollback_job(
     security(("bearer" = [])))]
 async fn verify(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Verification>, ApiError> {
-    require_admin(&principal)?;
     let mut sources = Vec::new();
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match key.as_ref() {

@@ -14,7 +14,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{Change, ChangeError, EnforcementSettings, HistoryEntry};
 use crate::auth::Principal;
 use crate::decision::Mode;
-use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, RequestMeta, require_admin};
+use crate::http::{
+    Admin, ApiError, AppState, JsonBody, PageLimit, Path, Problem, Query, RequestMeta,
+};
 use crate::records::AuditEvent;
 
 /// The enforcement routes.
@@ -92,7 +94,6 @@ async fn make_change(
     reason: &str,
     expected_version: Option<u64>,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
-    require_admin(principal)?;
     let (settings, entry) = state
         .enforcement
         .change(&principal.sub, change, reason, expected_version)
@@ -123,9 +124,8 @@ fn change_event(state: &AppState, meta: &RequestMeta, entry: &HistoryEntry) -> A
     security(("bearer" = [])))]
 async fn get_enforcement(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
-    require_admin(&principal)?;
     if state.enforcement.in_force().is_none() {
         // Maybe the store is back: do not wait for the next refresh.
         let _ = state.enforcement.reload().await;
@@ -149,7 +149,7 @@ async fn get_enforcement(
     security(("bearer" = [])))]
 async fn put_enforcement(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     meta: RequestMeta,
     JsonBody(body): JsonBody<PutEnforcement>,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
@@ -181,7 +181,7 @@ async fn put_enforcement(
     security(("bearer" = [])))]
 async fn put_endpoint(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     meta: RequestMeta,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<PutEndpoint>,
@@ -214,7 +214,7 @@ async fn put_endpoint(
     security(("bearer" = [])))]
 async fn delete_endpoint(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     meta: RequestMeta,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<Reasoned>,
@@ -243,7 +243,7 @@ async fn delete_endpoint(
     security(("bearer" = [])))]
 async fn kill_switch_on(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     meta: RequestMeta,
     JsonBody(body): JsonBody<Reasoned>,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
@@ -271,7 +271,7 @@ async fn kill_switch_on(
     security(("bearer" = [])))]
 async fn kill_switch_off(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     meta: RequestMeta,
     JsonBody(body): JsonBody<Reasoned>,
 ) -> Result<Json<EnforcementSettings>, ApiError> {
@@ -316,14 +316,10 @@ pub struct HistoryPage {
     security(("bearer" = [])))]
 async fn get_history(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, ApiError> {
-    require_admin(&principal)?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::InvalidRequest("limit must be 1-1000".into()));
-    }
+    let limit = PageLimit::read(query.limit)?.get();
     let entries = state.enforcement.history(query.before, limit).await?;
     Ok(Json(HistoryPage { entries }))
 }

@@ -15,10 +15,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::auth::Principal;
 use crate::decision::Mode;
 use crate::enforcement::EnforcementSettings;
-use crate::http::{ApiError, AppState, Problem, Query, require_admin};
+use crate::http::{Admin, ApiError, AppState, Problem, Query};
 use crate::timestamp::Timestamp;
 
 pub use self::recommend::{phase, recommend};
@@ -153,10 +152,9 @@ pub struct Recommendation {
     security(("bearer" = [])))]
 async fn get_rollout(
     State(state): State<AppState>,
-    principal: Principal,
+    _admin: Admin,
     Query(query): Query<RolloutQuery>,
 ) -> Result<Json<Rollout>, ApiError> {
-    require_admin(&principal)?;
     let window = query.window.unwrap_or_else(|| "24h".into());
     humantime::parse_duration(&window).map_err(|_| {
         ApiError::InvalidRequest(format!("window: {window:?}: write e.g. 1h, 24h, 7d"))

@@ -14,7 +14,9 @@ use super::{ClaimRefused, SESSIONS_ENDPOINT};
 use crate::auth::Principal;
 use crate::decision::Mode;
 use crate::gatekeeper::{Check, Origin};
-use crate::http::{ApiError, AppState, JsonBody, Path, Problem, Query, RequestMeta, require_admin};
+use crate::http::{
+    Admin, ApiError, AppState, JsonBody, PageLimit, Path, Problem, Query, RequestMeta,
+};
 use crate::middleware::{AccessDecision, OwnershipLayer, denied};
 use crate::records::Source;
 use crate::session_id::check_name;
@@ -270,11 +272,10 @@ pub struct OwnerTransferred {
     security(("bearer" = [])))]
 async fn put_owner(
     State(state): State<AppState>,
-    principal: Principal,
+    Admin(principal): Admin,
     Path(session_id): Path<String>,
     JsonBody(body): JsonBody<PutOwner>,
 ) -> Result<Json<OwnerTransferred>, ApiError> {
-    require_admin(&principal)?;
     let session = state.session_ids().parse(&session_id)?;
     check_name("owner", &body.owner)?;
     let expected = match body.expected_owner {
@@ -358,10 +359,7 @@ async fn list_user_sessions(
             "only the user or an admin may list a user's sessions".into(),
         ));
     }
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::InvalidRequest("limit must be 1-1000".into()));
-    }
+    let limit = PageLimit::read(query.limit)?.get();
     let page = state
         .store
         .user_sessions(&user, query.cursor.as_deref(), limit)
