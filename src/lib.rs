@@ -37,6 +37,7 @@ pub mod server;
 pub mod session_id;
 pub mod sessions;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod timestamp;
 pub mod validate;

@@ -22,6 +22,7 @@ use crate::gatekeeper::Gatekeeper;
 use crate::http::{AppState, Services};
 use crate::metrics::Metrics;
 use crate::store::{CachedStore, MemoryStore, OwnerCache, RedisStore, Store, StoreError};
+use crate::tasks::Tasks;
 
 /// Lifetime of the admin token printed by the embedded default.
 pub const BOOTSTRAP_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -46,6 +47,8 @@ pub enum BuildError {
 /// A built instance, ready to serve.
 pub struct Gatehouse {
     state: AppState,
+    /// Settings refresh and watch, the owner-cache watch, backfill jobs.
+    work: Tasks,
     audit_writer: AuditWriter,
     owner_cache: Option<(Arc<OwnerCache>, Arc<RedisStore>)>,
     connections: crate::http::ConnectionLimits,
@@ -105,12 +108,14 @@ impl Gatehouse {
             .with_audit(audit.clone())
             .with_metrics(metrics.clone())
             .with_session_ids(config.session_ids);
+        let work = Tasks::new();
         let backfill = crate::backfill::Backfill::new(
             store.clone(),
             crate::backfill::sources::Roots::new(config.backfill_roots.clone()),
             audit.clone(),
         )
-        .with_session_ids(config.session_ids);
+        .with_session_ids(config.session_ids)
+        .with_jobs(work.clone());
         let state = AppState::new(Services {
             authenticator: Arc::new(authenticator),
             owner_cache: owner_cache.as_ref().map(|(cache, _)| cache.clone()),
@@ -127,6 +132,7 @@ impl Gatehouse {
         });
         Ok(Self {
             state,
+            work,
             audit_writer,
             owner_cache,
             connections: config.connections.clone(),
@@ -150,26 +156,22 @@ impl Gatehouse {
         if let Err(e) = self.state.enforcement.reload().await {
             tracing::warn!(error = %e, "enforcement settings not read yet: until the store answers, the snapshot's settings apply (marked stale) or, without one, checks are denied with settings_unavailable");
         }
-        // Not a child of `shutdown`: requests still in flight during the drain must find the
-        // audit writer running; the tasks stop once the server has drained.
-        let tasks = CancellationToken::new();
-        let mut background = vec![
-            self.state.enforcement.spawn_refresh(tasks.clone()),
-            self.state.enforcement.spawn_watch(tasks.clone()),
-            tokio::spawn(self.audit_writer.run(tasks.clone())),
-        ];
+        // Not `shutdown`: requests still in flight during the drain must find the tasks
+        // running; they stop once the server has drained, the work first, then the audit
+        // writer (which records what the work did while stopping).
+        let work = self.work;
+        let writer = Tasks::new();
+        work.spawn(self.state.enforcement.spawn_refresh(work.token()));
+        work.spawn(self.state.enforcement.spawn_watch(work.token()));
         if let Some((cache, redis)) = &self.owner_cache {
-            background.push(cache.spawn_watch(redis.clone(), tasks.clone()));
+            work.spawn(cache.spawn_watch(redis.clone(), work.token()));
         }
+        writer.spawn(self.audit_writer.run(writer.token()));
         let router = app(self.state);
         let served =
             crate::http::serve::serve(listener, router, self.connections, shutdown.clone()).await;
-        tasks.cancel();
-        for task in background {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "background task failed");
-            }
-        }
+        work.shutdown().await;
+        writer.shutdown().await;
         served
     }
 }

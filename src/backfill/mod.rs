@@ -33,6 +33,7 @@ use crate::audit::{Audit, AuditEvent};
 use crate::records::job::FileError;
 use crate::session_id::{SessionId, SessionIds};
 use crate::store::{Store, StoreError};
+use crate::tasks::Tasks;
 use crate::timestamp::Timestamp;
 
 pub use self::routes::routes;
@@ -106,6 +107,8 @@ pub struct Backfill {
     roots: Roots,
     audit: Audit,
     session_ids: SessionIds,
+    /// Where jobs started over the API run: owned by the server, stopped at shutdown.
+    jobs: Tasks,
 }
 
 impl Backfill {
@@ -116,7 +119,23 @@ impl Backfill {
             roots,
             audit,
             session_ids: SessionIds::default(),
+            jobs: Tasks::new(),
         }
+    }
+
+    /// Runs the jobs started over the API as tasks of `jobs`: at its shutdown a running job
+    /// stops after its current batch and is recorded as interrupted (resume it later).
+    pub fn with_jobs(mut self, jobs: Tasks) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    /// Runs `job` in the background, as one of the jobs' tasks.
+    pub fn spawn(&self, job: Job, request: JobRequest) {
+        let backfill = self.clone();
+        self.jobs.spawn(async move {
+            backfill.run(job, request, |_, _| {}).await;
+        });
     }
 
     /// Reads the ids of sources and `session_ids` lists with `policy` (default canonical), as
@@ -215,7 +234,16 @@ impl Backfill {
         job.counts.processed = 0;
         job.counts.would_assign = 0;
         let mut last_save = Instant::now();
+        let stop = self.jobs.token();
         for batch in ids.chunks(BATCH) {
+            if stop.is_cancelled() {
+                job.state = JobState::Interrupted;
+                job.updated_at = Timestamp::now();
+                let _ = self.save(&job).await;
+                self.audit_event(&job, "backfill:interrupted", json!({ "why": "shutdown" }));
+                tracing::info!(job_id = %job.job_id, processed = job.counts.processed, "backfill job interrupted by the shutdown; resume it");
+                return job;
+            }
             if let Err(e) = self.step(&mut job, batch).await {
                 job.state = JobState::Failed;
                 job.failure = Some(format!(
@@ -426,5 +454,36 @@ impl Backfill {
         }
         report.complete = report.missing == 0;
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStore, OwnershipStore};
+
+    #[tokio::test]
+    async fn a_job_stopped_by_the_shutdown_is_recorded_as_interrupted() {
+        let store = Arc::new(MemoryStore::new(None));
+        let jobs = Tasks::new();
+        let backfill = Backfill::new(store.clone(), Roots::default(), Audit::disabled("test"))
+            .with_jobs(jobs.clone());
+        let request = JobRequest {
+            dry_run: false,
+            default_owner: "legacy".into(),
+            sources: Vec::new(),
+            session_ids: (0..3 * BATCH).map(|i| format!("s{i}")).collect(),
+            actor: "root".into(),
+        };
+        let job = backfill.create(&request).await.unwrap();
+        // The shutdown has begun when the job gets to its first batch.
+        jobs.token().cancel();
+        backfill.spawn(job.clone(), request);
+        jobs.shutdown().await;
+        let stored = backfill.job(&job.job_id).await.unwrap();
+        assert_eq!(stored.state, JobState::Interrupted);
+        assert_eq!(stored.counts.processed, 0);
+        let id = crate::session_id::SessionId::parse("s0").unwrap();
+        assert_eq!(store.owner(&id).await.unwrap(), None, "nothing assigned");
     }
 }

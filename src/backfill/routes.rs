@@ -60,13 +60,6 @@ pub struct StartJob {
     pub session_ids: Vec<String>,
 }
 
-fn spawn(backfill: &Backfill, job: Job, request: JobRequest) {
-    let backfill = backfill.clone();
-    tokio::spawn(async move {
-        backfill.run(job, request, |_, _| {}).await;
-    });
-}
-
 fn accepted(job: &Job) -> Response {
     let location = format!("/v1/backfill/{}", job.job_id);
     (
@@ -115,7 +108,7 @@ async fn start_job(
         actor: principal.sub,
     };
     let job = state.backfill.create(&request).await?;
-    spawn(&state.backfill, job.clone(), request);
+    state.backfill.spawn(job.clone(), request);
     Ok(accepted(&job))
 }
 
@@ -153,7 +146,9 @@ async fn resume_job(
     Path(job_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job = state.backfill.resume(&job_id).await?;
-    spawn(&state.backfill, job.clone(), Backfill::request_of(&job));
+    state
+        .backfill
+        .spawn(job.clone(), Backfill::request_of(&job));
     Ok(accepted(&job))
 }
 
