@@ -50,7 +50,7 @@ pub struct Gatehouse {
     /// Settings refresh and watch, the owner-cache watch, backfill jobs.
     work: Tasks,
     audit_writer: AuditWriter,
-    owner_cache: Option<(Arc<OwnerCache>, Arc<RedisStore>)>,
+    owner_cache: Option<(Arc<OwnerCache>, Arc<dyn crate::store::OwnerChanges>)>,
     connections: crate::http::ConnectionLimits,
     /// The admin token minted for the embedded default (no auth configured); print it once.
     pub bootstrap_token: Option<String>,
@@ -69,7 +69,8 @@ impl Gatehouse {
                 match config.owner_cache {
                     Some(settings) => {
                         let cache = OwnerCache::new(settings.capacity, settings.ttl);
-                        owner_cache = Some((cache.clone(), redis.clone()));
+                        let feed: Arc<dyn crate::store::OwnerChanges> = redis.clone();
+                        owner_cache = Some((cache.clone(), feed));
                         (Arc::new(CachedStore::new(redis, cache)), "redis")
                     }
                     None => (redis, "redis"),

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::redis::OWNERS_HEARTBEAT;
 use super::{
-    AuditStore, BackfillStore, ClaimOutcome, Expected, OwnerChange, OwnershipStore, RedisStore,
+    AuditStore, BackfillStore, ClaimOutcome, Expected, OwnerChange, OwnerChanges, OwnershipStore,
     Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, Store, StoreError,
 };
 use crate::records::{AuditEntry, AuditId, Job, Sequenced};
@@ -119,11 +119,11 @@ impl OwnerCache {
         }
     }
 
-    /// Follows the owner-change channel of `redis` until `cancel` fires: invalidates what it
+    /// Follows the owner-change feed of `redis` (a Redis store) until `cancel` fires: invalidates what it
     /// is told, and bypasses and empties the cache whenever the subscription is down.
     pub fn spawn_watch(
         self: &Arc<Self>,
-        redis: Arc<RedisStore>,
+        redis: Arc<dyn OwnerChanges>,
         cancel: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);

@@ -194,8 +194,22 @@ pub trait SettingsStore: Send + Sync + 'static {
     async fn watch(&self) -> Result<SettingsFeed, StoreError>;
 }
 
-/// The stream returned by [`RedisStore::owner_changes`]: the session ids of each write.
+/// The stream returned by [`OwnerChanges::owner_changes`]: the session ids of each write.
 pub type OwnerFeed = futures_util::stream::BoxStream<'static, Vec<String>>;
+
+/// The owner-change feed a shared store announces every ownership write on (the owner cache
+/// follows it; the embedded store needs none: one process, one cache).
+#[async_trait]
+pub trait OwnerChanges: Send + Sync + 'static {
+    /// Subscribes to the owner changes announced by every write (claims, transfers, releases,
+    /// backfill): each item is the ids of one write. The stream ends when the subscription is
+    /// lost.
+    async fn owner_changes(&self) -> Result<OwnerFeed, StoreError>;
+
+    /// Announces a heartbeat on the feed: the subscriber's proof that its subscription still
+    /// delivers (not a session id, so it invalidates nothing).
+    async fn owners_heartbeat(&self) -> Result<(), StoreError>;
+}
 
 /// The stream returned by [`SettingsStore::watch`].
 pub type SettingsFeed = futures_util::stream::BoxStream<'static, Option<EnforcementSettings>>;

@@ -1,10 +1,11 @@
 //! Subscriptions, each on a dedicated connection: the settings channel and the owner-change
 //! channel (with its heartbeat, the owner cache's proof that the subscription delivers).
 
+use async_trait::async_trait;
 use futures_util::StreamExt;
 
 use super::{OWNERS_HEARTBEAT, RedisStore};
-use crate::store::{OwnerFeed, StoreError};
+use crate::store::{OwnerChanges, OwnerFeed, StoreError};
 
 impl RedisStore {
     /// Subscribes to `channel` on a dedicated connection; each message payload is mapped by
@@ -29,10 +30,13 @@ impl RedisStore {
             })
             .boxed())
     }
+}
 
+#[async_trait]
+impl OwnerChanges for RedisStore {
     /// Publishes `OWNERS_HEARTBEAT` on the owner-change channel: the subscriber's proof that
     /// its subscription still delivers (see the owner cache, `store::cache`).
-    pub async fn owners_heartbeat(&self) -> Result<(), StoreError> {
+    async fn owners_heartbeat(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let channel = self.keys.owners_channel();
         self.bounded(async move {
@@ -48,7 +52,7 @@ impl RedisStore {
 
     /// Subscribes to the owner changes announced by every write (claims, transfers, releases,
     /// backfill): each item is the ids of one write.
-    pub async fn owner_changes(&self) -> Result<OwnerFeed, StoreError> {
+    async fn owner_changes(&self) -> Result<OwnerFeed, StoreError> {
         self.subscribe(self.keys.owners_channel(), |ids: String| {
             Some(ids.split('\n').map(str::to_owned).collect())
         })
