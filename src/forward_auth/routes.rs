@@ -442,29 +442,22 @@ fn decision_answer(user: &str, session: &SessionId, endpoint: &str, outcome: Out
     body.insert("user".into(), json!(user));
     body.insert("session_id".into(), json!(session.as_str()));
     body.insert("endpoint".into(), json!(endpoint));
-    let response = match (outcome.verdict, outcome.reason) {
-        (Verdict::Deny, Reason::SettingsUnavailable) => problem_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "settings-unavailable",
-            "Settings unavailable",
-            "the enforcement settings have not been read yet".into(),
-            body,
-        ),
-        (Verdict::Deny, Reason::StoreUnavailable) => problem_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store-unavailable",
-            "Store unavailable",
-            "the session's owner cannot be read and the mode is ENFORCED".into(),
-            body,
-        ),
-        (Verdict::Deny, _) => problem_response(
-            StatusCode::FORBIDDEN,
-            "access-denied",
-            "Access denied",
-            format!("{user} may not use session {}", session.as_str()),
-            body,
-        ),
-        _ => (StatusCode::OK, axum::Json(serde_json::Value::Object(body))).into_response(),
+    let response = if outcome.verdict == Verdict::Deny {
+        let detail = match outcome.reason {
+            Reason::SettingsUnavailable => "the enforcement settings have not been read yet".into(),
+            Reason::StoreUnavailable => {
+                "the session's owner cannot be read and the mode is ENFORCED".into()
+            }
+            _ => format!("{user} may not use session {}", session.as_str()),
+        };
+        ApiError::Denied {
+            reason: outcome.reason,
+            detail,
+            extensions: body,
+        }
+        .into_response()
+    } else {
+        (StatusCode::OK, axum::Json(serde_json::Value::Object(body))).into_response()
     };
     identity.apply(response)
 }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::auth::AuthError;
+use crate::decision::Reason;
 use crate::session_id::IdError;
 use crate::store::StoreError;
 
@@ -65,6 +66,19 @@ pub enum ApiError {
         /// What conflicted.
         detail: String,
         /// Extension members, e.g. the current version.
+        extensions: Map<String, Value>,
+    },
+    /// A check decided against the caller: 403 `access-denied`, or 503 `store-unavailable` /
+    /// `settings-unavailable` when it could not be made (the owner or the settings unknown);
+    /// the decision's fields (`decision`, `reason`, `mode`, `session_id`...) are extension
+    /// members. The ownership layer and forward-auth answer with it.
+    #[error("{detail}")]
+    Denied {
+        /// Why: decides the status and the problem type.
+        reason: Reason,
+        /// What was denied, for a human.
+        detail: String,
+        /// The decision.
         extensions: Map<String, Value>,
     },
     /// 413 `payload-too-large`.
@@ -127,6 +141,19 @@ impl ApiError {
                 "Method not allowed",
             ),
             ApiError::Conflict { kind, .. } => (StatusCode::CONFLICT, kind, "Conflict"),
+            ApiError::Denied { reason, .. } => match reason {
+                Reason::StoreUnavailable => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-unavailable",
+                    "Store unavailable",
+                ),
+                Reason::SettingsUnavailable => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "settings-unavailable",
+                    "Settings unavailable",
+                ),
+                _ => (StatusCode::FORBIDDEN, "access-denied", "Access denied"),
+            },
             ApiError::PayloadTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
@@ -204,7 +231,9 @@ impl IntoResponse for ApiError {
         }
         let detail = self.to_string();
         let (extensions, challenge) = match self {
-            ApiError::Conflict { extensions, .. } => (extensions, None),
+            ApiError::Conflict { extensions, .. } | ApiError::Denied { extensions, .. } => {
+                (extensions, None)
+            }
             ApiError::Unauthorized(AuthError::Missing) => {
                 (Map::new(), Some("Bearer realm=\"gatehouse\"".to_owned()))
             }

@@ -37,8 +37,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::{FromRequestParts, RawPathParams, Request};
+use axum::http::HeaderName;
 use axum::http::request::Parts;
-use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
 use serde_json::json;
@@ -47,7 +47,7 @@ use tower::{Layer, Service};
 use crate::auth::{Authenticator, Principal};
 use crate::decision::{Mode, Outcome, Reason, Verdict};
 use crate::gatekeeper::{Check, Gatekeeper, Origin};
-use crate::http::{ApiError, RequestMeta, problem_response};
+use crate::http::{ApiError, RequestMeta};
 use crate::records::Source;
 use crate::session_id::SessionId;
 
@@ -285,34 +285,24 @@ fn ambiguous(source: &SessionIdSource) -> Response {
 
 /// The answer to a denied check (403 `access-denied`, or 503 `store-unavailable`).
 pub(crate) fn denied(session: &SessionId, outcome: Outcome) -> Response {
-    let (status, kind, title, detail) = if outcome.reason == Reason::StoreUnavailable {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store-unavailable",
-            "Store unavailable",
-            "ownership cannot be checked right now; try again".to_owned(),
-        )
-    } else if outcome.reason == Reason::SettingsUnavailable {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "settings-unavailable",
-            "Settings unavailable",
-            "the enforcement settings have not been read yet; try again".to_owned(),
-        )
-    } else {
-        (
-            StatusCode::FORBIDDEN,
-            "access-denied",
-            "Access denied",
-            format!("you may not use session {session}"),
-        )
+    let detail = match outcome.reason {
+        Reason::StoreUnavailable => "ownership cannot be checked right now; try again".to_owned(),
+        Reason::SettingsUnavailable => {
+            "the enforcement settings have not been read yet; try again".to_owned()
+        }
+        _ => format!("you may not use session {session}"),
     };
     let mut extensions = serde_json::Map::new();
     extensions.insert("decision".into(), json!(outcome.verdict));
     extensions.insert("reason".into(), json!(outcome.reason));
     extensions.insert("mode".into(), json!(outcome.mode));
     extensions.insert("session_id".into(), json!(session));
-    problem_response(status, kind, title, detail, extensions)
+    ApiError::Denied {
+        reason: outcome.reason,
+        detail,
+        extensions,
+    }
+    .into_response()
 }
 
 #[cfg(test)]

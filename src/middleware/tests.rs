@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Extension, Router};
 use tower::ServiceExt;

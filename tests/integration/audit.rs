@@ -391,7 +391,7 @@ async fn ten_thousand_denials_survive_an_outage_and_a_restart_exactly_once() {
     denied_checks(&second, 7500, 2500).await;
 
     let mut redis = backend.redis_server().unwrap().client();
-    let sessions = eventually(Duration::from_secs(30), "10,000 audited denials", || {
+    let sessions = eventually(Duration::from_secs(60), "10,000 audited denials", || {
         let read: redis::RedisResult<redis::streams::StreamRangeReply> = redis::cmd("XRANGE")
             .arg("gatehouse:audit")
             .arg("-")
