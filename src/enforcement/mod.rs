@@ -46,7 +46,9 @@ use crate::timestamp::Timestamp;
 pub use self::routes::routes;
 pub use self::snapshot::{Snapshot, store_identity};
 pub use self::status::{RecordState, SettingsSource, SettingsStatus};
-pub use crate::records::settings::{EnforcementSettings, HistoryEntry, rollout_bucket};
+pub use crate::records::settings::{
+    EnforcementSettings, HistoryChange, HistoryEntry, rollout_bucket,
+};
 
 /// Longest accepted change reason, in characters.
 pub const MAX_REASON_LEN: usize = 1000;
@@ -119,7 +121,7 @@ impl Change {
         base: &EnforcementSettings,
     ) -> Option<(
         EnforcementSettings,
-        String,
+        HistoryChange,
         serde_json::Value,
         serde_json::Value,
     )> {
@@ -132,7 +134,7 @@ impl Change {
                 next.mode = *mode;
                 next.enforce_percent = *enforce_percent;
                 (
-                    "global".to_owned(),
+                    HistoryChange::Global,
                     json!({ "mode": base.mode, "enforce_percent": base.enforce_percent }),
                     json!({ "mode": mode, "enforce_percent": enforce_percent }),
                 )
@@ -143,14 +145,18 @@ impl Change {
                     None => next.endpoints.remove(name),
                 };
                 (
-                    format!("endpoint:{name}"),
+                    HistoryChange::Endpoint(name.clone()),
                     json!(base.endpoints.get(name)),
                     json!(mode),
                 )
             }
             Change::KillSwitch(on) => {
                 next.kill_switch = *on;
-                ("kill_switch".to_owned(), json!(base.kill_switch), json!(on))
+                (
+                    HistoryChange::KillSwitch,
+                    json!(base.kill_switch),
+                    json!(on),
+                )
             }
         };
         (next != *base).then_some((next, label, from, to))

@@ -4,7 +4,9 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Enforcement, EnforcementSettings, HistoryEntry, RecordState, SAVE_ATTEMPTS};
+use super::{
+    Enforcement, EnforcementSettings, HistoryChange, HistoryEntry, RecordState, SAVE_ATTEMPTS,
+};
 use crate::store::{SaveOutcome, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -121,7 +123,7 @@ impl Enforcement {
             version: next.version,
             at: now,
             actor: self.actor.clone(),
-            change: "restore".to_owned(),
+            change: HistoryChange::Restore,
             from: stored.map_or(serde_json::Value::Null, EnforcementSettings::policy_json),
             to: seen.policy_json(),
             reason: format!(
@@ -153,7 +155,7 @@ impl Enforcement {
             version: 1,
             at: now,
             actor: self.actor.clone(),
-            change: "initialise".to_owned(),
+            change: HistoryChange::Initialise,
             from: serde_json::Value::Null,
             to: next.policy_json(),
             reason: format!(

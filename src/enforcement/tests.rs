@@ -107,7 +107,7 @@ async fn nothing_is_known_until_read_and_a_fresh_store_is_initialised_once() {
     // One of them initialised the record; both apply the same one.
     let history = store.history(None, 10).await.unwrap();
     assert_eq!(history.len(), 1, "{history:?}");
-    assert_eq!(history[0].change, "initialise");
+    assert_eq!(history[0].change, HistoryChange::Initialise);
     assert_eq!(a.current(), b.current());
     assert_eq!(a.current().version, 1);
     assert_eq!(a.status().record, RecordState::Ok);
@@ -135,7 +135,7 @@ async fn a_record_that_vanished_is_restored_above_the_version_seen_by_one_instan
     }
     let history = store.history(None, 10).await.unwrap();
     assert_eq!(history.len(), 1, "exactly one restorer wins: {history:#?}");
-    assert_eq!(history[0].change, "restore");
+    assert_eq!(history[0].change, HistoryChange::Restore);
     assert!(history[0].actor == "instance:a" || history[0].actor == "instance:b");
     assert!(
         history[0].reason.contains("vanished"),
@@ -176,7 +176,7 @@ async fn a_record_that_went_back_is_never_applied_and_changes_go_above_the_versi
     assert_eq!(settings.mode, Mode::Enforced);
     assert_eq!(entry.unwrap().version, 6);
     let history = store.history(None, 10).await.unwrap();
-    assert_eq!(history[1].change, "restore");
+    assert_eq!(history[1].change, HistoryChange::Restore);
     assert!(history[1].reason.contains("went back to version 1"));
     assert_eq!(a.current().version, 6);
 }
@@ -197,7 +197,7 @@ async fn other_settings_at_the_version_in_force_are_restored_over() {
     assert_eq!(a.current().mode, Mode::Enforced);
     assert_eq!(store.version(), 3);
     let restore = store.history(None, 1).await.unwrap().remove(0);
-    assert_eq!(restore.change, "restore");
+    assert_eq!(restore.change, HistoryChange::Restore);
     assert_eq!(restore.from["mode"], "DISABLED");
     assert_eq!(restore.to["mode"], "ENFORCED");
 }

@@ -12,4 +12,4 @@ pub mod settings;
 
 pub use self::audit::{AuditDecision, AuditEntry, AuditEvent, AuditId, Sequenced, Source};
 pub use self::job::{Counts, FileError, Job, JobState, Rollback};
-pub use self::settings::{EnforcementSettings, HistoryEntry, rollout_bucket};
+pub use self::settings::{EnforcementSettings, HistoryChange, HistoryEntry, rollout_bucket};

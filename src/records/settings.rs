@@ -105,6 +105,64 @@ pub fn rollout_bucket(endpoint: &str, user: &str) -> u8 {
     u8::try_from(hash % 100).expect("a value below 100 fits in u8")
 }
 
+/// What a history entry changed; written as `global`, `endpoint:{name}`, `kill_switch`,
+/// `initialise` or `restore` (in the store, the API and the audit stream alike).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryChange {
+    /// The global mode and the share of users enforced.
+    Global,
+    /// One endpoint's override.
+    Endpoint(String),
+    /// The kill switch.
+    KillSwitch,
+    /// A fresh store's first record, written by an instance.
+    Initialise,
+    /// The record written back by an instance after the store lost it.
+    Restore,
+}
+
+impl std::fmt::Display for HistoryChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Global => f.write_str("global"),
+            Self::Endpoint(name) => write!(f, "endpoint:{name}"),
+            Self::KillSwitch => f.write_str("kill_switch"),
+            Self::Initialise => f.write_str("initialise"),
+            Self::Restore => f.write_str("restore"),
+        }
+    }
+}
+
+impl std::str::FromStr for HistoryChange {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        match raw {
+            "global" => Ok(Self::Global),
+            "kill_switch" => Ok(Self::KillSwitch),
+            "initialise" => Ok(Self::Initialise),
+            "restore" => Ok(Self::Restore),
+            _ => raw
+                .strip_prefix("endpoint:")
+                .map(|name| Self::Endpoint(name.to_owned()))
+                .ok_or_else(|| format!("unknown history change {raw:?}")),
+        }
+    }
+}
+
+impl Serialize for HistoryChange {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HistoryChange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// One change in the history: what changed, from what, to what, by whom and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HistoryEntry {
@@ -117,7 +175,8 @@ pub struct HistoryEntry {
     /// What changed: `global` (mode and enforce_percent), `endpoint:{name}`, `kill_switch`,
     /// `initialise` (a fresh store's first record, by `instance:{name}`) or `restore` (the
     /// record written back after the store lost it, by `instance:{name}`).
-    pub change: String,
+    #[schema(value_type = String)]
+    pub change: HistoryChange,
     /// The value before.
     #[schema(value_type = Object)]
     pub from: serde_json::Value,
@@ -133,7 +192,7 @@ impl HistoryEntry {
     pub fn audit_event(&self, instance: &str) -> crate::records::AuditEvent {
         crate::records::AuditEvent::change(
             self.at,
-            self.change.clone(),
+            self.change.to_string(),
             self.actor.clone(),
             instance,
             serde_json::json!({

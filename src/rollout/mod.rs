@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::decision::Mode;
-use crate::enforcement::EnforcementSettings;
+use crate::enforcement::{EnforcementSettings, HistoryChange};
 use crate::http::{Admin, ApiError, AppState, Problem, Query};
 use crate::timestamp::Timestamp;
 
@@ -178,7 +178,12 @@ async fn get_rollout(
     let history = state.enforcement.history(None, HISTORY_LOOKBACK).await?;
     let phase_since = history
         .iter()
-        .find(|entry| entry.change == "global" || entry.change == "kill_switch")
+        .find(|entry| {
+            matches!(
+                entry.change,
+                HistoryChange::Global | HistoryChange::KillSwitch
+            )
+        })
         .map(|entry| entry.at);
     let owned_sessions = state.store.count_owned().await?;
     let in_phase = phase_since.map(|since| {

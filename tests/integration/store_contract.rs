@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use gatehouse::audit::{AuditEvent, AuditId, Sequenced, Source};
 use gatehouse::decision::{Mode, Reason, Verdict};
-use gatehouse::enforcement::{EnforcementSettings, HistoryEntry};
+use gatehouse::enforcement::{EnforcementSettings, HistoryChange, HistoryEntry};
 use gatehouse::session_id::SessionId;
 use gatehouse::store::{
     ClaimOutcome, Expected, KeySchema, MemoryStore, OwnerChange, OwnershipStore, RedisOptions,
@@ -260,7 +260,7 @@ fn entry(version: u64) -> HistoryEntry {
         version,
         at: Timestamp::now(),
         actor: "root".into(),
-        change: "mode".into(),
+        change: HistoryChange::Global,
         from: json!("LOG_ONLY"),
         to: json!("ENFORCED"),
         reason: format!("change {version}"),
