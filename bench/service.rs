@@ -141,7 +141,8 @@ fn main() {
     } = load;
     let rate = env_or("BENCH_RATE", 20_000);
     let dir = tempfile::tempdir().unwrap();
-    let (_redis, redis_url) = support::start_redis();
+    let redis = support::RedisServer::start_volatile();
+    let redis_url = redis.url();
     let redis_port = redis_url.rsplit(':').next().unwrap().to_owned();
     let binary = env!("CARGO_BIN_EXE_gatehouse");
     let spools: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
