@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod census;
 pub mod nginx;
 pub mod processes;
 pub mod proxies;
