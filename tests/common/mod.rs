@@ -16,6 +16,7 @@ pub mod upstream;
 pub use processes::{RedisServer, free_port};
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gatehouse::auth::{JwtSettings, TokenIssuer, TokenRequest};
@@ -323,7 +324,25 @@ impl Reply {
 pub struct TcpProxy {
     port: u16,
     state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+    /// Connections that may still pass bytes (connecting or copying).
+    passing: std::sync::Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Counts a connection in [`TcpProxy::passing`] until dropped.
+struct Passing(std::sync::Arc<AtomicUsize>);
+
+impl Passing {
+    fn new(count: &std::sync::Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(std::sync::Arc::clone(count))
+    }
+}
+
+impl Drop for Passing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct ProxyState {
@@ -349,12 +368,16 @@ impl TcpProxy {
             stall: CancellationToken::new(),
         }));
         let shared = std::sync::Arc::clone(&state);
+        let passing = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&passing);
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let (open, stalled, generation, stall) = {
+                let (open, stalled, generation, stall, passing) = {
                     let state = shared.lock().unwrap();
                     let (g, s) = (state.generation.clone(), state.stall.clone());
-                    (state.open, state.stalled, g, s)
+                    // Counted under the lock, so that a stall sees it.
+                    let passing = (state.open && !state.stalled).then(|| Passing::new(&counted));
+                    (state.open, state.stalled, g, s, passing)
                 };
                 if !open {
                     drop(inbound);
@@ -378,13 +401,19 @@ impl TcpProxy {
                         () = generation.cancelled() => {}
                         () = stall.cancelled() => {
                             // Both sockets stay open and silent until restored.
+                            drop(passing);
                             generation.cancelled().await;
                         }
                     }
                 });
             }
         });
-        Self { port, state, task }
+        Self {
+            port,
+            state,
+            passing,
+            task,
+        }
     }
 
     /// The proxy's `redis://` URL (for a Redis target).
@@ -401,12 +430,21 @@ impl TcpProxy {
     }
 
     /// Keeps every connection through the proxy open but passes nothing more, and holds new
-    /// ones unanswered: nothing tells either side that the link is gone.
-    pub fn stall(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.stalled = true;
-        state.stall.cancel();
-        state.stall = CancellationToken::new();
+    /// ones unanswered: nothing tells either side that the link is gone. Returns once no
+    /// connection passes bytes any more (a task still copying could pass a last message on).
+    pub async fn stall(&self) {
+        {
+            let mut state = self.state.lock().unwrap();
+            state.stalled = true;
+            state.stall.cancel();
+            state.stall = CancellationToken::new();
+        }
+        eventually(
+            Duration::from_secs(5),
+            "every connection through the proxy to stop passing bytes",
+            || async { (self.passing.load(Ordering::SeqCst) == 0).then_some(()) },
+        )
+        .await;
     }
 
     /// Lets connections through again. Connections held by a stall are closed (as the kernel
