@@ -335,6 +335,18 @@ impl Client {
         })
     }
 
+    /// The set-up every HTTP benchmark shares: the chat backend claims `session` for alice
+    /// (`GATEHOUSE_CLAIM=service`), then an admin turns ENFORCED on.
+    pub fn claim_for_alice_and_enforce(&self, session: &str) {
+        let backend = token_with_scope("chat-backend", "gatehouse:claim");
+        let claim = format!("/v1/sessions/{session}/claim");
+        let (status, body) = self.send("POST", &claim, &backend, r#"{"user":"alice"}"#);
+        assert_eq!(status, 201, "{body}");
+        let enforce = r#"{"mode":"ENFORCED","reason":"benchmark"}"#;
+        let admin = token("root", &["admin"]);
+        assert_eq!(self.send("PUT", "/v1/enforcement", &admin, enforce).0, 200);
+    }
+
     /// A counter of `/metrics`, by its full name and labels.
     pub fn metric(&self, series: &str) -> Option<u64> {
         let (_, text) = self.get("/metrics")?;
