@@ -34,11 +34,19 @@ const KILL_TRIALS: usize = 20;
 struct Instance {
     base: String,
     enforcement: Enforcement,
+    /// Holds its audit spool (each instance needs its own).
+    _spool_dir: tempfile::TempDir,
 }
 
 async fn start_instance(redis_url: &str, shutdown: &CancellationToken) -> Instance {
+    let spool_dir = tempfile::tempdir().expect("temporary directory");
+    let spool = spool_dir.path().join("audit.spool");
     let vars = [
         ("REDIS_URL", redis_url.to_owned()),
+        (
+            "GATEHOUSE_AUDIT_SPOOL",
+            spool.to_string_lossy().into_owned(),
+        ),
         ("GATEHOUSE_JWT_SECRET", SECRET.to_owned()),
         ("GATEHOUSE_LOG", "error".to_owned()),
     ]
@@ -51,7 +59,11 @@ async fn start_instance(redis_url: &str, shutdown: &CancellationToken) -> Instan
         .expect("bind loopback");
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(gatehouse.serve(listener, shutdown.clone()));
-    Instance { base, enforcement }
+    Instance {
+        base,
+        enforcement,
+        _spool_dir: spool_dir,
+    }
 }
 
 /// Records, on its own thread, when an instance's settings version changes.
