@@ -15,7 +15,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Client, Load, Run, headers, median, token, token_with_scope, wrk};
+use support::{Client, Load, Run, headers, median, token, wrk};
 
 fn main() {
     let Load {
@@ -26,25 +26,8 @@ fn main() {
     let stack = support::start_stack(env!("CARGO_BIN_EXE_gatehouse"));
     let (base, dir) = (&stack.base, &stack.dir);
     let http = Client::new(base);
-    let (admin, alice, bob) = (
-        token("root", &["admin"]),
-        token("alice", &[]),
-        token("bob", &[]),
-    );
-    // The chat backend claims for alice (GATEHOUSE_CLAIM=service).
-    let backend = token_with_scope("chat-backend", "gatehouse:claim");
-    assert_eq!(
-        http.send(
-            "POST",
-            "/v1/sessions/bench-s/claim",
-            &backend,
-            r#"{"user":"alice"}"#
-        )
-        .0,
-        201
-    );
-    let body = r#"{"mode":"ENFORCED","reason":"benchmark"}"#;
-    assert_eq!(http.send("PUT", "/v1/enforcement", &admin, body).0, 200);
+    let (alice, bob) = (token("alice", &[]), token("bob", &[]));
+    http.claim_for_alice_and_enforce("bench-s");
     let check = r#"{"session_id":"bench-s"}"#;
     assert_eq!(http.send("POST", "/v1/validate", &bob, check).0, 403);
 

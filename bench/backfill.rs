@@ -64,7 +64,8 @@ async fn run(backfill: &Backfill, request: JobRequest, label: &str) -> (String, 
 async fn main() {
     let ids = support::env_or("BENCH_IDS", 1_000_000);
     let files = support::env_or("BENCH_FILES", 100_000);
-    let (_redis, url) = support::start_redis();
+    let redis = support::RedisServer::start_volatile();
+    let url = redis.url();
     let store = Arc::new(
         RedisStore::connect(&RedisOptions {
             url: url.clone(),

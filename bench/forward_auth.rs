@@ -16,7 +16,7 @@ mod support;
 
 use std::net::SocketAddr;
 
-use support::{Client, Killed, Load, Run, free_port, headers, median, token, token_with_scope};
+use support::{Client, Killed, Load, Run, free_port, headers, median, token};
 
 fn start_upstream() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
@@ -69,21 +69,8 @@ fn main() {
     let stack = support::start_stack(env!("CARGO_BIN_EXE_gatehouse"));
     let (base, dir) = (&stack.base, &stack.dir);
     let http = Client::new(base);
-    let (admin, alice) = (token("root", &["admin"]), token("alice", &[]));
-    // The chat backend claims for alice (GATEHOUSE_CLAIM=service).
-    let backend = token_with_scope("chat-backend", "gatehouse:claim");
-    assert_eq!(
-        http.send(
-            "POST",
-            "/v1/sessions/s1/claim",
-            &backend,
-            r#"{"user":"alice"}"#
-        )
-        .0,
-        201
-    );
-    let body = r#"{"mode":"ENFORCED","reason":"benchmark"}"#;
-    assert_eq!(http.send("PUT", "/v1/enforcement", &admin, body).0, 200);
+    let alice = token("alice", &[]);
+    http.claim_for_alice_and_enforce("s1");
 
     let upstream = start_upstream();
     let (_nginx, with_auth, without_auth) = start_nginx(dir.path(), base, upstream);

@@ -14,71 +14,39 @@
 //! Run: `cargo bench --bench propagation` (prints a table; asserts nothing).
 //! Target (issue 3): change-to-applied p99 under 50 ms.
 
-use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gatehouse::auth::{JwtSettings, TokenIssuer, TokenRequest};
 use gatehouse::config::Config;
 use gatehouse::enforcement::Enforcement;
 use gatehouse::server::Gatehouse;
 use serde_json::{Value, json};
+use support::{RedisServer, SECRET, token, token_with_scope};
 use tokio_util::sync::CancellationToken;
 
-const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
 const CHANGES: usize = 100;
 const KILL_TRIALS: usize = 20;
-
-struct Redis(Child, u16);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-fn start_redis() -> Redis {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (apt-get install redis-server)");
-    let redis = Redis(child, port);
-    let url = format!("redis://127.0.0.1:{port}");
-    let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until {
-        let pong = redis::Client::open(url.as_str())
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-        if pong.is_ok() {
-            return redis;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("redis-server did not answer within 10s");
-}
 
 struct Instance {
     base: String,
     enforcement: Enforcement,
+    /// Holds its audit spool (each instance needs its own).
+    _spool_dir: tempfile::TempDir,
 }
 
-async fn start_instance(redis_port: u16, shutdown: &CancellationToken) -> Instance {
+async fn start_instance(redis_url: &str, shutdown: &CancellationToken) -> Instance {
+    let spool_dir = tempfile::tempdir().expect("temporary directory");
+    let spool = spool_dir.path().join("audit.spool");
     let vars = [
-        ("REDIS_URL", format!("redis://127.0.0.1:{redis_port}")),
+        ("REDIS_URL", redis_url.to_owned()),
+        (
+            "GATEHOUSE_AUDIT_SPOOL",
+            spool.to_string_lossy().into_owned(),
+        ),
         ("GATEHOUSE_JWT_SECRET", SECRET.to_owned()),
         ("GATEHOUSE_LOG", "error".to_owned()),
     ]
@@ -91,7 +59,11 @@ async fn start_instance(redis_port: u16, shutdown: &CancellationToken) -> Instan
         .expect("bind loopback");
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(gatehouse.serve(listener, shutdown.clone()));
-    Instance { base, enforcement }
+    Instance {
+        base,
+        enforcement,
+        _spool_dir: spool_dir,
+    }
 }
 
 /// Records, on its own thread, when an instance's settings version changes.
@@ -183,22 +155,11 @@ async fn send(
 
 #[tokio::main]
 async fn main() {
-    let redis = start_redis();
+    let redis = RedisServer::start_volatile();
     let shutdown = CancellationToken::new();
-    let a = start_instance(redis.1, &shutdown).await;
-    let b = start_instance(redis.1, &shutdown).await;
-    let c = start_instance(redis.1, &shutdown).await;
-    let issuer = TokenIssuer::new(SECRET.as_bytes(), &JwtSettings::default());
-    let token = |sub: &str, roles: &[&str]| {
-        issuer
-            .mint(&TokenRequest {
-                sub: sub.into(),
-                roles: roles.iter().map(|r| r.to_string()).collect(),
-                scopes: vec![],
-                ttl: Duration::from_secs(3600),
-            })
-            .unwrap()
-    };
+    let a = start_instance(&redis.url(), &shutdown).await;
+    let b = start_instance(&redis.url(), &shutdown).await;
+    let c = start_instance(&redis.url(), &shutdown).await;
     let (admin, bob) = (token("root", &["admin"]), token("bob", &[]));
     let http = reqwest::Client::new();
     // Every instance subscribed before measuring.
@@ -220,14 +181,7 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let backend = issuer
-        .mint(&TokenRequest {
-            sub: "chat-backend".into(),
-            roles: vec![],
-            scopes: vec!["gatehouse:claim".into()],
-            ttl: Duration::from_secs(3600),
-        })
-        .unwrap();
+    let backend = token_with_scope("chat-backend", "gatehouse:claim");
     let claim = http
         .post(format!("{}/v1/sessions/bench-s1/claim", a.base))
         .bearer_auth(&backend)

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Client, Load, Run, env_or, headers, token, token_with_scope};
+use support::{Client, Load, Run, env_or, headers, token};
 
 /// Samples a process's resident memory every 50 ms; keeps the peak (kB).
 struct RssPeak {
@@ -141,7 +141,8 @@ fn main() {
     } = load;
     let rate = env_or("BENCH_RATE", 20_000);
     let dir = tempfile::tempdir().unwrap();
-    let (_redis, redis_url) = support::start_redis();
+    let redis = support::RedisServer::start_volatile();
+    let redis_url = redis.url();
     let redis_port = redis_url.rsplit(':').next().unwrap().to_owned();
     let binary = env!("CARGO_BIN_EXE_gatehouse");
     let spools: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -160,20 +161,7 @@ fn main() {
         token("alice", &[]),
         token("bob", &[]),
     );
-    // The chat backend claims for alice (GATEHOUSE_CLAIM=service).
-    let backend = token_with_scope("chat-backend", "gatehouse:claim");
-    assert_eq!(
-        http.send(
-            "POST",
-            "/v1/sessions/s1/claim",
-            &backend,
-            r#"{"user":"alice"}"#
-        )
-        .0,
-        201
-    );
-    let enforce = r#"{"mode":"ENFORCED","reason":"benchmark"}"#;
-    assert_eq!(http.send("PUT", "/v1/enforcement", &admin, enforce).0, 200);
+    http.claim_for_alice_and_enforce("s1");
 
     let script = dir.path().join("validate.lua");
     std::fs::write(

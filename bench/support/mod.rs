@@ -5,8 +5,11 @@
 
 #[path = "../../tests/common/nginx.rs"]
 pub mod nginx;
+#[path = "../../tests/common/processes.rs"]
+pub mod processes;
 
-use std::net::TcpListener as StdListener;
+pub use processes::{RedisServer, free_port};
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,14 +29,6 @@ impl Drop for Killed {
     }
 }
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// An integer from the environment, or `default`.
 pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -49,26 +44,6 @@ pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
         assert!(Instant::now() < until, "{what} not ready within 20s");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// A private redis-server without persistence; returns it and its URL.
-pub fn start_redis() -> (Killed, String) {
-    let port = free_port();
-    let redis = Killed(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed"),
-    );
-    let url = format!("redis://127.0.0.1:{port}");
-    wait_until("redis", || {
-        redis::Client::open(url.as_str())
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-            .is_ok()
-    });
-    (redis, url)
 }
 
 /// The release gatehouse binary on a free port with `env`; returns it and its base URL.
@@ -94,14 +69,8 @@ pub fn start_gatehouse(binary: &str, spool_dir: &Path, env: &[(&str, &str)]) -> 
 /// Debian's nginx serving `sites` (`server` blocks) from `dir`, ready once `port` accepts;
 /// `None` when nginx is not installed.
 pub fn start_nginx(dir: &Path, sites: &str, port: u16) -> Option<Killed> {
-    let binary = ["nginx", "/usr/sbin/nginx"].into_iter().find(|b| {
-        Command::new(b)
-            .arg("-v")
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-    })?;
-    let nginx = Killed(nginx::spawn(Path::new(binary), dir, sites));
+    let binary = nginx::binary()?;
+    let nginx = Killed(nginx::spawn(&binary, dir, sites));
     wait_until("nginx", || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
@@ -168,13 +137,14 @@ pub struct Stack {
     /// Its spool directory (also free for the benchmark's own files).
     pub dir: tempfile::TempDir,
     _gatehouse: Killed,
-    _redis: Killed,
+    _redis: RedisServer,
 }
 
 /// Starts a [`Stack`] with `binary`.
 pub fn start_stack(binary: &str) -> Stack {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (redis, redis_url) = start_redis();
+    let redis = RedisServer::start_volatile();
+    let redis_url = redis.url();
     let (gatehouse, base) = start_gatehouse(binary, dir.path(), &[("REDIS_URL", &redis_url)]);
     Stack {
         base,
@@ -363,6 +333,18 @@ impl Client {
             let status = r.status().as_u16();
             (status, r.text().await.unwrap_or_default())
         })
+    }
+
+    /// The set-up every HTTP benchmark shares: the chat backend claims `session` for alice
+    /// (`GATEHOUSE_CLAIM=service`), then an admin turns ENFORCED on.
+    pub fn claim_for_alice_and_enforce(&self, session: &str) {
+        let backend = token_with_scope("chat-backend", "gatehouse:claim");
+        let claim = format!("/v1/sessions/{session}/claim");
+        let (status, body) = self.send("POST", &claim, &backend, r#"{"user":"alice"}"#);
+        assert_eq!(status, 201, "{body}");
+        let enforce = r#"{"mode":"ENFORCED","reason":"benchmark"}"#;
+        let admin = token("root", &["admin"]);
+        assert_eq!(self.send("PUT", "/v1/enforcement", &admin, enforce).0, 200);
     }
 
     /// A counter of `/metrics`, by its full name and labels.

@@ -6,13 +6,17 @@
 
 #![allow(dead_code)]
 
+pub mod census;
 pub mod nginx;
+pub mod processes;
 pub mod proxies;
 pub mod stage;
 pub mod upstream;
 
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::process::{Child, Command, Stdio};
+pub use processes::{RedisServer, free_port};
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gatehouse::auth::{JwtSettings, TokenIssuer, TokenRequest};
@@ -40,191 +44,6 @@ where
             "timed out after {deadline:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("the OS hands out a free loopback port")
-}
-
-/// A private `redis-server` with AOF on, in a temporary directory, killed on drop.
-pub struct RedisServer {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-/// Lets local connections use `DEBUG` (tests freeze Redis with `DEBUG SLEEP`): Redis 7
-/// refuses it by default, and Redis 6 allows it but does not know the option.
-fn debug_command_args() -> &'static [&'static str] {
-    static ARGS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
-    ARGS.get_or_init(|| {
-        let version = Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
-            .unwrap_or_default();
-        // "Redis server v=7.0.15 sha=..."
-        let major: u32 = version
-            .split("v=")
-            .nth(1)
-            .and_then(|v| v.split('.').next())
-            .and_then(|major| major.parse().ok())
-            .unwrap_or(0);
-        if major >= 7 {
-            &["--enable-debug-command", "local"]
-        } else {
-            &[]
-        }
-    })
-}
-
-impl RedisServer {
-    /// Starts one, or returns `None` (skip) when `redis-server` is unavailable outside CI.
-    pub fn start() -> Option<Self> {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let mut server = Self {
-            port: 0,
-            dir,
-            child: None,
-        };
-        for _ in 0..3 {
-            server.port = free_port();
-            match server.spawn() {
-                Ok(()) => return Some(server),
-                Err(e) => eprintln!("redis-server on port {} did not start: {e}", server.port),
-            }
-        }
-        if std::env::var_os("CI").is_some() {
-            panic!(
-                "CI is set and redis-server cannot be started: install it (apt-get install redis-server)"
-            );
-        }
-        eprintln!("SKIPPED: redis-server cannot be started here (set CI to make this a failure)");
-        None
-    }
-
-    fn spawn(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(debug_command_args())
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "everysec",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        self.child = Some(child);
-        let until = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < until {
-            if self.ping() {
-                return Ok(());
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                return Err(format!("exited with {status}"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        Err("no PONG within 10s".into())
-    }
-
-    fn ping(&self) -> bool {
-        redis::Client::open(self.url())
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_ok()
-    }
-
-    /// `redis://127.0.0.1:{port}`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// `127.0.0.1:{port}`.
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// A synchronous connection for inspecting keys.
-    pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
-            .expect("test redis answers")
-    }
-
-    fn signal(&self, signal: &str) {
-        if let Some(child) = &self.child {
-            let status = Command::new("kill")
-                .args([signal, &child.id().to_string()])
-                .status()
-                .expect("kill runs");
-            assert!(status.success(), "kill {signal} failed");
-        }
-    }
-
-    /// Stops the server (SIGTERM: it flushes the AOF) and waits for it to exit.
-    pub fn stop(&mut self) {
-        self.signal("-TERM");
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
-        }
-    }
-
-    /// Stops it if it is running, then starts it again on the same port with the same data.
-    /// (Spawning beside a running server would leave it running, answering the readiness
-    /// ping in the new one's place, and leak it.)
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn().expect("redis-server restarts on its port");
-    }
-
-    /// Stops it, throws its data away and starts it again on the same port: a Redis without
-    /// persistence restarted, or a failover to an empty replica.
-    pub fn restart_empty(&mut self) {
-        self.stop();
-        for entry in std::fs::read_dir(self.dir.path()).expect("the data directory is readable") {
-            let path = entry.expect("a directory entry").path();
-            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
-        }
-        self.spawn().expect("redis-server restarts on its port");
-    }
-
-    /// Freezes the process (SIGSTOP): connections stay open but nothing answers.
-    pub fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    /// Thaws a paused server.
-    pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.resume();
-        self.kill();
     }
 }
 
@@ -505,7 +324,25 @@ impl Reply {
 pub struct TcpProxy {
     port: u16,
     state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+    /// Connections that may still pass bytes (connecting or copying).
+    passing: std::sync::Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Counts a connection in [`TcpProxy::passing`] until dropped.
+struct Passing(std::sync::Arc<AtomicUsize>);
+
+impl Passing {
+    fn new(count: &std::sync::Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(std::sync::Arc::clone(count))
+    }
+}
+
+impl Drop for Passing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct ProxyState {
@@ -531,12 +368,16 @@ impl TcpProxy {
             stall: CancellationToken::new(),
         }));
         let shared = std::sync::Arc::clone(&state);
+        let passing = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&passing);
         let task = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
-                let (open, stalled, generation, stall) = {
+                let (open, stalled, generation, stall, passing) = {
                     let state = shared.lock().unwrap();
                     let (g, s) = (state.generation.clone(), state.stall.clone());
-                    (state.open, state.stalled, g, s)
+                    // Counted under the lock, so that a stall sees it.
+                    let passing = (state.open && !state.stalled).then(|| Passing::new(&counted));
+                    (state.open, state.stalled, g, s, passing)
                 };
                 if !open {
                     drop(inbound);
@@ -560,13 +401,19 @@ impl TcpProxy {
                         () = generation.cancelled() => {}
                         () = stall.cancelled() => {
                             // Both sockets stay open and silent until restored.
+                            drop(passing);
                             generation.cancelled().await;
                         }
                     }
                 });
             }
         });
-        Self { port, state, task }
+        Self {
+            port,
+            state,
+            passing,
+            task,
+        }
     }
 
     /// The proxy's `redis://` URL (for a Redis target).
@@ -583,12 +430,21 @@ impl TcpProxy {
     }
 
     /// Keeps every connection through the proxy open but passes nothing more, and holds new
-    /// ones unanswered: nothing tells either side that the link is gone.
-    pub fn stall(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.stalled = true;
-        state.stall.cancel();
-        state.stall = CancellationToken::new();
+    /// ones unanswered: nothing tells either side that the link is gone. Returns once no
+    /// connection passes bytes any more (a task still copying could pass a last message on).
+    pub async fn stall(&self) {
+        {
+            let mut state = self.state.lock().unwrap();
+            state.stalled = true;
+            state.stall.cancel();
+            state.stall = CancellationToken::new();
+        }
+        eventually(
+            Duration::from_secs(5),
+            "every connection through the proxy to stop passing bytes",
+            || async { (self.passing.load(Ordering::SeqCst) == 0).then_some(()) },
+        )
+        .await;
     }
 
     /// Lets connections through again. Connections held by a stall are closed (as the kernel

@@ -2,8 +2,23 @@
 //! the benchmarks (`bench/support` includes this file with `#[path]`), so std only.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+/// Debian's nginx binary (on `PATH` or `/usr/sbin`), or `None` when it is not installed.
+pub fn binary() -> Option<PathBuf> {
+    ["nginx", "/usr/sbin/nginx"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|candidate| {
+            Command::new(candidate)
+                .arg("-v")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+}
 
 /// The recipe `examples/proxies/nginx.conf` with its addresses replaced: gatehouse at
 /// `gatehouse` (`host:port`, or a base URL), the chat backend at `upstream`, and the proxy

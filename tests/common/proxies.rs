@@ -81,10 +81,7 @@ impl Kind {
     /// The binary, or `None` (skip) outside CI when it is not installed.
     pub fn binary(self) -> Option<PathBuf> {
         let found = match self {
-            Kind::Nginx => ["nginx", "/usr/sbin/nginx"]
-                .into_iter()
-                .map(PathBuf::from)
-                .find(|candidate| runs(candidate, "-v")),
+            Kind::Nginx => nginx::binary(),
             Kind::CaddyDebian => {
                 Some(PathBuf::from("/usr/bin/caddy")).filter(|p| runs(p, "version"))
             }

@@ -7,8 +7,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::both_backends;
+use crate::common::census::write_census_tree;
 use crate::common::{Backend, TestApp, eventually};
-use gatehouse::backfill::sources::write_census_tree;
 
 both_backends!(
     census_tree_backfill_verify_and_rollback,

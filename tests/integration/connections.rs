@@ -308,7 +308,8 @@ async fn connections_past_the_cap_are_closed_at_once_and_served_again_later() {
     for _ in 0..4 {
         held.push(TcpStream::connect(&addr).await.expect("connect"));
     }
-    // Let the server accept the four before the fifth arrives.
+    // Let the server accept the four before the fifth arrives (nothing outside the server
+    // shows that it has, and a probe would take a slot).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut fifth = TcpStream::connect(&addr).await.expect("connect");
     let started = Instant::now();
@@ -391,6 +392,7 @@ async fn shutdown_stops_accepting_finishes_requests_in_flight_and_closes_silent_
     let mut in_flight = TcpStream::connect(&addr).await.expect("connect");
     in_flight.write_all(head.as_bytes()).await.expect("head");
     in_flight.write_all(&body[..5]).await.expect("half a body");
+    // Let the server read the head (nothing outside the server shows that it has).
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let started = Instant::now();

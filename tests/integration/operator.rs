@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::common::Backend;
-use gatehouse::backfill::sources::write_census_tree;
+use crate::common::census::write_census_tree;
 
 /// Runs the binary with `REDIS_URL`: (exit code, stdout as JSON, stderr).
 fn gatehouse(redis_url: &str, args: &[&str]) -> (i32, Value, String) {

@@ -23,7 +23,7 @@ async fn redis_outage_fails_closed_and_recovers() {
 
     backend.redis_server().unwrap().stop();
     // Give the settings refresh (every 200ms in tests) time to fail a few times: the last
-    // known settings (ENFORCED) must stay in force.
+    // known settings (ENFORCED) must stay in force. (A fixed wait: nothing may change.)
     tokio::time::sleep(Duration::from_millis(700)).await;
     for token in [&alice, &bob] {
         let reply = app.validate(token, json!({ "session_id": "s1" })).await;
@@ -207,6 +207,7 @@ async fn a_wrong_type_owner_key_fails_only_its_own_check() {
             }
         }));
     }
+    // Deliberate: the attackers run a while before alice's checks, to fill the cache and store.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let alice = app.user("alice");
     let mut failed = 0;

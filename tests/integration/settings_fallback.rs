@@ -392,7 +392,8 @@ async fn data_loss_under_enforced_never_lowers_any_instance_and_the_record_is_re
     }
     let redis = backend.redis_server().unwrap();
 
-    // FLUSHALL: the record and its history vanish; the connections stay up.
+    // FLUSHALL: the record and its history vanish; the connections stay up. (Each loss waits a
+    // little first, deliberately: the streams of checks run across it.)
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _: () = redis::cmd("FLUSHALL")
         .query(&mut redis.client())
@@ -434,6 +435,7 @@ async fn data_loss_under_enforced_never_lowers_any_instance_and_the_record_is_re
         )
         .await;
     }
+    // Deliberate: the streams keep checking against the restored record for a while.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Release);
     let mut answers = Vec::new();
@@ -593,7 +595,8 @@ async fn another_deployment_on_another_database_never_changes_the_settings() {
     for mode in ["ENFORCED", "LOG_ONLY", "ENFORCED", "DISABLED"] {
         staging.set_mode(mode).await;
     }
-    // Several refresh periods (200 ms in tests) for any restore to happen.
+    // Several refresh periods (200 ms in tests) for any restore to happen: a fixed wait, since
+    // what is checked is that none does.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     let mut violations = Vec::new();

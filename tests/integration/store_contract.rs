@@ -647,7 +647,8 @@ async fn a_frozen_redis_fails_every_queued_lookup_then_recovers() {
     assert!(waited < Duration::from_secs(3), "waited {waited:?}");
     backend.redis_server().unwrap().resume();
     // What was written to the frozen Redis is served once it thaws: the first lookups only,
-    // since the late ones failed with the batch they queued behind.
+    // since the late ones failed with the batch they queued behind. (A fixed wait: what is
+    // checked is that nothing more arrives.)
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
