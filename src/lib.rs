@@ -15,7 +15,9 @@
 //! - [`backfill`]: legacy sessions get a default owner; verify and roll back.
 //! - [`cli`]: the command line (admin REST clients, operator tools on Redis).
 //! - [`auth`]: JWT principals; [`http`]: the web toolkit (state, errors, extractors, the
-//!   server loop); [`app`]: the router, assembled once; [`server`]: start-up and shutdown.
+//!   server loop); [`app`]: the router, assembled once; [`server`]: start-up and shutdown;
+//!   [`tasks`]: the background tasks it owns. The README's Layout section says what may call
+//!   what (`../shared/tools/module-cycles src` finds no cycle).
 
 pub mod app;
 pub mod audit;
