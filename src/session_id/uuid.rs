@@ -69,6 +69,12 @@ fn read_leniently(id: &str) -> bool {
     if !id.is_ascii() {
         return false;
     }
+    // Every reading below needs 9 bytes at least (five groups and four hyphens; Python's
+    // needs 32, Go's 38): short ids (`s1`) stop here, before the allocations, on every
+    // check's path.
+    if id.len() < 9 {
+        return false;
+    }
     let lower = id.to_ascii_lowercase();
     let is_hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
     let python = {
