@@ -18,9 +18,10 @@ use super::spool::{Chunk, Spool};
 use super::{AuditConfig, AuditEvent, Sequenced};
 use crate::metrics::AuditMetrics;
 use crate::store::{AuditStore, StoreError};
+use crate::tasks::Backoff;
 
-const MIN_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The waits between failed writes: 50 ms doubling to 2 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
 /// Empties the audit channel into the store; see the [module docs](super).
 pub struct AuditWriter {
@@ -157,7 +158,7 @@ impl AuditWriter {
     /// Runs until `cancel` fires, then takes the events still queued and stores or spools
     /// them before returning.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = BACKOFF;
         let mut failing = false;
         while !cancel.is_cancelled() {
             if self.arrived.is_empty() && self.backlog.is_empty() {
@@ -178,15 +179,14 @@ impl AuditWriter {
                         tracing::info!("audit store reachable again; catching up");
                     }
                     failing = false;
-                    backoff = MIN_BACKOFF;
+                    backoff.reset();
                 }
                 Err(e) => {
                     if !failing {
                         tracing::warn!(error = %e, "audit events not written yet; retrying with backoff");
                     }
                     failing = true;
-                    self.pause(backoff, &cancel).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    self.pause(backoff.next_wait(), &cancel).await;
                 }
             }
         }

@@ -33,7 +33,7 @@ use crate::audit::{Audit, AuditEvent};
 use crate::records::job::FileError;
 use crate::session_id::{SessionId, SessionIds};
 use crate::store::{Store, StoreError};
-use crate::tasks::Tasks;
+use crate::tasks::{self, Backoff, Tasks};
 use crate::timestamp::Timestamp;
 
 pub use self::routes::routes;
@@ -49,6 +49,8 @@ const MAX_KEPT_LISTED: usize = 100;
 const STALE_AFTER: Duration = Duration::from_secs(30);
 /// Store failures tolerated in a row before a job fails.
 const STORE_ATTEMPTS: u32 = 8;
+/// The waits between those attempts: 100 ms doubling to 5 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// What a job is asked to do.
 #[derive(Debug, Clone)]
@@ -286,36 +288,30 @@ impl Backfill {
 
     /// One batch, retried with backoff while the store is unreachable.
     async fn step(&self, job: &mut Job, batch: &[String]) -> Result<(), StoreError> {
-        let mut backoff = Duration::from_millis(100);
-        let mut attempt = 0;
-        loop {
-            let result = if job.dry_run {
-                let ids: Vec<SessionId> = batch
-                    .iter()
-                    .filter_map(|id| SessionId::parse_exact(id).ok())
-                    .collect();
-                self.store.owners(&ids).await.map(|owners| {
-                    let unowned = owners.iter().filter(|o| o.is_none()).count() as u64;
-                    job.counts.would_assign += unowned;
-                    job.counts.skipped_owned += owners.len() as u64 - unowned;
-                })
-            } else {
-                self.store
-                    .assign(&job.job_id, &job.default_owner, batch)
-                    .await
-                    .map(|assigned| job.counts.assigned += assigned)
-            };
-            match result {
-                Ok(()) => return Ok(()),
-                Err(e) if attempt + 1 < STORE_ATTEMPTS => {
-                    attempt += 1;
-                    tracing::warn!(job_id = %job.job_id, error = %e, attempt, "backfill batch failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e),
-            }
+        let retrying = |e: &StoreError, attempt: u32| {
+            tracing::warn!(job_id = %job.job_id, error = %e, attempt, "backfill batch failed; retrying");
+        };
+        if job.dry_run {
+            let ids: Vec<SessionId> = batch
+                .iter()
+                .filter_map(|id| SessionId::parse_exact(id).ok())
+                .collect();
+            let owners = tasks::retry(
+                STORE_ATTEMPTS,
+                BACKOFF,
+                || self.store.owners(&ids),
+                retrying,
+            )
+            .await?;
+            let unowned = owners.iter().filter(|o| o.is_none()).count() as u64;
+            job.counts.would_assign += unowned;
+            job.counts.skipped_owned += owners.len() as u64 - unowned;
+        } else {
+            let (id, owner) = (&job.job_id, &job.default_owner);
+            let assign = || self.store.assign(id, owner, batch);
+            job.counts.assigned += tasks::retry(STORE_ATTEMPTS, BACKOFF, assign, retrying).await?;
         }
+        Ok(())
     }
 
     /// Prepares a failed or interrupted job to run again (same id, same assigned set).

@@ -41,6 +41,7 @@ use crate::audit::Audit;
 use crate::decision::Mode;
 use crate::session_id::{IdError, check_name};
 use crate::store::{SaveOutcome, SettingsStore, StoreError};
+use crate::tasks;
 use crate::timestamp::Timestamp;
 
 pub use self::routes::routes;
@@ -369,42 +370,24 @@ impl Enforcement {
     pub fn spawn_watch(&self, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                match this.store.watch().await {
-                    Ok(mut feed) => {
-                        this.subscribed.store(true, Ordering::Release);
-                        if let Err(e) = this.reload().await {
-                            tracing::warn!(error = %e, "settings not re-read after subscribing");
-                        }
-                        backoff = Duration::from_millis(50);
-                        loop {
-                            tokio::select! {
-                                () = cancel.cancelled() => return,
-                                item = feed.next() => match item {
-                                    // An announcement is a hint, never applied as such: Redis
-                                    // pub/sub ignores database numbers, so another deployment
-                                    // on another database of the same Redis announces on the
-                                    // same channel. Only this store's own record counts: read
-                                    // and reconcile it (one round trip per change).
-                                    Some(_) => {
-                                        let _ = this.reload().await;
-                                    }
-                                    None => break,
-                                },
-                            }
-                        }
-                        this.subscribed.store(false, Ordering::Release);
-                        tracing::warn!("settings change feed lost; resubscribing");
-                    }
-                    Err(e) => tracing::debug!(error = %e, "settings change feed unavailable"),
+            let this = &this;
+            let subscribe = || this.store.watch();
+            let follow = |mut feed: crate::store::SettingsFeed| async move {
+                this.subscribed.store(true, Ordering::Release);
+                if let Err(e) = this.reload().await {
+                    tracing::warn!(error = %e, "settings not re-read after subscribing");
                 }
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
+                // An announcement is a hint, never applied as such: Redis pub/sub ignores
+                // database numbers, so another deployment on another database of the same
+                // Redis announces on the same channel. Only this store's own record counts:
+                // read and reconcile it (one round trip per change).
+                while feed.next().await.is_some() {
+                    let _ = this.reload().await;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+                this.subscribed.store(false, Ordering::Release);
+                tracing::warn!("settings change feed lost; resubscribing");
+            };
+            tasks::resubscribe(&cancel, "settings", subscribe, follow).await;
         })
     }
 

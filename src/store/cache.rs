@@ -36,12 +36,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::redis::OWNERS_HEARTBEAT;
 use super::{
-    AuditStore, BackfillStore, ClaimOutcome, Expected, OwnerChange, OwnerChanges, OwnershipStore,
-    Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, Store, StoreError,
+    AuditStore, BackfillStore, ClaimOutcome, Expected, OwnerChange, OwnerChanges, OwnerFeed,
+    OwnershipStore, Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, Store,
+    StoreError,
 };
 use crate::records::{AuditEntry, AuditId, Job, Sequenced};
 use crate::records::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
+use crate::tasks;
 
 /// How often the watcher publishes a heartbeat on the owner-change channel.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(250);
@@ -128,55 +130,51 @@ impl OwnerCache {
     ) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                match redis.owner_changes().await {
-                    Ok(mut feed) => {
-                        // Writes made while unsubscribed were not announced to us.
-                        this.clear();
-                        this.live.store(true, Ordering::Release);
-                        backoff = Duration::from_millis(50);
-                        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
-                        let mut heard = tokio::time::Instant::now();
-                        let lost = loop {
-                            tokio::select! {
-                                () = cancel.cancelled() => return,
-                                ids = feed.next() => match ids {
-                                    Some(ids) => {
-                                        heard = tokio::time::Instant::now();
-                                        ids.iter()
-                                            .filter(|id| *id != OWNERS_HEARTBEAT)
-                                            .for_each(|id| this.invalidate(id));
-                                    }
-                                    None => break "subscription closed",
-                                },
-                                _ = beat.tick() => {
-                                    // Published on another task: a slow Redis must not hold
-                                    // up the invalidations already arriving.
-                                    let redis = Arc::clone(&redis);
-                                    tokio::spawn(async move { redis.owners_heartbeat().await });
-                                }
-                                () = tokio::time::sleep_until(heard + HEARTBEAT_DEADLINE) => {
-                                    break "no heartbeat";
-                                }
-                            }
-                        };
-                        this.live.store(false, Ordering::Release);
-                        this.clear();
-                        tracing::warn!(
-                            cause = lost,
-                            "owner invalidations lost: owner cache bypassed until re-subscribed"
-                        );
-                    }
-                    Err(e) => tracing::debug!(error = %e, "owner invalidations unavailable"),
-                }
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+            let (this, redis) = (&this, &redis);
+            let subscribe = || redis.owner_changes();
+            let follow = |feed| async move {
+                // Writes made while unsubscribed were not announced to us.
+                this.clear();
+                this.live.store(true, Ordering::Release);
+                let lost = this.follow(feed, redis).await;
+                this.live.store(false, Ordering::Release);
+                this.clear();
+                tracing::warn!(
+                    cause = lost,
+                    "owner invalidations lost: owner cache bypassed until re-subscribed"
+                );
+            };
+            tasks::resubscribe(&cancel, "owner changes", subscribe, follow).await;
         })
+    }
+
+    /// Applies the invalidations of `feed` until it ends or falls silent (no heartbeat, which
+    /// this instance itself publishes on `redis`): why it stopped.
+    async fn follow(&self, mut feed: OwnerFeed, redis: &Arc<dyn OwnerChanges>) -> &'static str {
+        let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut heard = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                ids = feed.next() => match ids {
+                    Some(ids) => {
+                        heard = tokio::time::Instant::now();
+                        ids.iter()
+                            .filter(|id| *id != OWNERS_HEARTBEAT)
+                            .for_each(|id| self.invalidate(id));
+                    }
+                    None => return "subscription closed",
+                },
+                _ = beat.tick() => {
+                    // Published on another task: a slow Redis must not hold up the
+                    // invalidations already arriving.
+                    let redis = Arc::clone(redis);
+                    tokio::spawn(async move { redis.owners_heartbeat().await });
+                }
+                () = tokio::time::sleep_until(heard + HEARTBEAT_DEADLINE) => {
+                    return "no heartbeat";
+                }
+            }
+        }
     }
 }
 

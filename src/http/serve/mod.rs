@@ -46,6 +46,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
+use crate::tasks::Backoff;
+
+/// Growing sleeps between failed accepts: 5 ms doubling to 1 s.
+const ACCEPT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
+
 /// Descriptors kept free below the process limit when capping connections: Redis connections
 /// (one per `GATEHOUSE_REDIS_CONNECTIONS`, plus lookups, pub/sub and reconnects), the audit
 /// spool, the runtime's own and the one `accept` needs to close a connection at the cap.
@@ -120,7 +125,7 @@ pub async fn serve(
     }
     let limits = Arc::new(limits);
     let mut connections = JoinSet::new();
-    let mut backoff = Backoff::default();
+    let mut backoff = ACCEPT_BACKOFF;
     let mut accept_errors = Throttled::default();
     let mut refused = Throttled::default();
     loop {
@@ -137,7 +142,7 @@ pub async fn serve(
             // The peer gave up before we accepted: nothing is wrong with the listener.
             Err(e) if is_connection_error(&e) => continue,
             Err(e) => {
-                let delay = backoff.next();
+                let delay = backoff.next_wait();
                 accept_errors.warn(|suppressed| {
                     tracing::error!(error = %e, retry_in = ?delay, suppressed, "accept failed; backing off");
                 });
@@ -407,27 +412,6 @@ impl AsyncWrite for Watched {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-/// Growing sleeps between failed accepts.
-#[derive(Default)]
-struct Backoff {
-    next: Option<Duration>,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(5);
-    const MAX: Duration = Duration::from_secs(1);
-
-    fn next(&mut self) -> Duration {
-        let delay = self.next.unwrap_or(Self::FIRST);
-        self.next = Some((delay * 2).min(Self::MAX));
-        delay
-    }
-
-    fn reset(&mut self) {
-        self.next = None;
     }
 }
 

@@ -5,13 +5,13 @@ use super::*;
 
 #[test]
 fn backoff_grows_to_a_second_and_resets() {
-    let mut b = Backoff::default();
-    let delays: Vec<_> = (0..10).map(|_| b.next()).collect();
+    let mut b = ACCEPT_BACKOFF;
+    let delays: Vec<_> = (0..10).map(|_| b.next_wait()).collect();
     assert_eq!(delays[0], Duration::from_millis(5));
     assert_eq!(delays[1], Duration::from_millis(10));
     assert_eq!(*delays.last().unwrap(), Duration::from_secs(1));
     b.reset();
-    assert_eq!(b.next(), Duration::from_millis(5));
+    assert_eq!(b.next_wait(), Duration::from_millis(5));
 }
 
 #[test]
