@@ -200,8 +200,11 @@ pub struct Summary {
     /// Entries counted.
     pub total: u64,
     /// By decision (deny, would_deny, allow, change).
-    pub by_decision: BTreeMap<String, u64>,
+    #[schema(value_type = BTreeMap<String, u64>)]
+    pub by_decision: BTreeMap<AuditDecision, u64>,
     /// By reason.
+    // A decision's [`crate::decision::Reason`], a refusal's, or what a change changed (an
+    // open set: `endpoint:{name}`), so keyed by its text.
     pub by_reason: BTreeMap<String, u64>,
     /// By endpoint (decisions only).
     pub by_endpoint: BTreeMap<String, u64>,
@@ -260,10 +263,7 @@ pub async fn summarize(store: &dyn AuditStore, since: Timestamp) -> Result<Summa
             cursor = Some(entry.id);
             let e = &entry.event;
             summary.total += 1;
-            *summary
-                .by_decision
-                .entry(e.decision.as_str().to_owned())
-                .or_default() += 1;
+            *summary.by_decision.entry(e.decision).or_default() += 1;
             *summary.by_reason.entry(e.reason.clone()).or_default() += 1;
             if e.decision != AuditDecision::Change {
                 if let Some(endpoint) = &e.endpoint {

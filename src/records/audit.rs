@@ -38,7 +38,9 @@ impl Source {
 }
 
 /// The decision an event records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditDecision {
     /// Allowed although the rule could not be applied (`store_unavailable` outside ENFORCED).

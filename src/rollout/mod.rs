@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::decision::Mode;
+use crate::decision::{Mode, Reason};
 use crate::enforcement::{EnforcementSettings, HistoryChange};
 use crate::http::{Admin, ApiError, AppState, Problem, Query};
+use crate::records::AuditDecision;
 use crate::timestamp::Timestamp;
 
 pub use self::recommend::{phase, recommend};
@@ -161,15 +162,15 @@ async fn get_rollout(
     })?;
     let since = crate::audit::parse_since(&window).map_err(ApiError::InvalidRequest)?;
     let summary = crate::audit::summarize(state.store.as_ref(), since).await?;
-    let count = |key: &str| summary.by_decision.get(key).copied().unwrap_or(0);
+    let count = |key| summary.by_decision.get(&key).copied().unwrap_or(0);
     let decisions = WindowCounts {
         window,
         since,
-        would_deny: count("would_deny"),
-        deny: count("deny"),
+        would_deny: count(AuditDecision::WouldDeny),
+        deny: count(AuditDecision::Deny),
         store_unavailable: summary
             .by_reason
-            .get("store_unavailable")
+            .get(Reason::StoreUnavailable.as_str())
             .copied()
             .unwrap_or(0),
         complete: summary.complete,
