@@ -19,7 +19,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,13 +26,14 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use gatehouse::audit::{Audit, AuditConfig};
 use gatehouse::auth::{Authenticator, JwtSettings, JwtVerifier, Principal};
+use gatehouse::config::Config;
 use gatehouse::decision::Mode;
 use gatehouse::enforcement::Enforcement;
 use gatehouse::gatekeeper::Gatekeeper;
 use gatehouse::metrics::Metrics;
 use gatehouse::middleware::{AccessDecision, OwnershipLayer};
-use gatehouse::store::{KeySchema, MemoryStore, RedisOptions, RedisStore, Store};
-use tokio_util::sync::CancellationToken;
+use gatehouse::store::{MemoryStore, RedisStore, Store};
+use gatehouse::tasks::Tasks;
 
 /// The chat data this example serves: messages per session.
 type Messages = Arc<Mutex<HashMap<String, Vec<String>>>>;
@@ -45,33 +45,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen: SocketAddr = std::env::var("CHAT_LISTEN")
         .unwrap_or_else(|_| "127.0.0.1:8000".into())
         .parse()?;
-    let store: Arc<dyn Store> = match std::env::var("REDIS_URL") {
-        Ok(url) => Arc::new(RedisStore::connect(&RedisOptions {
-            url,
-            connections: 2,
-            timeout: Duration::from_millis(500),
-            owner_ttl: None,
-            keys: KeySchema::default(),
-            audit_maxlen: 1_000_000,
-        })?),
-        Err(_) => Arc::new(MemoryStore::default()),
+    // gatehouse's own configuration (REDIS_URL, GATEHOUSE_REDIS_*, GATEHOUSE_KEY_PREFIX...),
+    // so both read the same keys the same way.
+    let config = Config::from_env()?;
+    let store: Arc<dyn Store> = match config.redis_options() {
+        Some(options) => Arc::new(RedisStore::connect(&options)?),
+        None => Arc::new(MemoryStore::default()),
     };
 
     // The settings gatehouse's admins change, applied here within milliseconds.
-    let background = CancellationToken::new();
+    // Owned background work (stopped first at the end), and the audit writer (stopped last).
+    let (work, writers) = (Tasks::new(), Tasks::new());
     let enforcement = Enforcement::new(store.clone(), Mode::LogOnly);
     if let Err(e) = enforcement.reload().await {
         eprintln!("settings not read yet ({e}); checks are denied until the store answers");
     }
-    let watch = enforcement.spawn_watch(background.clone());
-    let refresh = enforcement.spawn_refresh(background.clone());
+    work.spawn(enforcement.spawn_watch(work.token()));
+    work.spawn(enforcement.spawn_refresh(work.token()));
 
     // Denials go to gatehouse's audit stream, written off the request path.
-    let mut audit_config = AuditConfig::in_memory("chat-api");
-    audit_config.spool = std::env::var_os("CHAT_AUDIT_SPOOL").map(Into::into);
-    audit_config.spool_max_bytes = 256 * 1024 * 1024;
-    let (audit, writer) = Audit::start(store.clone(), audit_config, Metrics::new().audit.clone())?;
-    let writer = tokio::spawn(writer.run(background.clone()));
+    // Its own spool (gatehouse's is locked by gatehouse).
+    let audit_config = AuditConfig {
+        instance: "chat-api".into(),
+        spool: std::env::var_os("CHAT_AUDIT_SPOOL").map(Into::into),
+        spool_max_bytes: 256 * 1024 * 1024,
+        ..config.audit_config()
+    };
+    let metrics = Metrics::new().audit.clone();
+    let audit = Audit::start(store.clone(), audit_config, metrics, &writers)?;
 
     let gatekeeper = Gatekeeper::new(store.clone(), enforcement).with_audit(audit);
     let authenticator = Arc::new(Authenticator::Jwt(JwtVerifier::new(
@@ -112,9 +113,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;
-    // Stop the background tasks; the audit writer flushes what it holds first.
-    background.cancel();
-    let _ = tokio::join!(watch, refresh, writer);
+    // Stop the background work, then the audit writer, which flushes what it holds.
+    work.shutdown().await;
+    writers.shutdown().await;
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::app;
-use crate::audit::{Audit, AuditConfig, AuditWriter};
+use crate::audit::Audit;
 use crate::auth::{
     Authenticator, JwtVerifier, KeyError, TokenIssuer, TokenRequest, load_public_keys,
 };
@@ -49,7 +49,8 @@ pub struct Gatehouse {
     state: AppState,
     /// Settings refresh and watch, the owner-cache watch, backfill jobs.
     work: Tasks,
-    audit_writer: AuditWriter,
+    /// The audit writer, running from the build on: stopped after `work`.
+    writers: Tasks,
     owner_cache: Option<(Arc<OwnerCache>, Arc<dyn crate::store::OwnerChanges>)>,
     connections: crate::http::ConnectionLimits,
     /// The admin token minted for the embedded default (no auth configured); print it once.
@@ -81,19 +82,13 @@ impl Gatehouse {
                 "memory",
             ),
         };
-        // The embedded store cannot be unreachable: it needs no spool.
-        let spool = config.redis.as_ref().and(config.audit.spool.clone());
         let metrics = Metrics::new();
-        let (audit, audit_writer) = Audit::start(
+        let writers = Tasks::new();
+        let audit = Audit::start(
             store.clone(),
-            AuditConfig {
-                instance: config.instance.clone(),
-                queue: config.audit.queue,
-                batch: 500,
-                spool,
-                spool_max_bytes: config.audit.spool_max_bytes,
-            },
+            config.audit_config(),
             metrics.audit.clone(),
+            &writers,
         )?;
         let (authenticator, bootstrap_token) = authenticator(&config.auth)?;
         let mut enforcement = Enforcement::new(store.clone(), config.initial_mode)
@@ -134,7 +129,7 @@ impl Gatehouse {
         Ok(Self {
             state,
             work,
-            audit_writer,
+            writers,
             owner_cache,
             connections: config.connections.clone(),
             bootstrap_token,
@@ -160,19 +155,17 @@ impl Gatehouse {
         // Not `shutdown`: requests still in flight during the drain must find the tasks
         // running; they stop once the server has drained, the work first, then the audit
         // writer (which records what the work did while stopping).
-        let work = self.work;
-        let writer = Tasks::new();
+        let (work, writers) = (self.work, self.writers);
         work.spawn(self.state.enforcement.spawn_refresh(work.token()));
         work.spawn(self.state.enforcement.spawn_watch(work.token()));
         if let Some((cache, redis)) = &self.owner_cache {
             work.spawn(cache.spawn_watch(redis.clone(), work.token()));
         }
-        writer.spawn(self.audit_writer.run(writer.token()));
         let router = app(self.state);
         let served =
             crate::http::serve::serve(listener, router, self.connections, shutdown.clone()).await;
         work.shutdown().await;
-        writer.shutdown().await;
+        writers.shutdown().await;
         served
     }
 }

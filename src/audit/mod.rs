@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::metrics::AuditMetrics;
 use crate::store::AuditStore;
+use crate::tasks::Tasks;
 
 pub use self::routes::{Filter, Summary, parse_since, query, routes, summarize};
 pub use self::writer::AuditWriter;
@@ -84,9 +85,23 @@ impl Audit {
         }
     }
 
-    /// A handle and the writer that empties it into `store`; run the writer with
-    /// [`AuditWriter::run`]. Opening the spool may fail (a locked or unwritable file).
+    /// A handle whose events the writer, started as one of `writers`, stores in `store`;
+    /// stopping `writers` ([`Tasks::shutdown`]) stores or spools what it still holds. The
+    /// one way the server, the CLI and the example start it. Opening the spool may fail (a
+    /// locked or unwritable file).
     pub fn start(
+        store: Arc<dyn AuditStore>,
+        config: AuditConfig,
+        metrics: AuditMetrics,
+        writers: &Tasks,
+    ) -> std::io::Result<Self> {
+        let (audit, writer) = Self::with_writer(store, config, metrics)?;
+        writers.spawn(writer.run(writers.token()));
+        Ok(audit)
+    }
+
+    /// A handle and the writer that empties it, for the writer's own tests.
+    fn with_writer(
         store: Arc<dyn AuditStore>,
         config: AuditConfig,
         metrics: AuditMetrics,

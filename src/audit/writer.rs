@@ -414,7 +414,7 @@ mod tests {
             ..AuditConfig::in_memory("test")
         };
         let metrics = AuditMetrics::default();
-        let (audit, writer) = Audit::start(store.clone(), config, metrics.clone()).unwrap();
+        let (audit, writer) = Audit::with_writer(store.clone(), config, metrics.clone()).unwrap();
         let cancel = CancellationToken::new();
         let task = tokio::spawn(writer.run(cancel.clone()));
 

@@ -6,14 +6,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
-
 use super::print_json;
 use crate::audit::{Audit, AuditConfig};
 use crate::backfill::sources::Roots;
 use crate::backfill::{Backfill, JobRequest, JobState};
 use crate::config::Config;
 use crate::store::{RedisOptions, RedisStore};
+use crate::tasks::Tasks;
 
 /// The Redis store of the configuration (the operator tools need one).
 fn redis_store(config: &Config) -> Result<Arc<RedisStore>, String> {
@@ -42,21 +41,22 @@ fn data_dirs(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
         .collect()
 }
 
-/// A backfill service on the configured Redis, auditing into its stream; stop the returned
-/// token and await the task to flush the audit events.
-fn operator_backfill(
-    config: &Config,
-) -> Result<(Backfill, CancellationToken, tokio::task::JoinHandle<()>), String> {
+/// A backfill service on the configured Redis, auditing into its stream; shut the returned
+/// writer down to flush the audit events. The server's spool is its own (and locked by it):
+/// this one keeps events in memory only.
+fn operator_backfill(config: &Config) -> Result<(Backfill, Tasks), String> {
     let store = redis_store(config)?;
-    let mut audit_config = AuditConfig::in_memory(format!("{}-cli", config.instance));
-    audit_config.queue = config.audit.queue;
-    let (audit, writer) =
-        Audit::start(store.clone(), audit_config, Default::default()).map_err(|e| e.to_string())?;
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(writer.run(cancel.clone()));
+    let audit_config = AuditConfig {
+        instance: format!("{}-cli", config.instance),
+        spool: None,
+        ..config.audit_config()
+    };
+    let writers = Tasks::new();
+    let audit = Audit::start(store.clone(), audit_config, Default::default(), &writers)
+        .map_err(|e| e.to_string())?;
     let service =
         Backfill::new(store, Roots::default(), audit).with_session_ids(config.session_ids);
-    Ok((service, cancel, task))
+    Ok((service, writers))
 }
 
 pub async fn backfill(
@@ -84,10 +84,10 @@ pub async fn backfill(
         if sources.is_empty() && session_ids.is_empty() {
             return Err("name at least one --data-dir or an --ids-file".to_owned());
         }
-        let (service, cancel, writer) = operator_backfill(&config)?;
-        Ok((sources, session_ids, service, cancel, writer))
+        let (service, writers) = operator_backfill(&config)?;
+        Ok((sources, session_ids, service, writers))
     })();
-    let (sources, session_ids, service, cancel, writer) = match prepared {
+    let (sources, session_ids, service, writers) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
             eprintln!("error: {e}");
@@ -126,8 +126,7 @@ pub async fn backfill(
         })
         .await;
     bar.finish_and_clear();
-    cancel.cancel();
-    let _ = writer.await;
+    writers.shutdown().await;
     print_json(&job);
     if job.state == JobState::Completed {
         ExitCode::SUCCESS
@@ -164,7 +163,7 @@ pub async fn verify(config: Config, dirs: Vec<PathBuf>) -> ExitCode {
 }
 
 pub async fn rollback(config: Config, job_id: String) -> ExitCode {
-    let (service, cancel, writer) = match operator_backfill(&config) {
+    let (service, writers) = match operator_backfill(&config) {
         Ok(prepared) => prepared,
         Err(e) => {
             eprintln!("error: {e}");
@@ -176,8 +175,7 @@ pub async fn rollback(config: Config, job_id: String) -> ExitCode {
         std::env::var("USER").unwrap_or_else(|_| "operator".into())
     );
     let result = service.rollback(&job_id, &actor).await;
-    cancel.cancel();
-    let _ = writer.await;
+    writers.shutdown().await;
     match result {
         Ok(job) => {
             print_json(&job);

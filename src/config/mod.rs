@@ -209,6 +209,18 @@ impl Source {
 }
 
 impl Config {
+    /// The audit writer's settings for this instance. The embedded store cannot be
+    /// unreachable: it needs no spool.
+    pub fn audit_config(&self) -> crate::audit::AuditConfig {
+        crate::audit::AuditConfig {
+            instance: self.instance.clone(),
+            queue: self.audit.queue,
+            batch: 500,
+            spool: self.redis.as_ref().and(self.audit.spool.clone()),
+            spool_max_bytes: self.audit.spool_max_bytes,
+        }
+    }
+
     /// The options of the Redis store this configuration names (`None`: the embedded store).
     pub fn redis_options(&self) -> Option<crate::store::RedisOptions> {
         self.redis.as_ref().map(|redis| crate::store::RedisOptions {
