@@ -15,12 +15,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use redis::aio::ConnectionManager;
-use redis::{Script, Value};
+use redis::Script;
 use serde::{Deserialize, Serialize};
 
 use crate::session_id::SessionId;
-use crate::store::KeySchema;
+use crate::store::{KeySchema, RedisStore, StoreError};
 use crate::timestamp::Timestamp;
 
 /// The migrations, in order, compiled in from `migrations/`.
@@ -107,9 +106,9 @@ pub struct Report {
 /// Why migrating failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
-    /// Redis failed.
+    /// The store failed.
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Store(#[from] StoreError),
     /// A migration file is invalid.
     #[error("migration {id}: {why}")]
     Invalid {
@@ -127,22 +126,16 @@ fn parse(id: &str, text: &str) -> Result<Migration, MigrateError> {
     })
 }
 
-/// Applies the migrations not yet recorded (all of them with `force`) to the Redis at `url`;
-/// a dry run changes and records nothing. Opt-in migrations run only when `opted_in` names
-/// them (else they report, as a dry run).
+/// Applies the migrations not yet recorded (all of them with `force`) to `store`; a dry run
+/// changes and records nothing. Opt-in migrations run only when `opted_in` names them (else
+/// they report, as a dry run).
 pub async fn migrate(
-    url: &str,
-    keys: &KeySchema,
+    store: &RedisStore,
     dry_run: bool,
     force: bool,
     opted_in: &[&str],
 ) -> Result<Vec<Report>, MigrateError> {
-    let client = redis::Client::open(url)?;
-    let mut conn = ConnectionManager::new(client).await?;
-    let applied: BTreeMap<String, String> = redis::cmd("HGETALL")
-        .arg(keys.migrations())
-        .query_async(&mut conn)
-        .await?;
+    let applied = store.applied_migrations().await?;
     let mut reports = Vec::new();
     for (id, text) in MIGRATIONS {
         let migration = parse(id, text)?;
@@ -168,7 +161,7 @@ pub async fn migrate(
             .is_some_and(|name| !opted_in.contains(&name));
         let dry_run = dry_run || report.report_only;
         for step in &migration.steps {
-            let (scanned, changed) = run_step(&mut conn, keys, step, dry_run, &mut report).await?;
+            let (scanned, changed) = run_step(store, step, dry_run, &mut report).await?;
             report.scanned.push(scanned);
             report.changed.push(changed);
         }
@@ -188,12 +181,7 @@ pub async fn migrate(
         if !dry_run && report.collisions == 0 {
             report.applied_at = Some(Timestamp::now());
             let record = serde_json::to_string(&report).unwrap_or_default();
-            redis::cmd("HSET")
-                .arg(keys.migrations())
-                .arg(*id)
-                .arg(record)
-                .query_async::<()>(&mut conn)
-                .await?;
+            store.record_migration(id, &record).await?;
         }
         tracing::info!(id, dry_run, scanned = ?report.scanned, changed = ?report.changed, "migration run");
         reports.push(report);
@@ -202,12 +190,12 @@ pub async fn migrate(
 }
 
 async fn run_step(
-    conn: &mut ConnectionManager,
-    keys: &KeySchema,
+    store: &RedisStore,
     step: &Step,
     dry_run: bool,
     report: &mut Report,
 ) -> Result<(u64, u64), MigrateError> {
+    let keys = store.keys();
     let mut groups = step
         .group_by
         .map(|GroupBy::CanonicalSessionId| BTreeMap::new());
@@ -215,40 +203,17 @@ async fn run_step(
         Target::OwnerKeys => (&keys.owner_prefix, "string"),
         Target::UserIndex => (&keys.user_sessions_prefix, "set"),
     };
-    let pattern = format!("{}*", crate::store::glob_escape(prefix));
     let script = Script::new(&step.script);
+    let flag = if dry_run { "1" } else { "0" };
+    let args = [flag, &keys.owner_prefix, &keys.user_sessions_prefix];
     let (mut cursor, mut scanned, mut changed) = (0_u64, 0_u64, 0_u64);
     loop {
-        let reply: Value = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .arg("TYPE")
-            .arg(kind)
-            .query_async(conn)
-            .await?;
-        let (next, batch): (u64, Vec<Vec<u8>>) =
-            redis::from_redis_value(reply).map_err(|e| MigrateError::Invalid {
-                id: "SCAN".into(),
-                why: e.to_string(),
-            })?;
+        let (next, batch) = store.scan_keys(prefix, kind, cursor, SCAN_COUNT).await?;
+        scanned += batch.len() as u64;
         if let Some(groups) = groups.as_mut() {
-            scanned += batch.len() as u64;
             collect_aliases(&keys.owner_prefix, &batch, groups, report);
         } else if !batch.is_empty() {
-            scanned += batch.len() as u64;
-            let mut invocation = script.prepare_invoke();
-            for key in &batch {
-                invocation.key(key.as_slice());
-            }
-            invocation
-                .arg(if dry_run { "1" } else { "0" })
-                .arg(&keys.owner_prefix)
-                .arg(&keys.user_sessions_prefix);
-            let n: u64 = invocation.invoke_async(conn).await?;
-            changed += n;
+            changed += store.run_script::<u64>(&script, &batch, &args).await?;
         }
         if next == 0 {
             break;
@@ -256,7 +221,7 @@ async fn run_step(
         cursor = next;
     }
     if let Some(groups) = groups {
-        changed = rewrite_groups(conn, keys, &script, groups, dry_run, report).await?;
+        changed = rewrite_groups(store, keys, &script, groups, dry_run, report).await?;
     }
     Ok((scanned, changed))
 }
@@ -292,7 +257,7 @@ fn collect_aliases(
 
 /// Runs the script once per group; returns the owner keys moved (or that would be).
 async fn rewrite_groups(
-    conn: &mut ConnectionManager,
+    store: &RedisStore,
     keys: &KeySchema,
     script: &Script,
     groups: BTreeMap<String, BTreeSet<String>>,
@@ -301,20 +266,22 @@ async fn rewrite_groups(
 ) -> Result<u64, MigrateError> {
     let mut changed = 0;
     for (canonical, aliases) in groups {
-        let mut invocation = script.prepare_invoke();
-        invocation.key(format!("{}{canonical}", keys.owner_prefix));
-        for alias in &aliases {
-            invocation.key(format!("{}{alias}", keys.owner_prefix));
-        }
-        invocation
-            .arg(if dry_run { "1" } else { "0" })
-            .arg(&keys.owner_prefix)
-            .arg(&keys.user_sessions_prefix)
-            .arg(&canonical);
-        for alias in &aliases {
-            invocation.arg(alias);
-        }
-        let reply: Vec<String> = invocation.invoke_async(conn).await?;
+        let owner_key = |id: &str| format!("{}{id}", keys.owner_prefix).into_bytes();
+        let script_keys: Vec<Vec<u8>> = std::iter::once(canonical.as_str())
+            .chain(aliases.iter().map(String::as_str))
+            .map(owner_key)
+            .collect();
+        let flag = if dry_run { "1" } else { "0" };
+        let args: Vec<&str> = [
+            flag,
+            &keys.owner_prefix,
+            &keys.user_sessions_prefix,
+            &canonical,
+        ]
+        .into_iter()
+        .chain(aliases.iter().map(String::as_str))
+        .collect();
+        let reply: Vec<String> = store.run_script(script, &script_keys, &args).await?;
         let spellings = aliases.iter().cloned().collect::<Vec<_>>().join(", ");
         match reply.first().map(String::as_str) {
             Some("rewritten") => {

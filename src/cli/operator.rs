@@ -189,11 +189,14 @@ pub async fn rollback(config: Config, job_id: String) -> ExitCode {
 }
 
 pub async fn migrate(config: Config, dry_run: bool, force: bool, opted_in: &[&str]) -> ExitCode {
-    let Some(redis) = &config.redis else {
-        eprintln!("error: set REDIS_URL: migrations apply to the Redis gatehouse uses");
-        return ExitCode::from(2);
+    let store = match redis_store(&config) {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
     };
-    match crate::migrate::migrate(&redis.url, &config.keys, dry_run, force, opted_in).await {
+    match crate::migrate::migrate(&store, dry_run, force, opted_in).await {
         Ok(reports) => {
             print_json(&reports);
             // Collisions are left for a person to decide: say so in the exit code too.

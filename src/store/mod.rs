@@ -19,7 +19,6 @@ use crate::session_id::SessionId;
 pub use self::cache::{CachedStore, HEARTBEAT_DEADLINE, HEARTBEAT_EVERY, OwnerCache};
 pub use self::keys::KeySchema;
 pub use self::memory::MemoryStore;
-pub(crate) use self::redis::glob_escape;
 pub use self::redis::{RedisOptions, RedisStore};
 
 /// Why a store call failed. All but [`StoreError::InvalidCursor`] are the store's fault.

@@ -14,7 +14,7 @@
 //! the settings and audit scripts touch keys sharing a hash tag.
 //!
 //! One file per port: [`ownership`], [`settings`], [`audit`], [`backfill`], with the `SCAN`s
-//! in [`scans`], the subscriptions in [`feeds`], and the bounded calls and what a failure
+//! in [`scans`], the subscriptions in [`feeds`], what `migrate` needs in [`migrations`], and the bounded calls and what a failure
 //! means in [`calls`]. The Lua scripts are in `scripts/`, included at compile time.
 
 mod audit;
@@ -22,6 +22,7 @@ mod backfill;
 mod calls;
 mod feeds;
 mod lookups;
+mod migrations;
 mod ownership;
 mod scans;
 mod settings;
@@ -35,8 +36,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use self::calls::unavailable;
 use self::lookups::Lookups;
 use super::{KeySchema, StoreError};
-
-pub(crate) use self::scans::glob_escape;
 
 /// The heartbeat payload on the owner-change channel: not a session id (`#` is not allowed in
 /// one), so it invalidates nothing.

@@ -11,7 +11,7 @@ use crate::store::{SessionPage, StoreError};
 const SCAN_COUNT: usize = 1000;
 
 /// Escapes the glob metacharacters of a key prefix for `SCAN MATCH`.
-pub(crate) fn glob_escape(prefix: &str) -> String {
+fn glob_escape(prefix: &str) -> String {
     let mut escaped = String::with_capacity(prefix.len());
     for c in prefix.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -100,25 +100,36 @@ impl RedisStore {
         }
     }
 
+    /// One `SCAN` batch of the keys under `prefix` whose Redis type is `kind` (`string`,
+    /// `set`): the next cursor (0: done) and the keys, as bytes (a foreign key matching the
+    /// pattern need not be UTF-8).
+    pub async fn scan_keys(
+        &self,
+        prefix: &str,
+        kind: &str,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<Vec<u8>>), StoreError> {
+        let cmd = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", glob_escape(prefix)))
+            .arg("COUNT")
+            .arg(count)
+            .arg("TYPE")
+            .arg(kind)
+            .clone();
+        let reply: Value = self.read_cmd(&cmd).await?;
+        redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
     /// Counts the owner keys with `SCAN` ([`OwnershipStore::count_owned`]).
     pub(super) async fn count_owner_keys(&self) -> Result<u64, StoreError> {
-        let pattern = format!("{}*", glob_escape(&self.keys.owner_prefix));
-        let mut conn = self.conn();
         let (mut cursor, mut count) = (0_u64, 0_u64);
         loop {
-            let cmd = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .arg("TYPE")
-                .arg("string")
-                .clone();
-            let reply: Value = self.bounded(cmd.query_async(&mut conn)).await?;
-            // Keys as bytes: a foreign key matching the pattern need not be UTF-8.
-            let (next, keys): (u64, Vec<Vec<u8>>) =
-                redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let (next, keys) = self
+                .scan_keys(&self.keys.owner_prefix, "string", cursor, SCAN_COUNT)
+                .await?;
             count += keys.len() as u64;
             if next == 0 {
                 return Ok(count);
@@ -133,24 +144,11 @@ impl RedisStore {
         cursor: u64,
         count: usize,
     ) -> Result<(u64, Vec<String>), StoreError> {
-        let pattern = format!("{}*", glob_escape(&self.keys.owner_prefix));
-        let cmd = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(count)
-            .arg("TYPE")
-            .arg("string")
-            .clone();
-        let mut conn = self.conn();
-        let reply: Value = self.bounded(cmd.query_async(&mut conn)).await?;
-        let (next, keys): (u64, Vec<Vec<u8>>) =
-            redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let prefix = self.keys.owner_prefix.as_bytes();
+        let prefix = &self.keys.owner_prefix;
+        let (next, keys) = self.scan_keys(prefix, "string", cursor, count).await?;
         let ids = keys
             .iter()
-            .filter_map(|key| key.strip_prefix(prefix))
+            .filter_map(|key| key.strip_prefix(prefix.as_bytes()))
             .filter_map(|id| std::str::from_utf8(id).ok())
             .map(str::to_owned)
             .collect();
