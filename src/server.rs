@@ -13,9 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::app;
 use crate::audit::Audit;
-use crate::auth::{
-    Authenticator, JwtVerifier, KeyError, TokenIssuer, TokenRequest, load_public_keys,
-};
+use crate::auth::{Authenticator, JwtVerifier, KeyError, TokenIssuer, TokenRequest};
 use crate::config::{AuthConfig, Config};
 use crate::enforcement::{Enforcement, Snapshot, store_identity};
 use crate::gatekeeper::Gatekeeper;
@@ -179,11 +177,7 @@ fn authenticator(config: &AuthConfig) -> Result<(Authenticator, Option<String>),
     else {
         return Ok((Authenticator::Disabled, None));
     };
-    let public = public_keys
-        .as_deref()
-        .map(load_public_keys)
-        .transpose()?
-        .unwrap_or_default();
+    let public = public_keys.clone();
     if secret.is_none() && public.is_empty() {
         // Embedded default: a key that lives as long as the process, and one admin token.
         let mut key = [0u8; 32];

@@ -4,6 +4,7 @@ use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{AlgorithmFamily, DecodingKey};
 
 /// A public key ready for verification.
+#[derive(Clone)]
 pub struct PublicKey {
     /// The `kid` tokens name it by (from the JWKS, or `kid=` in the configuration).
     pub kid: Option<String>,
@@ -11,6 +12,16 @@ pub struct PublicKey {
     pub key: DecodingKey,
     /// Where it came from, for error messages.
     pub source: String,
+}
+
+/// Names the key, never its material.
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("kid", &self.kid)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A key file that could not be used.

@@ -13,7 +13,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::{HeaderMap, header, request::Parts};
 
 pub use self::jwt::{JwtSettings, JwtVerifier, TokenIssuer, TokenRequest};
-pub use self::keys::{KeyError, load_public_keys};
+pub use self::keys::{KeyError, PublicKey, load_public_keys};
 
 /// Scope that lets a service name another user in a check.
 pub const SCOPE_VALIDATE: &str = "gatehouse:validate";

@@ -36,8 +36,9 @@ pub enum AuthConfig {
     Jwt {
         /// HS256 secret (`GATEHOUSE_JWT_SECRET`).
         secret: Option<String>,
-        /// Public key files (`GATEHOUSE_JWT_PUBLIC_KEYS`: `[kid=]path,...`).
-        public_keys: Option<String>,
+        /// The keys of the files `GATEHOUSE_JWT_PUBLIC_KEYS` names (`[kid=]path,...`), read
+        /// while parsing, so that a bad file joins the other problems.
+        public_keys: Vec<crate::auth::PublicKey>,
         /// Algorithms, issuer, audience.
         settings: JwtSettings,
     },

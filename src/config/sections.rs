@@ -8,7 +8,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 
 use super::{AuditSettings, AuthConfig, LogFormat, OwnerCacheSettings, RedisConfig, Source};
-use crate::auth::JwtSettings;
+use crate::auth::{JwtSettings, JwtVerifier, load_public_keys};
 use crate::store::KeySchema;
 
 /// `REDIS_URL`, `GATEHOUSE_REDIS_CONNECTIONS`, `GATEHOUSE_REDIS_TIMEOUT`.
@@ -80,14 +80,33 @@ pub(super) fn auth(src: &mut Source, listen: SocketAddr) -> AuthConfig {
                 })
                 .collect()
         });
+        let secret = src.get("GATEHOUSE_JWT_SECRET").map(str::to_owned);
+        let public_keys = match src.get("GATEHOUSE_JWT_PUBLIC_KEYS") {
+            None => Vec::new(),
+            Some(spec) => load_public_keys(spec).unwrap_or_else(|e| {
+                src.problems.push(format!("GATEHOUSE_JWT_PUBLIC_KEYS: {e}"));
+                Vec::new()
+            }),
+        };
+        let settings = JwtSettings {
+            algorithms,
+            issuer: src.get("GATEHOUSE_JWT_ISSUER").map(str::to_owned),
+            audience: src.get("GATEHOUSE_JWT_AUDIENCE").map(str::to_owned),
+        };
+        // A key that none of the pinned algorithms fits is a configuration problem too.
+        if !public_keys.is_empty()
+            && let Err(e) = JwtVerifier::new(
+                secret.as_deref().map(str::as_bytes),
+                public_keys.clone(),
+                &settings,
+            )
+        {
+            src.problems.push(format!("GATEHOUSE_JWT_PUBLIC_KEYS: {e}"));
+        }
         AuthConfig::Jwt {
-            secret: src.get("GATEHOUSE_JWT_SECRET").map(str::to_owned),
-            public_keys: src.get("GATEHOUSE_JWT_PUBLIC_KEYS").map(str::to_owned),
-            settings: JwtSettings {
-                algorithms,
-                issuer: src.get("GATEHOUSE_JWT_ISSUER").map(str::to_owned),
-                audience: src.get("GATEHOUSE_JWT_AUDIENCE").map(str::to_owned),
-            },
+            secret,
+            public_keys,
+            settings,
         }
     };
     if let AuthConfig::Jwt {

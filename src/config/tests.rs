@@ -78,6 +78,43 @@ fn all_problems_are_reported_at_once() {
 }
 
 #[test]
+fn key_and_route_files_are_read_while_parsing_and_join_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_key = dir.path().join("key.pem");
+    std::fs::write(&not_a_key, "not a key").unwrap();
+    let missing = dir.path().join("routes.toml");
+    let err = Config::from_vars(vars(&[
+        ("GATEHOUSE_JWT_PUBLIC_KEYS", not_a_key.to_str().unwrap()),
+        ("GATEHOUSE_ROUTES", missing.to_str().unwrap()),
+        ("GATEHOUSE_OWNER_TTL", "forever"),
+    ]))
+    .unwrap_err();
+    assert_eq!(err.0.len(), 3, "{err}");
+    assert!(
+        err.0
+            .iter()
+            .any(|p| p.starts_with("GATEHOUSE_JWT_PUBLIC_KEYS: ")),
+        "{err}"
+    );
+    assert!(
+        err.0.iter().any(|p| p.starts_with("GATEHOUSE_ROUTES=")),
+        "{err}"
+    );
+
+    // A key no pinned algorithm fits is a problem of the same report.
+    let rsa = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rsa.pub.pem");
+    let err = Config::from_vars(vars(&[
+        ("GATEHOUSE_JWT_PUBLIC_KEYS", rsa),
+        ("GATEHOUSE_JWT_ALGORITHMS", "ES256"),
+    ]))
+    .unwrap_err();
+    assert!(
+        err.0[0].contains("matches none of the configured algorithms"),
+        "{err}"
+    );
+}
+
+#[test]
 fn auth_disabled_is_refused_off_loopback_unless_allowed() {
     let off = [
         ("GATEHOUSE_AUTH", "disabled"),
