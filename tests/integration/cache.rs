@@ -156,13 +156,17 @@ async fn a_silently_stalled_subscription_stops_the_cache_within_the_heartbeat_de
     // The claim's own announcement may reach B after B first reads the owner (and drop that
     // entry): wait until B answers from its cache.
     let hits = |state: Value| state["owner_cache_hits"].as_u64().unwrap();
-    eventually(Duration::from_secs(5), "B answers from its cache", || async {
-        let before = hits(cache_state(&b).await);
-        for _ in 0..3 {
-            assert_eq!(ask(&b, "alice", "s1").await.0, json!("owner"));
-        }
-        (hits(cache_state(&b).await) >= before + 2).then_some(())
-    })
+    eventually(
+        Duration::from_secs(5),
+        "B answers from its cache",
+        || async {
+            let before = hits(cache_state(&b).await);
+            for _ in 0..3 {
+                assert_eq!(ask(&b, "alice", "s1").await.0, json!("owner"));
+            }
+            (hits(cache_state(&b).await) >= before + 2).then_some(())
+        },
+    )
     .await;
 
     proxy.stall().await;
