@@ -69,6 +69,7 @@ async fn main() {
     let store = Arc::new(
         RedisStore::connect(&RedisOptions {
             url: url.clone(),
+            tls: Default::default(),
             connections: 2,
             timeout: Duration::from_secs(10),
             owner_ttl: None,

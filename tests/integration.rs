@@ -41,6 +41,8 @@ mod propagation;
 mod proxies;
 #[path = "integration/proxy_paths.rs"]
 mod proxy_paths;
+#[path = "integration/redis_tls.rs"]
+mod redis_tls;
 #[path = "integration/rollout.rs"]
 mod rollout;
 #[path = "integration/session_ids.rs"]

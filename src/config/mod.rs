@@ -51,6 +51,9 @@ pub enum AuthConfig {
 pub struct RedisConfig {
     /// `REDIS_URL`.
     pub url: String,
+    /// For `rediss://`: `GATEHOUSE_REDIS_CA_FILE`, `GATEHOUSE_REDIS_CERT_FILE` +
+    /// `GATEHOUSE_REDIS_KEY_FILE` (mTLS), `GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK`.
+    pub tls: crate::store::TlsOptions,
     /// `GATEHOUSE_REDIS_CONNECTIONS` (default 4): multiplexed connections used round-robin by
     /// everything but owner lookups, which have one more of their own.
     pub connections: usize,
@@ -226,6 +229,7 @@ impl Config {
     pub fn redis_options(&self) -> Option<crate::store::RedisOptions> {
         self.redis.as_ref().map(|redis| crate::store::RedisOptions {
             url: redis.url.clone(),
+            tls: redis.tls.clone(),
             connections: redis.connections,
             timeout: redis.timeout,
             owner_ttl: self.owner_ttl,

@@ -9,29 +9,98 @@ use jsonwebtoken::Algorithm;
 
 use super::{AuditSettings, AuthConfig, LogFormat, OwnerCacheSettings, RedisConfig, Source};
 use crate::auth::{JwtSettings, JwtVerifier, load_public_keys};
-use crate::store::KeySchema;
+use crate::store::{ClientCertificate, KeySchema, TlsOptions, is_tls_url};
 
-/// `REDIS_URL`, `GATEHOUSE_REDIS_CONNECTIONS`, `GATEHOUSE_REDIS_TIMEOUT`.
+/// The TLS settings of the Redis connection: their files are read here, so that a missing or
+/// malformed one joins the other problems.
+const REDIS_TLS_VARS: [&str; 4] = [
+    "GATEHOUSE_REDIS_CA_FILE",
+    "GATEHOUSE_REDIS_CERT_FILE",
+    "GATEHOUSE_REDIS_KEY_FILE",
+    "GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK",
+];
+
+/// `REDIS_URL`, `GATEHOUSE_REDIS_CONNECTIONS`, `GATEHOUSE_REDIS_TIMEOUT` and the TLS files
+/// (`GATEHOUSE_REDIS_CA_FILE`, `GATEHOUSE_REDIS_CERT_FILE`, `GATEHOUSE_REDIS_KEY_FILE`,
+/// `GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK`).
 pub(super) fn redis(src: &mut Source) -> Option<RedisConfig> {
-    src.get("REDIS_URL").map(str::to_owned).map(|url| {
-        // TLS (rediss://), Sentinel and Cluster are not built in yet: refuse them at start
-        // rather than fail on the first request.
-        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
-            src.problems.push(
-                "REDIS_URL: expected a redis:// or unix:// URL (TLS, Sentinel and Cluster are not supported yet)".into(),
-            );
+    let Some(url) = src.get("REDIS_URL").map(str::to_owned) else {
+        for name in REDIS_TLS_VARS {
+            if src.get(name).is_some() {
+                src.problems.push(format!(
+                    "{name}: set REDIS_URL too (it applies to Redis only)"
+                ));
+            }
         }
-        RedisConfig {
-            url,
-            connections: src.parse("GATEHOUSE_REDIS_CONNECTIONS", 4, |raw| {
-                raw.parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=64).contains(n))
-                    .ok_or_else(|| "expected 1-64".into())
-            }),
-            timeout: src.duration("GATEHOUSE_REDIS_TIMEOUT", Duration::from_millis(500)),
-        }
+        return None;
+    };
+    if !(url.starts_with("redis://") || is_tls_url(&url) || url.starts_with("unix://")) {
+        src.problems
+            .push("REDIS_URL: expected a redis://, rediss:// or unix:// URL".into());
+    }
+    let tls = redis_tls(src);
+    // Builds the client once now: a bad URL, a TLS setting without rediss://, or a PEM that
+    // does not parse is reported with the rest.
+    if let Err(why) = crate::store::redis_client(&url, &tls) {
+        src.problems.push(format!("REDIS_URL: {why}"));
+    }
+    Some(RedisConfig {
+        url,
+        tls,
+        connections: src.parse("GATEHOUSE_REDIS_CONNECTIONS", 4, |raw| {
+            raw.parse::<usize>()
+                .ok()
+                .filter(|n| (1..=64).contains(n))
+                .ok_or_else(|| "expected 1-64".into())
+        }),
+        timeout: src.duration("GATEHOUSE_REDIS_TIMEOUT", Duration::from_millis(500)),
     })
+}
+
+/// Whether `pem` holds at least one certificate, all of them readable.
+fn has_certificate(pem: &[u8]) -> bool {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+    certificates.is_ok_and(|c| !c.is_empty())
+}
+
+fn redis_tls(src: &mut Source) -> TlsOptions {
+    let mut read = |name: &str| {
+        let path = src.get(name)?.to_owned();
+        std::fs::read(&path)
+            .map_err(|e| src.problems.push(format!("{name}={path:?}: {e}")))
+            .ok()
+    };
+    let ca = read("GATEHOUSE_REDIS_CA_FILE");
+    let cert = read("GATEHOUSE_REDIS_CERT_FILE");
+    let key = read("GATEHOUSE_REDIS_KEY_FILE");
+    // An empty trust store or chain is no error to rustls until the handshake fails.
+    for (name, pem) in [
+        ("GATEHOUSE_REDIS_CA_FILE", &ca),
+        ("GATEHOUSE_REDIS_CERT_FILE", &cert),
+    ] {
+        if let Some(pem) = pem
+            && !has_certificate(pem)
+        {
+            src.problems
+                .push(format!("{name}: no PEM certificate in the file"));
+        }
+    }
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some(ClientCertificate { cert, key }),
+        (None, None) => None,
+        _ => {
+            src.problems
+                .push("GATEHOUSE_REDIS_CERT_FILE and GATEHOUSE_REDIS_KEY_FILE go together".into());
+            None
+        }
+    };
+    TlsOptions {
+        ca,
+        client,
+        skip_hostname_check: src.flag("GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK"),
+    }
 }
 
 /// The key names (`GATEHOUSE_*KEY_PREFIX`, `GATEHOUSE_AUDIT_KEY`).

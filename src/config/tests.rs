@@ -78,6 +78,52 @@ fn all_problems_are_reported_at_once() {
 }
 
 #[test]
+fn redis_tls_settings_need_rediss_and_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let ca = ca.to_str().unwrap();
+    let problems = |pairs: &[(&str, &str)]| match Config::from_vars(vars(pairs)) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0,
+    };
+    let without_redis = problems(&[("GATEHOUSE_REDIS_CA_FILE", ca)]);
+    assert_eq!(without_redis.len(), 1, "{without_redis:?}");
+    assert!(
+        without_redis[0].contains("set REDIS_URL"),
+        "{without_redis:?}"
+    );
+    let plain = problems(&[
+        ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ("GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK", "true"),
+    ]);
+    assert!(plain[0].contains("need a rediss:// URL"), "{plain:?}");
+    let unparsable = problems(&[
+        ("REDIS_URL", "rediss://localhost:6380"),
+        ("GATEHOUSE_REDIS_CA_FILE", ca),
+    ]);
+    assert_eq!(
+        unparsable,
+        ["GATEHOUSE_REDIS_CA_FILE: no PEM certificate in the file"]
+    );
+    let half = problems(&[
+        ("REDIS_URL", "rediss://localhost:6380"),
+        ("GATEHOUSE_REDIS_CERT_FILE", ca),
+        ("GATEHOUSE_REDIS_CA_FILE", "/nonexistent/ca.pem"),
+    ]);
+    assert_eq!(half.len(), 3, "{half:?}");
+    assert!(half.iter().any(|p| p.contains("go together")), "{half:?}");
+    assert!(
+        half.iter()
+            .any(|p| p.starts_with("GATEHOUSE_REDIS_CA_FILE=")),
+        "{half:?}"
+    );
+    let insecure = problems(&[("REDIS_URL", "rediss://localhost:6380/#insecure")]);
+    assert!(insecure[0].contains("refused"), "{insecure:?}");
+    assert!(problems(&[("REDIS_URL", "rediss://localhost:6380")]).is_empty());
+}
+
+#[test]
 fn key_and_route_files_are_read_while_parsing_and_join_the_report() {
     let dir = tempfile::tempdir().unwrap();
     let not_a_key = dir.path().join("key.pem");

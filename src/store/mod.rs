@@ -19,7 +19,9 @@ use crate::session_id::SessionId;
 pub use self::cache::{CachedStore, HEARTBEAT_DEADLINE, HEARTBEAT_EVERY, OwnerCache};
 pub use self::keys::KeySchema;
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisOptions, RedisStore};
+pub use self::redis::{
+    ClientCertificate, RedisOptions, RedisStore, TlsOptions, client as redis_client, is_tls_url,
+};
 
 /// Why a store call failed. All but [`StoreError::InvalidCursor`] are the store's fault.
 ///

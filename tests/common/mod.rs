@@ -11,6 +11,7 @@ pub mod nginx;
 pub mod processes;
 pub mod proxies;
 pub mod stage;
+pub mod tls;
 pub mod upstream;
 
 pub use processes::{RedisServer, free_port};
@@ -53,6 +54,9 @@ pub enum Backend {
     Memory,
     /// A private redis-server.
     Redis(RedisServer),
+    /// A private redis-server spoken to over TLS (the test CA given as
+    /// `GATEHOUSE_REDIS_CA_FILE`).
+    RedisTls(tls::TlsRedis),
 }
 
 impl Backend {
@@ -61,10 +65,16 @@ impl Backend {
         RedisServer::start().map(Backend::Redis)
     }
 
+    /// A private Redis over TLS, or `None` to skip.
+    pub fn redis_tls() -> Option<Self> {
+        tls::TlsRedis::start(tls::ClientAuth::Optional).map(Backend::RedisTls)
+    }
+
     /// The Redis server, for tests that inspect or stop it.
     pub fn redis_server(&mut self) -> Option<&mut RedisServer> {
         match self {
             Backend::Redis(r) => Some(r),
+            Backend::RedisTls(t) => Some(&mut t.server),
             Backend::Memory => None,
         }
     }
@@ -73,6 +83,13 @@ impl Backend {
         match self {
             Backend::Memory => Vec::new(),
             Backend::Redis(r) => vec![("REDIS_URL".into(), r.url())],
+            Backend::RedisTls(t) => vec![
+                ("REDIS_URL".into(), t.url()),
+                (
+                    "GATEHOUSE_REDIS_CA_FILE".into(),
+                    tls::certs().ca().to_string_lossy().into_owned(),
+                ),
+            ],
         }
     }
 }
@@ -91,6 +108,34 @@ macro_rules! both_backends {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis() {
                 if let Some(backend) = $crate::common::Backend::redis() {
+                    super::$name(backend).await;
+                }
+            }
+        }
+    )+};
+}
+
+/// [`both_backends!`] and more: the store contract's tests on every store gatehouse runs on
+/// (memory, Redis, Redis over TLS).
+#[macro_export]
+macro_rules! every_store {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$name($crate::common::Backend::Memory).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                if let Some(backend) = $crate::common::Backend::redis() {
+                    super::$name(backend).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_tls() {
+                if let Some(backend) = $crate::common::Backend::redis_tls() {
                     super::$name(backend).await;
                 }
             }

@@ -22,6 +22,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     aof: bool,
+    /// More arguments (TLS ports and files), given again at every restart.
+    extra: Vec<String>,
 }
 
 /// Lets local connections use `DEBUG` (tests freeze Redis with `DEBUG SLEEP`): Redis 7
@@ -53,7 +55,13 @@ impl RedisServer {
     /// Starts one with AOF on, or returns `None` (skip) when `redis-server` is unavailable
     /// outside CI.
     pub fn start() -> Option<Self> {
-        match Self::launch(true) {
+        Self::start_with(Vec::new())
+    }
+
+    /// [`Self::start`] with more `redis-server` arguments; `{dir}` in one is replaced by the
+    /// server's data directory (for files the arguments name).
+    pub fn start_with(extra: Vec<String>) -> Option<Self> {
+        match Self::launch(true, extra) {
             Ok(server) => Some(server),
             Err(e) if std::env::var_os("CI").is_some() => panic!(
                 "CI is set and redis-server cannot be started ({e}): install it (apt-get install redis-server)"
@@ -70,19 +78,20 @@ impl RedisServer {
     /// Starts one without persistence (no AOF, no snapshots), as the benchmarks run it; panics
     /// when it cannot.
     pub fn start_volatile() -> Self {
-        Self::launch(false).unwrap_or_else(|e| {
+        Self::launch(false, Vec::new()).unwrap_or_else(|e| {
             panic!("redis-server cannot be started ({e}): apt-get install redis-server")
         })
     }
 
     /// Tries three free ports.
-    fn launch(aof: bool) -> Result<Self, String> {
+    fn launch(aof: bool, extra: Vec<String>) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut server = Self {
             port: 0,
             dir,
             child: None,
             aof,
+            extra,
         };
         let mut last = String::new();
         for _ in 0..3 {
@@ -110,6 +119,11 @@ impl RedisServer {
             })
             .arg("--dir")
             .arg(self.dir.path())
+            .args(
+                self.extra
+                    .iter()
+                    .map(|a| a.replace("{dir}", &self.dir.path().to_string_lossy())),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -140,6 +154,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// `127.0.0.1:{port}`.

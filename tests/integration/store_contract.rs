@@ -10,15 +10,15 @@ use gatehouse::enforcement::{EnforcementSettings, HistoryChange, HistoryEntry};
 use gatehouse::session_id::SessionId;
 use gatehouse::store::{
     ClaimOutcome, Expected, KeySchema, MemoryStore, OwnerChange, OwnershipStore, RedisOptions,
-    RedisStore, SaveOutcome, Store, StoreError,
+    RedisStore, SaveOutcome, Store, StoreError, TlsOptions,
 };
 use gatehouse::timestamp::Timestamp;
 use serde_json::json;
 
-use crate::both_backends;
 use crate::common::{Backend, TestApp, eventually};
+use crate::every_store;
 
-both_backends!(
+every_store!(
     claims_and_compare_and_set,
     paging_is_exact_and_complete,
     settings_are_versioned,
@@ -33,19 +33,30 @@ both_backends!(
 );
 
 fn store(backend: &Backend, owner_ttl: Option<Duration>) -> Arc<dyn Store> {
-    match backend {
-        Backend::Memory => Arc::new(MemoryStore::new(owner_ttl)),
-        Backend::Redis(redis) => Arc::new(
-            RedisStore::connect(&RedisOptions {
-                url: redis.url(),
-                connections: 2,
-                timeout: Duration::from_secs(2),
-                owner_ttl,
-                keys: KeySchema::default(),
-                audit_maxlen: 1_000_000,
-            })
-            .expect("connects lazily"),
-        ),
+    let (url, tls) = match backend {
+        Backend::Memory => return Arc::new(MemoryStore::new(owner_ttl)),
+        Backend::Redis(redis) => (redis.url(), TlsOptions::default()),
+        Backend::RedisTls(redis) => (redis.url(), ca_only()),
+    };
+    Arc::new(
+        RedisStore::connect(&RedisOptions {
+            url,
+            tls,
+            connections: 2,
+            timeout: Duration::from_secs(2),
+            owner_ttl,
+            keys: KeySchema::default(),
+            audit_maxlen: 1_000_000,
+        })
+        .expect("connects lazily"),
+    )
+}
+
+/// TLS settings trusting the test CA.
+fn ca_only() -> TlsOptions {
+    TlsOptions {
+        ca: Some(std::fs::read(crate::common::tls::certs().ca()).unwrap()),
+        ..TlsOptions::default()
     }
 }
 
@@ -604,6 +615,7 @@ async fn a_frozen_redis_fails_every_queued_lookup_then_recovers() {
     let url = redis.url();
     let store = RedisStore::connect(&RedisOptions {
         url: url.clone(),
+        tls: Default::default(),
         connections: 1,
         timeout: Duration::from_millis(300),
         owner_ttl: None,

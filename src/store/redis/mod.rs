@@ -20,6 +20,7 @@
 mod audit;
 mod backfill;
 mod calls;
+mod connect;
 mod feeds;
 mod lookups;
 mod migrations;
@@ -41,11 +42,15 @@ use super::{KeySchema, StoreError};
 /// one), so it invalidates nothing.
 pub const OWNERS_HEARTBEAT: &str = "#heartbeat";
 
+pub use self::connect::{ClientCertificate, TlsOptions, client, is_tls_url};
+
 /// How to reach Redis and lay out keys.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
     /// `redis://` or `rediss://` URL.
     pub url: String,
+    /// For `rediss://`: the CA bundle, the client certificate, the server-name check.
+    pub tls: TlsOptions,
     /// Number of multiplexed connections used round-robin (owner lookups get one more).
     pub connections: usize,
     /// Bound on every store call (connect included).
@@ -61,6 +66,8 @@ pub struct RedisOptions {
 /// Production adapter for both store ports.
 pub struct RedisStore {
     client: redis::Client,
+    /// A plain `redis://` URL: a failed ping then says that the port may speak TLS.
+    plain: bool,
     connections: Vec<ConnectionManager>,
     next: AtomicUsize,
     /// Owner lookups only: the checks in flight are coalesced into pipelines on this one
@@ -84,8 +91,8 @@ impl RedisStore {
     /// Prepares the connections without waiting for Redis: it may be down at start, and
     /// gatehouse then reports not-ready until it answers. Must run inside a Tokio runtime.
     pub fn connect(options: &RedisOptions) -> Result<Self, StoreError> {
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+        let client =
+            connect::client(&options.url, &options.tls).map_err(StoreError::Unavailable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             // Every call is bounded by our own timeout (`bounded`, `read_on`): a second timer
@@ -103,6 +110,7 @@ impl RedisStore {
         let lookups = Lookups::new(connect()?, options.timeout);
         Ok(Self {
             client,
+            plain: !is_tls_url(&options.url) && !options.url.starts_with("unix:"),
             connections,
             next: AtomicUsize::new(0),
             lookups,

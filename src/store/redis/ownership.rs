@@ -153,10 +153,19 @@ impl OwnershipStore for RedisStore {
                 self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
                     .await
             });
-        futures_util::future::join_all(pings)
+        let pinged = futures_util::future::join_all(pings)
             .await
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
-            .map(drop)
+            .map(drop);
+        // A TLS-only port closes a plain connection at its first bytes.
+        pinged.map_err(|e| match e {
+            StoreError::Unavailable(why) if self.plain && !why.contains("refused") => {
+                StoreError::Unavailable(format!(
+                    "{why} (if this port speaks TLS, the URL must be rediss://)"
+                ))
+            }
+            e => e,
+        })
     }
 }

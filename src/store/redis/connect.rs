@@ -1,0 +1,111 @@
+//! From options to a [`redis::Client`]: the URL and, for `rediss://`, the CA bundle, the
+//! client certificate and key (mTLS), and the one relaxation allowed, skipping the check of
+//! the server's name (never of its certificate chain), only when asked for by name.
+
+use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates};
+
+/// TLS material for `rediss://` URLs, read from files by the configuration.
+#[derive(Clone, Default)]
+pub struct TlsOptions {
+    /// A PEM CA bundle, trusted instead of the system's roots.
+    pub ca: Option<Vec<u8>>,
+    /// A PEM client certificate chain and its key (mTLS).
+    pub client: Option<ClientCertificate>,
+    /// Accept a server certificate issued for another name (the chain is still verified
+    /// against the CA): `GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK=true` only.
+    pub skip_hostname_check: bool,
+}
+
+/// A client certificate chain and key, PEM.
+#[derive(Clone)]
+pub struct ClientCertificate {
+    /// The certificate chain.
+    pub cert: Vec<u8>,
+    /// The private key.
+    pub key: Vec<u8>,
+}
+
+/// Says what is set, never the material.
+impl std::fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("ca", &self.ca.as_ref().map(|_| "<set>"))
+            .field("client", &self.client.as_ref().map(|_| "<set>"))
+            .field("skip_hostname_check", &self.skip_hostname_check)
+            .finish()
+    }
+}
+
+impl TlsOptions {
+    /// Whether anything is set (it then needs a `rediss://` URL).
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.client.is_some() || self.skip_hostname_check
+    }
+}
+
+/// Whether `url` asks for TLS (`rediss://`).
+pub fn is_tls_url(url: &str) -> bool {
+    url.get(..9)
+        .is_some_and(|s| s.eq_ignore_ascii_case("rediss://"))
+}
+
+/// The client for `url` with `tls` applied. Refused: TLS settings with a plain URL (they would
+/// silently not apply), and a URL that turns certificate checks off (`#insecure`).
+pub fn client(url: &str, tls: &TlsOptions) -> Result<redis::Client, String> {
+    let info = url
+        .into_connection_info()
+        .map_err(|e| format!("invalid Redis URL: {e}"))?;
+    let ConnectionAddr::TcpTls { insecure, .. } = info.addr() else {
+        if tls.is_set() {
+            return Err(
+                "TLS settings (GATEHOUSE_REDIS_CA_FILE, _CERT_FILE, _KEY_FILE, \
+                 _TLS_SKIP_HOSTNAME_CHECK) need a rediss:// URL"
+                    .into(),
+            );
+        }
+        return redis::Client::open(info).map_err(|e| format!("invalid Redis URL: {e}"));
+    };
+    if *insecure {
+        return Err("the URL's #insecure turns every certificate check off: refused (a \
+                    certificate issued for another name: GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK=true)"
+            .into());
+    }
+    // The process's TLS crypto: ring (an error only says one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certificates = TlsCertificates {
+        client_tls: tls.client.as_ref().map(|c| redis::ClientTlsConfig {
+            client_cert: c.cert.clone(),
+            client_key: c.key.clone(),
+        }),
+        root_cert: tls.ca.clone(),
+    };
+    let client = redis::Client::build_with_tls(info, certificates)
+        .map_err(|e| format!("TLS settings: {e}"))?;
+    if !tls.skip_hostname_check {
+        return Ok(client);
+    }
+    let info = client.get_connection_info().clone();
+    let mut addr = info.addr().clone();
+    addr.set_danger_accept_invalid_hostnames(true);
+    redis::Client::open(info.set_addr(addr)).map_err(|e| format!("TLS settings: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_settings_need_a_tls_url_and_insecure_urls_are_refused() {
+        let ca = TlsOptions {
+            ca: Some(b"-".to_vec()),
+            ..TlsOptions::default()
+        };
+        assert!(client("redis://127.0.0.1:6379", &TlsOptions::default()).is_ok());
+        let plain = client("redis://127.0.0.1:6379", &ca).unwrap_err();
+        assert!(plain.contains("need a rediss:// URL"), "{plain}");
+        let insecure = client("rediss://127.0.0.1:6379/#insecure", &TlsOptions::default());
+        assert!(insecure.unwrap_err().contains("refused"));
+        assert!(client("rediss://127.0.0.1:6379", &TlsOptions::default()).is_ok());
+        assert!(is_tls_url("REDISS://x") && !is_tls_url("redis://x"));
+    }
+}
