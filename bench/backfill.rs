@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use gatehouse::audit::Audit;
 use gatehouse::backfill::sources::Roots;
 use gatehouse::backfill::{Backfill, JobRequest};
-use gatehouse::store::{BackfillStore, KeySchema, RedisOptions, RedisStore};
+use gatehouse::store::{BackfillStore, RedisOptions, RedisStore};
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -68,13 +68,10 @@ async fn main() {
     let url = redis.url();
     let store = Arc::new(
         RedisStore::connect(&RedisOptions {
-            url: url.clone(),
-            tls: Default::default(),
             connections: 2,
             timeout: Duration::from_secs(10),
-            owner_ttl: None,
-            keys: KeySchema::default(),
             audit_maxlen: 1_000,
+            ..RedisOptions::new(url.clone())
         })
         .unwrap(),
     );

@@ -50,6 +50,8 @@ pub struct Gatehouse {
     /// The audit writer, running from the build on: stopped after `work`.
     writers: Tasks,
     owner_cache: Option<(Arc<OwnerCache>, Arc<dyn crate::store::OwnerChanges>)>,
+    /// The Redis store, for its topology watch (Sentinel).
+    redis: Option<Arc<RedisStore>>,
     connections: crate::http::ConnectionLimits,
     /// The admin token minted for the embedded default (no auth configured); print it once.
     pub bootstrap_token: Option<String>,
@@ -62,9 +64,11 @@ impl Gatehouse {
     /// need Redis to be up (readiness reports it).
     pub fn build(config: &Config) -> Result<Self, BuildError> {
         let mut owner_cache = None;
+        let mut redis_store = None;
         let (store, store_kind): (Arc<dyn Store>, _) = match config.redis_options() {
             Some(options) => {
                 let redis = Arc::new(RedisStore::connect(&options)?);
+                redis_store = Some(redis.clone());
                 match config.owner_cache {
                     Some(settings) => {
                         let cache = OwnerCache::new(settings.capacity, settings.ttl);
@@ -129,6 +133,7 @@ impl Gatehouse {
             work,
             writers,
             owner_cache,
+            redis: redis_store,
             connections: config.connections.clone(),
             bootstrap_token,
             store_kind,
@@ -147,13 +152,21 @@ impl Gatehouse {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
+        let (work, writers) = (self.work, self.writers);
+        if let Some(redis) = &self.redis {
+            if let Err(e) = redis.follow_master().await {
+                tracing::warn!(error = %e, "Redis master not found yet: checks fail closed until the Sentinels name one");
+            }
+            if let Some(watch) = redis.spawn_topology_watch(work.token()) {
+                work.spawn(watch);
+            }
+        }
         if let Err(e) = self.state.enforcement.reload().await {
             tracing::warn!(error = %e, "enforcement settings not read yet: until the store answers, the snapshot's settings apply (marked stale) or, without one, checks are denied with settings_unavailable");
         }
         // Not `shutdown`: requests still in flight during the drain must find the tasks
         // running; they stop once the server has drained, the work first, then the audit
         // writer (which records what the work did while stopping).
-        let (work, writers) = (self.work, self.writers);
         work.spawn(self.state.enforcement.spawn_refresh(work.token()));
         work.spawn(self.state.enforcement.spawn_watch(work.token()));
         if let Some((cache, redis)) = &self.owner_cache {

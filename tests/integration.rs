@@ -45,6 +45,8 @@ mod proxy_paths;
 mod redis_tls;
 #[path = "integration/rollout.rs"]
 mod rollout;
+#[path = "integration/sentinel.rs"]
+mod sentinel;
 #[path = "integration/session_ids.rs"]
 mod session_ids;
 #[path = "integration/sessions.rs"]

@@ -54,6 +54,13 @@ pub struct RedisConfig {
     /// For `rediss://`: `GATEHOUSE_REDIS_CA_FILE`, `GATEHOUSE_REDIS_CERT_FILE` +
     /// `GATEHOUSE_REDIS_KEY_FILE` (mTLS), `GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK`.
     pub tls: crate::store::TlsOptions,
+    /// `GATEHOUSE_REDIS_SENTINELS` (`host:port,...`) and `GATEHOUSE_REDIS_SENTINEL_MASTER`
+    /// (+ `_SENTINEL_TLS`, `_SENTINEL_USERNAME`, `_SENTINEL_PASSWORD`): the master is the one
+    /// the Sentinels name; `REDIS_URL` then gives the scheme, credentials and database.
+    pub sentinel: Option<crate::store::SentinelOptions>,
+    /// `GATEHOUSE_REDIS_MIN_REPLICAS` (default none): replicas that must confirm an ownership
+    /// write (`WAIT`, within 4/5 of `GATEHOUSE_REDIS_TIMEOUT`) before it is acknowledged.
+    pub min_replicas: Option<u32>,
     /// `GATEHOUSE_REDIS_CONNECTIONS` (default 4): multiplexed connections used round-robin by
     /// everything but owner lookups, which have one more of their own.
     pub connections: usize,
@@ -230,6 +237,8 @@ impl Config {
         self.redis.as_ref().map(|redis| crate::store::RedisOptions {
             url: redis.url.clone(),
             tls: redis.tls.clone(),
+            sentinel: redis.sentinel.clone(),
+            min_replicas: redis.min_replicas,
             connections: redis.connections,
             timeout: redis.timeout,
             owner_ttl: self.owner_ttl,

@@ -9,26 +9,33 @@ use jsonwebtoken::Algorithm;
 
 use super::{AuditSettings, AuthConfig, LogFormat, OwnerCacheSettings, RedisConfig, Source};
 use crate::auth::{JwtSettings, JwtVerifier, load_public_keys};
-use crate::store::{ClientCertificate, KeySchema, TlsOptions, is_tls_url};
+use crate::store::{ClientCertificate, KeySchema, SentinelOptions, TlsOptions, is_tls_url};
 
-/// The TLS settings of the Redis connection: their files are read here, so that a missing or
-/// malformed one joins the other problems.
-const REDIS_TLS_VARS: [&str; 4] = [
+/// The settings that apply to Redis only: refused without `REDIS_URL`.
+const REDIS_ONLY_VARS: [&str; 10] = [
+    "GATEHOUSE_REDIS_MIN_REPLICAS",
     "GATEHOUSE_REDIS_CA_FILE",
     "GATEHOUSE_REDIS_CERT_FILE",
     "GATEHOUSE_REDIS_KEY_FILE",
     "GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK",
+    "GATEHOUSE_REDIS_SENTINELS",
+    "GATEHOUSE_REDIS_SENTINEL_MASTER",
+    "GATEHOUSE_REDIS_SENTINEL_TLS",
+    "GATEHOUSE_REDIS_SENTINEL_USERNAME",
+    "GATEHOUSE_REDIS_SENTINEL_PASSWORD",
 ];
 
-/// `REDIS_URL`, `GATEHOUSE_REDIS_CONNECTIONS`, `GATEHOUSE_REDIS_TIMEOUT` and the TLS files
+/// `REDIS_URL`, `GATEHOUSE_REDIS_CONNECTIONS`, `GATEHOUSE_REDIS_TIMEOUT`, the TLS files
 /// (`GATEHOUSE_REDIS_CA_FILE`, `GATEHOUSE_REDIS_CERT_FILE`, `GATEHOUSE_REDIS_KEY_FILE`,
-/// `GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK`).
+/// `GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK`; read here, so that a missing or malformed one
+/// joins the other problems) and the Sentinels (`GATEHOUSE_REDIS_SENTINEL*`).
 pub(super) fn redis(src: &mut Source) -> Option<RedisConfig> {
     let Some(url) = src.get("REDIS_URL").map(str::to_owned) else {
-        for name in REDIS_TLS_VARS {
+        for name in REDIS_ONLY_VARS {
             if src.get(name).is_some() {
                 src.problems.push(format!(
-                    "{name}: set REDIS_URL too (it applies to Redis only)"
+                    "{name}: set REDIS_URL too (it applies to Redis only; with Sentinel, \
+                     REDIS_URL=redis://[:password@]{{master name}}[/db])"
                 ));
             }
         }
@@ -44,9 +51,23 @@ pub(super) fn redis(src: &mut Source) -> Option<RedisConfig> {
     if let Err(why) = crate::store::redis_client(&url, &tls) {
         src.problems.push(format!("REDIS_URL: {why}"));
     }
+    let sentinel = sentinel(src);
+    if sentinel.is_some() && url.starts_with("unix:") {
+        src.problems
+            .push("GATEHOUSE_REDIS_SENTINELS: REDIS_URL must be redis:// or rediss://".into());
+    }
+    let min_replicas = src.parse("GATEHOUSE_REDIS_MIN_REPLICAS", None, |raw| {
+        raw.parse::<u32>()
+            .ok()
+            .filter(|n| (1..=16).contains(n))
+            .map(Some)
+            .ok_or_else(|| "expected 1-16 replicas".into())
+    });
     Some(RedisConfig {
         url,
         tls,
+        sentinel,
+        min_replicas,
         connections: src.parse("GATEHOUSE_REDIS_CONNECTIONS", 4, |raw| {
             raw.parse::<usize>()
                 .ok()
@@ -55,6 +76,57 @@ pub(super) fn redis(src: &mut Source) -> Option<RedisConfig> {
         }),
         timeout: src.duration("GATEHOUSE_REDIS_TIMEOUT", Duration::from_millis(500)),
     })
+}
+
+/// `GATEHOUSE_REDIS_SENTINELS` and the rest of the Sentinel settings.
+fn sentinel(src: &mut Source) -> Option<SentinelOptions> {
+    let sentinels = src.parse("GATEHOUSE_REDIS_SENTINELS", Vec::new(), |raw| {
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|entry| {
+                let (host, port) = entry
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+                    .filter(|(h, _)| !h.is_empty())
+                    .ok_or_else(|| format!("{entry:?}: write host:port"))?;
+                Ok((host.trim_matches(['[', ']']).to_owned(), port))
+            })
+            .collect()
+    });
+    let master = src
+        .get("GATEHOUSE_REDIS_SENTINEL_MASTER")
+        .map(str::to_owned);
+    let tls = src.flag("GATEHOUSE_REDIS_SENTINEL_TLS");
+    let username = src
+        .get("GATEHOUSE_REDIS_SENTINEL_USERNAME")
+        .map(str::to_owned);
+    let password = src
+        .get("GATEHOUSE_REDIS_SENTINEL_PASSWORD")
+        .map(str::to_owned);
+    match (sentinels.is_empty(), master) {
+        (true, None) => {
+            if tls || username.is_some() || password.is_some() {
+                src.problems.push(
+                    "GATEHOUSE_REDIS_SENTINEL_*: set GATEHOUSE_REDIS_SENTINELS and GATEHOUSE_REDIS_SENTINEL_MASTER too".into(),
+                );
+            }
+            None
+        }
+        (false, Some(master)) => Some(SentinelOptions {
+            sentinels,
+            master,
+            tls,
+            username,
+            password,
+        }),
+        _ => {
+            src.problems.push(
+                "GATEHOUSE_REDIS_SENTINELS and GATEHOUSE_REDIS_SENTINEL_MASTER go together".into(),
+            );
+            None
+        }
+    }
 }
 
 /// Whether `pem` holds at least one certificate, all of them readable.

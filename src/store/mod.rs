@@ -20,7 +20,8 @@ pub use self::cache::{CachedStore, HEARTBEAT_DEADLINE, HEARTBEAT_EVERY, OwnerCac
 pub use self::keys::KeySchema;
 pub use self::memory::MemoryStore;
 pub use self::redis::{
-    ClientCertificate, RedisOptions, RedisStore, TlsOptions, client as redis_client, is_tls_url,
+    ClientCertificate, RedisOptions, RedisStore, SentinelOptions, TlsOptions,
+    client as redis_client, is_tls_url,
 };
 
 /// Why a store call failed. All but [`StoreError::InvalidCursor`] are the store's fault.

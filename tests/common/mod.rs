@@ -10,6 +10,7 @@ pub mod census;
 pub mod nginx;
 pub mod processes;
 pub mod proxies;
+pub mod sentinel;
 pub mod stage;
 pub mod tls;
 pub mod upstream;
@@ -57,6 +58,8 @@ pub enum Backend {
     /// A private redis-server spoken to over TLS (the test CA given as
     /// `GATEHOUSE_REDIS_CA_FILE`).
     RedisTls(tls::TlsRedis),
+    /// A master found through Sentinels (`GATEHOUSE_REDIS_SENTINELS`).
+    Sentinel(sentinel::SentinelSet),
 }
 
 impl Backend {
@@ -70,11 +73,18 @@ impl Backend {
         tls::TlsRedis::start(tls::ClientAuth::Optional).map(Backend::RedisTls)
     }
 
+    /// A master and one Sentinel (no replica: the store contract needs discovery, not a
+    /// failover), or `None` to skip.
+    pub fn sentinel() -> Option<Self> {
+        sentinel::SentinelSet::start(0, 1).map(Backend::Sentinel)
+    }
+
     /// The Redis server, for tests that inspect or stop it.
     pub fn redis_server(&mut self) -> Option<&mut RedisServer> {
         match self {
             Backend::Redis(r) => Some(r),
             Backend::RedisTls(t) => Some(&mut t.server),
+            Backend::Sentinel(s) => s.servers.first_mut(),
             Backend::Memory => None,
         }
     }
@@ -90,6 +100,7 @@ impl Backend {
                     tls::certs().ca().to_string_lossy().into_owned(),
                 ),
             ],
+            Backend::Sentinel(s) => s.env(),
         }
     }
 }
@@ -116,7 +127,7 @@ macro_rules! both_backends {
 }
 
 /// [`both_backends!`] and more: the store contract's tests on every store gatehouse runs on
-/// (memory, Redis, Redis over TLS).
+/// (memory, Redis, Redis over TLS, Redis found through Sentinel).
 #[macro_export]
 macro_rules! every_store {
     ($($name:ident),+ $(,)?) => {$(
@@ -136,6 +147,13 @@ macro_rules! every_store {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis_tls() {
                 if let Some(backend) = $crate::common::Backend::redis_tls() {
+                    super::$name(backend).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_sentinel() {
+                if let Some(backend) = $crate::common::Backend::sentinel() {
                     super::$name(backend).await;
                 }
             }

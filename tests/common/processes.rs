@@ -210,6 +210,17 @@ impl RedisServer {
         self.spawn().expect("redis-server restarts on its port");
     }
 
+    /// Kills the process at once (SIGKILL: a crash; nothing is flushed) and waits for it.
+    pub fn crash(&mut self) {
+        self.resume();
+        self.kill();
+    }
+
+    /// The plain port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Freezes the process (SIGSTOP): connections stay open but nothing answers.
     pub fn pause(&self) {
         self.signal("-STOP");

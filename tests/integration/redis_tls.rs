@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use gatehouse::store::{
-    ClientCertificate, KeySchema, OwnershipStore, RedisOptions, RedisStore, StoreError, TlsOptions,
+    ClientCertificate, OwnershipStore, RedisOptions, RedisStore, StoreError, TlsOptions,
 };
 use serde_json::json;
 
@@ -38,13 +38,10 @@ fn with_client_certificate(tls: TlsOptions) -> TlsOptions {
 /// A ping through a store on `url` with `tls`.
 async fn ping(url: String, tls: TlsOptions) -> Result<(), StoreError> {
     let store = RedisStore::connect(&RedisOptions {
-        url,
         tls,
         connections: 1,
         timeout: Duration::from_secs(2),
-        owner_ttl: None,
-        keys: KeySchema::default(),
-        audit_maxlen: 1000,
+        ..RedisOptions::new(url)
     })?;
     store.ping().await
 }

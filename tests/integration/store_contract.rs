@@ -9,8 +9,8 @@ use gatehouse::decision::{Mode, Reason, Verdict};
 use gatehouse::enforcement::{EnforcementSettings, HistoryChange, HistoryEntry};
 use gatehouse::session_id::SessionId;
 use gatehouse::store::{
-    ClaimOutcome, Expected, KeySchema, MemoryStore, OwnerChange, OwnershipStore, RedisOptions,
-    RedisStore, SaveOutcome, Store, StoreError, TlsOptions,
+    ClaimOutcome, Expected, MemoryStore, OwnerChange, OwnershipStore, RedisOptions, RedisStore,
+    SaveOutcome, Store, StoreError, TlsOptions,
 };
 use gatehouse::timestamp::Timestamp;
 use serde_json::json;
@@ -33,20 +33,25 @@ every_store!(
 );
 
 fn store(backend: &Backend, owner_ttl: Option<Duration>) -> Arc<dyn Store> {
-    let (url, tls) = match backend {
+    let options = match backend {
         Backend::Memory => return Arc::new(MemoryStore::new(owner_ttl)),
-        Backend::Redis(redis) => (redis.url(), TlsOptions::default()),
-        Backend::RedisTls(redis) => (redis.url(), ca_only()),
+        Backend::Redis(redis) => RedisOptions::new(redis.url()),
+        Backend::RedisTls(redis) => RedisOptions {
+            tls: ca_only(),
+            ..RedisOptions::new(redis.url())
+        },
+        Backend::Sentinel(set) => {
+            let config =
+                gatehouse::config::Config::from_vars(set.env()).expect("a valid configuration");
+            config.redis_options().expect("Redis options")
+        }
     };
     Arc::new(
         RedisStore::connect(&RedisOptions {
-            url,
-            tls,
             connections: 2,
             timeout: Duration::from_secs(2),
             owner_ttl,
-            keys: KeySchema::default(),
-            audit_maxlen: 1_000_000,
+            ..options
         })
         .expect("connects lazily"),
     )
@@ -614,13 +619,10 @@ async fn a_frozen_redis_fails_every_queued_lookup_then_recovers() {
     };
     let url = redis.url();
     let store = RedisStore::connect(&RedisOptions {
-        url: url.clone(),
-        tls: Default::default(),
         connections: 1,
         timeout: Duration::from_millis(300),
-        owner_ttl: None,
-        keys: KeySchema::default(),
         audit_maxlen: 1000,
+        ..RedisOptions::new(&url)
     })
     .unwrap();
     let mut admin = redis::Client::open(url)

@@ -67,7 +67,7 @@ impl AuditStore for RedisStore {
                 invocation.arg(key).arg(value);
             }
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         self.write(invocation.invoke_async(&mut conn)).await
     }
 

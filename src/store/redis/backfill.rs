@@ -20,8 +20,7 @@ impl BackfillStore for RedisStore {
             .arg(self.ttl_millis())
             .arg(self.keys.owners_channel())
             .arg(sessions);
-        let mut conn = self.conn();
-        self.write(invocation.invoke_async(&mut conn)).await
+        self.write_owners(&invocation).await
     }
 
     async fn release_assigned(
@@ -37,9 +36,7 @@ impl BackfillStore for RedisStore {
             .arg(&self.keys.user_sessions_prefix)
             .arg(self.keys.owners_channel())
             .arg(sessions);
-        let mut conn = self.conn();
-        let (released, kept): (u64, Vec<String>) =
-            self.write(invocation.invoke_async(&mut conn)).await?;
+        let (released, kept): (u64, Vec<String>) = self.write_owners(&invocation).await?;
         Ok(Released { released, kept })
     }
 
@@ -55,7 +52,7 @@ impl BackfillStore for RedisStore {
             .arg("COUNT")
             .arg(count)
             .clone();
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         let reply: Value = self.bounded(cmd.query_async(&mut conn)).await?;
         scan_reply(reply)
     }
@@ -81,7 +78,7 @@ impl BackfillStore for RedisStore {
             .arg(self.keys.backfill_job(&job.job_id))
             .arg(record)
             .clone();
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         self.write(cmd.query_async::<()>(&mut conn)).await
     }
 

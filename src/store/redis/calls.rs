@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
+use redis::{ErrorKind, ServerErrorKind};
 
-use super::RedisStore;
+use super::{RedisStore, topology};
 use crate::store::StoreError;
 
 impl RedisStore {
@@ -15,7 +16,14 @@ impl RedisStore {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        bounded(self.timeout, call).await
+        let watched = async {
+            let result = call.await;
+            self.notice(&result);
+            result
+        };
+        bounded(self.timeout, watched)
+            .await
+            .inspect_err(|_| self.notice_error())
     }
 
     /// [`read_on`] the next connection.
@@ -26,7 +34,45 @@ impl RedisStore {
     where
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        read_on(self.timeout, self.conn(), call).await
+        self.read_on(self.conn().await?, call).await
+    }
+
+    /// [`read_on`] `conn`, with what fails told to the topology watch.
+    pub(super) async fn read_on<T, Fut>(
+        &self,
+        conn: ConnectionManager,
+        call: impl Fn(ConnectionManager) -> Fut,
+    ) -> Result<T, StoreError>
+    where
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let watched = |conn| {
+            let call = call(conn);
+            async move {
+                let result = call.await;
+                self.notice(&result);
+                result
+            }
+        };
+        read_on(self.timeout, conn, watched)
+            .await
+            .inspect_err(|_| self.notice_error())
+    }
+
+    /// Tells the topology watch about an error a failover may explain.
+    fn notice<T>(&self, result: &redis::RedisResult<T>) {
+        if let Err(e) = result
+            && topology::suggests_failover(e)
+        {
+            self.node_options.suspect.notify_one();
+        }
+    }
+
+    /// A timeout: the server may be gone.
+    fn notice_error(&self) {
+        if self.sentinel.is_some() {
+            self.node_options.suspect.notify_one();
+        }
     }
 
     /// [`Self::read`] of one command.
@@ -36,6 +82,48 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         self.read(|mut conn| async move { cmd.query_async(&mut conn).await })
             .await
+    }
+
+    /// Runs an ownership script (claim, transfer, release, a backfill batch). With
+    /// `min_replicas`, `WAIT` follows it in the same pipeline (so on the same connection, and
+    /// `WAIT` covers the script's writes) and the write counts only when that many replicas
+    /// confirmed it within most of the timeout: else it is [`StoreError::OutcomeUnknown`] (it
+    /// is on the master, and may be lost if the master fails before a replica has it).
+    pub(super) async fn write_owners<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn().await?;
+        let Some(replicas) = self.min_replicas else {
+            return self.write(invocation.invoke_async(&mut conn)).await;
+        };
+        // Leaves a fifth of the budget for the reply itself.
+        let wait = (self.timeout * 4 / 5).max(Duration::from_millis(1));
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(invocation)
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        // A pipeline sends EVALSHA only: a server that does not know the script yet (a fresh
+        // master) refuses it without running it or anything else but the `WAIT`; load it and
+        // send the pipeline again.
+        let call = async {
+            match pipe.query_async::<(T, u32)>(&mut conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    invocation.load_async(&mut conn).await?;
+                    pipe.query_async(&mut conn).await
+                }
+                result => result,
+            }
+        };
+        let (value, confirmed) = self.write(call).await?;
+        if confirmed < replicas {
+            return Err(StoreError::OutcomeUnknown(format!(
+                "written on the master but confirmed by {confirmed} of the {replicas} replicas \
+                 GATEHOUSE_REDIS_MIN_REPLICAS asks for within {wait:?}"
+            )));
+        }
+        Ok(value)
     }
 
     pub(super) fn ttl_millis(&self) -> u64 {
@@ -50,7 +138,10 @@ impl RedisStore {
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(write_failed),
+            Ok(result) => {
+                self.notice(&result);
+                result.map_err(write_failed)
+            }
             // The command may be in Redis's socket buffer or running: it may yet be applied.
             Err(_) => Err(StoreError::OutcomeUnknown(format!(
                 "no answer within {:?}",
@@ -115,7 +206,6 @@ pub(super) fn unavailable(e: redis::RedisError) -> StoreError {
 /// connection or any I/O error may have come after the command was written, and a script
 /// that failed part-way may have written something before failing.
 pub(super) fn write_failed(e: redis::RedisError) -> StoreError {
-    use redis::{ErrorKind, ServerErrorKind};
     let refused_by_server = matches!(
         e.kind(),
         ErrorKind::Server(

@@ -2,7 +2,7 @@
 //! client certificate and key (mTLS), and the one relaxation allowed, skipping the check of
 //! the server's name (never of its certificate chain), only when asked for by name.
 
-use redis::{ConnectionAddr, IntoConnectionInfo, TlsCertificates};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, TlsCertificates};
 
 /// TLS material for `rediss://` URLs, read from files by the configuration.
 #[derive(Clone, Default)]
@@ -52,9 +52,64 @@ pub fn is_tls_url(url: &str) -> bool {
 /// The client for `url` with `tls` applied. Refused: TLS settings with a plain URL (they would
 /// silently not apply), and a URL that turns certificate checks off (`#insecure`).
 pub fn client(url: &str, tls: &TlsOptions) -> Result<redis::Client, String> {
-    let info = url
-        .into_connection_info()
-        .map_err(|e| format!("invalid Redis URL: {e}"))?;
+    client_for(parse(url)?, tls)
+}
+
+/// The client for the server at `host:port`, with the scheme, credentials and database of
+/// `url` (a Sentinel deployment's `REDIS_URL`, whose host is the master's name) and `tls`.
+pub fn client_at(
+    url: &str,
+    host: &str,
+    port: u16,
+    tls: &TlsOptions,
+) -> Result<redis::Client, String> {
+    let info = parse(url)?;
+    let addr = match info.addr() {
+        ConnectionAddr::Tcp(..) => ConnectionAddr::Tcp(host.to_owned(), port),
+        ConnectionAddr::TcpTls { insecure, .. } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: None,
+        },
+        _ => return Err("a Sentinel deployment needs a redis:// or rediss:// URL".into()),
+    };
+    client_for(info.set_addr(addr), tls)
+}
+
+/// The client for a Sentinel at `host:port`: TLS (with `tls`) when `secure`, and the
+/// Sentinel's own credentials.
+pub fn sentinel_client(
+    host: &str,
+    port: u16,
+    secure: bool,
+    credentials: (Option<&str>, Option<&str>),
+    tls: &TlsOptions,
+) -> Result<redis::Client, String> {
+    let scheme = if secure { "rediss" } else { "redis" };
+    let mut info = parse(&format!("{scheme}://{host}:{port}"))?;
+    let mut settings = info.redis_settings().clone();
+    if let Some(username) = credentials.0 {
+        settings = settings.set_username(username);
+    }
+    if let Some(password) = credentials.1 {
+        settings = settings.set_password(password);
+    }
+    info = info.set_redis_settings(settings);
+    let tls = if secure {
+        tls.clone()
+    } else {
+        TlsOptions::default()
+    };
+    client_for(info, &tls)
+}
+
+fn parse(url: &str) -> Result<ConnectionInfo, String> {
+    url.into_connection_info()
+        .map_err(|e| format!("invalid Redis URL: {e}"))
+}
+
+fn client_for(info: ConnectionInfo, tls: &TlsOptions) -> Result<redis::Client, String> {
     let ConnectionAddr::TcpTls { insecure, .. } = info.addr() else {
         if tls.is_set() {
             return Err(

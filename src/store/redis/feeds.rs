@@ -16,14 +16,18 @@ impl RedisStore {
         channel: String,
         read: fn(String) -> Option<T>,
     ) -> Result<futures_util::stream::BoxStream<'static, T>, StoreError> {
+        let node = self.node().await?;
         let subscribe = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
+            let mut pubsub = node.client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok(pubsub)
         };
         let pubsub = self.bounded(subscribe).await?;
+        // Ends when the node is replaced (the master moved): the watcher subscribes again.
+        let retired = node.retired.clone().cancelled_owned();
         Ok(pubsub
             .into_on_message()
+            .take_until(retired)
             .filter_map(move |message| {
                 let item = message.get_payload::<String>().ok().and_then(read);
                 std::future::ready(item)
@@ -37,7 +41,7 @@ impl OwnerChanges for RedisStore {
     /// Publishes `OWNERS_HEARTBEAT` on the owner-change channel: the subscriber's proof that
     /// its subscription still delivers (see the owner cache, `store::cache`).
     async fn owners_heartbeat(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         let channel = self.keys.owners_channel();
         self.bounded(async move {
             redis::cmd("PUBLISH")

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use super::calls::read_on;
 use crate::store::StoreError;
@@ -35,6 +35,8 @@ pub(super) struct Lookups {
 struct Shared {
     conn: ConnectionManager,
     timeout: Duration,
+    /// Told when a batch fails (the topology watch then looks for a moved master).
+    suspect: Arc<Notify>,
     queue: Mutex<Queue>,
 }
 
@@ -53,12 +55,13 @@ struct Waiter {
 }
 
 impl Lookups {
-    /// Lookups over `conn`, each batch bounded by `timeout`.
-    pub(super) fn new(conn: ConnectionManager, timeout: Duration) -> Self {
+    /// Lookups over `conn`, each batch bounded by `timeout`; failed batches told to `suspect`.
+    pub(super) fn new(conn: ConnectionManager, timeout: Duration, suspect: Arc<Notify>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 conn,
                 timeout,
+                suspect,
                 queue: Mutex::default(),
             }),
         }
@@ -139,6 +142,7 @@ impl Shared {
                     answer_all(batch, &e);
                 }
                 Err(e) => {
+                    self.suspect.notify_one();
                     answer_all(batch, &e);
                     let queued = std::mem::take(&mut self.lock().waiting);
                     answer_all(queued, &e);

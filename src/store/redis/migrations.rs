@@ -24,7 +24,7 @@ impl RedisStore {
             .arg(id)
             .arg(report)
             .clone();
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         self.write(cmd.query_async::<()>(&mut conn)).await
     }
 
@@ -42,7 +42,7 @@ impl RedisStore {
         for arg in args {
             invocation.arg(*arg);
         }
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         self.write(invocation.invoke_async(&mut conn)).await
     }
 }

@@ -27,15 +27,17 @@ mod migrations;
 mod ownership;
 mod scans;
 mod settings;
+mod topology;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
 
-use self::calls::unavailable;
-use self::lookups::Lookups;
+use self::topology::{Node, NodeOptions};
 use super::{KeySchema, StoreError};
 
 /// The heartbeat payload on the owner-change channel: not a session id (`#` is not allowed in
@@ -43,6 +45,7 @@ use super::{KeySchema, StoreError};
 pub const OWNERS_HEARTBEAT: &str = "#heartbeat";
 
 pub use self::connect::{ClientCertificate, TlsOptions, client, is_tls_url};
+pub use self::topology::SentinelOptions;
 
 /// How to reach Redis and lay out keys.
 #[derive(Debug, Clone)]
@@ -51,6 +54,9 @@ pub struct RedisOptions {
     pub url: String,
     /// For `rediss://`: the CA bundle, the client certificate, the server-name check.
     pub tls: TlsOptions,
+    /// Sentinels to ask for the master; `url` then gives only the scheme, the credentials and
+    /// the database (its host is not used).
+    pub sentinel: Option<SentinelOptions>,
     /// Number of multiplexed connections used round-robin (owner lookups get one more).
     pub connections: usize,
     /// Bound on every store call (connect included).
@@ -61,22 +67,43 @@ pub struct RedisOptions {
     pub keys: KeySchema,
     /// Approximate bound of the audit stream (`XADD MAXLEN ~`).
     pub audit_maxlen: usize,
+    /// Replicas that must confirm an ownership write (`WAIT`) before it is acknowledged;
+    /// `None`: the master's answer is enough.
+    pub min_replicas: Option<u32>,
+}
+
+impl RedisOptions {
+    /// `url` with the defaults of the configuration (4 connections, 500 ms, persistent
+    /// owners, default keys, no TLS material, no Sentinel, no replica confirmation).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            tls: TlsOptions::default(),
+            sentinel: None,
+            connections: 4,
+            timeout: Duration::from_millis(500),
+            owner_ttl: None,
+            keys: KeySchema::default(),
+            audit_maxlen: 1_000_000,
+            min_replicas: None,
+        }
+    }
 }
 
 /// Production adapter for both store ports.
 pub struct RedisStore {
-    client: redis::Client,
+    /// The server in use: `None` until the Sentinels name the master.
+    node: ArcSwapOption<Node>,
+    node_options: NodeOptions,
+    sentinel: Option<SentinelOptions>,
+    /// Held while the Sentinels are asked (one round at a time).
+    finding: tokio::sync::Mutex<()>,
     /// A plain `redis://` URL: a failed ping then says that the port may speak TLS.
     plain: bool,
-    connections: Vec<ConnectionManager>,
-    next: AtomicUsize,
-    /// Owner lookups only: the checks in flight are coalesced into pipelines on this one
-    /// socket (one write and one read carry many `GET`s, for gatehouse and for Redis), and no
-    /// audit batch, scan or admin reply queues ahead of them on it.
-    lookups: Lookups,
     keys: KeySchema,
     owner_ttl: Option<Duration>,
     timeout: Duration,
+    min_replicas: Option<u32>,
     claim: Script,
     set_owner: Script,
     release: Script,
@@ -91,32 +118,36 @@ impl RedisStore {
     /// Prepares the connections without waiting for Redis: it may be down at start, and
     /// gatehouse then reports not-ready until it answers. Must run inside a Tokio runtime.
     pub fn connect(options: &RedisOptions) -> Result<Self, StoreError> {
-        let client =
-            connect::client(&options.url, &options.tls).map_err(StoreError::Unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.timeout))
-            // Every call is bounded by our own timeout (`bounded`, `read_on`): a second timer
-            // per call in the manager would only cost (measured: ~0.5 us of CPU per check).
-            .set_response_timeout(None)
-            .set_number_of_retries(1)
-            .set_max_delay(options.timeout);
-        let connect = || {
-            ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-                .map_err(unavailable)
+        let node_options = NodeOptions {
+            url: options.url.clone(),
+            tls: options.tls.clone(),
+            connections: options.connections,
+            timeout: options.timeout,
+            suspect: Arc::new(Notify::new()),
         };
-        let connections = (0..options.connections.max(1))
-            .map(|_| connect())
-            .collect::<Result<Vec<_>, _>>()?;
-        let lookups = Lookups::new(connect()?, options.timeout);
+        // With Sentinel the master is found by `follow_master` (the topology watch).
+        let node = match &options.sentinel {
+            Some(_) => None,
+            None => {
+                let client =
+                    connect::client(&options.url, &options.tls).map_err(StoreError::Unavailable)?;
+                Some(Arc::new(Node::new(
+                    options.url.clone(),
+                    client,
+                    &node_options,
+                )?))
+            }
+        };
         Ok(Self {
-            client,
+            node: ArcSwapOption::new(node),
+            node_options,
+            sentinel: options.sentinel.clone(),
+            finding: tokio::sync::Mutex::new(()),
             plain: !is_tls_url(&options.url) && !options.url.starts_with("unix:"),
-            connections,
-            next: AtomicUsize::new(0),
-            lookups,
             keys: options.keys.clone(),
             owner_ttl: options.owner_ttl,
             timeout: options.timeout,
+            min_replicas: options.min_replicas.filter(|n| *n > 0),
             claim: Script::new(include_str!("scripts/claim.lua")),
             set_owner: Script::new(include_str!("scripts/set_owner.lua")),
             release: Script::new(include_str!("scripts/release.lua")),
@@ -133,8 +164,22 @@ impl RedisStore {
         &self.keys
     }
 
-    fn conn(&self) -> ConnectionManager {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
-        self.connections[i].clone()
+    /// The server in use. With Sentinel and no master known yet, asks the Sentinels first
+    /// (one call asks; the others wait for its answer): `Unavailable` when none names one.
+    async fn node(&self) -> Result<Arc<Node>, StoreError> {
+        if let Some(node) = self.node.load_full() {
+            return Ok(node);
+        }
+        match self.finding.try_lock() {
+            Ok(asking) => self.find_master(asking).await?,
+            Err(_) => drop(self.finding.lock().await),
+        }
+        self.node.load_full().ok_or_else(|| {
+            StoreError::Unavailable("no Redis master known yet (asking the Sentinels)".into())
+        })
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        Ok(self.node().await?.conn())
     }
 }

@@ -14,7 +14,6 @@
 use async_trait::async_trait;
 
 use super::RedisStore;
-use super::calls::read_on;
 use super::lookups::unreadable;
 use crate::session_id::SessionId;
 use crate::store::{ClaimOutcome, Expected, OwnerChange, OwnershipStore, SessionPage, StoreError};
@@ -36,7 +35,8 @@ fn owner_change(reply: (i64, Option<String>)) -> OwnerChange {
 #[async_trait]
 impl OwnershipStore for RedisStore {
     async fn owner(&self, session: &SessionId) -> Result<Option<String>, StoreError> {
-        self.lookups.get(self.keys.owner(session.as_str())).await
+        let node = self.node().await?;
+        node.lookups.get(self.keys.owner(session.as_str())).await
     }
 
     async fn owners(&self, sessions: &[SessionId]) -> Result<Vec<Option<String>>, StoreError> {
@@ -51,12 +51,12 @@ impl OwnershipStore for RedisStore {
             pipe.get(self.keys.owner(session.as_str()));
         }
         let pipe = &pipe;
-        let replies: Vec<redis::RedisResult<Option<String>>> = read_on(
-            self.timeout,
-            self.lookups.connection(),
-            |mut conn| async move { pipe.query_async(&mut conn).await },
-        )
-        .await?;
+        let lookups = self.node().await?.lookups.connection();
+        let replies: Vec<redis::RedisResult<Option<String>>> = self
+            .read_on(lookups, |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
         // An error reply (a key of the wrong type) is that key's problem: `Corrupt`, which
         // callers may answer key by key ([`crate::gatekeeper::Gatekeeper::check_many`]).
         sessions
@@ -76,9 +76,7 @@ impl OwnershipStore for RedisStore {
             .arg(self.ttl_millis())
             .arg(self.keys.owners_channel())
             .arg(session.as_str());
-        let mut conn = self.conn();
-        let (claimed, current): (i64, Option<String>) =
-            self.write(invocation.invoke_async(&mut conn)).await?;
+        let (claimed, current): (i64, Option<String>) = self.write_owners(&invocation).await?;
         Ok(match current {
             _ if claimed == 1 => ClaimOutcome::Claimed,
             Some(owner) if owner == user => ClaimOutcome::AlreadyOwned,
@@ -105,10 +103,7 @@ impl OwnershipStore for RedisStore {
             .arg(self.keys.owners_channel())
             .arg(session.as_str())
             .arg(&self.keys.user_sessions_prefix);
-        let mut conn = self.conn();
-        Ok(owner_change(
-            self.write(invocation.invoke_async(&mut conn)).await?,
-        ))
+        Ok(owner_change(self.write_owners(&invocation).await?))
     }
 
     async fn release(
@@ -124,10 +119,7 @@ impl OwnershipStore for RedisStore {
             .arg(self.keys.owners_channel())
             .arg(session.as_str())
             .arg(&self.keys.user_sessions_prefix);
-        let mut conn = self.conn();
-        Ok(owner_change(
-            self.write(invocation.invoke_async(&mut conn)).await?,
-        ))
+        Ok(owner_change(self.write_owners(&invocation).await?))
     }
 
     async fn user_sessions(
@@ -146,9 +138,10 @@ impl OwnershipStore for RedisStore {
     /// Pings every connection, so that "ready" means each of them works (and a dead one
     /// starts reconnecting now rather than on a request).
     async fn ping(&self) -> Result<(), StoreError> {
-        let connections = self.connections.iter().cloned();
+        let node = self.node().await?;
+        let connections = node.connections.iter().cloned();
         let pings = connections
-            .chain([self.lookups.connection()])
+            .chain([node.lookups.connection()])
             .map(|mut conn| async move {
                 self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
                     .await

@@ -36,7 +36,7 @@ impl SettingsStore for RedisStore {
             .arg(entry)
             .arg(self.keys.settings_channel())
             .arg(expected);
-        let mut conn = self.conn();
+        let mut conn = self.conn().await?;
         let reply: i64 = self.write(invocation.invoke_async(&mut conn)).await?;
         Ok(match u64::try_from(reply) {
             Ok(current) => SaveOutcome::VersionConflict { current },
