@@ -48,14 +48,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // gatehouse's own configuration (REDIS_URL, GATEHOUSE_REDIS_*, GATEHOUSE_KEY_PREFIX...),
     // so both read the same keys the same way.
     let config = Config::from_env()?;
+    // Owned background work (stopped first at the end), and the audit writer (stopped last).
+    let (work, writers) = (Tasks::new(), Tasks::new());
     let store: Arc<dyn Store> = match config.redis_options() {
-        Some(options) => Arc::new(RedisStore::connect(&options)?),
+        Some(options) => {
+            let redis = Arc::new(RedisStore::connect(&options)?);
+            // With Sentinel: follows the master through failovers.
+            if let Some(watch) = redis.spawn_topology_watch(work.token()) {
+                work.spawn(watch);
+            }
+            redis
+        }
         None => Arc::new(MemoryStore::default()),
     };
 
     // The settings gatehouse's admins change, applied here within milliseconds.
-    // Owned background work (stopped first at the end), and the audit writer (stopped last).
-    let (work, writers) = (Tasks::new(), Tasks::new());
     let enforcement = Enforcement::new(store.clone(), Mode::LogOnly);
     if let Err(e) = enforcement.reload().await {
         eprintln!("settings not read yet ({e}); checks are denied until the store answers");

@@ -7,6 +7,8 @@
 pub mod nginx;
 #[path = "../../tests/common/processes.rs"]
 pub mod processes;
+#[path = "../../tests/common/sentinel.rs"]
+pub mod sentinel;
 
 pub use processes::{RedisServer, free_port};
 

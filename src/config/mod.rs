@@ -47,7 +47,7 @@ pub enum AuthConfig {
 }
 
 /// Redis connection settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisConfig {
     /// `REDIS_URL`.
     pub url: String,
@@ -66,6 +66,20 @@ pub struct RedisConfig {
     pub connections: usize,
     /// `GATEHOUSE_REDIS_TIMEOUT` (default 500ms).
     pub timeout: Duration,
+}
+
+/// The URL without its password.
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &crate::store::redacted_url(&self.url))
+            .field("tls", &self.tls)
+            .field("sentinel", &self.sentinel)
+            .field("min_replicas", &self.min_replicas)
+            .field("connections", &self.connections)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// The whole configuration.

@@ -51,7 +51,7 @@ pub(super) fn redis(src: &mut Source) -> Option<RedisConfig> {
     if let Err(why) = crate::store::redis_client(&url, &tls) {
         src.problems.push(format!("REDIS_URL: {why}"));
     }
-    let sentinel = sentinel(src);
+    let sentinel = sentinel(src, &url);
     if sentinel.is_some() && url.starts_with("unix:") {
         src.problems
             .push("GATEHOUSE_REDIS_SENTINELS: REDIS_URL must be redis:// or rediss://".into());
@@ -79,7 +79,7 @@ pub(super) fn redis(src: &mut Source) -> Option<RedisConfig> {
 }
 
 /// `GATEHOUSE_REDIS_SENTINELS` and the rest of the Sentinel settings.
-fn sentinel(src: &mut Source) -> Option<SentinelOptions> {
+fn sentinel(src: &mut Source, url: &str) -> Option<SentinelOptions> {
     let sentinels = src.parse("GATEHOUSE_REDIS_SENTINELS", Vec::new(), |raw| {
         raw.split(',')
             .map(str::trim)
@@ -97,7 +97,17 @@ fn sentinel(src: &mut Source) -> Option<SentinelOptions> {
     let master = src
         .get("GATEHOUSE_REDIS_SENTINEL_MASTER")
         .map(str::to_owned);
-    let tls = src.flag("GATEHOUSE_REDIS_SENTINEL_TLS");
+    // The Sentinels name the master: over TLS whenever the master is reached over TLS, unless
+    // said otherwise.
+    let tls = src.parse(
+        "GATEHOUSE_REDIS_SENTINEL_TLS",
+        is_tls_url(url),
+        |raw| match raw.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err("expected true or false".into()),
+        },
+    );
     let username = src
         .get("GATEHOUSE_REDIS_SENTINEL_USERNAME")
         .map(str::to_owned);
@@ -106,7 +116,8 @@ fn sentinel(src: &mut Source) -> Option<SentinelOptions> {
         .map(str::to_owned);
     match (sentinels.is_empty(), master) {
         (true, None) => {
-            if tls || username.is_some() || password.is_some() {
+            let tls_set = src.get("GATEHOUSE_REDIS_SENTINEL_TLS").is_some();
+            if tls_set || username.is_some() || password.is_some() {
                 src.problems.push(
                     "GATEHOUSE_REDIS_SENTINEL_*: set GATEHOUSE_REDIS_SENTINELS and GATEHOUSE_REDIS_SENTINEL_MASTER too".into(),
                 );
@@ -168,10 +179,19 @@ fn redis_tls(src: &mut Source) -> TlsOptions {
             None
         }
     };
+    let skip_hostname_check = src.flag("GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK");
+    // Against the system's roots, any public certificate for any name would pass.
+    if skip_hostname_check && ca.is_none() {
+        src.problems.push(
+            "GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK needs GATEHOUSE_REDIS_CA_FILE (the CA that \
+             signed the server's certificate)"
+                .into(),
+        );
+    }
     TlsOptions {
         ca,
         client,
-        skip_hostname_check: src.flag("GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK"),
+        skip_hostname_check,
     }
 }
 

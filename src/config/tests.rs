@@ -97,7 +97,17 @@ fn redis_tls_settings_need_rediss_and_their_files() {
         ("REDIS_URL", "redis://127.0.0.1:6379"),
         ("GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK", "true"),
     ]);
-    assert!(plain[0].contains("need a rediss:// URL"), "{plain:?}");
+    assert!(
+        plain.iter().any(|p| p.contains("need a rediss:// URL")),
+        "{plain:?}"
+    );
+    // Against the system's roots, any public certificate for any name would do.
+    assert!(
+        plain
+            .iter()
+            .any(|p| p.contains("needs GATEHOUSE_REDIS_CA_FILE")),
+        "{plain:?}"
+    );
     let unparsable = problems(&[
         ("REDIS_URL", "rediss://localhost:6380"),
         ("GATEHOUSE_REDIS_CA_FILE", ca),
@@ -121,6 +131,38 @@ fn redis_tls_settings_need_rediss_and_their_files() {
     let insecure = problems(&[("REDIS_URL", "rediss://localhost:6380/#insecure")]);
     assert!(insecure[0].contains("refused"), "{insecure:?}");
     assert!(problems(&[("REDIS_URL", "rediss://localhost:6380")]).is_empty());
+}
+
+#[test]
+fn sentinel_settings_go_together_and_need_redis_url() {
+    let problems = |pairs: &[(&str, &str)]| match Config::from_vars(vars(pairs)) {
+        Ok(c) => {
+            assert!(c.redis.unwrap().sentinel.is_some());
+            Vec::new()
+        }
+        Err(e) => e.0,
+    };
+    let ok = [
+        ("REDIS_URL", "redis://:secret@mymaster/2"),
+        ("GATEHOUSE_REDIS_SENTINELS", "10.0.0.1:26379, [::1]:26380"),
+        ("GATEHOUSE_REDIS_SENTINEL_MASTER", "mymaster"),
+    ];
+    assert!(problems(&ok).is_empty());
+    let c = Config::from_vars(vars(&ok)).unwrap();
+    let sentinel = c.redis_options().unwrap().sentinel.unwrap();
+    assert_eq!(
+        sentinel.sentinels,
+        [("10.0.0.1".to_owned(), 26379), ("::1".to_owned(), 26380)]
+    );
+    let alone = problems(&[("GATEHOUSE_REDIS_SENTINEL_MASTER", "mymaster")]);
+    assert!(alone[0].contains("set REDIS_URL"), "{alone:?}");
+    let half = problems(&[ok[0], ok[2]]);
+    assert_eq!(half.len(), 1, "{half:?}");
+    assert!(half[0].contains("go together"), "{half:?}");
+    let bad = problems(&[ok[0], ("GATEHOUSE_REDIS_SENTINELS", "nohost"), ok[2]]);
+    assert!(bad[0].contains("write host:port"), "{bad:?}");
+    let replicas = problems(&[ok[0], ("GATEHOUSE_REDIS_MIN_REPLICAS", "0")]);
+    assert!(replicas[0].contains("expected 1-16"), "{replicas:?}");
 }
 
 #[test]

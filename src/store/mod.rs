@@ -21,7 +21,7 @@ pub use self::keys::KeySchema;
 pub use self::memory::MemoryStore;
 pub use self::redis::{
     ClientCertificate, RedisOptions, RedisStore, SentinelOptions, TlsOptions,
-    client as redis_client, is_tls_url,
+    client as redis_client, is_tls_url, redacted as redacted_url,
 };
 
 /// Why a store call failed. All but [`StoreError::InvalidCursor`] are the store's fault.

@@ -148,3 +148,75 @@ async fn a_failover_is_followed_without_restart_and_no_acknowledged_claim_is_los
         assert_eq!(reply.body["allowed"], false, "{session}: {reply:?}");
     }
 }
+
+/// The old master comes back (frozen, not dead, while the Sentinels failed over) still
+/// believing it is the master, with the old owner: an instance must not read from it. After a
+/// transfer on the new master is acknowledged, the other instance never allows the old owner
+/// again (beyond the cache's invalidation delay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_master_that_comes_back_is_never_read_from() {
+    let Some(set) = SentinelSet::start(1, 3) else {
+        return;
+    };
+    let old_master = set.master_addr().expect("a master");
+    let mut backend = Backend::Sentinel(set);
+    let a = TestApp::spawn(&backend, &[]).await;
+    let b = TestApp::spawn(&backend, &[]).await;
+    a.claim("s0", "alice").await;
+    a.set_mode("ENFORCED").await;
+    let alice = b.user("alice");
+    eventually(
+        Duration::from_secs(5),
+        "b allows alice, ENFORCED",
+        || async {
+            let reply = b.validate(&alice, json!({ "session_id": "s0" })).await;
+            (reply.body["mode"] == "ENFORCED" && reply.body["reason"] == "owner").then_some(())
+        },
+    )
+    .await;
+
+    // Frozen: connections stay open, nothing answers; the Sentinels promote the replica.
+    backend.redis_server().unwrap().pause();
+    let Backend::Sentinel(set) = &backend else {
+        unreachable!()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the Sentinels' failover",
+        || async { set.master_addr().filter(|addr| *addr != old_master) },
+    )
+    .await;
+    let transferred = eventually(
+        Duration::from_secs(10),
+        "a transfer on the new master",
+        || async {
+            let reply = a
+                .call(
+                    reqwest::Method::PUT,
+                    "/v1/sessions/s0/owner",
+                    Some(&a.admin()),
+                    Some(json!({ "owner": "bob" })),
+                )
+                .await;
+            (reply.status == 200).then(Instant::now)
+        },
+    )
+    .await;
+    // The old master thaws with alice still the owner, and says it is a master until the
+    // Sentinels turn it into a replica.
+    backend.redis_server().unwrap().resume();
+    let mut allowed_late = Vec::new();
+    while transferred.elapsed() < Duration::from_secs(4) {
+        let reply = b.validate(&alice, json!({ "session_id": "s0" })).await;
+        if reply.body["allowed"] == true && transferred.elapsed() > Duration::from_millis(250) {
+            allowed_late.push(format!("{:?}: {reply:?}", transferred.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        allowed_late.is_empty(),
+        "alice allowed after the transfer: {allowed_late:?}"
+    );
+    let reply = b.validate(&alice, json!({ "session_id": "s0" })).await;
+    assert_eq!(reply.body["reason"], "not_owner", "{reply:?}");
+}

@@ -21,9 +21,13 @@ impl RedisStore {
             self.notice(&result);
             result
         };
-        bounded(self.timeout, watched)
-            .await
-            .inspect_err(|_| self.notice_error())
+        match tokio::time::timeout(self.timeout, watched).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => {
+                self.suspect();
+                Err(timed_out(self.timeout))
+            }
+        }
     }
 
     /// [`read_on`] the next connection.
@@ -54,9 +58,7 @@ impl RedisStore {
                 result
             }
         };
-        read_on(self.timeout, conn, watched)
-            .await
-            .inspect_err(|_| self.notice_error())
+        read_on(self.timeout, conn, watched, || self.suspect()).await
     }
 
     /// Tells the topology watch about an error a failover may explain.
@@ -64,12 +66,12 @@ impl RedisStore {
         if let Err(e) = result
             && topology::suggests_failover(e)
         {
-            self.node_options.suspect.notify_one();
+            self.suspect();
         }
     }
 
-    /// A timeout: the server may be gone.
-    fn notice_error(&self) {
+    /// Tells the topology watch that the server may be gone (a timeout, a refusal...).
+    fn suspect(&self) {
         if self.sentinel.is_some() {
             self.node_options.suspect.notify_one();
         }
@@ -93,30 +95,44 @@ impl RedisStore {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn().await?;
         let Some(replicas) = self.min_replicas else {
+            let mut conn = self.conn().await?;
             return self.write(invocation.invoke_async(&mut conn)).await;
         };
+        let mut conn = self.node().await?.waited_writes.clone();
         // Leaves a fifth of the budget for the reply itself.
         let wait = (self.timeout * 4 / 5).max(Duration::from_millis(1));
         let mut pipe = redis::pipe();
-        pipe.invoke_script(invocation)
+        // Each reply on its own: a failed `WAIT` after a script that ran is no failed script.
+        pipe.ignore_errors()
+            .invoke_script(invocation)
             .cmd("WAIT")
             .arg(replicas)
             .arg(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+        type Replies = Vec<redis::RedisResult<redis::Value>>;
         // A pipeline sends EVALSHA only: a server that does not know the script yet (a fresh
-        // master) refuses it without running it or anything else but the `WAIT`; load it and
-        // send the pipeline again.
+        // master) refuses it without running it; load it and send the pipeline again.
         let call = async {
-            match pipe.query_async::<(T, u32)>(&mut conn).await {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            let replies: Replies = pipe.query_async(&mut conn).await?;
+            match replies.first() {
+                Some(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                     invocation.load_async(&mut conn).await?;
-                    pipe.query_async(&mut conn).await
+                    pipe.query_async::<Replies>(&mut conn).await
                 }
-                result => result,
+                _ => Ok(replies),
             }
         };
-        let (value, confirmed) = self.write(call).await?;
+        let mut replies = self.write(call).await?.into_iter();
+        let (Some(script), Some(waited)) = (replies.next(), replies.next()) else {
+            return Err(StoreError::OutcomeUnknown("a reply is missing".into()));
+        };
+        let value = script.map_err(write_failed)?;
+        let value: T = redis::from_redis_value(value)
+            .map_err(|e| StoreError::Corrupt(format!("ownership script reply: {e}")))?;
+        let confirmed: u32 = waited
+            .map_err(|e| e.to_string())
+            .and_then(|v| redis::from_redis_value(v).map_err(|e| e.to_string()))
+            .map_err(|e| StoreError::OutcomeUnknown(format!("written on the master; WAIT: {e}")))?;
         if confirmed < replicas {
             return Err(StoreError::OutcomeUnknown(format!(
                 "written on the master but confirmed by {confirmed} of the {replicas} replicas \
@@ -143,10 +159,13 @@ impl RedisStore {
                 result.map_err(write_failed)
             }
             // The command may be in Redis's socket buffer or running: it may yet be applied.
-            Err(_) => Err(StoreError::OutcomeUnknown(format!(
-                "no answer within {:?}",
-                self.timeout
-            ))),
+            Err(_) => {
+                self.suspect();
+                Err(StoreError::OutcomeUnknown(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )))
+            }
         }
     }
 }
@@ -170,16 +189,21 @@ pub(super) async fn read_on<T, Fut>(
     timeout: Duration,
     conn: ConnectionManager,
     call: impl Fn(ConnectionManager) -> Fut,
+    timed_out_hook: impl Fn(),
 ) -> Result<T, StoreError>
 where
     Fut: Future<Output = redis::RedisResult<T>>,
 {
-    match tokio::time::timeout(timeout, call(conn.clone())).await {
-        Ok(Ok(value)) => Ok(value),
+    let result = match tokio::time::timeout(timeout, call(conn.clone())).await {
+        Ok(Ok(value)) => return Ok(value),
         Ok(Err(e)) if is_dead_connection(&e) => bounded(timeout, call(conn)).await,
-        Ok(Err(e)) => Err(unavailable(e)),
+        Ok(Err(e)) => return Err(unavailable(e)),
         Err(_) => Err(timed_out(timeout)),
+    };
+    if result.is_err() {
+        timed_out_hook();
     }
+    result
 }
 
 fn timed_out(timeout: Duration) -> StoreError {

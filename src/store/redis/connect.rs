@@ -43,6 +43,18 @@ impl TlsOptions {
     }
 }
 
+/// `url` without its password (`redis://user:***@host`), for logs and `Debug`.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Whether `url` asks for TLS (`rediss://`).
 pub fn is_tls_url(url: &str) -> bool {
     url.get(..9)
@@ -87,6 +99,12 @@ pub fn sentinel_client(
     tls: &TlsOptions,
 ) -> Result<redis::Client, String> {
     let scheme = if secure { "rediss" } else { "redis" };
+    // An IPv6 address goes in brackets in a URL.
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
     let mut info = parse(&format!("{scheme}://{host}:{port}"))?;
     let mut settings = info.redis_settings().clone();
     if let Some(username) = credentials.0 {
@@ -162,5 +180,8 @@ mod tests {
         assert!(insecure.unwrap_err().contains("refused"));
         assert!(client("rediss://127.0.0.1:6379", &TlsOptions::default()).is_ok());
         assert!(is_tls_url("REDISS://x") && !is_tls_url("redis://x"));
+        assert_eq!(redacted("redis://:s3cret@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(redacted("rediss://u:p@h"), "rediss://u:***@h");
+        assert_eq!(redacted("redis://h:1"), "redis://h:1");
     }
 }

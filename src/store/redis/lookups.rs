@@ -121,11 +121,13 @@ impl Shared {
                 pipe.get(&waiter.key);
             }
             let pipe = &pipe;
-            let owners: Result<Vec<redis::RedisResult<Option<String>>>, StoreError> =
-                read_on(self.timeout, self.conn.clone(), |mut conn| async move {
-                    pipe.query_async(&mut conn).await
-                })
-                .await;
+            let owners: Result<Vec<redis::RedisResult<Option<String>>>, StoreError> = read_on(
+                self.timeout,
+                self.conn.clone(),
+                |mut conn| async move { pipe.query_async(&mut conn).await },
+                || {},
+            )
+            .await;
             match owners {
                 Ok(owners) if owners.len() == batch.len() => {
                     for (waiter, owner) in batch.into_iter().zip(owners) {

@@ -44,11 +44,11 @@ use super::{KeySchema, StoreError};
 /// one), so it invalidates nothing.
 pub const OWNERS_HEARTBEAT: &str = "#heartbeat";
 
-pub use self::connect::{ClientCertificate, TlsOptions, client, is_tls_url};
+pub use self::connect::{ClientCertificate, TlsOptions, client, is_tls_url, redacted};
 pub use self::topology::SentinelOptions;
 
 /// How to reach Redis and lay out keys.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisOptions {
     /// `redis://` or `rediss://` URL.
     pub url: String,
@@ -70,6 +70,23 @@ pub struct RedisOptions {
     /// Replicas that must confirm an ownership write (`WAIT`) before it is acknowledged;
     /// `None`: the master's answer is enough.
     pub min_replicas: Option<u32>,
+}
+
+/// The URL without its password.
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &connect::redacted(&self.url))
+            .field("tls", &self.tls)
+            .field("sentinel", &self.sentinel)
+            .field("connections", &self.connections)
+            .field("timeout", &self.timeout)
+            .field("owner_ttl", &self.owner_ttl)
+            .field("keys", &self.keys)
+            .field("audit_maxlen", &self.audit_maxlen)
+            .field("min_replicas", &self.min_replicas)
+            .finish()
+    }
 }
 
 impl RedisOptions {
@@ -98,6 +115,8 @@ pub struct RedisStore {
     sentinel: Option<SentinelOptions>,
     /// Held while the Sentinels are asked (one round at a time).
     finding: tokio::sync::Mutex<()>,
+    /// When the last round of questions ended.
+    last_round: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// A plain `redis://` URL: a failed ping then says that the port may speak TLS.
     plain: bool,
     keys: KeySchema,
@@ -143,6 +162,7 @@ impl RedisStore {
             node_options,
             sentinel: options.sentinel.clone(),
             finding: tokio::sync::Mutex::new(()),
+            last_round: std::sync::Mutex::new(None),
             plain: !is_tls_url(&options.url) && !options.url.starts_with("unix:"),
             keys: options.keys.clone(),
             owner_ttl: options.owner_ttl,
@@ -170,12 +190,16 @@ impl RedisStore {
         if let Some(node) = self.node.load_full() {
             return Ok(node);
         }
-        match self.finding.try_lock() {
-            Ok(asking) => self.find_master(asking).await?,
-            Err(_) => drop(self.finding.lock().await),
+        self.node_options.suspect.notify_one();
+        // One call runs a round (bounded, and not again within 100 ms of the last one); the
+        // others fail at once rather than queue behind it.
+        if let Ok(asking) = self.finding.try_lock()
+            && self.since_last_round() >= Duration::from_millis(100)
+        {
+            let _ = tokio::time::timeout(self.timeout * 2, self.find_master(asking)).await;
         }
         self.node.load_full().ok_or_else(|| {
-            StoreError::Unavailable("no Redis master known yet (asking the Sentinels)".into())
+            StoreError::Unavailable("no Redis master known (asking the Sentinels)".into())
         })
     }
 

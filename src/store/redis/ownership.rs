@@ -141,7 +141,7 @@ impl OwnershipStore for RedisStore {
         let node = self.node().await?;
         let connections = node.connections.iter().cloned();
         let pings = connections
-            .chain([node.lookups.connection()])
+            .chain([node.lookups.connection(), node.waited_writes.clone()])
             .map(|mut conn| async move {
                 self.bounded(redis::cmd("PING").query_async::<String>(&mut conn))
                     .await

@@ -2,15 +2,22 @@
 //! Sentinels names, found again after a failover.
 //!
 //! The store's connections, its owner-lookup pipeline and its client for subscriptions form a
-//! [`Node`]. With a URL the node is made once. With Sentinel it is made for the master the
-//! Sentinels name (`SENTINEL get-master-addr-by-name`, then `ROLE` on that server, as the
-//! Sentinel client guidelines ask), and [`RedisStore::spawn_topology_watch`] asks again every
-//! [`RECHECK`] and at once when a call fails in a way a failover explains (a refused or
-//! dropped connection, a timeout, `READONLY`, `MASTERDOWN`). When the master has moved, a new
-//! node replaces the old one and the old one is retired: the subscriptions on it end, so the
-//! watchers subscribe again on the new master (the owner cache is dropped, the settings are
-//! re-read), as after any lost subscription. Until a master is known, every call fails
-//! (`Unavailable`): checks under ENFORCED answer 503, never allow.
+//! [`Node`]. With a URL the node is made once. With Sentinel, every round of
+//! [`RedisStore::follow_master`] asks all Sentinels at once (`SENTINEL
+//! get-master-addr-by-name`) and believes only an address a majority of the configured
+//! Sentinels names (a Sentinel cut off with the old master still names it), then asks that
+//! server `ROLE`. [`RedisStore::spawn_topology_watch`] runs a round every [`RECHECK`] and at
+//! once when a call fails in a way a failover explains (a refused or dropped connection, a
+//! timeout, `READONLY`, `MASTERDOWN`).
+//!
+//! The node in use is retired (and no master is known: every call fails, so checks under
+//! ENFORCED answer 503, never allow) when the majority names another server, when the server
+//! says it is no longer a master, and when no round has confirmed it for [`LEASE`] (this
+//! instance may be cut off with an old master: it stops reading from it before the Sentinels
+//! on the other side can have promoted another, which takes their `down-after-milliseconds`).
+//! Retiring ends the subscriptions on the old node, so the watchers subscribe again on the
+//! next one (the owner cache is dropped, the settings are re-read), as after any lost
+//! subscription.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,8 +36,11 @@ use crate::store::StoreError;
 /// How often the Sentinels are asked again when nothing failed.
 pub const RECHECK: Duration = Duration::from_millis(500);
 
+/// How long a master stays in use without a round confirming it.
+pub const LEASE: Duration = Duration::from_secs(3);
+
 /// Sentinels and the master they watch.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SentinelOptions {
     /// `host:port` of each Sentinel.
     pub sentinels: Vec<(String, u16)>,
@@ -44,6 +54,19 @@ pub struct SentinelOptions {
     pub password: Option<String>,
 }
 
+/// Names what is set, never the password.
+impl std::fmt::Debug for SentinelOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelOptions")
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
 /// One server's connections.
 pub(super) struct Node {
     /// `host:port`, or the URL for a fixed server.
@@ -53,8 +76,13 @@ pub(super) struct Node {
     pub(super) connections: Vec<ConnectionManager>,
     next: AtomicUsize,
     pub(super) lookups: Lookups,
+    /// Ownership writes followed by `WAIT` (`GATEHOUSE_REDIS_MIN_REPLICAS`): `WAIT` blocks the
+    /// connection it runs on, so it runs on its own, never ahead of reads or audit writes.
+    pub(super) waited_writes: ConnectionManager,
     /// Cancelled when another node replaces this one: its subscriptions end.
     pub(super) retired: CancellationToken,
+    /// When a round last confirmed this node (Sentinel only; see [`LEASE`]).
+    confirmed: std::sync::Mutex<tokio::time::Instant>,
 }
 
 /// What making a node needs.
@@ -89,13 +117,16 @@ impl Node {
             .map(|_| connect())
             .collect::<Result<Vec<_>, _>>()?;
         let lookups = Lookups::new(connect()?, options.timeout, options.suspect.clone());
+        let waited_writes = connect()?;
         Ok(Self {
             addr,
             client,
             connections,
             next: AtomicUsize::new(0),
             lookups,
+            waited_writes,
             retired: CancellationToken::new(),
+            confirmed: std::sync::Mutex::new(tokio::time::Instant::now()),
         })
     }
 
@@ -103,6 +134,50 @@ impl Node {
     pub(super) fn conn(&self) -> ConnectionManager {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
         self.connections[i].clone()
+    }
+}
+
+/// The address a majority of the `configured` Sentinels names, or why there is none.
+fn majority(
+    answers: &[Result<(String, u16), String>],
+    configured: usize,
+) -> Result<(String, u16), StoreError> {
+    let mut counts: Vec<(&(String, u16), usize)> = Vec::new();
+    for addr in answers.iter().flatten() {
+        match counts.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((addr, 1)),
+        }
+    }
+    if let Some((addr, _)) = counts.iter().find(|(_, n)| *n > configured / 2) {
+        return Ok((*addr).clone());
+    }
+    let said: Vec<String> = answers
+        .iter()
+        .map(|a| match a {
+            Ok((host, port)) => format!("{host}:{port}"),
+            Err(e) => e.clone(),
+        })
+        .collect();
+    Err(StoreError::Unavailable(format!(
+        "no majority of the {configured} Sentinels names one master: {}",
+        said.join("; ")
+    )))
+}
+
+impl Node {
+    fn confirm(&self) {
+        *self
+            .confirmed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+    }
+
+    fn confirmed_since(&self) -> Duration {
+        self.confirmed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
     }
 }
 
@@ -200,70 +275,100 @@ impl RedisStore {
         let Some(sentinel) = &self.sentinel else {
             return Ok(());
         };
-        let options = &self.node_options;
-        let current = self.node.load_full();
-        let mut problems = Vec::new();
-        // The first Sentinel whose master confirms that it is one (a Sentinel cut off from
-        // the others may still name the old master).
-        for (host, port) in &sentinel.sentinels {
-            let (host, port) = match sentinel
-                .ask((host, *port), &options.tls, options.timeout)
-                .await
+        let result = self.one_round(sentinel).await;
+        *self
+            .last_round
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
+        if result.is_err() {
+            // Unconfirmed for too long: this instance may be cut off with an old master.
+            let current = self.node.load_full();
+            if let Some(node) = current
+                && node.confirmed_since() > LEASE
             {
-                Ok(addr) => addr,
-                Err(e) => {
-                    problems.push(e);
-                    continue;
-                }
-            };
-            let addr = format!("{host}:{port}");
-            let confirmed = match &current {
-                Some(node) if node.addr == addr => {
-                    match still_master(node.conn(), options.timeout).await {
-                        Ok(true) => return Ok(()),
-                        Ok(false) => Err(format!("{addr} is no longer a master")),
-                        Err(e) => Err(format!("{addr}: {e}")),
-                    }
-                }
-                _ => match connect::client_at(&options.url, &host, port, &options.tls) {
-                    Ok(client) => match is_master(&client, options.timeout).await {
-                        Ok(true) => Ok(client),
-                        Ok(false) => Err(format!(
-                            "{addr}, named by a Sentinel, is not a master (yet)"
-                        )),
-                        Err(e) => Err(format!("{addr}: {e}")),
-                    },
-                    Err(e) => return Err(StoreError::Unavailable(e)),
-                },
-            };
-            match confirmed {
-                Ok(client) => return self.use_master(addr, client),
-                Err(e) => problems.push(e),
+                self.retire(&node, "no round confirmed it for the lease");
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "no master confirmed: {}",
-            problems.join("; ")
-        )))
+        result
     }
 
-    /// Makes the store use the master at `addr` and retires the node it replaces.
-    fn use_master(&self, addr: String, client: redis::Client) -> Result<(), StoreError> {
+    async fn one_round(&self, sentinel: &SentinelOptions) -> Result<(), StoreError> {
         let options = &self.node_options;
-        let node = Arc::new(Node::new(addr.clone(), client, options)?);
-        let old = self.node.swap(Some(node));
-        match &old {
-            Some(old) => {
-                tracing::warn!(from = %old.addr, to = %addr, "Redis master moved: following it");
-                old.retired.cancel();
-            }
-            None => tracing::info!(master = %addr, "Redis master found"),
+        let asked = futures_util::future::join_all(
+            sentinel
+                .sentinels
+                .iter()
+                .map(|(host, port)| sentinel.ask((host, *port), &options.tls, options.timeout)),
+        )
+        .await;
+        let (host, port) = majority(&asked, sentinel.sentinels.len())?;
+        let addr = format!("{host}:{port}");
+        let current = self.node.load_full();
+        if let Some(node) = &current
+            && node.addr == addr
+        {
+            return match still_master(node.conn(), options.timeout).await {
+                Ok(true) => {
+                    node.confirm();
+                    Ok(())
+                }
+                Ok(false) => {
+                    self.retire(node, "it is no longer a master");
+                    Err(StoreError::Unavailable(format!(
+                        "{addr} is no longer a master"
+                    )))
+                }
+                Err(e) => Err(StoreError::Unavailable(format!("{addr}: {e}"))),
+            };
         }
+        // The majority names another server: the current one is done with, whether or not
+        // the new one answers yet.
+        if let Some(node) = &current {
+            self.retire(node, "the Sentinels name another master");
+        }
+        let client = connect::client_at(&options.url, &host, port, &options.tls)
+            .map_err(StoreError::Unavailable)?;
+        match is_master(&client, options.timeout).await {
+            Ok(true) => self.use_master(addr, client),
+            Ok(false) => Err(StoreError::Unavailable(format!(
+                "{addr}, named by the Sentinels, is not a master (yet)"
+            ))),
+            Err(e) => Err(StoreError::Unavailable(format!("{addr}: {e}"))),
+        }
+    }
+
+    /// How long ago the last round ended (forever: none yet).
+    pub(super) fn since_last_round(&self) -> Duration {
+        self.last_round
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map_or(Duration::MAX, |at| at.elapsed())
+    }
+
+    /// Stops using `node` (if it is still the one in use): no master is known until a round
+    /// confirms one.
+    fn retire(&self, node: &Arc<Node>, why: &str) {
+        // Its subscriptions end first, then calls stop finding it.
+        node.retired.cancel();
+        let previous = self.node.compare_and_swap(node, None::<Arc<Node>>);
+        if previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, node)) {
+            tracing::warn!(master = %node.addr, why, "Redis master given up: checks fail closed until the Sentinels confirm one");
+        }
+    }
+
+    /// Makes the store use the master at `addr`.
+    fn use_master(&self, addr: String, client: redis::Client) -> Result<(), StoreError> {
+        let node = Arc::new(Node::new(addr.clone(), client, &self.node_options)?);
+        if let Some(old) = self.node.swap(Some(node)) {
+            old.retired.cancel();
+        }
+        tracing::info!(master = %addr, "Redis master found");
         Ok(())
     }
 
     /// With Sentinel: follows the master until `cancel` fires (see the module docs). `None`
-    /// for a fixed URL.
+    /// for a fixed URL. A Sentinel store needs it running: without it, the master found first
+    /// is kept (library users: spawn it beside the store, as the server does).
     pub fn spawn_topology_watch(
         self: &Arc<Self>,
         cancel: CancellationToken,
@@ -273,7 +378,11 @@ impl RedisStore {
         Some(tokio::spawn(async move {
             let mut failing = false;
             loop {
-                match this.follow_master().await {
+                let round = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    round = this.follow_master() => round,
+                };
+                match round {
                     // Logged once per outage, not every round.
                     Err(e) if !failing => {
                         failing = true;
@@ -291,8 +400,11 @@ impl RedisStore {
                     () = this.node_options.suspect.notified() => {}
                     () = tokio::time::sleep(RECHECK) => {}
                 }
-                // At most one round of questions per 50 ms, however many calls fail.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // At most one round of questions per 100 ms, however many calls fail.
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
             }
         }))
     }
