@@ -63,6 +63,11 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The embedded store (always there).
+    pub fn memory() -> Option<Self> {
+        Some(Backend::Memory)
+    }
+
     /// A private Redis, or `None` to skip.
     pub fn redis() -> Option<Self> {
         RedisServer::start().map(Backend::Redis)
@@ -105,60 +110,41 @@ impl Backend {
     }
 }
 
-/// Runs the async test body once per backend: `both_backends!(name);` expects
-/// `async fn name(backend: Backend)`.
+/// Runs each async test body once per backend in the list: `tests_on!([memory, redis];
+/// name)` expects `async fn name(backend: Backend)` and makes `name::memory` and
+/// `name::redis` (a backend that cannot start outside CI skips, see [`RedisServer::start`]).
 #[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
+macro_rules! tests_on {
+    ($backends:tt; $($name:ident),+ $(,)?) => {$(
+        $crate::tests_on!(@one $backends $name);
+    )+};
+    (@one [$($backend:ident),+] $name:ident) => {
+        mod $name {$(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::$name($crate::common::Backend::Memory).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                if let Some(backend) = $crate::common::Backend::redis() {
+            async fn $backend() {
+                if let Some(backend) = $crate::common::Backend::$backend() {
                     super::$name(backend).await;
                 }
             }
-        }
-    )+};
+        )+}
+    };
 }
 
-/// [`both_backends!`] and more: the store contract's tests on every store gatehouse runs on
-/// (memory, Redis, Redis over TLS, Redis found through Sentinel).
+/// The tests of a capability on both stores: the embedded one and Redis.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $crate::tests_on!([memory, redis]; $($name),+);
+    };
+}
+
+/// The store contract on every store gatehouse runs on: memory, Redis, Redis over TLS, Redis
+/// found through Sentinel.
 #[macro_export]
 macro_rules! every_store {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::$name($crate::common::Backend::Memory).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                if let Some(backend) = $crate::common::Backend::redis() {
-                    super::$name(backend).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_tls() {
-                if let Some(backend) = $crate::common::Backend::redis_tls() {
-                    super::$name(backend).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_sentinel() {
-                if let Some(backend) = $crate::common::Backend::sentinel() {
-                    super::$name(backend).await;
-                }
-            }
-        }
-    )+};
+    ($($name:ident),+ $(,)?) => {
+        $crate::tests_on!([memory, redis, redis_tls, sentinel]; $($name),+);
+    };
 }
 
 /// A gatehouse instance served on a real loopback socket.
