@@ -94,6 +94,14 @@ fn sentinel(src: &mut Source, url: &str) -> Option<SentinelOptions> {
             })
             .collect()
     });
+    // One Sentinel listed twice would count twice towards a majority.
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = sentinels.iter().find(|s| !seen.insert(*s)) {
+        src.problems.push(format!(
+            "GATEHOUSE_REDIS_SENTINELS: {}:{} is listed twice",
+            twice.0, twice.1
+        ));
+    }
     let master = src
         .get("GATEHOUSE_REDIS_SENTINEL_MASTER")
         .map(str::to_owned);

@@ -159,6 +159,8 @@ fn sentinel_settings_go_together_and_need_redis_url() {
     let half = problems(&[ok[0], ok[2]]);
     assert_eq!(half.len(), 1, "{half:?}");
     assert!(half[0].contains("go together"), "{half:?}");
+    let twice = problems(&[ok[0], ("GATEHOUSE_REDIS_SENTINELS", "a:1,b:1,a:1"), ok[2]]);
+    assert!(twice[0].contains("a:1 is listed twice"), "{twice:?}");
     let bad = problems(&[ok[0], ("GATEHOUSE_REDIS_SENTINELS", "nohost"), ok[2]]);
     assert!(bad[0].contains("write host:port"), "{bad:?}");
     let replicas = problems(&[ok[0], ("GATEHOUSE_REDIS_MIN_REPLICAS", "0")]);

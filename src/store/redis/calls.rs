@@ -242,6 +242,7 @@ pub(super) fn write_failed(e: redis::RedisError) -> StoreError {
                 | ServerErrorKind::Ask
                 | ServerErrorKind::CrossSlot
                 | ServerErrorKind::NoPerm
+                | ServerErrorKind::NoScript
         )
     ) || matches!(e.code(), Some("BUSY" | "NOREPLICAS" | "MISCONF"));
     let never_connected = e.is_connection_refusal()

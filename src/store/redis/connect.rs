@@ -45,6 +45,17 @@ impl TlsOptions {
 
 /// `url` without its password (`redis://user:***@host`), for logs and `Debug`.
 pub fn redacted(url: &str) -> String {
+    // unix:// URLs carry it as a query parameter.
+    if let Some((path, query)) = url.split_once('?') {
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if name == "pass" || name == "password" => format!("{name}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        return format!("{}?{}", redacted(path), query.join("&"));
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
@@ -183,5 +194,9 @@ mod tests {
         assert_eq!(redacted("redis://:s3cret@h:1/0"), "redis://:***@h:1/0");
         assert_eq!(redacted("rediss://u:p@h"), "rediss://u:***@h");
         assert_eq!(redacted("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            redacted("unix:///run/redis.sock?db=1&pass=s3cret"),
+            "unix:///run/redis.sock?db=1&pass=***"
+        );
     }
 }

@@ -150,11 +150,8 @@ impl RedisStore {
             None => {
                 let client =
                     connect::client(&options.url, &options.tls).map_err(StoreError::Unavailable)?;
-                Some(Arc::new(Node::new(
-                    options.url.clone(),
-                    client,
-                    &node_options,
-                )?))
+                let name = connect::redacted(&options.url);
+                Some(Arc::new(Node::new(name, client, &node_options)?))
             }
         };
         Ok(Self {
@@ -188,7 +185,12 @@ impl RedisStore {
     /// (one call asks; the others wait for its answer): `Unavailable` when none names one.
     async fn node(&self) -> Result<Arc<Node>, StoreError> {
         if let Some(node) = self.node.load_full() {
-            return Ok(node);
+            // A Sentinel master unconfirmed for the lease is given up here too, not only
+            // when a round fails (a round may be slow, or the watch starved).
+            if self.sentinel.is_none() || !node.lease_expired() {
+                return Ok(node);
+            }
+            self.retire(&node, "no round confirmed it for the lease");
         }
         self.node_options.suspect.notify_one();
         // One call runs a round (bounded, and not again within 100 ms of the last one); the

@@ -166,18 +166,21 @@ fn majority(
 }
 
 impl Node {
-    fn confirm(&self) {
+    /// A round that started at `at` confirmed this node.
+    fn confirm(&self, at: tokio::time::Instant) {
         *self
             .confirmed
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
     }
 
-    fn confirmed_since(&self) -> Duration {
+    /// Whether no round has confirmed this node for [`LEASE`].
+    pub(super) fn lease_expired(&self) -> bool {
         self.confirmed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .elapsed()
+            > LEASE
     }
 }
 
@@ -254,6 +257,10 @@ fn read_role(
             Some(redis::Value::BulkString(role)) if role.as_slice() == b"master"
         )),
         Ok(Ok(other)) => Err(format!("unexpected ROLE reply {other:?}")),
+        // `ROLE` is in the @dangerous category that ACL users are often denied.
+        Ok(Err(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) => {
+            Err(format!("{e} (the Redis user needs +role)"))
+        }
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer to ROLE within {timeout:?}")),
     }
@@ -275,7 +282,8 @@ impl RedisStore {
         let Some(sentinel) = &self.sentinel else {
             return Ok(());
         };
-        let result = self.one_round(sentinel).await;
+        let started = tokio::time::Instant::now();
+        let result = self.one_round(sentinel, started).await;
         *self
             .last_round
             .lock()
@@ -284,7 +292,7 @@ impl RedisStore {
             // Unconfirmed for too long: this instance may be cut off with an old master.
             let current = self.node.load_full();
             if let Some(node) = current
-                && node.confirmed_since() > LEASE
+                && node.lease_expired()
             {
                 self.retire(&node, "no round confirmed it for the lease");
             }
@@ -292,7 +300,12 @@ impl RedisStore {
         result
     }
 
-    async fn one_round(&self, sentinel: &SentinelOptions) -> Result<(), StoreError> {
+    /// One round; a confirmation counts from `started` (when the Sentinels were asked).
+    async fn one_round(
+        &self,
+        sentinel: &SentinelOptions,
+        started: tokio::time::Instant,
+    ) -> Result<(), StoreError> {
         let options = &self.node_options;
         let asked = futures_util::future::join_all(
             sentinel
@@ -309,7 +322,7 @@ impl RedisStore {
         {
             return match still_master(node.conn(), options.timeout).await {
                 Ok(true) => {
-                    node.confirm();
+                    node.confirm(started);
                     Ok(())
                 }
                 Ok(false) => {
@@ -347,7 +360,7 @@ impl RedisStore {
 
     /// Stops using `node` (if it is still the one in use): no master is known until a round
     /// confirms one.
-    fn retire(&self, node: &Arc<Node>, why: &str) {
+    pub(super) fn retire(&self, node: &Arc<Node>, why: &str) {
         // Its subscriptions end first, then calls stop finding it.
         node.retired.cancel();
         let previous = self.node.compare_and_swap(node, None::<Arc<Node>>);
