@@ -278,6 +278,7 @@ mod tests {
             server_error("MASTERDOWN Link with MASTER is down"),
             server_error("BUSY Redis is busy running a script."),
             server_error("NOPERM this user has no permissions"),
+            server_error("NOSCRIPT No matching script. Please use EVAL."),
             server_error("NOREPLICAS Not enough good replicas to write."),
             server_error(
                 "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
