@@ -55,10 +55,24 @@ impl KeySchema {
             .unwrap_or_else(|| format!("{}audit", self.prefix))
     }
 
-    /// The hash of each audit writer's last appended sequence number (beside the stream: give
-    /// the stream a hash tag, e.g. `gatehouse:{audit}`, and both share a Cluster slot).
+    /// The hash of each audit writer's last appended sequence number, in the stream's Cluster
+    /// slot (the append script touches both): `{stream}:writers`, whose hash tag is the stream
+    /// key itself, or `stream:writers` when the stream key has a hash tag of its own.
     pub fn audit_writers(&self) -> String {
-        format!("{}:writers", self.audit())
+        let audit = self.audit();
+        if has_hash_tag(&audit) {
+            format!("{audit}:writers")
+        } else {
+            format!("{{{audit}}}:writers")
+        }
+    }
+
+    /// Where the writers hash was before it moved into the stream's slot (`stream:writers`),
+    /// read where a writer is not in the new one, so that a spool written before an upgrade is
+    /// not appended twice; `None` when the name did not change.
+    pub fn legacy_audit_writers(&self) -> Option<String> {
+        let audit = self.audit();
+        (!has_hash_tag(&audit)).then(|| format!("{audit}:writers"))
     }
 
     /// A backfill job's record.
@@ -88,6 +102,14 @@ impl KeySchema {
     }
 }
 
+/// Whether Redis Cluster hashes `key` by a tag: a `{` followed later by a `}` with something
+/// between them (the first such pair counts).
+fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +122,17 @@ mod tests {
         assert_eq!(k.settings(), "gatehouse:{enforcement}");
         assert_eq!(k.history(), "gatehouse:{enforcement}:history");
         assert_eq!(k.audit(), "gatehouse:audit");
-        assert_eq!(k.audit_writers(), "gatehouse:audit:writers");
+        assert_eq!(k.audit_writers(), "{gatehouse:audit}:writers");
+        assert_eq!(
+            k.legacy_audit_writers().as_deref(),
+            Some("gatehouse:audit:writers")
+        );
+        let tagged = KeySchema {
+            audit: Some("app:{audit}".into()),
+            ..KeySchema::default()
+        };
+        assert_eq!(tagged.audit_writers(), "app:{audit}:writers");
+        assert_eq!(tagged.legacy_audit_writers(), None);
+        assert!(!has_hash_tag("a{}b") && has_hash_tag("a{b}") && !has_hash_tag("a}{b"));
     }
 }

@@ -472,6 +472,38 @@ async fn audit_appends_are_idempotent_per_writer(backend: Backend) {
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
 }
 
+/// A spool written before the writers hash moved into the stream's slot, replayed after the
+/// upgrade: what the old hash records as appended is not appended again, and the new hash
+/// takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_in_the_writers_hash_of_earlier_versions_is_not_appended_twice() {
+    let Some(mut backend) = Backend::redis() else {
+        return;
+    };
+    let mut admin = backend.redis_server().unwrap().client();
+    let _: () = redis::cmd("HSET")
+        .arg("gatehouse:audit:writers")
+        .arg("w1")
+        .arg(2)
+        .query(&mut admin)
+        .unwrap();
+    let store = store(&backend, None);
+    assert_eq!(
+        store.append_audit("w1", &sequenced(1..=3)).await.unwrap(),
+        1
+    );
+    let recorded: Option<u64> = redis::cmd("HGET")
+        .arg("{gatehouse:audit}:writers")
+        .arg("w1")
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(recorded, Some(3));
+    assert_eq!(
+        store.append_audit("w1", &sequenced(1..=3)).await.unwrap(),
+        0
+    );
+}
+
 /// `before=0-0` (nothing is older) and `after` the largest id (nothing is newer) are empty
 /// pages on both backends; Redis refuses those exclusive bounds, so its adapter must not send
 /// them (it answered 503 `store-unavailable` for `GET /v1/audit?before=0-0`).

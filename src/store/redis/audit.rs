@@ -56,10 +56,13 @@ fn audit_entries(reply: redis::streams::StreamRangeReply) -> Result<Vec<AuditEnt
 impl AuditStore for RedisStore {
     async fn append_audit(&self, writer: &str, events: &[Sequenced]) -> Result<usize, StoreError> {
         let mut invocation = self.append_audit.key(self.keys.audit());
-        invocation
-            .key(self.keys.audit_writers())
-            .arg(self.audit_maxlen)
-            .arg(writer);
+        invocation.key(self.keys.audit_writers());
+        // Standalone and Sentinel only (one server: no slots), where deployments from before the
+        // move exist.
+        if let Some(legacy) = self.keys.legacy_audit_writers() {
+            invocation.key(legacy);
+        }
+        invocation.arg(self.audit_maxlen).arg(writer);
         for sequenced in events {
             let fields = sequenced.event.to_fields();
             invocation.arg(sequenced.seq).arg(fields.len() * 2);

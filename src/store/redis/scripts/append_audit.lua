@@ -1,7 +1,12 @@
 -- Appends a writer's audit events, skipping those already appended. KEYS: stream, writers
--- hash; ARGV: maxlen, writer, then per event: seq, field count n, n field/value strings.
--- Returns how many were appended.
-local last = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+-- hash (same slot), optionally the writers hash of before it moved into the stream's slot
+-- (read when the writer is not in the first); ARGV: maxlen, writer, then per event: seq,
+-- field count n, n field/value strings. Returns how many were appended.
+local last = redis.call('HGET', KEYS[2], ARGV[2])
+if not last and KEYS[3] then
+  last = redis.call('HGET', KEYS[3], ARGV[2])
+end
+last = tonumber(last or '0')
 local written = 0
 local i = 3
 while i <= #ARGV do
