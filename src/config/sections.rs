@@ -30,6 +30,14 @@ const REDIS_ONLY_VARS: [&str; 10] = [
 /// `GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK`; read here, so that a missing or malformed one
 /// joins the other problems) and the Sentinels (`GATEHOUSE_REDIS_SENTINEL*`).
 pub(super) fn redis(src: &mut Source) -> Option<RedisConfig> {
+    // Refused rather than ignored: gatehouse would otherwise run on something else.
+    if src.get("GATEHOUSE_REDIS_CLUSTER").is_some() {
+        src.problems.push(
+            "GATEHOUSE_REDIS_CLUSTER: Redis Cluster is not supported yet (standalone, TLS and \
+             Sentinel are; README, Production Redis)"
+                .into(),
+        );
+    }
     let Some(url) = src.get("REDIS_URL").map(str::to_owned) else {
         for name in REDIS_ONLY_VARS {
             if src.get(name).is_some() {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod census;
+pub mod cluster;
 pub mod nginx;
 pub mod processes;
 pub mod proxies;
