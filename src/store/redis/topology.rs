@@ -107,7 +107,10 @@ impl Node {
             // Every call is bounded by our own timeout (`bounded`, `read_on`): a second timer
             // per call in the manager would only cost (measured: ~0.5 us of CPU per check).
             .set_response_timeout(None)
+            // One reconnection attempt per call, after a short pause (the default 100 ms,
+            // with jitter, made every check during a failover wait ~250 ms for its 503).
             .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
             .set_max_delay(options.timeout);
         let connect = || {
             ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
