@@ -225,10 +225,17 @@ impl Source {
     }
 
     fn flag(&mut self, name: &str) -> bool {
-        self.parse(name, false, |raw| match raw.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err("expected true or false".into()),
+        self.flag_or(name, false)
+    }
+
+    /// A boolean variable, `default` when unset.
+    fn flag_or(&mut self, name: &str, default: bool) -> bool {
+        self.parse(name, default, |raw| {
+            match raw.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err("expected true or false".into()),
+            }
         })
     }
 }

@@ -115,15 +115,7 @@ fn sentinel(src: &mut Source, url: &str) -> Option<SentinelOptions> {
         .map(str::to_owned);
     // The Sentinels name the master: over TLS whenever the master is reached over TLS, unless
     // said otherwise.
-    let tls = src.parse(
-        "GATEHOUSE_REDIS_SENTINEL_TLS",
-        is_tls_url(url),
-        |raw| match raw.to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err("expected true or false".into()),
-        },
-    );
+    let tls = src.flag_or("GATEHOUSE_REDIS_SENTINEL_TLS", is_tls_url(url));
     let username = src
         .get("GATEHOUSE_REDIS_SENTINEL_USERNAME")
         .map(str::to_owned);
