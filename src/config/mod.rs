@@ -58,6 +58,9 @@ pub struct RedisConfig {
     /// (+ `_SENTINEL_TLS`, `_SENTINEL_USERNAME`, `_SENTINEL_PASSWORD`): the master is the one
     /// the Sentinels name; `REDIS_URL` then gives the scheme, credentials and database.
     pub sentinel: Option<crate::store::SentinelOptions>,
+    /// `GATEHOUSE_REDIS_CLUSTER` (`host:port,...`): seed nodes of a Redis Cluster; `REDIS_URL`
+    /// then gives the scheme and credentials.
+    pub cluster: Option<Vec<(String, u16)>>,
     /// `GATEHOUSE_REDIS_MIN_REPLICAS` (default none): replicas that must confirm an ownership
     /// write (`WAIT`, within 4/5 of `GATEHOUSE_REDIS_TIMEOUT`) before it is acknowledged.
     pub min_replicas: Option<u32>,
@@ -75,6 +78,7 @@ impl fmt::Debug for RedisConfig {
             .field("url", &crate::store::redacted_url(&self.url))
             .field("tls", &self.tls)
             .field("sentinel", &self.sentinel)
+            .field("cluster", &self.cluster)
             .field("min_replicas", &self.min_replicas)
             .field("connections", &self.connections)
             .field("timeout", &self.timeout)
@@ -259,6 +263,7 @@ impl Config {
             url: redis.url.clone(),
             tls: redis.tls.clone(),
             sentinel: redis.sentinel.clone(),
+            cluster: redis.cluster.clone(),
             min_replicas: redis.min_replicas,
             connections: redis.connections,
             timeout: redis.timeout,

@@ -12,7 +12,8 @@ use crate::auth::{JwtSettings, JwtVerifier, load_public_keys};
 use crate::store::{ClientCertificate, KeySchema, SentinelOptions, TlsOptions, is_tls_url};
 
 /// The settings that apply to Redis only: refused without `REDIS_URL`.
-const REDIS_ONLY_VARS: [&str; 10] = [
+const REDIS_ONLY_VARS: [&str; 11] = [
+    "GATEHOUSE_REDIS_CLUSTER",
     "GATEHOUSE_REDIS_MIN_REPLICAS",
     "GATEHOUSE_REDIS_CA_FILE",
     "GATEHOUSE_REDIS_CERT_FILE",
@@ -30,14 +31,6 @@ const REDIS_ONLY_VARS: [&str; 10] = [
 /// `GATEHOUSE_REDIS_TLS_SKIP_HOSTNAME_CHECK`; read here, so that a missing or malformed one
 /// joins the other problems) and the Sentinels (`GATEHOUSE_REDIS_SENTINEL*`).
 pub(super) fn redis(src: &mut Source) -> Option<RedisConfig> {
-    // Refused rather than ignored: gatehouse would otherwise run on something else.
-    if src.get("GATEHOUSE_REDIS_CLUSTER").is_some() {
-        src.problems.push(
-            "GATEHOUSE_REDIS_CLUSTER: Redis Cluster is not supported yet (standalone, TLS and \
-             Sentinel are; README, Production Redis)"
-                .into(),
-        );
-    }
     let Some(url) = src.get("REDIS_URL").map(str::to_owned) else {
         for name in REDIS_ONLY_VARS {
             if src.get(name).is_some() {
@@ -64,6 +57,14 @@ pub(super) fn redis(src: &mut Source) -> Option<RedisConfig> {
         src.problems
             .push("GATEHOUSE_REDIS_SENTINELS: REDIS_URL must be redis:// or rediss://".into());
     }
+    let cluster = cluster(src, &url);
+    if cluster.is_some() && sentinel.is_some() {
+        src.problems.push(
+            "GATEHOUSE_REDIS_CLUSTER and GATEHOUSE_REDIS_SENTINELS: choose one (a Cluster fails \
+             over on its own)"
+                .into(),
+        );
+    }
     let min_replicas = src.parse("GATEHOUSE_REDIS_MIN_REPLICAS", None, |raw| {
         raw.parse::<u32>()
             .ok()
@@ -75,6 +76,7 @@ pub(super) fn redis(src: &mut Source) -> Option<RedisConfig> {
         url,
         tls,
         sentinel,
+        cluster,
         min_replicas,
         connections: src.parse("GATEHOUSE_REDIS_CONNECTIONS", 4, |raw| {
             raw.parse::<usize>()
@@ -86,9 +88,9 @@ pub(super) fn redis(src: &mut Source) -> Option<RedisConfig> {
     })
 }
 
-/// `GATEHOUSE_REDIS_SENTINELS` and the rest of the Sentinel settings.
-fn sentinel(src: &mut Source, url: &str) -> Option<SentinelOptions> {
-    let sentinels = src.parse("GATEHOUSE_REDIS_SENTINELS", Vec::new(), |raw| {
+/// A `host:port,...` list (IPv6 hosts in brackets), each entry once.
+fn host_ports(src: &mut Source, name: &str) -> Vec<(String, u16)> {
+    let list: Vec<(String, u16)> = src.parse(name, Vec::new(), |raw| {
         raw.split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -104,12 +106,33 @@ fn sentinel(src: &mut Source, url: &str) -> Option<SentinelOptions> {
     });
     // One Sentinel listed twice would count twice towards a majority.
     let mut seen = std::collections::HashSet::new();
-    if let Some(twice) = sentinels.iter().find(|s| !seen.insert(*s)) {
-        src.problems.push(format!(
-            "GATEHOUSE_REDIS_SENTINELS: {}:{} is listed twice",
-            twice.0, twice.1
-        ));
+    if let Some(twice) = list.iter().find(|s| !seen.insert(*s)) {
+        src.problems
+            .push(format!("{name}: {}:{} is listed twice", twice.0, twice.1));
     }
+    list
+}
+
+/// `GATEHOUSE_REDIS_CLUSTER`: the seed nodes of a Redis Cluster (`REDIS_URL` then gives the
+/// scheme, the credentials and nothing else: a Cluster has one database).
+fn cluster(src: &mut Source, url: &str) -> Option<Vec<(String, u16)>> {
+    src.get("GATEHOUSE_REDIS_CLUSTER")?;
+    let seeds = host_ports(src, "GATEHOUSE_REDIS_CLUSTER");
+    if url.starts_with("unix:") {
+        src.problems
+            .push("GATEHOUSE_REDIS_CLUSTER: REDIS_URL must be redis:// or rediss://".into());
+    }
+    if seeds.is_empty() {
+        src.problems
+            .push("GATEHOUSE_REDIS_CLUSTER: name at least one node (host:port,...)".into());
+        return None;
+    }
+    Some(seeds)
+}
+
+/// `GATEHOUSE_REDIS_SENTINELS` and the rest of the Sentinel settings.
+fn sentinel(src: &mut Source, url: &str) -> Option<SentinelOptions> {
+    let sentinels = host_ports(src, "GATEHOUSE_REDIS_SENTINELS");
     let master = src
         .get("GATEHOUSE_REDIS_SENTINEL_MASTER")
         .map(str::to_owned);

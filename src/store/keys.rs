@@ -102,6 +102,20 @@ impl KeySchema {
     }
 }
 
+impl KeySchema {
+    /// Beside a session's owner key, in its slot (a hash tag of the whole owner key): the
+    /// backfill job that assigned the session (Redis Cluster only, where the job's assigned
+    /// set lives in another slot; see `store::redis::backfill`).
+    pub fn backfill_marker(&self, session_id: &str) -> String {
+        let owner = self.owner(session_id);
+        if has_hash_tag(&owner) {
+            format!("{owner}:backfill")
+        } else {
+            format!("{{{owner}}}:backfill")
+        }
+    }
+}
+
 /// Whether Redis Cluster hashes `key` by a tag: a `{` followed later by a `}` with something
 /// between them (the first such pair counts).
 fn has_hash_tag(key: &str) -> bool {
@@ -123,6 +137,7 @@ mod tests {
         assert_eq!(k.history(), "gatehouse:{enforcement}:history");
         assert_eq!(k.audit(), "gatehouse:audit");
         assert_eq!(k.audit_writers(), "{gatehouse:audit}:writers");
+        assert_eq!(k.backfill_marker("s1"), "{chat_session_owner:s1}:backfill");
         assert_eq!(
             k.legacy_audit_writers().as_deref(),
             Some("gatehouse:audit:writers")

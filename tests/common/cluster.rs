@@ -16,9 +16,58 @@ impl RedisCluster {
     /// `primaries` primaries with `replicas` replicas each, the cluster's state `ok` on every
     /// node; `None` to skip where `redis-server` cannot start.
     pub fn start(primaries: usize, replicas: usize) -> Option<Self> {
+        Self::start_nodes(primaries, replicas, RedisServer::start_with)
+    }
+
+    /// The cluster of this test binary (3 primaries with a replica each), started by the first
+    /// test that asks, on a thread of its own that lives as long as the process (its nodes die
+    /// with that thread: statics are never dropped). Tests share it with key prefixes of their
+    /// own ([`Self::isolated_env`]).
+    pub fn shared() -> Option<&'static Self> {
+        static SHARED: std::sync::OnceLock<Option<RedisCluster>> = std::sync::OnceLock::new();
+        SHARED
+            .get_or_init(|| {
+                let (started, cluster) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let cluster = Self::start_nodes(3, 1, RedisServer::start_tied_to_thread);
+                    let _ = started.send(cluster);
+                    loop {
+                        std::thread::park();
+                    }
+                });
+                cluster.recv().ok().flatten()
+            })
+            .as_ref()
+    }
+
+    /// The settings of an instance on this cluster with key names no other test uses.
+    pub fn isolated_env(&self) -> Vec<(String, String)> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let seeds: Vec<String> = self.nodes[..3].iter().map(RedisServer::addr).collect();
+        vec![
+            ("REDIS_URL".into(), "redis://cluster".into()),
+            ("GATEHOUSE_REDIS_CLUSTER".into(), seeds.join(",")),
+            ("GATEHOUSE_KEY_PREFIX".into(), format!("t{n}:gatehouse:")),
+            (
+                "GATEHOUSE_OWNER_KEY_PREFIX".into(),
+                format!("t{n}:chat_session_owner:"),
+            ),
+            (
+                "GATEHOUSE_USER_SESSIONS_KEY_PREFIX".into(),
+                format!("t{n}:user_chat_sessions:"),
+            ),
+        ]
+    }
+
+    fn start_nodes(
+        primaries: usize,
+        replicas: usize,
+        start: fn(Vec<String>) -> Option<RedisServer>,
+    ) -> Option<Self> {
         let mut nodes = Vec::new();
         for _ in 0..primaries * (1 + replicas) {
-            nodes.push(RedisServer::start_with(vec![
+            nodes.push(start(vec![
                 "--cluster-enabled".into(),
                 "yes".into(),
                 "--cluster-config-file".into(),

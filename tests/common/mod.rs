@@ -61,6 +61,14 @@ pub enum Backend {
     RedisTls(tls::TlsRedis),
     /// A master found through Sentinels (`GATEHOUSE_REDIS_SENTINELS`).
     Sentinel(sentinel::SentinelSet),
+    /// The test binary's Redis Cluster (`GATEHOUSE_REDIS_CLUSTER`), with key names of this
+    /// test's own.
+    Cluster {
+        /// The shared cluster.
+        cluster: &'static cluster::RedisCluster,
+        /// The instance settings: seeds and key prefixes.
+        env: Vec<(String, String)>,
+    },
 }
 
 impl Backend {
@@ -85,13 +93,20 @@ impl Backend {
         sentinel::SentinelSet::start(0, 1).map(Backend::Sentinel)
     }
 
+    /// The shared 3-primary cluster, with key prefixes of this test's own, or `None` to skip.
+    pub fn cluster() -> Option<Self> {
+        let cluster = cluster::RedisCluster::shared()?;
+        let env = cluster.isolated_env();
+        Some(Backend::Cluster { cluster, env })
+    }
+
     /// The Redis server, for tests that inspect or stop it.
     pub fn redis_server(&mut self) -> Option<&mut RedisServer> {
         match self {
             Backend::Redis(r) => Some(r),
             Backend::RedisTls(t) => Some(&mut t.server),
             Backend::Sentinel(s) => s.servers.first_mut(),
-            Backend::Memory => None,
+            Backend::Memory | Backend::Cluster { .. } => None,
         }
     }
 
@@ -107,6 +122,7 @@ impl Backend {
                 ),
             ],
             Backend::Sentinel(s) => s.env(),
+            Backend::Cluster { env, .. } => env.clone(),
         }
     }
 }
@@ -140,11 +156,11 @@ macro_rules! both_backends {
 }
 
 /// The store contract on every store gatehouse runs on: memory, Redis, Redis over TLS, Redis
-/// found through Sentinel.
+/// found through Sentinel, Redis Cluster.
 #[macro_export]
 macro_rules! every_store {
     ($($name:ident),+ $(,)?) => {
-        $crate::tests_on!([memory, redis, redis_tls, sentinel]; $($name),+);
+        $crate::tests_on!([memory, redis, redis_tls, sentinel, cluster]; $($name),+);
     };
 }
 

@@ -24,6 +24,9 @@ pub struct RedisServer {
     aof: bool,
     /// More arguments (TLS ports and files), given again at every restart.
     extra: Vec<String>,
+    /// Killed by the kernel when the thread that started it ends (servers shared by a whole
+    /// test binary live in statics, which are never dropped).
+    die_with_thread: bool,
 }
 
 /// Lets local connections use `DEBUG` (tests freeze Redis with `DEBUG SLEEP`): Redis 7
@@ -61,7 +64,11 @@ impl RedisServer {
     /// [`Self::start`] with more `redis-server` arguments; `{dir}` in one is replaced by the
     /// server's data directory (for files the arguments name).
     pub fn start_with(extra: Vec<String>) -> Option<Self> {
-        match Self::launch(true, extra) {
+        Self::start_or_skip(Self::launch(true, extra, false))
+    }
+
+    fn start_or_skip(launched: Result<Self, String>) -> Option<Self> {
+        match launched {
             Ok(server) => Some(server),
             Err(e) if std::env::var_os("CI").is_some() => panic!(
                 "CI is set and redis-server cannot be started ({e}): install it (apt-get install redis-server)"
@@ -78,13 +85,13 @@ impl RedisServer {
     /// Starts one without persistence (no AOF, no snapshots), as the benchmarks run it; panics
     /// when it cannot.
     pub fn start_volatile() -> Self {
-        Self::launch(false, Vec::new()).unwrap_or_else(|e| {
+        Self::launch(false, Vec::new(), false).unwrap_or_else(|e| {
             panic!("redis-server cannot be started ({e}): apt-get install redis-server")
         })
     }
 
     /// Tries three free ports.
-    fn launch(aof: bool, extra: Vec<String>) -> Result<Self, String> {
+    fn launch(aof: bool, extra: Vec<String>, die_with_thread: bool) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut server = Self {
             port: 0,
@@ -92,6 +99,7 @@ impl RedisServer {
             child: None,
             aof,
             extra,
+            die_with_thread,
         };
         let mut last = String::new();
         for _ in 0..3 {
@@ -107,8 +115,25 @@ impl RedisServer {
         Err(last)
     }
 
+    /// [`Self::start_with`], the server killed by the kernel when the calling thread ends
+    /// (`PR_SET_PDEATHSIG`): for servers kept in a static.
+    pub fn start_tied_to_thread(extra: Vec<String>) -> Option<Self> {
+        Self::start_or_skip(Self::launch(true, extra, true))
+    }
+
     fn spawn(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if self.die_with_thread {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe, and nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(debug_command_args())
             .args(["--save", ""])

@@ -40,11 +40,8 @@ fn store(backend: &Backend, owner_ttl: Option<Duration>) -> Arc<dyn Store> {
             tls: ca_only(),
             ..RedisOptions::new(redis.url())
         },
-        Backend::Sentinel(set) => {
-            let config =
-                gatehouse::config::Config::from_vars(set.env()).expect("a valid configuration");
-            config.redis_options().expect("Redis options")
-        }
+        Backend::Sentinel(set) => from_env(set.env()),
+        Backend::Cluster { env, .. } => from_env(env.clone()),
     };
     Arc::new(
         RedisStore::connect(&RedisOptions {
@@ -55,6 +52,12 @@ fn store(backend: &Backend, owner_ttl: Option<Duration>) -> Arc<dyn Store> {
         })
         .expect("connects lazily"),
     )
+}
+
+/// The Redis options the configuration `vars` gives.
+fn from_env(vars: Vec<(String, String)>) -> RedisOptions {
+    let config = gatehouse::config::Config::from_vars(vars).expect("a valid configuration");
+    config.redis_options().expect("Redis options")
 }
 
 /// TLS settings trusting the test CA.

@@ -58,8 +58,9 @@ impl AuditStore for RedisStore {
         let mut invocation = self.append_audit.key(self.keys.audit());
         invocation.key(self.keys.audit_writers());
         // Standalone and Sentinel only (one server: no slots), where deployments from before the
-        // move exist.
-        if let Some(legacy) = self.keys.legacy_audit_writers() {
+        // move exist; a Cluster deployment is new (it was refused before), and the legacy key
+        // lives in another slot.
+        if let Some(legacy) = self.keys.legacy_audit_writers().filter(|_| !self.cluster) {
             invocation.key(legacy);
         }
         invocation.arg(self.audit_maxlen).arg(writer);

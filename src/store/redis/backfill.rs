@@ -1,5 +1,12 @@
 //! The backfill port on Redis: assignment and rollback scripts that keep each job's assigned
 //! set, and the job records.
+//!
+//! On one server a batch is one script. On a Cluster each session's owner key lives in its
+//! own slot, so a batch is one script per session (sent together), then the job's assigned
+//! set, the owner's index and the announcement. Beside each owner key it assigns, the script
+//! leaves a marker naming the job (same slot), so that a batch sent again after a failure
+//! part-way counts and records exactly the sessions this job assigned: the rollback then
+//! releases exactly those, as on one server.
 
 use async_trait::async_trait;
 use redis::Value;
@@ -12,6 +19,9 @@ use crate::store::{BackfillStore, Released, StoreError};
 #[async_trait]
 impl BackfillStore for RedisStore {
     async fn assign(&self, job: &str, owner: &str, sessions: &[String]) -> Result<u64, StoreError> {
+        if self.cluster {
+            return self.assign_per_session(job, owner, sessions).await;
+        }
         let mut invocation = self.backfill_assign.key(self.keys.backfill_assigned(job));
         invocation
             .arg(owner)
@@ -29,6 +39,9 @@ impl BackfillStore for RedisStore {
         owner: &str,
         sessions: &[String],
     ) -> Result<Released, StoreError> {
+        if self.cluster {
+            return self.release_per_session(job, owner, sessions).await;
+        }
         let mut invocation = self.backfill_release.key(self.keys.backfill_assigned(job));
         invocation
             .arg(owner)
@@ -91,5 +104,129 @@ impl BackfillStore for RedisStore {
                     .map_err(|e| StoreError::Corrupt(format!("backfill job {id}: {e}")))
             })
             .transpose()
+    }
+}
+
+impl RedisStore {
+    /// [`BackfillStore::assign`] on a Cluster (see the module docs).
+    async fn assign_per_session(
+        &self,
+        job: &str,
+        owner: &str,
+        sessions: &[String],
+    ) -> Result<u64, StoreError> {
+        let ttl = self.ttl_millis();
+        let outcomes = futures_util::future::join_all(sessions.iter().map(|id| async move {
+            let mut invocation = self.backfill_assign_one.key(self.keys.owner(id));
+            invocation
+                .key(self.keys.backfill_marker(id))
+                .arg(owner)
+                .arg(ttl)
+                .arg(job);
+            self.write_owners::<u8>(&invocation).await
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<u8>, _>>()?;
+        let ours: Vec<&String> = sessions
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| **outcome > 0)
+            .map(|(id, _)| id)
+            .collect();
+        if ours.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn().await?;
+        // Counted by the job's set: a session assigned by an earlier try of this batch is
+        // counted once.
+        let recorded: u64 = self
+            .write(
+                redis::cmd("SADD")
+                    .arg(self.keys.backfill_assigned(job))
+                    .arg(&ours)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        self.index_many(owner, &ours, "SADD").await;
+        // Also those of an earlier try: that try may have failed before announcing them.
+        self.announce(&ours).await?;
+        Ok(recorded)
+    }
+
+    /// [`BackfillStore::release_assigned`] on a Cluster.
+    async fn release_per_session(
+        &self,
+        job: &str,
+        owner: &str,
+        sessions: &[String],
+    ) -> Result<Released, StoreError> {
+        let outcomes = futures_util::future::join_all(sessions.iter().map(|id| async move {
+            let mut invocation = self.backfill_release_one.key(self.keys.owner(id));
+            invocation.key(self.keys.backfill_marker(id)).arg(owner);
+            self.write_owners::<u8>(&invocation).await
+        }))
+        .await
+        .into_iter()
+        .collect::<Result<Vec<u8>, _>>()?;
+        let (released, kept): (Vec<_>, Vec<_>) = sessions
+            .iter()
+            .zip(&outcomes)
+            .partition(|(_, outcome)| **outcome == 1);
+        let released: Vec<&String> = released.into_iter().map(|(id, _)| id).collect();
+        let kept: Vec<String> = kept.into_iter().map(|(id, _)| id.clone()).collect();
+        self.index_many(owner, &released, "SREM").await;
+        if !sessions.is_empty() {
+            let mut conn = self.conn().await?;
+            self.write(
+                redis::cmd("SREM")
+                    .arg(self.keys.backfill_assigned(job))
+                    .arg(sessions)
+                    .query_async::<()>(&mut conn),
+            )
+            .await?;
+        }
+        // The whole batch: a session released by an earlier try counts as kept now, and that
+        // try may have failed before announcing it.
+        self.announce(&sessions.iter().collect::<Vec<_>>()).await?;
+        Ok(Released {
+            released: released.len() as u64,
+            kept,
+        })
+    }
+
+    /// `SADD`/`SREM` of `sessions` in `owner`'s index; a failure leaves them for the repair
+    /// (see [`super::index`]).
+    async fn index_many(&self, owner: &str, sessions: &[&String], verb: &str) {
+        if sessions.is_empty() {
+            return;
+        }
+        let cmd = redis::cmd(verb)
+            .arg(self.keys.user_sessions(owner))
+            .arg(sessions)
+            .clone();
+        let written = match self.conn().await {
+            Ok(mut conn) => self.write(cmd.query_async::<()>(&mut conn)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::warn!(owner, error = %e, "user index not updated yet; repaired when Redis answers");
+            self.leave_for_repair(sessions.iter().map(|id| id.as_str()));
+        }
+    }
+
+    /// Announces `sessions` on the owner-change channel (the owner caches drop them). A
+    /// failure fails the batch: it is sent again, and announced then.
+    async fn announce(&self, sessions: &[&String]) -> Result<(), StoreError> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = sessions.iter().map(|id| id.as_str()).collect();
+        let cmd = redis::cmd("PUBLISH")
+            .arg(self.keys.owners_channel())
+            .arg(ids.join("\n"))
+            .clone();
+        let mut conn = self.conn().await?;
+        self.write(cmd.query_async::<()>(&mut conn)).await
     }
 }

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{ErrorKind, ServerErrorKind};
 
+use super::conn::Conn;
 use super::{RedisStore, topology};
 use crate::store::StoreError;
 
@@ -33,7 +33,7 @@ impl RedisStore {
     /// [`read_on`] the next connection.
     pub(super) async fn read<T, Fut>(
         &self,
-        call: impl Fn(ConnectionManager) -> Fut,
+        call: impl Fn(Conn) -> Fut,
     ) -> Result<T, StoreError>
     where
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -44,8 +44,8 @@ impl RedisStore {
     /// [`read_on`] `conn`, with what fails told to the topology watch.
     pub(super) async fn read_on<T, Fut>(
         &self,
-        conn: ConnectionManager,
-        call: impl Fn(ConnectionManager) -> Fut,
+        conn: Conn,
+        call: impl Fn(Conn) -> Fut,
     ) -> Result<T, StoreError>
     where
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -71,7 +71,7 @@ impl RedisStore {
     }
 
     /// Tells the topology watch that the server may be gone (a timeout, a refusal...).
-    fn suspect(&self) {
+    pub(super) fn suspect(&self) {
         if self.sentinel.is_some() {
             self.node_options.suspect.notify_one();
         }
@@ -187,8 +187,8 @@ async fn bounded<T>(
 /// to repeat). A timeout is not retried: it already took the whole budget.
 pub(super) async fn read_on<T, Fut>(
     timeout: Duration,
-    conn: ConnectionManager,
-    call: impl Fn(ConnectionManager) -> Fut,
+    conn: Conn,
+    call: impl Fn(Conn) -> Fut,
     timed_out_hook: impl Fn(),
 ) -> Result<T, StoreError>
 where

@@ -86,6 +86,11 @@ pub fn client_at(
     port: u16,
     tls: &TlsOptions,
 ) -> Result<redis::Client, String> {
+    client_for(info_at(url, host, port)?, tls)
+}
+
+/// `url` pointed at `host:port` (its scheme, credentials and database kept).
+fn info_at(url: &str, host: &str, port: u16) -> Result<ConnectionInfo, String> {
     let info = parse(url)?;
     let addr = match info.addr() {
         ConnectionAddr::Tcp(..) => ConnectionAddr::Tcp(host.to_owned(), port),
@@ -95,9 +100,50 @@ pub fn client_at(
             insecure: *insecure,
             tls_params: None,
         },
-        _ => return Err("a Sentinel deployment needs a redis:// or rediss:// URL".into()),
+        _ => return Err("Sentinel and Cluster need a redis:// or rediss:// URL".into()),
     };
-    client_for(info.set_addr(addr), tls)
+    Ok(info.set_addr(addr))
+}
+
+/// The client of a Redis Cluster reached through `seeds`, with the scheme and credentials of
+/// `url` (its host is not used) and `tls`: the same refusals as [`client`].
+pub fn cluster_client(
+    url: &str,
+    seeds: &[(String, u16)],
+    tls: &TlsOptions,
+    timeout: std::time::Duration,
+) -> Result<redis::cluster::ClusterClient, String> {
+    // Checks the URL and the TLS material as for one server (same errors).
+    client(url, tls)?;
+    let nodes = seeds
+        .iter()
+        .map(|(host, port)| info_at(url, host, *port))
+        .collect::<Result<Vec<_>, _>>()?;
+    let secure = is_tls_url(url);
+    let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+        .connection_timeout(timeout)
+        // Our own timeout bounds every call; a redirect (MOVED, ASK during a reshard) is
+        // followed at once, a refused node retried briefly.
+        .retries(3)
+        .min_retry_wait(5)
+        .max_retry_wait(50);
+    if secure {
+        builder = builder.certs(certificates(tls));
+        if tls.skip_hostname_check {
+            builder = builder.danger_accept_invalid_hostnames(true);
+        }
+    }
+    builder.build().map_err(|e| format!("cluster settings: {e}"))
+}
+
+fn certificates(tls: &TlsOptions) -> TlsCertificates {
+    TlsCertificates {
+        client_tls: tls.client.as_ref().map(|c| redis::ClientTlsConfig {
+            client_cert: c.cert.clone(),
+            client_key: c.key.clone(),
+        }),
+        root_cert: tls.ca.clone(),
+    }
 }
 
 /// The client for a Sentinel at `host:port`: TLS (with `tls`) when `secure`, and the
@@ -156,14 +202,7 @@ fn client_for(info: ConnectionInfo, tls: &TlsOptions) -> Result<redis::Client, S
     }
     // The process's TLS crypto: ring (an error only says one is installed already).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let certificates = TlsCertificates {
-        client_tls: tls.client.as_ref().map(|c| redis::ClientTlsConfig {
-            client_cert: c.cert.clone(),
-            client_key: c.key.clone(),
-        }),
-        root_cert: tls.ca.clone(),
-    };
-    let client = redis::Client::build_with_tls(info, certificates)
+    let client = redis::Client::build_with_tls(info, certificates(tls))
         .map_err(|e| format!("TLS settings: {e}"))?;
     if !tls.skip_hostname_check {
         return Ok(client);

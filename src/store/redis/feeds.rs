@@ -17,12 +17,26 @@ impl RedisStore {
         read: fn(String) -> Option<T>,
     ) -> Result<futures_util::stream::BoxStream<'static, T>, StoreError> {
         let node = self.node().await?;
-        let subscribe = async {
-            let mut pubsub = node.client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok(pubsub)
+        // A Cluster delivers every message on every node: the first seed that answers.
+        let mut failed = None;
+        let mut subscribed = None;
+        for client in &node.subscribers {
+            let subscribe = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok(pubsub)
+            };
+            match self.bounded(subscribe).await {
+                Ok(pubsub) => {
+                    subscribed = Some(pubsub);
+                    break;
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        let Some(pubsub) = subscribed else {
+            return Err(failed.unwrap_or_else(|| StoreError::Unavailable("nowhere to subscribe".into())));
         };
-        let pubsub = self.bounded(subscribe).await?;
         // Ends when the node is replaced (the master moved): the watcher subscribes again.
         let retired = node.retired.clone().cancelled_owned();
         Ok(pubsub

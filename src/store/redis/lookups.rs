@@ -21,10 +21,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, oneshot};
 
 use super::calls::read_on;
+use super::cluster::{self, SlotMap};
+use super::conn::Conn;
 use crate::store::StoreError;
 
 /// The coalescing front of the lookup connection.
@@ -33,7 +34,9 @@ pub(super) struct Lookups {
 }
 
 struct Shared {
-    conn: ConnectionManager,
+    conn: Conn,
+    /// A Cluster's slot table: a batch then goes as one pipeline per primary.
+    slots: Option<Arc<SlotMap>>,
     timeout: Duration,
     /// Told when a batch fails (the topology watch then looks for a moved master).
     suspect: Arc<Notify>,
@@ -55,11 +58,18 @@ struct Waiter {
 }
 
 impl Lookups {
-    /// Lookups over `conn`, each batch bounded by `timeout`; failed batches told to `suspect`.
-    pub(super) fn new(conn: ConnectionManager, timeout: Duration, suspect: Arc<Notify>) -> Self {
+    /// Lookups over `conn` (of a Cluster with `slots`), each batch bounded by `timeout`;
+    /// failed batches told to `suspect`.
+    pub(super) fn new(
+        conn: Conn,
+        slots: Option<Arc<SlotMap>>,
+        timeout: Duration,
+        suspect: Arc<Notify>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 conn,
+                slots,
                 timeout,
                 suspect,
                 queue: Mutex::default(),
@@ -68,7 +78,7 @@ impl Lookups {
     }
 
     /// The connection lookups go through.
-    pub(super) fn connection(&self) -> ConnectionManager {
+    pub(super) fn connection(&self) -> Conn {
         self.shared.conn.clone()
     }
 
@@ -113,21 +123,8 @@ impl Shared {
             if batch.is_empty() {
                 continue;
             }
-            let mut pipe = redis::pipe();
-            // Each reply on its own: a key that cannot be read (a wrong type) fails its own
-            // lookup, never the others in its batch.
-            pipe.ignore_errors();
-            for waiter in &batch {
-                pipe.get(&waiter.key);
-            }
-            let pipe = &pipe;
-            let owners: Result<Vec<redis::RedisResult<Option<String>>>, StoreError> = read_on(
-                self.timeout,
-                self.conn.clone(),
-                |mut conn| async move { pipe.query_async(&mut conn).await },
-                || {},
-            )
-            .await;
+            let keys: Vec<&str> = batch.iter().map(|waiter| waiter.key.as_str()).collect();
+            let owners = get_all(self.timeout, &self.conn, self.slots.as_deref(), &keys).await;
             match owners {
                 Ok(owners) if owners.len() == batch.len() => {
                     for (waiter, owner) in batch.into_iter().zip(owners) {
@@ -152,6 +149,37 @@ impl Shared {
             }
         }
     }
+}
+
+/// `GET` of every key, each reply on its own (a key that cannot be read, a wrong type, fails
+/// its own lookup, never the others): one pipeline on a server, one per primary on a Cluster;
+/// one bounded [`read_on`] either way.
+pub(super) async fn get_all(
+    timeout: Duration,
+    conn: &Conn,
+    slots: Option<&SlotMap>,
+    keys: &[&str],
+) -> Result<Vec<redis::RedisResult<Option<String>>>, StoreError> {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for key in keys {
+        pipe.get(*key);
+    }
+    let pipe = &pipe;
+    read_on(
+        timeout,
+        conn.clone(),
+        |mut conn| async move {
+            match (&conn, slots) {
+                (Conn::Cluster(cluster), Some(slots)) => {
+                    cluster::get_many(cluster, slots, keys).await
+                }
+                _ => pipe.query_async(&mut conn).await,
+            }
+        },
+        || {},
+    )
+    .await
 }
 
 /// Lets the next lookup start a flusher if this one panicked (its waiters see their channel

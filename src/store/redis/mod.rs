@@ -20,8 +20,11 @@
 mod audit;
 mod backfill;
 mod calls;
+mod cluster;
+mod conn;
 mod connect;
 mod feeds;
+mod index;
 mod lookups;
 mod migrations;
 mod ownership;
@@ -34,9 +37,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use redis::Script;
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 
+use self::conn::Conn;
 use self::topology::{Node, NodeOptions};
 use super::{KeySchema, StoreError};
 
@@ -57,6 +60,9 @@ pub struct RedisOptions {
     /// Sentinels to ask for the master; `url` then gives only the scheme, the credentials and
     /// the database (its host is not used).
     pub sentinel: Option<SentinelOptions>,
+    /// Seed nodes (`host:port`) of a Redis Cluster; `url` then gives only the scheme and the
+    /// credentials.
+    pub cluster: Option<Vec<(String, u16)>>,
     /// Number of multiplexed connections used round-robin (owner lookups get one more).
     pub connections: usize,
     /// Bound on every store call (connect included).
@@ -79,6 +85,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("url", &connect::redacted(&self.url))
             .field("tls", &self.tls)
             .field("sentinel", &self.sentinel)
+            .field("cluster", &self.cluster)
             .field("connections", &self.connections)
             .field("timeout", &self.timeout)
             .field("owner_ttl", &self.owner_ttl)
@@ -97,6 +104,7 @@ impl RedisOptions {
             url: url.into(),
             tls: TlsOptions::default(),
             sentinel: None,
+            cluster: None,
             connections: 4,
             timeout: Duration::from_millis(500),
             owner_ttl: None,
@@ -113,6 +121,12 @@ pub struct RedisStore {
     node: ArcSwapOption<Node>,
     node_options: NodeOptions,
     sentinel: Option<SentinelOptions>,
+    /// A Redis Cluster: the owner key and the user index live in different slots (see
+    /// [`index`]).
+    cluster: bool,
+    /// Sessions whose user index could not be updated after their owner key changed
+    /// (Cluster only): the cluster watch repairs them ([`index`]).
+    unindexed: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Held while the Sentinels are asked (one round at a time).
     finding: tokio::sync::Mutex<()>,
     /// When the last round of questions ended.
@@ -130,6 +144,8 @@ pub struct RedisStore {
     append_audit: Script,
     backfill_assign: Script,
     backfill_release: Script,
+    backfill_assign_one: Script,
+    backfill_release_one: Script,
     audit_maxlen: usize,
 }
 
@@ -145,9 +161,10 @@ impl RedisStore {
             suspect: Arc::new(Notify::new()),
         };
         // With Sentinel the master is found by `follow_master` (the topology watch).
-        let node = match &options.sentinel {
-            Some(_) => None,
-            None => {
+        let node = match (&options.sentinel, &options.cluster) {
+            (Some(_), _) => None,
+            (None, Some(seeds)) => Some(Arc::new(cluster_node(options, seeds, &node_options)?)),
+            (None, None) => {
                 let client =
                     connect::client(&options.url, &options.tls).map_err(StoreError::Unavailable)?;
                 let name = connect::redacted(&options.url);
@@ -158,6 +175,8 @@ impl RedisStore {
             node: ArcSwapOption::new(node),
             node_options,
             sentinel: options.sentinel.clone(),
+            cluster: options.cluster.is_some() && options.sentinel.is_none(),
+            unindexed: std::sync::Mutex::default(),
             finding: tokio::sync::Mutex::new(()),
             last_round: std::sync::Mutex::new(None),
             plain: !is_tls_url(&options.url) && !options.url.starts_with("unix:"),
@@ -172,6 +191,8 @@ impl RedisStore {
             append_audit: Script::new(include_str!("scripts/append_audit.lua")),
             backfill_assign: Script::new(include_str!("scripts/backfill_assign.lua")),
             backfill_release: Script::new(include_str!("scripts/backfill_release.lua")),
+            backfill_assign_one: Script::new(include_str!("scripts/backfill_assign_one.lua")),
+            backfill_release_one: Script::new(include_str!("scripts/backfill_release_one.lua")),
             audit_maxlen: options.audit_maxlen.max(1),
         })
     }
@@ -205,7 +226,25 @@ impl RedisStore {
         })
     }
 
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+    async fn conn(&self) -> Result<Conn, StoreError> {
         Ok(self.node().await?.conn())
     }
+}
+
+/// The node of a Cluster reached through `seeds`.
+fn cluster_node(
+    options: &RedisOptions,
+    seeds: &[(String, u16)],
+    node_options: &NodeOptions,
+) -> Result<Node, StoreError> {
+    let client = connect::cluster_client(&options.url, seeds, &options.tls, options.timeout)
+        .map_err(StoreError::Unavailable)?;
+    let subscribers = seeds
+        .iter()
+        .map(|(host, port)| connect::client_at(&options.url, host, *port, &options.tls))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StoreError::Unavailable)?;
+    let names: Vec<String> = seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+    let addr = format!("cluster {}", names.join(","));
+    Ok(Node::cluster(addr, &client, subscribers, node_options))
 }

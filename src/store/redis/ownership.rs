@@ -2,19 +2,20 @@
 //! [`super::lookups`]), and claim, transfer and release, each one Lua script that moves the
 //! owner key and the user index together and announces the change.
 //!
-//! Claim, transfer and release move the owner key and the user index in one script, so that
-//! no interleaving of writes from several instances (and no timeout between two round trips)
-//! can leave an index entry without its owner key or the other way round. The new owner's
-//! index key is declared in KEYS; the previous owner's is only known inside the script, so it
-//! is computed there from the index prefix (ARGV). That is fine on standalone Redis and
-//! Sentinel, where every key lives on the one primary, but not in Cluster: there (issue 16)
-//! the owner key and the index sets live in different slots, and the index has to follow the
-//! owner key instead (and be repaired from it).
+//! On one server (standalone or Sentinel), claim, transfer and release move the owner key and
+//! the user index in one script, so that no interleaving of writes from several instances
+//! (and no timeout between two round trips) can leave an index entry without its owner key or
+//! the other way round. The new owner's index key is declared in KEYS; the previous owner's is
+//! only known inside the script, so it is computed there from the index prefix (ARGV).
+//!
+//! On a Cluster the owner key (its legacy name, one slot) and the index sets (other slots)
+//! cannot change together: the script changes the owner key alone, and the index follows it
+//! ([`super::index`]).
 
 use async_trait::async_trait;
 
 use super::RedisStore;
-use super::lookups::unreadable;
+use super::lookups::{get_all, unreadable};
 use crate::session_id::SessionId;
 use crate::store::{ClaimOutcome, Expected, OwnerChange, OwnershipStore, SessionPage, StoreError};
 
@@ -43,20 +44,25 @@ impl OwnershipStore for RedisStore {
         if sessions.is_empty() {
             return Ok(Vec::new());
         }
-        // One GET per key in a pipeline rather than MGET: keys of different sessions may live
-        // in different Cluster slots.
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for session in sessions {
-            pipe.get(self.keys.owner(session.as_str()));
+        // One GET per key rather than MGET: keys of different sessions live in different
+        // Cluster slots.
+        let keys: Vec<String> = sessions
+            .iter()
+            .map(|session| self.keys.owner(session.as_str()))
+            .collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let node = self.node().await?;
+        let replies = get_all(
+            self.timeout,
+            &node.lookups.connection(),
+            node.slots.as_deref(),
+            &keys,
+        )
+        .await;
+        if replies.is_err() {
+            self.suspect();
         }
-        let pipe = &pipe;
-        let lookups = self.node().await?.lookups.connection();
-        let replies: Vec<redis::RedisResult<Option<String>>> = self
-            .read_on(lookups, |mut conn| async move {
-                pipe.query_async(&mut conn).await
-            })
-            .await?;
+        let replies = replies?;
         // An error reply (a key of the wrong type) is that key's problem: `Corrupt`, which
         // callers may answer key by key ([`crate::gatekeeper::Gatekeeper::check_many`]).
         sessions
@@ -70,13 +76,18 @@ impl OwnershipStore for RedisStore {
 
     async fn claim(&self, session: &SessionId, user: &str) -> Result<ClaimOutcome, StoreError> {
         let mut invocation = self.claim.key(self.keys.owner(session.as_str()));
+        if !self.cluster {
+            invocation.key(self.keys.user_sessions(user));
+        }
         invocation
-            .key(self.keys.user_sessions(user))
             .arg(user)
             .arg(self.ttl_millis())
             .arg(self.keys.owners_channel())
             .arg(session.as_str());
         let (claimed, current): (i64, Option<String>) = self.write_owners(&invocation).await?;
+        if self.cluster && (claimed == 1 || current.as_deref() == Some(user)) {
+            self.follow_index(session.as_str(), Some(user), None).await;
+        }
         Ok(match current {
             _ if claimed == 1 => ClaimOutcome::Claimed,
             Some(owner) if owner == user => ClaimOutcome::AlreadyOwned,
@@ -94,8 +105,10 @@ impl OwnershipStore for RedisStore {
     ) -> Result<OwnerChange, StoreError> {
         let (check, expected_owner) = expected_args(expected);
         let mut invocation = self.set_owner.key(self.keys.owner(session.as_str()));
+        if !self.cluster {
+            invocation.key(self.keys.user_sessions(owner));
+        }
         invocation
-            .key(self.keys.user_sessions(owner))
             .arg(owner)
             .arg(check)
             .arg(expected_owner)
@@ -103,7 +116,12 @@ impl OwnershipStore for RedisStore {
             .arg(self.keys.owners_channel())
             .arg(session.as_str())
             .arg(&self.keys.user_sessions_prefix);
-        Ok(owner_change(self.write_owners(&invocation).await?))
+        let change = owner_change(self.write_owners(&invocation).await?);
+        if let (true, OwnerChange::Done { previous }) = (self.cluster, &change) {
+            self.follow_index(session.as_str(), Some(owner), previous.as_deref())
+                .await;
+        }
+        Ok(change)
     }
 
     async fn release(
@@ -118,8 +136,13 @@ impl OwnershipStore for RedisStore {
             .arg(expected_owner)
             .arg(self.keys.owners_channel())
             .arg(session.as_str())
-            .arg(&self.keys.user_sessions_prefix);
-        Ok(owner_change(self.write_owners(&invocation).await?))
+            .arg(self.index_prefix_in_scripts());
+        let change = owner_change(self.write_owners(&invocation).await?);
+        if let (true, OwnerChange::Done { previous }) = (self.cluster, &change) {
+            self.follow_index(session.as_str(), None, previous.as_deref())
+                .await;
+        }
+        Ok(change)
     }
 
     async fn user_sessions(

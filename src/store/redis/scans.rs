@@ -1,9 +1,15 @@
 //! The `SCAN`s: a user's index set page by page (`SSCAN`), and the owner keys (`SCAN MATCH`,
-//! never `KEYS`), for the rollout report and the backfill's verification.
+//! never `KEYS`), for the rollout report and the backfill's verification. On a Cluster a
+//! `SCAN` walks every primary in turn (the cursor says which, see [`RedisStore::scan_keys`]),
+//! and a page of a user's index keeps only the sessions the owner keys give them
+//! ([`super::index`]).
 
 use redis::Value;
 
 use super::RedisStore;
+use super::cluster;
+use super::conn::Conn;
+use super::lookups::get_all;
 use crate::session_id::SessionId;
 use crate::store::{SessionPage, StoreError};
 
@@ -68,11 +74,14 @@ impl RedisStore {
             let (next, mut batch) = scan_reply(reply)?;
             batch.sort_unstable();
             batch.dedup();
-            let rest: Vec<String> = batch
+            let mut rest: Vec<String> = batch
                 .into_iter()
                 .filter(|member| after.as_ref().is_none_or(|a| member > a))
                 .filter(|member| !sessions.contains(member))
                 .collect();
+            if self.cluster {
+                rest = self.still_owned_by(user, rest).await?;
+            }
             let wanted = limit - sessions.len();
             if rest.len() > wanted {
                 sessions.extend(rest.into_iter().take(wanted));
@@ -100,9 +109,42 @@ impl RedisStore {
         }
     }
 
+    /// The members of `sessions` whose owner key names `user` (a Cluster's index may hold
+    /// entries of a previous owner).
+    async fn still_owned_by(
+        &self,
+        user: &str,
+        sessions: Vec<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        if sessions.is_empty() {
+            return Ok(sessions);
+        }
+        let keys: Vec<String> = sessions.iter().map(|id| self.keys.owner(id)).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let node = self.node().await?;
+        let owners = get_all(
+            self.timeout,
+            &node.lookups.connection(),
+            node.slots.as_deref(),
+            &keys,
+        )
+        .await?;
+        Ok(sessions
+            .into_iter()
+            .zip(owners)
+            .filter(|(_, owner)| matches!(owner, Ok(Some(owner)) if owner == user))
+            .map(|(id, _)| id)
+            .collect())
+    }
+
     /// One `SCAN` batch of the keys under `prefix` whose Redis type is `kind` (`string`,
     /// `set`): the next cursor (0: done) and the keys, as bytes (a foreign key matching the
     /// pattern need not be UTF-8).
+    ///
+    /// On a Cluster the cursor's top byte is the primary (in address order) and the rest that
+    /// primary's own cursor: a scan goes through every primary, each with `SCAN`'s guarantee
+    /// (a key present for the whole scan is returned), except for keys whose slot moves to a
+    /// primary already scanned while the scan runs (a reshard): those can be missed.
     pub async fn scan_keys(
         &self,
         prefix: &str,
@@ -110,17 +152,47 @@ impl RedisStore {
         cursor: u64,
         count: usize,
     ) -> Result<(u64, Vec<Vec<u8>>), StoreError> {
-        let cmd = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}*", glob_escape(prefix)))
-            .arg("COUNT")
-            .arg(count)
-            .arg("TYPE")
-            .arg(kind)
-            .clone();
-        let reply: Value = self.read_cmd(&cmd).await?;
-        redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))
+        let scan = |cursor: u64| {
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}*", glob_escape(prefix)))
+                .arg("COUNT")
+                .arg(count)
+                .arg("TYPE")
+                .arg(kind)
+                .clone()
+        };
+        let node = self.node().await?;
+        let (Some(slots), Conn::Cluster(conn)) = (&node.slots, node.conn()) else {
+            let reply: Value = self.read_cmd(&scan(cursor)).await?;
+            return redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()));
+        };
+        slots.ensure(&conn).await;
+        let primaries = slots.primaries();
+        if primaries.is_empty() {
+            return Err(StoreError::Unavailable(
+                "the Cluster's slot table could not be read".into(),
+            ));
+        }
+        let (index, inner) = split_cursor(cursor);
+        let Some(addr) = primaries.get(index) else {
+            return Err(StoreError::InvalidCursor);
+        };
+        let reply: Value = self
+            .bounded(cluster::on_primary(&conn, addr, scan(inner)))
+            .await?;
+        let (next, keys): (u64, Vec<Vec<u8>>) =
+            redis::from_redis_value(reply).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if next >= 1 << NODE_BITS {
+            return Err(StoreError::Corrupt(format!("SCAN cursor {next} too large")));
+        }
+        let next = match (next, index + 1 < primaries.len()) {
+            (0, true) => ((index + 1) as u64) << NODE_BITS,
+            (0, false) => 0,
+            (next, _) => ((index as u64) << NODE_BITS) | next,
+        };
+        Ok((next, keys))
     }
 
     /// Counts the owner keys with `SCAN` ([`OwnershipStore::count_owned`]).
@@ -156,9 +228,26 @@ impl RedisStore {
     }
 }
 
+/// Bits of a Cluster scan cursor that hold the primary's own cursor.
+const NODE_BITS: u32 = 56;
+
+/// A Cluster scan cursor: (primary, that primary's cursor).
+fn split_cursor(cursor: u64) -> (usize, u64) {
+    (
+        usize::try_from(cursor >> NODE_BITS).unwrap_or(usize::MAX),
+        cursor & ((1 << NODE_BITS) - 1),
+    )
+}
+
 #[cfg(test)]
 mod tests {
-    use super::glob_escape;
+    use super::{glob_escape, split_cursor};
+
+    #[test]
+    fn cluster_cursors_keep_the_primary_apart() {
+        assert_eq!(split_cursor(0), (0, 0));
+        assert_eq!(split_cursor((2 << 56) | 17), (2, 17));
+    }
 
     #[test]
     fn glob_metacharacters_in_prefixes_are_escaped() {

@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::RedisStore;
 use super::calls::unavailable;
+use super::cluster::SlotMap;
+use super::conn::Conn;
 use super::connect::{self, TlsOptions};
 use super::lookups::Lookups;
 use crate::store::StoreError;
@@ -67,18 +69,21 @@ impl std::fmt::Debug for SentinelOptions {
     }
 }
 
-/// One server's connections.
+/// One server's connections (or a Cluster's).
 pub(super) struct Node {
     /// `host:port`, or the URL for a fixed server.
     pub(super) addr: String,
-    /// For subscriptions (each on a dedicated connection).
-    pub(super) client: redis::Client,
-    pub(super) connections: Vec<ConnectionManager>,
+    /// For subscriptions (each on a dedicated connection): the server, or a Cluster's seed
+    /// nodes (any node delivers every message: Cluster broadcasts `PUBLISH`), tried in turn.
+    pub(super) subscribers: Vec<redis::Client>,
+    pub(super) connections: Vec<Conn>,
     next: AtomicUsize,
     pub(super) lookups: Lookups,
     /// Ownership writes followed by `WAIT` (`GATEHOUSE_REDIS_MIN_REPLICAS`): `WAIT` blocks the
     /// connection it runs on, so it runs on its own, never ahead of reads or audit writes.
-    pub(super) waited_writes: ConnectionManager,
+    pub(super) waited_writes: Conn,
+    /// A Cluster's slot table (`None`: one server).
+    pub(super) slots: Option<Arc<SlotMap>>,
     /// Cancelled when another node replaces this one: its subscriptions end.
     pub(super) retired: CancellationToken,
     /// When a round last confirmed this node (Sentinel only; see [`LEASE`]).
@@ -112,29 +117,64 @@ impl Node {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(options.timeout);
-        let connect = || {
+        let manager = |client: &redis::Client| {
             ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
                 .map_err(unavailable)
         };
+        let connect = || manager(&client).map(Conn::Server);
         let connections = (0..options.connections.max(1))
             .map(|_| connect())
             .collect::<Result<Vec<_>, _>>()?;
-        let lookups = Lookups::new(connect()?, options.timeout, options.suspect.clone());
+        let lookups = Lookups::new(connect()?, None, options.timeout, options.suspect.clone());
         let waited_writes = connect()?;
         Ok(Self {
             addr,
-            client,
+            subscribers: vec![client],
             connections,
             next: AtomicUsize::new(0),
             lookups,
             waited_writes,
+            slots: None,
             retired: CancellationToken::new(),
             confirmed: std::sync::Mutex::new(tokio::time::Instant::now()),
         })
     }
 
+    /// Lazy connections to the Cluster of `client`; `subscribers` are its seed nodes.
+    pub(super) fn cluster(
+        addr: String,
+        client: &redis::cluster::ClusterClient,
+        subscribers: Vec<redis::Client>,
+        options: &NodeOptions,
+    ) -> Self {
+        let config = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(options.timeout)
+            .set_response_timeout(options.timeout);
+        let connect =
+            || Conn::Cluster(client.get_pending_async_connection_with_config(config.clone()));
+        let connections = (0..options.connections.max(1)).map(|_| connect()).collect();
+        let slots = Arc::new(SlotMap::default());
+        let lookups = Lookups::new(
+            connect(),
+            Some(slots.clone()),
+            options.timeout,
+            options.suspect.clone(),
+        );
+        Self {
+            addr,
+            subscribers,
+            connections,
+            next: AtomicUsize::new(0),
+            lookups,
+            waited_writes: connect(),
+            slots: Some(slots),
+            retired: CancellationToken::new(),
+            confirmed: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
     /// The next connection, round-robin.
-    pub(super) fn conn(&self) -> ConnectionManager {
+    pub(super) fn conn(&self) -> Conn {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
         self.connections[i].clone()
     }
@@ -244,7 +284,7 @@ async fn is_master(client: &redis::Client, timeout: Duration) -> Result<bool, St
 }
 
 /// Whether the server behind `conn` (a connection in use) says it is a master.
-async fn still_master(mut conn: ConnectionManager, timeout: Duration) -> Result<bool, String> {
+async fn still_master(mut conn: Conn, timeout: Duration) -> Result<bool, String> {
     let role = redis::cmd("ROLE");
     let asked = role.query_async::<redis::Value>(&mut conn);
     read_role(tokio::time::timeout(timeout, asked).await, timeout)
@@ -382,13 +422,17 @@ impl RedisStore {
         Ok(())
     }
 
-    /// With Sentinel: follows the master until `cancel` fires (see the module docs). `None`
-    /// for a fixed URL. A Sentinel store needs it running: without it, the master found first
+    /// With Sentinel: follows the master until `cancel` fires (see the module docs); with a
+    /// Cluster, keeps the slot table fresh and repairs user indexes
+    /// ([`RedisStore::spawn_cluster_watch`]). `None` for a fixed URL. A Sentinel store needs it running: without it, the master found first
     /// is kept (library users: spawn it beside the store, as the server does).
     pub fn spawn_topology_watch(
         self: &Arc<Self>,
         cancel: CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
+        if self.cluster {
+            return Some(self.spawn_cluster_watch(cancel));
+        }
         self.sentinel.as_ref()?;
         let this = Arc::clone(self);
         Some(tokio::spawn(async move {
