@@ -213,7 +213,7 @@ async fn run_step(
         if let Some(groups) = groups.as_mut() {
             collect_aliases(&keys.owner_prefix, &batch, groups, report);
         } else if !batch.is_empty() {
-            changed += store.run_script::<u64>(&script, &batch, &args).await?;
+            changed += store.run_count_script(&script, &batch, &args).await?;
         }
         if next == 0 {
             break;

@@ -102,6 +102,20 @@ impl RedisCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+        // Each primary's replicas in sync (a claim's `WAIT` counts only those).
+        for primary in &nodes[..primaries] {
+            loop {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut primary.client())
+                    .unwrap_or_default();
+                if info.matches("state=online").count() >= replicas {
+                    break;
+                }
+                assert!(Instant::now() < until, "the replicas did not sync");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         Some(Self { nodes })
     }
 

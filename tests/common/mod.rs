@@ -147,11 +147,12 @@ macro_rules! tests_on {
     };
 }
 
-/// The tests of a capability on both stores: the embedded one and Redis.
+/// The tests of a capability on both stores, the embedded one and Redis, and on Redis
+/// Cluster (the test binary's shared cluster, with key names of each test's own).
 #[macro_export]
 macro_rules! both_backends {
     ($($name:ident),+ $(,)?) => {
-        $crate::tests_on!([memory, redis]; $($name),+);
+        $crate::tests_on!([memory, redis, cluster]; $($name),+);
     };
 }
 

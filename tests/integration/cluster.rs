@@ -1,19 +1,132 @@
-//! Redis Cluster is not supported yet (issue 16): `GATEHOUSE_REDIS_CLUSTER` is refused at
-//! start, and a `REDIS_URL` pointed at one node of a cluster fails closed for every key that
-//! node does not serve (its `MOVED` replies are errors: 503 under ENFORCED, claims not
-//! applied), never allows.
+//! Redis Cluster (`GATEHOUSE_REDIS_CLUSTER`): the settings, a slot moved by `redis-cli
+//! --cluster reshard` under a stream of checks (no wrong answer, 503s at most), and a
+//! `REDIS_URL` pointed at one node of a cluster without the setting, which fails closed for
+//! every key that node does not serve (its `MOVED` replies are errors: 503 under ENFORCED,
+//! claims not applied), never allows. The whole HTTP suite (`both_backends!`) and the store
+//! contract (`every_store!`) run on a shared cluster as well.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use gatehouse::config::Config;
+use redis::cluster_routing::Slot;
 use serde_json::json;
 
 use crate::common::cluster::RedisCluster;
 use crate::common::{Backend, TestApp};
 
+fn config(vars: &[(&str, &str)]) -> Result<Config, gatehouse::config::ConfigError> {
+    Config::from_vars(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+}
+
 #[test]
-fn the_cluster_setting_is_refused_until_it_is_supported() {
-    let vars = [("GATEHOUSE_REDIS_CLUSTER", "127.0.0.1:7000,127.0.0.1:7001")];
-    let err = Config::from_vars(vars.map(|(k, v)| (k.to_owned(), v.to_owned()))).unwrap_err();
-    assert!(err.0[0].contains("not supported yet"), "{err}");
+fn the_cluster_setting_names_seed_nodes_and_needs_redis_url() {
+    let seeds = ("GATEHOUSE_REDIS_CLUSTER", "127.0.0.1:7000, [::1]:7001");
+    let c = config(&[("REDIS_URL", "redis://cluster"), seeds]).unwrap();
+    assert_eq!(
+        c.redis_options().unwrap().cluster.unwrap(),
+        [("127.0.0.1".to_owned(), 7000), ("::1".to_owned(), 7001)]
+    );
+    let problems = |vars: &[(&str, &str)]| config(vars).unwrap_err().0.join("\n");
+    assert!(problems(&[seeds]).contains("set REDIS_URL too"));
+    let sentinel = [
+        ("REDIS_URL", "redis://m"),
+        seeds,
+        ("GATEHOUSE_REDIS_SENTINELS", "127.0.0.1:26379"),
+        ("GATEHOUSE_REDIS_SENTINEL_MASTER", "m"),
+    ];
+    assert!(problems(&sentinel).contains("choose one"));
+    let twice = ("GATEHOUSE_REDIS_CLUSTER", "h:1,h:1");
+    assert!(problems(&[("REDIS_URL", "redis://c"), twice]).contains("listed twice"));
+    let bad = ("GATEHOUSE_REDIS_CLUSTER", "h");
+    assert!(problems(&[("REDIS_URL", "redis://c"), bad]).contains("host:port"));
+}
+
+/// `n` session ids whose owner keys hash to `slot`.
+fn sessions_in_slot(slot: u16, n: usize) -> Vec<String> {
+    let slot = Slot::new(slot).unwrap();
+    (0..)
+        .map(|i| format!("r{i}"))
+        .filter(|id| Slot::for_key(format!("chat_session_owner:{id}")) == slot)
+        .take(n)
+        .collect()
+}
+
+fn node_id(node: &crate::common::processes::RedisServer) -> String {
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut node.client())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moved_under_a_stream_of_checks_gives_no_wrong_answer() {
+    let Some(cluster) = RedisCluster::start(3, 1) else {
+        return;
+    };
+    let seeds: Vec<String> = cluster.nodes[..3].iter().map(|n| n.addr()).collect();
+    let seeds = seeds.join(",");
+    let app = TestApp::spawn(
+        &Backend::Memory,
+        &[
+            ("REDIS_URL", "redis://cluster"),
+            ("GATEHOUSE_REDIS_CLUSTER", &seeds),
+            ("GATEHOUSE_INITIAL_MODE", "ENFORCED"),
+            ("GATEHOUSE_OWNER_CACHE", "off"),
+        ],
+    )
+    .await;
+    // Slot 0 is the first primary's first slot: `reshard --cluster-slots 1` moves it.
+    let sessions = sessions_in_slot(0, 12);
+    for session in &sessions {
+        app.claim(session, "alice").await;
+    }
+    let before = cluster.node_of(&format!("chat_session_owner:{}", sessions[0]));
+    let (alice, bob) = (app.user("alice"), app.user("bob"));
+    let checks = async {
+        let (mut answers, mut unavailable) = (0, 0);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(6) {
+            for session in &sessions {
+                let as_alice = app.validate(&alice, json!({ "session_id": session })).await;
+                let as_bob = app.validate(&bob, json!({ "session_id": session })).await;
+                assert_eq!(as_bob.body["allowed"], false, "{session}: {as_bob:?}");
+                match as_alice.status {
+                    200 => assert_eq!(as_alice.body["reason"], "owner", "{as_alice:?}"),
+                    503 => unavailable += 1,
+                    _ => panic!("{session}: {as_alice:?}"),
+                }
+                answers += 2;
+            }
+        }
+        (answers, unavailable)
+    };
+    let (from, to) = (node_id(&cluster.nodes[0]), node_id(&cluster.nodes[1]));
+    let entry = cluster.nodes[0].addr();
+    let reshard = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        Command::new("redis-cli")
+            .args(["--cluster", "reshard", &entry])
+            .args(["--cluster-from", &from, "--cluster-to", &to])
+            .args(["--cluster-slots", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli runs")
+    });
+    let ((answers, unavailable), resharded) = tokio::join!(checks, reshard);
+    let resharded = resharded.unwrap();
+    assert!(
+        resharded.status.success(),
+        "reshard: {}",
+        String::from_utf8_lossy(&resharded.stdout)
+    );
+    let after = cluster.node_of(&format!("chat_session_owner:{}", sessions[0]));
+    assert_ne!(before, after, "the slot moved");
+    println!("{answers} answers while slot 0 moved from {before} to {after}: {unavailable} were 503");
+    // And after the move every check is answered from the new node.
+    for session in &sessions {
+        let reply = app.validate(&alice, json!({ "session_id": session })).await;
+        assert_eq!(reply.body["reason"], "owner", "{reply:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,4 +165,32 @@ async fn one_node_of_a_cluster_as_redis_url_fails_closed_for_the_slots_it_does_n
         here > 0 && elsewhere > 0,
         "{here} here, {elsewhere} elsewhere"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_wait_for_a_replica_of_their_own_primary() {
+    let Some(Backend::Cluster { env, .. }) = Backend::cluster() else {
+        return;
+    };
+    let mut vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    vars.push(("GATEHOUSE_REDIS_MIN_REPLICAS", "1"));
+    vars.push(("GATEHOUSE_INITIAL_MODE", "ENFORCED"));
+    let app = TestApp::spawn(&Backend::Memory, &vars).await;
+    // Sessions on every primary: each claim's WAIT runs on the primary of its owner key.
+    for i in 0..20 {
+        let session = format!("w{i}");
+        let claim = app.claim_for(&session, "alice").await;
+        assert_eq!(claim.status, 201, "{session}: {claim:?}");
+        let reply = app
+            .validate(&app.user("alice"), json!({ "session_id": session }))
+            .await;
+        assert_eq!(reply.body["reason"], "owner", "{reply:?}");
+    }
+    let replicas = ("GATEHOUSE_REDIS_MIN_REPLICAS", "2");
+    vars.retain(|(k, _)| *k != "GATEHOUSE_REDIS_MIN_REPLICAS");
+    vars.push(replicas);
+    let strict = TestApp::spawn(&Backend::Memory, &vars).await;
+    // Each primary has one replica: two cannot confirm, so the claim is not acknowledged.
+    let claim = strict.claim_for("w-unconfirmed", "alice").await;
+    assert_eq!(claim.status, 504, "{claim:?}");
 }

@@ -28,6 +28,28 @@ impl RedisStore {
         self.write(cmd.query_async::<()>(&mut conn)).await
     }
 
+    /// Runs a counting `script` on `keys` (one `SCAN` batch) and returns the sum of its counts:
+    /// in one call on one server; once per key on a Cluster, where the keys of one call must
+    /// share a slot (a script that also touches keys it computes, such as an owner's index,
+    /// fails there with Redis's own error, having written nothing for that key).
+    pub async fn run_count_script(
+        &self,
+        script: &Script,
+        keys: &[Vec<u8>],
+        args: &[&str],
+    ) -> Result<u64, StoreError> {
+        if !self.cluster {
+            return self.run_script(script, keys, args).await;
+        }
+        let mut total = 0;
+        for key in keys {
+            total += self
+                .run_script::<u64>(script, std::slice::from_ref(key), args)
+                .await?;
+        }
+        Ok(total)
+    }
+
     /// Runs `script` with `keys` and `args`.
     pub async fn run_script<T: FromRedisValue>(
         &self,
