@@ -104,7 +104,7 @@ fn host_ports(src: &mut Source, name: &str) -> Vec<(String, u16)> {
             })
             .collect()
     });
-    // One Sentinel listed twice would count twice towards a majority.
+    // Refused: a Sentinel listed twice would count twice towards a majority.
     let mut seen = std::collections::HashSet::new();
     if let Some(twice) = list.iter().find(|s| !seen.insert(*s)) {
         src.problems

@@ -121,7 +121,9 @@ async fn a_slot_moved_under_a_stream_of_checks_gives_no_wrong_answer() {
     );
     let after = cluster.node_of(&format!("chat_session_owner:{}", sessions[0]));
     assert_ne!(before, after, "the slot moved");
-    println!("{answers} answers while slot 0 moved from {before} to {after}: {unavailable} were 503");
+    println!(
+        "{answers} answers while slot 0 moved from {before} to {after}: {unavailable} were 503"
+    );
     // And after the move every check is answered from the new node.
     for session in &sessions {
         let reply = app.validate(&alice, json!({ "session_id": session })).await;

@@ -31,10 +31,7 @@ impl RedisStore {
     }
 
     /// [`read_on`] the next connection.
-    pub(super) async fn read<T, Fut>(
-        &self,
-        call: impl Fn(Conn) -> Fut,
-    ) -> Result<T, StoreError>
+    pub(super) async fn read<T, Fut>(&self, call: impl Fn(Conn) -> Fut) -> Result<T, StoreError>
     where
         Fut: Future<Output = redis::RedisResult<T>>,
     {

@@ -121,7 +121,10 @@ fn parse_slots(reply: Vec<Value>) -> RedisResult<Table> {
         ranges.push((
             start,
             end,
-            (redis::from_redis_value(host)?, redis::from_redis_value(port)?),
+            (
+                redis::from_redis_value(host)?,
+                redis::from_redis_value(port)?,
+            ),
         ));
     }
     let mut primaries: Vec<Addr> = ranges.iter().map(|(_, _, addr)| addr.clone()).collect();

@@ -133,7 +133,9 @@ pub fn cluster_client(
             builder = builder.danger_accept_invalid_hostnames(true);
         }
     }
-    builder.build().map_err(|e| format!("cluster settings: {e}"))
+    builder
+        .build()
+        .map_err(|e| format!("cluster settings: {e}"))
 }
 
 fn certificates(tls: &TlsOptions) -> TlsCertificates {

@@ -35,7 +35,9 @@ impl RedisStore {
             }
         }
         let Some(pubsub) = subscribed else {
-            return Err(failed.unwrap_or_else(|| StoreError::Unavailable("nowhere to subscribe".into())));
+            return Err(
+                failed.unwrap_or_else(|| StoreError::Unavailable("nowhere to subscribe".into()))
+            );
         };
         // Ends when the node is replaced (the master moved): the watcher subscribes again.
         let retired = node.retired.clone().cancelled_owned();

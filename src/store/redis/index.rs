@@ -79,17 +79,17 @@ impl RedisStore {
     }
 
     async fn index_add(&self, user: &str, session: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        let cmd = redis::cmd("SADD")
-            .arg(self.keys.user_sessions(user))
-            .arg(session)
-            .clone();
-        self.write(cmd.query_async::<()>(&mut conn)).await
+        self.index_write("SADD", user, session).await
     }
 
     async fn index_remove(&self, user: &str, session: &str) -> Result<(), StoreError> {
+        self.index_write("SREM", user, session).await
+    }
+
+    /// `SADD` or `SREM` of `session` in `user`'s set.
+    async fn index_write(&self, verb: &str, user: &str, session: &str) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let cmd = redis::cmd("SREM")
+        let cmd = redis::cmd(verb)
             .arg(self.keys.user_sessions(user))
             .arg(session)
             .clone();

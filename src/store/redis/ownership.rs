@@ -33,6 +33,26 @@ fn owner_change(reply: (i64, Option<String>)) -> OwnerChange {
     }
 }
 
+impl RedisStore {
+    /// The owner key of each of `sessions`, each reply on its own (one pipeline; one per
+    /// primary on a Cluster, rather than MGET: the keys of different sessions live in different
+    /// slots), on the lookup connection.
+    pub(super) async fn owner_keys<'a>(
+        &self,
+        sessions: impl Iterator<Item = &'a str>,
+    ) -> Result<Vec<redis::RedisResult<Option<String>>>, StoreError> {
+        let keys: Vec<String> = sessions.map(|id| self.keys.owner(id)).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let node = self.node().await?;
+        let lookups = node.lookups.connection();
+        let replies = get_all(self.timeout, &lookups, node.slots.as_deref(), &keys).await;
+        if replies.is_err() {
+            self.suspect();
+        }
+        replies
+    }
+}
+
 #[async_trait]
 impl OwnershipStore for RedisStore {
     async fn owner(&self, session: &SessionId) -> Result<Option<String>, StoreError> {
@@ -44,25 +64,9 @@ impl OwnershipStore for RedisStore {
         if sessions.is_empty() {
             return Ok(Vec::new());
         }
-        // One GET per key rather than MGET: keys of different sessions live in different
-        // Cluster slots.
-        let keys: Vec<String> = sessions
-            .iter()
-            .map(|session| self.keys.owner(session.as_str()))
-            .collect();
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let node = self.node().await?;
-        let replies = get_all(
-            self.timeout,
-            &node.lookups.connection(),
-            node.slots.as_deref(),
-            &keys,
-        )
-        .await;
-        if replies.is_err() {
-            self.suspect();
-        }
-        let replies = replies?;
+        let replies = self
+            .owner_keys(sessions.iter().map(SessionId::as_str))
+            .await?;
         // An error reply (a key of the wrong type) is that key's problem: `Corrupt`, which
         // callers may answer key by key ([`crate::gatekeeper::Gatekeeper::check_many`]).
         sessions

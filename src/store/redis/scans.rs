@@ -9,7 +9,6 @@ use redis::Value;
 use super::RedisStore;
 use super::cluster;
 use super::conn::Conn;
-use super::lookups::get_all;
 use crate::session_id::SessionId;
 use crate::store::{SessionPage, StoreError};
 
@@ -119,16 +118,7 @@ impl RedisStore {
         if sessions.is_empty() {
             return Ok(sessions);
         }
-        let keys: Vec<String> = sessions.iter().map(|id| self.keys.owner(id)).collect();
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let node = self.node().await?;
-        let owners = get_all(
-            self.timeout,
-            &node.lookups.connection(),
-            node.slots.as_deref(),
-            &keys,
-        )
-        .await?;
+        let owners = self.owner_keys(sessions.iter().map(String::as_str)).await?;
         Ok(sessions
             .into_iter()
             .zip(owners)
