@@ -365,6 +365,10 @@ impl BackfillStore for CachedStore {
         self.inner.owned_page(cursor, count).await
     }
 
+    async fn unindexed(&self, owned: &[(String, String)]) -> Result<u64, StoreError> {
+        self.inner.unindexed(owned).await
+    }
+
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
         self.inner.save_job(job).await
     }

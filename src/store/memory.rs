@@ -447,6 +447,17 @@ impl BackfillStore for MemoryStore {
         Ok(self.jobs().assigned.get(job).map_or(0, |s| s.len() as u64))
     }
 
+    async fn unindexed(&self, owned: &[(String, String)]) -> Result<u64, StoreError> {
+        let owners = self.owners();
+        let listed = |(session, owner): &&(String, String)| {
+            owners
+                .index
+                .get(owner)
+                .is_some_and(|set| set.contains(session))
+        };
+        Ok(owned.iter().filter(|pair| !listed(pair)).count() as u64)
+    }
+
     async fn owned_page(
         &self,
         cursor: u64,

@@ -285,6 +285,11 @@ pub trait BackfillStore: Send + Sync + 'static {
     async fn owned_page(&self, cursor: u64, count: usize)
     -> Result<(u64, Vec<String>), StoreError>;
 
+    /// How many of `owned` (session, its owner) are missing from their owner's index (the
+    /// listing of `GET /v1/users/{user}/sessions`): none on one server, where the index moves
+    /// with the owner key; on a Redis Cluster, drift the repair has not mended yet.
+    async fn unindexed(&self, owned: &[(String, String)]) -> Result<u64, StoreError>;
+
     /// Saves a job record under its id (`job.job_id`).
     async fn save_job(&self, job: &Job) -> Result<(), StoreError>;
 

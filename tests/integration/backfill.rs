@@ -134,6 +134,7 @@ async fn census_tree_backfill_verify_and_rollback(backend: Backend) {
     let after = verify(&app, &data).await;
     assert_eq!(after["complete"], true, "{after}");
     assert_eq!(after["missing"], 0);
+    assert_eq!(after["unindexed"], 0, "{after}");
     assert_eq!(after["per_user"], json!({ "admin": 54 }));
     let page = app
         .call(

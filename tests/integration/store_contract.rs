@@ -30,7 +30,20 @@ every_store!(
     audit_pages_beyond_the_ends_are_empty,
     audit_before_0_0_over_http_is_an_empty_page,
     the_index_follows_every_ownership_write,
+    verification_counts_sessions_missing_from_their_index,
 );
+
+async fn verification_counts_sessions_missing_from_their_index(backend: Backend) {
+    let store = store(&backend, None);
+    store.claim(&id("u1"), "alice").await.unwrap();
+    store.claim(&id("u2"), "alice").await.unwrap();
+    let pair = |s: &str, u: &str| (s.to_owned(), u.to_owned());
+    let listed = [pair("u1", "alice"), pair("u2", "alice")];
+    assert_eq!(store.unindexed(&listed).await.unwrap(), 0);
+    // bob's set does not hold u1: what drift looks like to the verification.
+    let drifted = [pair("u1", "alice"), pair("u1", "bob"), pair("u3", "carol")];
+    assert_eq!(store.unindexed(&drifted).await.unwrap(), 2);
+}
 
 fn store(backend: &Backend, owner_ttl: Option<Duration>) -> Arc<dyn Store> {
     let options = match backend {

@@ -85,6 +85,38 @@ impl BackfillStore for RedisStore {
         self.owner_keys_page(cursor, count).await
     }
 
+    async fn unindexed(&self, owned: &[(String, String)]) -> Result<u64, StoreError> {
+        if owned.is_empty() {
+            return Ok(0);
+        }
+        let member = |(session, owner): &(String, String)| {
+            redis::cmd("SISMEMBER")
+                .arg(self.keys.user_sessions(owner))
+                .arg(session)
+                .clone()
+        };
+        let listed: Vec<bool> = if self.cluster {
+            // Each set in its own slot: one call each (sent together).
+            futures_util::future::join_all(
+                owned
+                    .iter()
+                    .map(|pair| async move { self.read_cmd::<bool>(&member(pair)).await }),
+            )
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?
+        } else {
+            let mut pipe = redis::pipe();
+            owned.iter().for_each(|pair| {
+                pipe.add_command(member(pair));
+            });
+            let pipe = &pipe;
+            self.read(|mut conn| async move { pipe.query_async(&mut conn).await })
+                .await?
+        };
+        Ok(listed.iter().filter(|listed| !**listed).count() as u64)
+    }
+
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
         let record = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let cmd = redis::cmd("SET")
