@@ -1,17 +1,69 @@
 //! The operator tools on a real Redis: `gatehouse migrate` (TTL'd legacy owner keys become
-//! persistent, the user index is rebuilt, a second run changes nothing) and `gatehouse
-//! backfill` / `verify` / `rollback` on the census tree.
+//! persistent, the user index is rebuilt, a second run changes nothing; on one server and on a
+//! Redis Cluster, where the steps run in their single-slot forms) and `gatehouse backfill` /
+//! `verify` / `rollback` on the census tree.
 
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use redis::ConnectionLike;
 use serde_json::{Value, json};
 
 use crate::common::Backend;
 use crate::common::census::write_census_tree;
+use crate::common::cluster::RedisCluster;
+use crate::common::processes::RedisServer;
+
+/// A private Redis for `gatehouse migrate`, with the default key names: one server or a
+/// 3-primary cluster.
+enum Target {
+    Server(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl Target {
+    fn server() -> Option<Self> {
+        RedisServer::start().map(Target::Server)
+    }
+
+    fn cluster() -> Option<Self> {
+        RedisCluster::start(3, 0).map(Target::Cluster)
+    }
+
+    /// The settings naming it.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Target::Server(server) => vec![("REDIS_URL", server.url())],
+            Target::Cluster(cluster) => {
+                let seeds: Vec<String> = cluster.nodes.iter().map(RedisServer::addr).collect();
+                vec![
+                    ("REDIS_URL", "redis://cluster".into()),
+                    ("GATEHOUSE_REDIS_CLUSTER", seeds.join(",")),
+                ]
+            }
+        }
+    }
+
+    /// A connection for seeding and inspecting keys.
+    fn conn(&self) -> Box<dyn ConnectionLike> {
+        match self {
+            Target::Server(server) => Box::new(server.client()),
+            Target::Cluster(cluster) => {
+                let urls: Vec<String> = cluster.nodes.iter().map(RedisServer::url).collect();
+                let client = redis::cluster::ClusterClient::new(urls).unwrap();
+                Box::new(client.get_connection().unwrap())
+            }
+        }
+    }
+}
 
 /// Runs the binary with `REDIS_URL`: (exit code, stdout as JSON, stderr).
 fn gatehouse(redis_url: &str, args: &[&str]) -> (i32, Value, String) {
+    gatehouse_on(&[("REDIS_URL", redis_url.to_owned())], args)
+}
+
+/// Runs the binary with the settings `env`.
+fn gatehouse_on(env: &[(&str, String)], args: &[&str]) -> (i32, Value, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
     for (key, _) in std::env::vars() {
         if key.starts_with("GATEHOUSE_") {
@@ -19,7 +71,7 @@ fn gatehouse(redis_url: &str, args: &[&str]) -> (i32, Value, String) {
         }
     }
     let output = command
-        .env("REDIS_URL", redis_url)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("GATEHOUSE_JWT_SECRET", crate::common::SECRET)
         .args(args)
         .output()
@@ -31,23 +83,35 @@ fn gatehouse(redis_url: &str, args: &[&str]) -> (i32, Value, String) {
     )
 }
 
-fn members(redis: &mut redis::Connection, key: &str) -> BTreeSet<String> {
+type Conn = dyn ConnectionLike;
+
+fn members(redis: &mut Conn, key: &str) -> BTreeSet<String> {
     redis::cmd("SMEMBERS").arg(key).query(redis).unwrap()
 }
 
-fn ttl(redis: &mut redis::Connection, key: &str) -> i64 {
+fn ttl(redis: &mut Conn, key: &str) -> i64 {
     redis::cmd("TTL").arg(key).query(redis).unwrap()
 }
 
 #[test]
 fn migrations_persist_legacy_keys_rebuild_the_index_and_are_idempotent() {
-    let Some(mut backend) = Backend::redis() else {
-        return;
-    };
-    let server = backend.redis_server().unwrap();
-    let url = server.url();
-    let mut redis = server.client();
-    let set = |redis: &mut redis::Connection, args: &[&str]| {
+    if let Some(target) = Target::server() {
+        persist_and_rebuild(&target);
+    }
+}
+
+#[test]
+fn migrations_persist_legacy_keys_rebuild_the_index_and_are_idempotent_on_a_cluster() {
+    if let Some(target) = Target::cluster() {
+        persist_and_rebuild(&target);
+    }
+}
+
+fn persist_and_rebuild(target: &Target) {
+    let env = target.env();
+    let mut conn = target.conn();
+    let redis = conn.as_mut();
+    let set = |redis: &mut Conn, args: &[&str]| {
         redis::cmd(args[0])
             .arg(&args[1..])
             .query::<()>(redis)
@@ -57,7 +121,7 @@ fn migrations_persist_legacy_keys_rebuild_the_index_and_are_idempotent() {
     // and l3, holding a session that has no owner any more and one that is bob's now.
     for (id, owner) in [("l1", "alice"), ("l2", "bob"), ("l3", "alice")] {
         set(
-            &mut redis,
+            redis,
             &[
                 "SET",
                 &format!("chat_session_owner:{id}"),
@@ -67,61 +131,54 @@ fn migrations_persist_legacy_keys_rebuild_the_index_and_are_idempotent() {
             ],
         );
     }
-    set(&mut redis, &["SET", "chat_session_owner:p1", "alice"]);
+    set(redis, &["SET", "chat_session_owner:p1", "alice"]);
     set(
-        &mut redis,
+        redis,
         &["SADD", "user_chat_sessions:alice", "p1", "gone-1", "l2"],
     );
-    set(&mut redis, &["SET", "unrelated:key", "x", "EX", "100"]);
+    set(redis, &["SET", "unrelated:key", "x", "EX", "100"]);
 
-    let (code, dry, err) = gatehouse(&url, &["migrate", "--dry-run"]);
+    let (code, dry, err) = gatehouse_on(&env, &["migrate", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(dry[0]["changed"], json!([3]), "{dry}");
     assert_eq!(dry[1]["changed"], json!([3, 2]), "{dry}");
     assert!(
-        ttl(&mut redis, "chat_session_owner:l1") > 0,
+        ttl(redis, "chat_session_owner:l1") > 0,
         "a dry run changes nothing"
     );
 
-    let (code, applied, err) = gatehouse(&url, &["migrate"]);
+    let (code, applied, err) = gatehouse_on(&env, &["migrate"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(applied[0]["changed"], json!([3]));
     assert_eq!(applied[1]["changed"], json!([3, 2]));
     for id in ["l1", "l2", "l3", "p1"] {
-        assert_eq!(
-            ttl(&mut redis, &format!("chat_session_owner:{id}")),
-            -1,
-            "{id}"
-        );
+        assert_eq!(ttl(redis, &format!("chat_session_owner:{id}")), -1, "{id}");
     }
     assert!(
-        ttl(&mut redis, "unrelated:key") > 0,
+        ttl(redis, "unrelated:key") > 0,
         "only owner keys are touched"
     );
     let expected = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     assert_eq!(
-        members(&mut redis, "user_chat_sessions:alice"),
+        members(redis, "user_chat_sessions:alice"),
         expected(&["l1", "l3", "p1"])
     );
-    assert_eq!(
-        members(&mut redis, "user_chat_sessions:bob"),
-        expected(&["l2"])
-    );
+    assert_eq!(members(redis, "user_chat_sessions:bob"), expected(&["l2"]));
 
     // Twice: recorded migrations are skipped; forced, they change nothing.
-    let (_, again, _) = gatehouse(&url, &["migrate"]);
+    let (_, again, _) = gatehouse_on(&env, &["migrate"]);
     assert_eq!(again[0]["skipped"], true);
     assert_eq!(again[1]["skipped"], true);
-    let (_, forced, _) = gatehouse(&url, &["migrate", "--force"]);
+    let (_, forced, _) = gatehouse_on(&env, &["migrate", "--force"]);
     assert_eq!(forced[0]["changed"], json!([0]), "{forced}");
     assert_eq!(forced[1]["changed"], json!([0, 0]), "{forced}");
     assert_eq!(
-        members(&mut redis, "user_chat_sessions:alice"),
+        members(redis, "user_chat_sessions:alice"),
         expected(&["l1", "l3", "p1"])
     );
 }
 
-fn owner(redis: &mut redis::Connection, id: &str) -> Option<String> {
+fn owner(redis: &mut Conn, id: &str) -> Option<String> {
     redis::cmd("GET")
         .arg(format!("chat_session_owner:{id}"))
         .query(redis)
@@ -146,12 +203,22 @@ fn findings(report: &Value) -> String {
 /// collisions (two spellings, two owners) are reported and never resolved.
 #[test]
 fn canonical_ids_migration_reports_rewrites_and_leaves_collisions() {
-    let Some(mut backend) = Backend::redis() else {
-        return;
-    };
-    let server = backend.redis_server().unwrap();
-    let url = server.url();
-    let mut redis = server.client();
+    if let Some(target) = Target::server() {
+        canonical_ids(&target);
+    }
+}
+
+#[test]
+fn canonical_ids_migration_reports_rewrites_and_leaves_collisions_on_a_cluster() {
+    if let Some(target) = Target::cluster() {
+        canonical_ids(&target);
+    }
+}
+
+fn canonical_ids(target: &Target) {
+    let env = target.env();
+    let mut conn = target.conn();
+    let redis = conn.as_mut();
     let legacy = [
         // Moved: one spelling, no canonical key.
         ("3F2B8C1E-6A4D-4A43-9D36-2F0E6C1B8A77", "alice"),
@@ -169,26 +236,28 @@ fn canonical_ids_migration_reports_rewrites_and_leaves_collisions() {
         ("3f2b8c1e6a4d-4a43-9d36-2f0e6c1b8a77", "zed"),
     ];
     for (id, user) in legacy {
-        redis::pipe()
-            .cmd("SET")
+        // Two commands: on a Cluster the keys live in different slots.
+        redis::cmd("SET")
             .arg(format!("chat_session_owner:{id}"))
             .arg(user)
-            .cmd("SADD")
+            .query::<()>(redis)
+            .unwrap();
+        redis::cmd("SADD")
             .arg(format!("user_chat_sessions:{user}"))
             .arg(id)
-            .query::<()>(&mut redis)
+            .query::<()>(redis)
             .unwrap();
     }
-    let snapshot = |redis: &mut redis::Connection| {
+    let snapshot = |redis: &mut Conn| {
         legacy
             .iter()
             .map(|(id, _)| owner(redis, id))
             .collect::<Vec<_>>()
     };
-    let before = snapshot(&mut redis);
+    let before = snapshot(redis);
 
     // Without the flag: a report, nothing changed, not recorded; collisions fail the run.
-    let (code, reports, err) = gatehouse(&url, &["migrate"]);
+    let (code, reports, err) = gatehouse_on(&env, &["migrate"]);
     assert_eq!(code, 1, "collisions are an exit code: {err}");
     let report = &reports[2];
     assert_eq!(report["id"], "0003_canonical_session_ids", "{reports}");
@@ -206,10 +275,10 @@ fn canonical_ids_migration_reports_rewrites_and_leaves_collisions() {
         "{text}"
     );
     assert!(text.contains("refused spelling"), "{text}");
-    assert_eq!(snapshot(&mut redis), before, "a report changes nothing");
+    assert_eq!(snapshot(redis), before, "a report changes nothing");
 
     // With the flag: moved and merged; collisions left exactly as they were.
-    let (code, reports, err) = gatehouse(&url, &["migrate", "--rewrite-session-ids"]);
+    let (code, reports, err) = gatehouse_on(&env, &["migrate", "--rewrite-session-ids"]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(reports[2]["report_only"], false);
     assert_eq!(reports[2]["changed"], json!([3]), "{}", reports[2]);
@@ -230,33 +299,33 @@ fn canonical_ids_migration_reports_rewrites_and_leaves_collisions() {
         ("Session_ABC", Some("alice")),
         ("3f2b8c1e6a4d-4a43-9d36-2f0e6c1b8a77", Some("zed")),
     ] {
-        assert_eq!(owner(&mut redis, id).as_deref(), user, "{id}");
+        assert_eq!(owner(redis, id).as_deref(), user, "{id}");
     }
     assert_eq!(
-        members(&mut redis, "user_chat_sessions:alice"),
+        members(redis, "user_chat_sessions:alice"),
         expected(&["3f2b8c1e-6a4d-4a43-9d36-2f0e6c1b8a77", "Session_ABC"])
     );
     assert_eq!(
-        members(&mut redis, "user_chat_sessions:bob"),
+        members(redis, "user_chat_sessions:bob"),
         expected(&["0a1b2c3d-0000-4000-8000-00000000abcd"])
     );
     assert_eq!(
-        members(&mut redis, "user_chat_sessions:gina"),
+        members(redis, "user_chat_sessions:gina"),
         expected(&["cccccccc-0000-4000-8000-000000000003"])
     );
     assert_eq!(
-        members(&mut redis, "user_chat_sessions:dave"),
+        members(redis, "user_chat_sessions:dave"),
         expected(&["aaaaaaaa000040008000000000000001"])
     );
     let recorded: Option<String> = redis::cmd("HGET")
         .arg("gatehouse:migrations")
         .arg("0003_canonical_session_ids")
-        .query(&mut redis)
+        .query(redis)
         .unwrap();
     assert!(recorded.is_none(), "not recorded while collisions remain");
 
     // Idempotent: again, nothing moves.
-    let (_, reports, _) = gatehouse(&url, &["migrate", "--rewrite-session-ids"]);
+    let (_, reports, _) = gatehouse_on(&env, &["migrate", "--rewrite-session-ids"]);
     assert_eq!(reports[2]["changed"], json!([0]), "{}", reports[2]);
     assert_eq!(reports[2]["collisions"], 2);
 
@@ -267,17 +336,17 @@ fn canonical_ids_migration_reports_rewrites_and_leaves_collisions() {
     ] {
         redis::cmd("DEL")
             .arg(format!("chat_session_owner:{id}"))
-            .query::<()>(&mut redis)
+            .query::<()>(redis)
             .unwrap();
     }
-    let (code, reports, err) = gatehouse(&url, &["migrate", "--rewrite-session-ids"]);
+    let (code, reports, err) = gatehouse_on(&env, &["migrate", "--rewrite-session-ids"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(reports[2]["changed"], json!([1]), "{}", reports[2]);
     assert_eq!(
-        owner(&mut redis, "aaaaaaaa-0000-4000-8000-000000000001").as_deref(),
+        owner(redis, "aaaaaaaa-0000-4000-8000-000000000001").as_deref(),
         Some("carol")
     );
-    let (_, reports, _) = gatehouse(&url, &["migrate", "--rewrite-session-ids"]);
+    let (_, reports, _) = gatehouse_on(&env, &["migrate", "--rewrite-session-ids"]);
     assert_eq!(reports[2]["skipped"], true, "{}", reports[2]);
 }
 

@@ -50,6 +50,36 @@ impl RedisStore {
         Ok(total)
     }
 
+    /// Whether this is a Redis Cluster (where a migration step needs its single-slot form).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster
+    }
+
+    /// One read command (on a Cluster, on the primary of the key it names).
+    pub async fn read_command<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        self.read_cmd(cmd).await
+    }
+
+    /// One write command (on a Cluster, on the primary of the key it names).
+    pub async fn write_command<T: FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn().await?;
+        self.write(cmd.query_async(&mut conn)).await
+    }
+
+    /// The owners of `sessions` (one pipeline; one per primary on a Cluster); a key that is
+    /// not a string is an error.
+    pub async fn owners_of(&self, sessions: &[&str]) -> Result<Vec<Option<String>>, StoreError> {
+        self.owner_keys(sessions.iter().copied())
+            .await?
+            .into_iter()
+            .zip(sessions)
+            .map(|(reply, id)| reply.map_err(|e| StoreError::Corrupt(format!("{id}: {e}"))))
+            .collect()
+    }
+
     /// Runs `script` with `keys` and `args`.
     pub async fn run_script<T: FromRedisValue>(
         &self,

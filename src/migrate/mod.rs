@@ -13,11 +13,14 @@
 //! calls the script once per group, so that every spelling of one session is decided together
 //! (a collision, two owners, is seen whole and left alone; see `migrations/0003_*`).
 
+mod cluster;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
+use self::cluster::ClusterStep;
 use crate::session_id::SessionId;
 use crate::store::{KeySchema, RedisStore, StoreError};
 use crate::timestamp::Timestamp;
@@ -26,15 +29,15 @@ use crate::timestamp::Timestamp;
 pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_persist_owner_keys",
-        include_str!("../migrations/0001_persist_owner_keys.toml"),
+        include_str!("../../migrations/0001_persist_owner_keys.toml"),
     ),
     (
         "0002_rebuild_user_index",
-        include_str!("../migrations/0002_rebuild_user_index.toml"),
+        include_str!("../../migrations/0002_rebuild_user_index.toml"),
     ),
     (
         "0003_canonical_session_ids",
-        include_str!("../migrations/0003_canonical_session_ids.toml"),
+        include_str!("../../migrations/0003_canonical_session_ids.toml"),
     ),
 ];
 
@@ -61,6 +64,10 @@ struct Step {
     script: String,
     #[serde(default)]
     group_by: Option<GroupBy>,
+    /// The step's single-slot form on a Redis Cluster ([`cluster`]); without one, the script
+    /// runs once per key there.
+    #[serde(default)]
+    cluster: Option<ClusterStep>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -213,7 +220,17 @@ async fn run_step(
         if let Some(groups) = groups.as_mut() {
             collect_aliases(&keys.owner_prefix, &batch, groups, report);
         } else if !batch.is_empty() {
-            changed += store.run_count_script(&script, &batch, &args).await?;
+            changed += match step.cluster.filter(|_| store.is_cluster()) {
+                Some(ClusterStep::IndexOwned) => {
+                    cluster::index_owned(store, keys, &batch, dry_run).await?
+                }
+                Some(ClusterStep::DropStale) => {
+                    cluster::drop_stale(store, keys, &batch, dry_run).await?
+                }
+                Some(ClusterStep::RewriteGroup) | None => {
+                    store.run_count_script(&script, &batch, &args).await?
+                }
+            };
         }
         if next == 0 {
             break;
@@ -221,7 +238,8 @@ async fn run_step(
         cursor = next;
     }
     if let Some(groups) = groups {
-        changed = rewrite_groups(store, keys, &script, groups, dry_run, report).await?;
+        let on_cluster = store.is_cluster() && step.cluster.is_some();
+        changed = rewrite_groups(store, keys, &script, on_cluster, groups, dry_run, report).await?;
     }
     Ok((scanned, changed))
 }
@@ -260,6 +278,7 @@ async fn rewrite_groups(
     store: &RedisStore,
     keys: &KeySchema,
     script: &Script,
+    on_cluster: bool,
     groups: BTreeMap<String, BTreeSet<String>>,
     dry_run: bool,
     report: &mut Report,
@@ -281,7 +300,11 @@ async fn rewrite_groups(
         .into_iter()
         .chain(aliases.iter().map(String::as_str))
         .collect();
-        let reply: Vec<String> = store.run_script(script, &script_keys, &args).await?;
+        let reply: Vec<String> = if on_cluster {
+            cluster::rewrite_group(store, keys, &canonical, &aliases, dry_run).await?
+        } else {
+            store.run_script(script, &script_keys, &args).await?
+        };
         let spellings = aliases.iter().cloned().collect::<Vec<_>>().join(", ");
         match reply.first().map(String::as_str) {
             Some("rewritten") => {
