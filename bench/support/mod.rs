@@ -1,8 +1,11 @@
-//! What the benchmarks share: private processes on loopback (redis-server, the release
-//! gatehouse binary, nginx), `wrk` runs and their parsing, tokens, and a blocking set-up client.
+//! What the benchmarks share: private processes on loopback (redis-server, a Redis Cluster,
+//! the release gatehouse binary, nginx), `wrk` runs and their parsing, tokens, and a blocking
+//! set-up client.
 
 #![allow(dead_code)]
 
+#[path = "../../tests/common/cluster.rs"]
+pub mod cluster;
 #[path = "../../tests/common/nginx.rs"]
 pub mod nginx;
 #[path = "../../tests/common/processes.rs"]
@@ -207,6 +210,8 @@ pub struct Run {
     pub requests: u64,
     /// Responses that were not 2xx or 3xx.
     pub non_2xx: u64,
+    /// Connect, read, write and timeout errors (no response at all).
+    pub socket_errors: u64,
 }
 
 /// One `wrk -t2 -c{connections} -d{seconds}s --latency` run with extra `args` (headers, `-s`).
@@ -258,6 +263,14 @@ pub fn wrk(url: &str, args: &[String], seconds: u64, connections: u64) -> Run {
         non_2xx: find("Non-2xx or 3xx responses:")
             .and_then(|n| n.parse().ok())
             .unwrap_or(0),
+        // "Socket errors: connect 0, read 0, write 0, timeout 0" (absent when all are 0).
+        socket_errors: find("Socket errors:")
+            .map(|v| {
+                v.split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|n| n.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0),
     }
 }
 
@@ -274,6 +287,7 @@ pub fn median(runs: &[Run]) -> Run {
         p99: pick(|r| r.p99),
         requests: runs.iter().map(|r| r.requests).sum(),
         non_2xx: runs.iter().map(|r| r.non_2xx).sum(),
+        socket_errors: runs.iter().map(|r| r.socket_errors).sum(),
     }
 }
 
