@@ -196,3 +196,90 @@ async fn claims_wait_for_a_replica_of_their_own_primary() {
     let claim = strict.claim_for("w-unconfirmed", "alice").await;
     assert_eq!(claim.status, 504, "{claim:?}");
 }
+
+/// `INFO replication` of `node`.
+fn replication(node: &crate::common::processes::RedisServer) -> String {
+    redis::cmd("INFO")
+        .arg("replication")
+        .query::<String>(&mut node.client())
+        .unwrap_or_default()
+}
+
+/// A primary killed (SIGKILL) under a stream of checks: answers are the owner's or 503 (never
+/// an allow for anyone else) until the cluster promotes its replica, and correct within 2 s
+/// of that; with `GATEHOUSE_REDIS_MIN_REPLICAS=1` every claim acknowledged before the kill is
+/// owned after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_failing_over_gives_no_wrong_answer_and_keeps_acknowledged_claims() {
+    let Some(mut cluster) = RedisCluster::start(3, 1) else {
+        return;
+    };
+    let seeds: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
+    let seeds = seeds.join(",");
+    let app = TestApp::spawn(
+        &Backend::Memory,
+        &[
+            ("REDIS_URL", "redis://cluster"),
+            ("GATEHOUSE_REDIS_CLUSTER", &seeds),
+            ("GATEHOUSE_REDIS_MIN_REPLICAS", "1"),
+            ("GATEHOUSE_INITIAL_MODE", "ENFORCED"),
+            ("GATEHOUSE_OWNER_CACHE", "off"),
+        ],
+    )
+    .await;
+    let sessions: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
+    for session in &sessions {
+        let claim = app.claim_for(session, "alice").await;
+        assert_eq!(claim.status, 201, "{session}: {claim:?}");
+    }
+    let victim = cluster.nodes[0].addr();
+    let on_victim = sessions
+        .iter()
+        .filter(|s| cluster.node_of(&format!("chat_session_owner:{s}")) == victim)
+        .count();
+    assert!(
+        on_victim > 0,
+        "some sessions live on the primary that is killed"
+    );
+    let (alice, bob) = (app.user("alice"), app.user("bob"));
+    let victim_port = format!("master_port:{}", victim.rsplit(':').next().unwrap());
+    let replica = (3..6)
+        .find(|i| replication(&cluster.nodes[*i]).contains(&victim_port))
+        .expect("the killed primary has a replica");
+    cluster.nodes[0].crash();
+    let killed = Instant::now();
+    let (mut switched, mut correct_again, mut unavailable) = (None, None, 0);
+    while killed.elapsed() < Duration::from_secs(20) && correct_again.is_none() {
+        if switched.is_none() && replication(&cluster.nodes[replica]).contains("role:master") {
+            switched = Some(killed.elapsed());
+        }
+        let mut all_correct = true;
+        for session in &sessions {
+            let as_bob = app.validate(&bob, json!({ "session_id": session })).await;
+            assert_eq!(as_bob.body["allowed"], false, "{session}: {as_bob:?}");
+            let as_alice = app.validate(&alice, json!({ "session_id": session })).await;
+            match as_alice.status {
+                200 => assert_eq!(as_alice.body["reason"], "owner", "{as_alice:?}"),
+                503 => {
+                    unavailable += 1;
+                    all_correct = false;
+                }
+                _ => panic!("{session}: {as_alice:?}"),
+            }
+        }
+        if all_correct && switched.is_some() {
+            correct_again = Some(killed.elapsed());
+        }
+    }
+    let switched = switched.expect("the cluster promoted the replica");
+    // Until the promotion and 2 s after it, answers may be 503s; never later.
+    let correct_again = correct_again.expect("every check answered correctly again");
+    println!(
+        "primary killed: its replica promoted after {switched:?}, every check correct after \
+         {correct_again:?}, {unavailable} checks answered 503 ({on_victim} of 30 sessions on it)"
+    );
+    assert!(
+        correct_again <= switched + Duration::from_secs(2),
+        "{correct_again:?} after the kill, {switched:?} the switch"
+    );
+}

@@ -179,7 +179,7 @@ pub(super) async fn get_many(
                     .await?
             }
             // Not in the table (it could not be read): each key through redis-rs's routing.
-            None => vec![Value::Nil; 0],
+            None => Vec::new(),
         };
         let mut answers = Vec::with_capacity(members.len());
         for (n, i) in members.iter().enumerate() {
@@ -207,7 +207,9 @@ pub(super) async fn get_many(
     });
     let mut out: Vec<Option<RedisResult<Option<String>>>> = (0..keys.len()).map(|_| None).collect();
     for group in futures_util::future::join_all(sends).await {
-        for (i, answer) in group? {
+        // A primary that does not answer may have failed over: read the table again.
+        let group = group.inspect_err(|_| slots.mark_stale())?;
+        for (i, answer) in group {
             out[i] = Some(answer);
         }
     }
