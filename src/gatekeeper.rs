@@ -6,6 +6,7 @@
 //! been, and record it in the audit stream.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::audit::{Audit, AuditEvent, Source};
 use crate::decision::{
@@ -130,6 +131,7 @@ impl Gatekeeper {
     /// Without a pinned mode and with the settings unknown (never read, no snapshot), the
     /// check is answered as ENFORCED with the store unavailable: `settings_unavailable`.
     pub async fn check(&self, check: &Check<'_>, pinned: Option<Mode>) -> CheckResult {
+        let started = Instant::now();
         let mode = match pinned {
             Some(mode) => mode,
             None => match self.enforcement.in_force() {
@@ -142,12 +144,22 @@ impl Gatekeeper {
         } else {
             None
         };
-        self.conclude(check, mode, looked_up)
+        let result = self.conclude(check, mode, looked_up);
+        self.timed(check, started);
+        result
+    }
+
+    /// Observes how long deciding `check` took.
+    fn timed(&self, check: &Check<'_>, started: Instant) {
+        if let Some(metrics) = &self.metrics {
+            metrics.decided_in(check.origin.source, started.elapsed());
+        }
     }
 
     /// Decides several checks, looking all needed owners up in one round trip. Results are in
     /// the order of `checks`.
     pub async fn check_many(&self, checks: &[Check<'_>]) -> Vec<CheckResult> {
+        let started = Instant::now();
         let Some(settings) = self.enforcement.in_force() else {
             return checks.iter().map(|c| self.without_settings(c)).collect();
         };
@@ -180,7 +192,9 @@ impl Gatekeeper {
                 } else {
                     None
                 };
-                self.conclude(check, mode, looked_up)
+                let result = self.conclude(check, mode, looked_up);
+                self.timed(check, started);
+                result
             })
             .collect()
     }

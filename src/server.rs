@@ -18,7 +18,7 @@ use crate::config::{AuthConfig, Config};
 use crate::enforcement::{Enforcement, Snapshot, store_identity};
 use crate::gatekeeper::Gatekeeper;
 use crate::http::{AppState, Services};
-use crate::metrics::Metrics;
+use crate::metrics::{MeteredStore, Metrics};
 use crate::store::{CachedStore, MemoryStore, OwnerCache, RedisStore, Store, StoreError};
 use crate::tasks::Tasks;
 
@@ -65,6 +65,11 @@ impl Gatehouse {
     pub fn build(config: &Config) -> Result<Self, BuildError> {
         let mut owner_cache = None;
         let mut redis_store = None;
+        let metrics = Metrics::new();
+        // Every store call is measured; the owner cache sits in front (a hit is no call).
+        let metered = |store: Arc<dyn Store>| -> Arc<dyn Store> {
+            Arc::new(MeteredStore::new(store, metrics.store.clone()))
+        };
         let (store, store_kind): (Arc<dyn Store>, _) = match config.redis_options() {
             Some(options) => {
                 let redis = Arc::new(RedisStore::connect(&options)?);
@@ -74,17 +79,18 @@ impl Gatehouse {
                         let cache = OwnerCache::new(settings.capacity, settings.ttl);
                         let feed: Arc<dyn crate::store::OwnerChanges> = redis.clone();
                         owner_cache = Some((cache.clone(), feed));
-                        (Arc::new(CachedStore::new(redis, cache)), "redis")
+                        (Arc::new(CachedStore::new(metered(redis), cache)), "redis")
                     }
-                    None => (redis, "redis"),
+                    None => (metered(redis), "redis"),
                 }
             }
             None => (
-                Arc::new(MemoryStore::new(config.owner_ttl).with_audit_maxlen(config.audit.maxlen)),
+                metered(Arc::new(
+                    MemoryStore::new(config.owner_ttl).with_audit_maxlen(config.audit.maxlen),
+                )),
                 "memory",
             ),
         };
-        let metrics = Metrics::new();
         let writers = Tasks::new();
         let audit = Audit::start(
             store.clone(),

@@ -29,6 +29,8 @@ mod forward_auth_paths;
 mod index;
 #[path = "integration/keys.rs"]
 mod keys;
+#[path = "integration/metrics.rs"]
+mod metrics;
 #[path = "integration/nginx.rs"]
 mod nginx;
 #[path = "integration/openapi.rs"]

@@ -18,12 +18,43 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
 }
 
-/// Prometheus metrics (OpenMetrics text): decisions by decision, reason and source; audit
-/// events by outcome (queued, written, spooled, replayed, dropped) and the backlog; the
-/// enforcement settings' version, staleness, source and the state of the store's record.
+/// Prometheus metrics (OpenMetrics text): decisions by decision, reason and source, and their
+/// latency; HTTP requests by route template and status, and their latency; store calls by
+/// operation (latency, errors); the owner cache; refused credentials and admin 403s; audit
+/// events by outcome and the backlog; the enforcement settings in force (mode per endpoint,
+/// kill switch, `enforce_percent`, version, staleness, source, the store's record); the build.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
-async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    responses((status = 200, description = "The metrics: OpenMetrics text when the Accept header asks for application/openmetrics-text (as Prometheus does), else the Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
+async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> impl axum::response::IntoResponse {
+    scrape(&state, &headers)
+}
+
+/// The exposition, with the gauges set from the state now: OpenMetrics when the scraper asks
+/// for it (Prometheus does), else the Prometheus text format.
+pub fn scrape(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> impl axum::response::IntoResponse + use<> {
+    if let Some(cache) = &state.owner_cache {
+        let (hits, misses) = cache.stats();
+        state.metrics.cache.observe(hits, misses, cache.entries());
+    }
+    match state.enforcement.in_force() {
+        Some(settings) => {
+            let modes: Vec<(String, &'static str)> = std::iter::once(("*".to_owned(), settings.mode.as_str()))
+                .chain(settings.endpoints.iter().map(|(name, mode)| (name.clone(), mode.as_str())))
+                .collect();
+            state.metrics.enforcement.observe(
+                &modes,
+                settings.kill_switch,
+                settings.enforce_percent.unwrap_or(100),
+            );
+        }
+        None => state.metrics.enforcement.observe(&[], false, 0),
+    }
     let settings = state.enforcement.status();
     state.metrics.settings.observe(&SettingsGauges {
         version: settings.version,
@@ -32,13 +63,28 @@ async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResp
         record: settings.record.as_str(),
         restores: settings.restores,
     });
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
+    let openmetrics = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            state.metrics.render(),
+        )
+    } else {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.metrics.render_text(),
+        )
+    }
 }
 
 /// Liveness.

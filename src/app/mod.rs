@@ -6,6 +6,7 @@
 //! comes from the same route declarations, without any state ([`openapi_document`]).
 
 mod health;
+mod observe;
 mod openapi;
 
 use std::sync::Arc;
@@ -76,12 +77,15 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::Extension(state.trusted_proxies.clone()));
+    let metrics = state.metrics.clone();
     router
         .merge(openapi::routes(spec))
+        .route_layer(axum::middleware::from_fn(observe::tag_route))
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .with_state(state)
         .layer(layers)
+        .layer(axum::middleware::from_fn_with_state(metrics, observe::count))
 }
 
 /// The problem `type` of a request that was not handled within `GATEHOUSE_REQUEST_TIMEOUT`.

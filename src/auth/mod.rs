@@ -82,6 +82,35 @@ pub enum AuthError {
     Invalid(String),
 }
 
+impl AuthError {
+    /// The reason as a metric label: `missing`, `expired`, `not_yet_valid`, `bad_signature`,
+    /// `unknown_key`, `algorithm`, `issuer`, `audience`, `claims` or `malformed`.
+    pub fn reason(&self) -> &'static str {
+        let AuthError::Invalid(why) = self else {
+            return "missing";
+        };
+        // The texts made in `jwt.rs` and here.
+        const KNOWN: [(&str, &str); 9] = [
+            ("token expired", "expired"),
+            ("token not valid yet", "not_yet_valid"),
+            ("bad signature", "bad_signature"),
+            ("unknown key id", "unknown_key"),
+            ("algorithm not allowed", "algorithm"),
+            ("wrong issuer", "issuer"),
+            ("wrong audience", "audience"),
+            ("missing a required claim", "claims"),
+            ("iss must be", "claims"),
+        ];
+        KNOWN
+            .iter()
+            .find(|(text, _)| why.starts_with(text))
+            .map_or(
+                if why.starts_with("sub") { "claims" } else { "malformed" },
+                |(_, reason)| reason,
+            )
+    }
+}
+
 /// How callers are authenticated.
 pub enum Authenticator {
     /// Verify JWT bearer tokens.

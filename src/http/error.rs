@@ -52,6 +52,10 @@ pub enum ApiError {
     /// 403 `forbidden`: authenticated, but not allowed to do this.
     #[error("{0}")]
     Forbidden(String),
+    /// 403 from the admin API: authenticated, but not an admin (counted apart,
+    /// `gatehouse_admin_forbidden_total`).
+    #[error("this needs the admin role or the gatehouse:admin scope")]
+    NotAdmin,
     /// 404 `not-found`.
     #[error("{0}")]
     NotFound(String),
@@ -133,7 +137,9 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, "invalid-name", "Invalid name")
             }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            ApiError::Forbidden(_) | ApiError::NotAdmin => {
+                (StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -230,6 +236,12 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let detail = self.to_string();
+        // What the request counter (`app::observe`) reads off the response.
+        let marker = match &self {
+            ApiError::Unauthorized(e) => Some(Refused::Credentials(e.reason())),
+            ApiError::NotAdmin => Some(Refused::NotAdmin),
+            _ => None,
+        };
         let (extensions, challenge) = match self {
             ApiError::Conflict { extensions, .. } | ApiError::Denied { extensions, .. } => {
                 (extensions, None)
@@ -246,6 +258,9 @@ impl IntoResponse for ApiError {
             _ => (Map::new(), None),
         };
         let mut response = problem_response(status, kind, title, detail, extensions);
+        if let Some(marker) = marker {
+            response.extensions_mut().insert(marker);
+        }
         if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             response
                 .headers_mut()
@@ -253,6 +268,16 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Why a request was refused before anything else, on its response's extensions for the
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// 401: the credentials, by [`AuthError::reason`].
+    Credentials(&'static str),
+    /// 403 from the admin API.
+    NotAdmin,
 }
 
 /// The rejection of the [`crate::auth::Principal`] extractor: a 401 problem.

@@ -21,7 +21,7 @@ use crate::gatekeeper::Gatekeeper;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-pub use self::error::{ApiError, PROBLEM_JSON, Problem, problem_response};
+pub use self::error::{ApiError, PROBLEM_JSON, Problem, Refused, problem_response};
 pub use self::extract::{
     AddressHeader, JsonBody, MAX_JSON_BODY, Path, Query, RequestMeta, TrustedProxies,
     method_not_allowed, not_found,
@@ -113,9 +113,7 @@ where
         if principal.may_administer() {
             Ok(Self(principal))
         } else {
-            Err(ApiError::Forbidden(
-                "this needs the admin role or the gatehouse:admin scope".into(),
-            ))
+            Err(ApiError::NotAdmin)
         }
     }
 }

@@ -83,7 +83,13 @@ impl OwnerCache {
         self.live.load(Ordering::Acquire)
     }
 
-    /// (hits, misses) so far.
+    /// Entries held now (approximate: moka counts lazily).
+    pub fn entries(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// (hits, misses) so far: lookups answered from the cache, and those sent to the store
+    /// while the cache was in use.
     pub fn stats(&self) -> (u64, u64) {
         (
             self.hits.load(Ordering::Relaxed),

@@ -48,6 +48,18 @@ pub enum StoreError {
     InvalidCursor,
 }
 
+impl StoreError {
+    /// The kind, as a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::OutcomeUnknown(_) => "outcome_unknown",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::InvalidCursor => "invalid_cursor",
+        }
+    }
+}
+
 /// What a claim did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {

@@ -3,7 +3,14 @@
 //! Each instance owns its [`Metrics`] (a `prometheus-client` registry, no global state), so
 //! several instances in one process — the integration tests — keep separate counts.
 
+mod families;
+mod metered_store;
+
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+pub use self::metered_store::MeteredStore;
+pub use self::families::{AuthMetrics, CacheMetrics, EnforcementGauges, HttpMetrics, StoreMetrics};
 
 use crate::decision::{Reason, Verdict};
 use crate::records::Source;
@@ -14,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-type Labels<const N: usize> = [(&'static str, &'static str); N];
+pub(crate) type Labels<const N: usize> = [(&'static str, &'static str); N];
 
 /// The metrics of one instance.
 pub struct Metrics {
@@ -23,6 +30,17 @@ pub struct Metrics {
     pub audit: AuditMetrics,
     /// Where the enforcement settings stand.
     pub settings: SettingsMetrics,
+    /// HTTP requests by route template.
+    pub http: HttpMetrics,
+    /// Store calls by operation.
+    pub store: StoreMetrics,
+    /// The owner cache.
+    pub cache: CacheMetrics,
+    /// Refused credentials and admin 403s.
+    pub auth: AuthMetrics,
+    /// The settings in force (set when scraped).
+    pub enforcement: EnforcementGauges,
+    decision_duration: families::Seconds<1>,
     decisions: Family<Labels<3>, Counter>,
     /// The counters of `decisions`, resolved once per label set: a check then increments an
     /// atomic instead of hashing three labels under the family's lock.
@@ -214,10 +232,17 @@ impl Metrics {
             "Ownership decisions by decision, reason and source",
             decisions.clone(),
         );
+        let families = families::Families::register(&mut registry);
         Arc::new(Self {
             registry,
             audit,
             settings,
+            http: families.http,
+            store: families.store,
+            cache: families.cache,
+            auth: families.auth,
+            enforcement: families.enforcement,
+            decision_duration: families.decision_duration,
             decisions,
             decision_counters: std::array::from_fn(|_| OnceLock::new()),
         })
@@ -240,6 +265,21 @@ impl Metrics {
         };
     }
 
+    /// How long deciding one check from `source` took.
+    pub fn decided_in(&self, source: Source, took: Duration) {
+        self.decision_duration
+            .get_or_create(&[("source", source.as_str())])
+            .observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition (format 0.0.4), for scrapers that do not ask for
+    /// OpenMetrics (`promtool check metrics`, curl): the same samples; a counter's `# HELP`
+    /// and `# TYPE` name its `_total` samples, and `# UNIT` and `# EOF` (OpenMetrics only)
+    /// are left out.
+    pub fn render_text(&self) -> String {
+        to_text_format(&self.render())
+    }
+
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut text = String::new();
@@ -249,9 +289,54 @@ impl Metrics {
     }
 }
 
+/// OpenMetrics text to the Prometheus text format (see [`Metrics::render_text`]).
+fn to_text_format(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        // HELP comes before TYPE: held until the type says whether the name gets `_total`.
+        if line.starts_with("# HELP ") {
+            help = Some(line);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let name = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            if let Some(help) = help.take() {
+                let text = help.splitn(4, ' ').nth(3).unwrap_or("");
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_text_format_names_counters_by_their_samples() {
+        let metrics = Metrics::new();
+        metrics.decision(Verdict::Deny, Reason::NotOwner, Source::Validate);
+        let text = metrics.render_text();
+        assert!(text.contains("# HELP gatehouse_decisions_total Ownership decisions"), "{text}");
+        assert!(text.contains("# TYPE gatehouse_decisions_total counter"), "{text}");
+        assert!(text.contains("# TYPE gatehouse_settings_version gauge"), "{text}");
+        assert!(text.contains("# TYPE gatehouse_http_request_duration_seconds histogram"), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+    }
 
     #[test]
     fn renders_audit_counters_from_zero() {

@@ -1,0 +1,246 @@
+//! The metric families beside the decision and audit counters: HTTP requests, decision and
+//! store-call latency, the owner cache, authentication failures, the enforcement settings in
+//! force, and the build. Names and units follow Prometheus conventions (`_seconds`, `_total`).
+
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use super::Labels;
+
+/// A histogram of seconds, 100 µs to about 6.5 s.
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+pub(super) type Seconds<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
+type OwnedSeconds = Family<Vec<(&'static str, String)>, Histogram, fn() -> Histogram>;
+
+fn seconds_family<const N: usize>() -> Seconds<N> {
+    Family::new_with_constructor(seconds)
+}
+
+/// `gatehouse_http_requests_total{route,method,status}` and
+/// `gatehouse_http_request_duration_seconds{route,method}` (route: the template, e.g.
+/// `/v1/sessions/{session_id}`, never the path a client sent).
+#[derive(Clone)]
+pub struct HttpMetrics {
+    requests: Family<Vec<(&'static str, String)>, Counter>,
+    duration: OwnedSeconds,
+}
+
+impl HttpMetrics {
+    /// Counts one answered request.
+    pub fn answered(&self, route: &str, method: &'static str, status: u16, took: Duration) {
+        let route = route.to_owned();
+        self.requests
+            .get_or_create(&vec![
+                ("route", route.clone()),
+                ("method", method.to_owned()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        self.duration
+            .get_or_create(&vec![("route", route), ("method", method.to_owned())])
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// `gatehouse_store_call_duration_seconds{operation}` and
+/// `gatehouse_store_errors_total{operation,kind}`.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    duration: Seconds<1>,
+    errors: Family<Labels<2>, Counter>,
+}
+
+impl StoreMetrics {
+    /// Counts one store call.
+    pub fn call(&self, operation: &'static str, took: Duration, error: Option<&'static str>) {
+        self.duration
+            .get_or_create(&[("operation", operation)])
+            .observe(took.as_secs_f64());
+        if let Some(kind) = error {
+            self.errors
+                .get_or_create(&[("operation", operation), ("kind", kind)])
+                .inc();
+        }
+    }
+}
+
+/// `gatehouse_owner_cache_{hits,misses}_total` and `gatehouse_owner_cache_entries`, brought
+/// up to the cache's own counts when scraped (the cache counts with one atomic per lookup).
+#[derive(Clone, Default)]
+pub struct CacheMetrics {
+    hits: Counter,
+    misses: Counter,
+    entries: Gauge,
+    /// Two scrapes at once must not both add the same difference.
+    observing: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+impl CacheMetrics {
+    /// Sets the counters to the cache's totals (they only grow) and the entries held.
+    pub fn observe(&self, hits: u64, misses: u64, entries: u64) {
+        let _one = self
+            .observing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.hits.inc_by(hits.saturating_sub(self.hits.get()));
+        self.misses.inc_by(misses.saturating_sub(self.misses.get()));
+        self.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+}
+
+/// `gatehouse_auth_failures_total{reason}` and `gatehouse_admin_forbidden_total`.
+#[derive(Clone, Default)]
+pub struct AuthMetrics {
+    failures: Family<Labels<1>, Counter>,
+    forbidden: Counter,
+}
+
+impl AuthMetrics {
+    /// A request whose credentials were refused, by reason (`missing`, `expired`, ...).
+    pub fn failed(&self, reason: &'static str) {
+        self.failures.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// An authenticated request refused by the admin API (403: not an admin).
+    pub fn forbidden(&self) {
+        self.forbidden.inc();
+    }
+}
+
+/// The enforcement settings in force, set when scraped: `gatehouse_enforcement_mode{endpoint,
+/// mode}` (1 for each endpoint's mode, `endpoint="*"` the global one),
+/// `gatehouse_kill_switch` (0/1) and `gatehouse_enforce_percent`.
+#[derive(Clone, Default)]
+pub struct EnforcementGauges {
+    mode: Family<Vec<(&'static str, String)>, Gauge>,
+    kill_switch: Gauge,
+    percent: Gauge,
+}
+
+/// The modes, as the API names them.
+const MODES: [&str; 3] = ["DISABLED", "LOG_ONLY", "ENFORCED"];
+
+impl EnforcementGauges {
+    /// Sets the gauges from the settings in force: `modes` is (endpoint, mode) with `*` for
+    /// the global mode; no settings known: every mode 0 and the kill switch 0.
+    pub fn observe(&self, modes: &[(String, &'static str)], kill_switch: bool, percent: u8) {
+        self.mode.clear();
+        for (endpoint, mode) in modes {
+            for candidate in MODES {
+                self.mode
+                    .get_or_create(&vec![
+                        ("endpoint", endpoint.clone()),
+                        ("mode", candidate.to_owned()),
+                    ])
+                    .set(i64::from(candidate == *mode));
+            }
+        }
+        self.kill_switch.set(i64::from(kill_switch));
+        self.percent.set(i64::from(percent));
+    }
+}
+
+/// Everything registered here.
+pub struct Families {
+    pub http: HttpMetrics,
+    pub decision_duration: Seconds<1>,
+    pub store: StoreMetrics,
+    pub cache: CacheMetrics,
+    pub auth: AuthMetrics,
+    pub enforcement: EnforcementGauges,
+}
+
+impl Families {
+    /// The families, registered in `registry`, and `gatehouse_build_info{version}` = 1.
+    pub fn register(registry: &mut Registry) -> Self {
+        let http = HttpMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(seconds),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status",
+            http.requests.clone(),
+        );
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time to answer an HTTP request, by route template and method",
+            Unit::Seconds,
+            http.duration.clone(),
+        );
+        let decision_duration = seconds_family::<1>();
+        registry.register_with_unit(
+            "decision_duration",
+            "Time to decide one check (settings, owner lookup, decision), by source",
+            Unit::Seconds,
+            decision_duration.clone(),
+        );
+        let store = StoreMetrics {
+            duration: seconds_family::<1>(),
+            errors: Family::default(),
+        };
+        registry.register_with_unit(
+            "store_call_duration",
+            "Time of one store call, by operation",
+            Unit::Seconds,
+            store.duration.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Failed store calls, by operation and kind (unavailable, outcome_unknown, corrupt, ...)",
+            store.errors.clone(),
+        );
+        let cache = CacheMetrics::default();
+        registry.register("owner_cache_hits", "Owner lookups answered from the owner cache", cache.hits.clone());
+        registry.register("owner_cache_misses", "Owner lookups the owner cache sent to the store", cache.misses.clone());
+        registry.register("owner_cache_entries", "Entries in the owner cache", cache.entries.clone());
+        let auth = AuthMetrics::default();
+        registry.register(
+            "auth_failures",
+            "Requests whose credentials were refused, by reason (missing, malformed, expired, not_yet_valid, bad_signature, unknown_key, algorithm, issuer, audience, claims)",
+            auth.failures.clone(),
+        );
+        registry.register(
+            "admin_forbidden",
+            "Authenticated requests the admin API refused (403: not an admin)",
+            auth.forbidden.clone(),
+        );
+        let enforcement = EnforcementGauges::default();
+        registry.register(
+            "enforcement_mode",
+            "The mode in force per endpoint (endpoint=\"*\": the global mode): 1 for the current one",
+            enforcement.mode.clone(),
+        );
+        registry.register(
+            "kill_switch",
+            "1 while the kill switch turns enforcement off",
+            enforcement.kill_switch.clone(),
+        );
+        registry.register(
+            "enforce_percent",
+            "Share of users (0-100) ENFORCED applies to",
+            enforcement.percent.clone(),
+        );
+        let build = Family::<Labels<1>, Gauge>::default();
+        build
+            .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register("build_info", "The running build: 1, labelled by version", build);
+        Self {
+            http,
+            decision_duration,
+            store,
+            cache,
+            auth,
+            enforcement,
+        }
+    }
+}
