@@ -44,9 +44,15 @@ pub fn scrape(
     }
     match state.enforcement.in_force() {
         Some(settings) => {
-            let modes: Vec<(String, &'static str)> = std::iter::once(("*".to_owned(), settings.mode.as_str()))
-                .chain(settings.endpoints.iter().map(|(name, mode)| (name.clone(), mode.as_str())))
-                .collect();
+            let modes: Vec<(String, &'static str)> =
+                std::iter::once(("*".to_owned(), settings.mode.as_str()))
+                    .chain(
+                        settings
+                            .endpoints
+                            .iter()
+                            .map(|(name, mode)| (name.clone(), mode.as_str())),
+                    )
+                    .collect();
             state.metrics.enforcement.observe(
                 &modes,
                 settings.kill_switch,

@@ -85,7 +85,10 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .with_state(state)
         .layer(layers)
-        .layer(axum::middleware::from_fn_with_state(metrics, observe::count))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            observe::count,
+        ))
 }
 
 /// The problem `type` of a request that was not handled within `GATEHOUSE_REQUEST_TIMEOUT`.

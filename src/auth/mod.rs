@@ -101,13 +101,14 @@ impl AuthError {
             ("missing a required claim", "claims"),
             ("iss must be", "claims"),
         ];
-        KNOWN
-            .iter()
-            .find(|(text, _)| why.starts_with(text))
-            .map_or(
-                if why.starts_with("sub") { "claims" } else { "malformed" },
-                |(_, reason)| reason,
-            )
+        KNOWN.iter().find(|(text, _)| why.starts_with(text)).map_or(
+            if why.starts_with("sub") {
+                "claims"
+            } else {
+                "malformed"
+            },
+            |(_, reason)| reason,
+        )
     }
 }
 

@@ -342,7 +342,15 @@ impl Config {
             crate::http::TrustedProxies::parse,
         );
         let backfill_roots = backfill_roots(src);
-        let owner_cache = owner_cache(src);
+        let cluster = redis.as_ref().is_some_and(|r| r.cluster.is_some());
+        if cluster && keys.owner_keys_are_tagged() {
+            src.problems.push(
+                "GATEHOUSE_OWNER_KEY_PREFIX: no hash tag ({...}) with GATEHOUSE_REDIS_CLUSTER \
+                 (the legacy owner keys have none; each owner key has its own slot)"
+                    .into(),
+            );
+        }
+        let owner_cache = owner_cache(src, cluster);
         if settings_refresh.is_zero() {
             src.problems
                 .push("GATEHOUSE_SETTINGS_REFRESH: must be above zero".into());

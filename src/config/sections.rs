@@ -432,7 +432,27 @@ pub(super) fn backfill_roots(src: &mut Source) -> Vec<std::path::PathBuf> {
 }
 
 /// `GATEHOUSE_OWNER_CACHE*`.
-pub(super) fn owner_cache(src: &mut Source) -> Option<OwnerCacheSettings> {
+///
+/// On a Redis Cluster the cache is off, and asking for it is refused: its invalidations are
+/// published on the primary of each session's owner key and reach the subscribed node over the
+/// cluster bus, which drops them when a link between two nodes is down, while the heartbeat,
+/// published on one primary, may still arrive; so the heartbeat would not prove the cache
+/// current (an old owner could be allowed for the cache's TTL).
+pub(super) fn owner_cache(src: &mut Source, cluster: bool) -> Option<OwnerCacheSettings> {
+    if cluster {
+        if src
+            .get("GATEHOUSE_OWNER_CACHE")
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "on" | "true"))
+        {
+            src.problems.push(
+                "GATEHOUSE_OWNER_CACHE: not with GATEHOUSE_REDIS_CLUSTER (a Cluster can lose \
+                 invalidations between nodes while the heartbeat still arrives; README, \
+                 Production Redis)"
+                    .into(),
+            );
+        }
+        return None;
+    }
     let cache_on = src.parse("GATEHOUSE_OWNER_CACHE", true, |raw| {
         match raw.to_ascii_lowercase().as_str() {
             "on" | "true" => Ok(true),

@@ -199,9 +199,21 @@ impl Families {
             store.errors.clone(),
         );
         let cache = CacheMetrics::default();
-        registry.register("owner_cache_hits", "Owner lookups answered from the owner cache", cache.hits.clone());
-        registry.register("owner_cache_misses", "Owner lookups the owner cache sent to the store", cache.misses.clone());
-        registry.register("owner_cache_entries", "Entries in the owner cache", cache.entries.clone());
+        registry.register(
+            "owner_cache_hits",
+            "Owner lookups answered from the owner cache",
+            cache.hits.clone(),
+        );
+        registry.register(
+            "owner_cache_misses",
+            "Owner lookups the owner cache sent to the store",
+            cache.misses.clone(),
+        );
+        registry.register(
+            "owner_cache_entries",
+            "Entries in the owner cache",
+            cache.entries.clone(),
+        );
         let auth = AuthMetrics::default();
         registry.register(
             "auth_failures",
@@ -233,7 +245,11 @@ impl Families {
         build
             .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
-        registry.register("build_info", "The running build: 1, labelled by version", build);
+        registry.register(
+            "build_info",
+            "The running build: 1, labelled by version",
+            build,
+        );
         Self {
             http,
             decision_duration,

@@ -60,7 +60,8 @@ impl OwnershipStore for MeteredStore {
         owner: &str,
         expected: &Expected,
     ) -> Result<OwnerChange, StoreError> {
-        self.timed("set_owner", self.inner.set_owner(session, owner, expected)).await
+        self.timed("set_owner", self.inner.set_owner(session, owner, expected))
+            .await
     }
 
     async fn release(
@@ -68,7 +69,8 @@ impl OwnershipStore for MeteredStore {
         session: &SessionId,
         expected: &Expected,
     ) -> Result<OwnerChange, StoreError> {
-        self.timed("release", self.inner.release(session, expected)).await
+        self.timed("release", self.inner.release(session, expected))
+            .await
     }
 
     async fn user_sessions(
@@ -77,7 +79,11 @@ impl OwnershipStore for MeteredStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<SessionPage, StoreError> {
-        self.timed("user_sessions", self.inner.user_sessions(user, cursor, limit)).await
+        self.timed(
+            "user_sessions",
+            self.inner.user_sessions(user, cursor, limit),
+        )
+        .await
     }
 
     async fn count_owned(&self) -> Result<u64, StoreError> {
@@ -92,7 +98,8 @@ impl OwnershipStore for MeteredStore {
 #[async_trait]
 impl SettingsStore for MeteredStore {
     async fn load_settings(&self) -> Result<Option<EnforcementSettings>, StoreError> {
-        self.timed("load_settings", self.inner.load_settings()).await
+        self.timed("load_settings", self.inner.load_settings())
+            .await
     }
 
     async fn save_settings(
@@ -101,7 +108,11 @@ impl SettingsStore for MeteredStore {
         next: &EnforcementSettings,
         entry: &HistoryEntry,
     ) -> Result<SaveOutcome, StoreError> {
-        self.timed("save_settings", self.inner.save_settings(expected, next, entry)).await
+        self.timed(
+            "save_settings",
+            self.inner.save_settings(expected, next, entry),
+        )
+        .await
     }
 
     async fn history(
@@ -109,7 +120,8 @@ impl SettingsStore for MeteredStore {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.timed("history", self.inner.history(before, limit)).await
+        self.timed("history", self.inner.history(before, limit))
+            .await
     }
 
     async fn watch(&self) -> Result<SettingsFeed, StoreError> {
@@ -120,7 +132,8 @@ impl SettingsStore for MeteredStore {
 #[async_trait]
 impl AuditStore for MeteredStore {
     async fn append_audit(&self, writer: &str, events: &[Sequenced]) -> Result<usize, StoreError> {
-        self.timed("append_audit", self.inner.append_audit(writer, events)).await
+        self.timed("append_audit", self.inner.append_audit(writer, events))
+            .await
     }
 
     async fn audit_before(
@@ -128,7 +141,8 @@ impl AuditStore for MeteredStore {
         before: Option<AuditId>,
         count: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.timed("audit_before", self.inner.audit_before(before, count)).await
+        self.timed("audit_before", self.inner.audit_before(before, count))
+            .await
     }
 
     async fn audit_after(
@@ -136,14 +150,16 @@ impl AuditStore for MeteredStore {
         after: Option<AuditId>,
         count: usize,
     ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.timed("audit_after", self.inner.audit_after(after, count)).await
+        self.timed("audit_after", self.inner.audit_after(after, count))
+            .await
     }
 }
 
 #[async_trait]
 impl BackfillStore for MeteredStore {
     async fn assign(&self, job: &str, owner: &str, sessions: &[String]) -> Result<u64, StoreError> {
-        self.timed("assign", self.inner.assign(job, owner, sessions)).await
+        self.timed("assign", self.inner.assign(job, owner, sessions))
+            .await
     }
 
     async fn release_assigned(
@@ -152,7 +168,11 @@ impl BackfillStore for MeteredStore {
         owner: &str,
         sessions: &[String],
     ) -> Result<Released, StoreError> {
-        self.timed("release_assigned", self.inner.release_assigned(job, owner, sessions)).await
+        self.timed(
+            "release_assigned",
+            self.inner.release_assigned(job, owner, sessions),
+        )
+        .await
     }
 
     async fn assigned_page(
@@ -161,11 +181,16 @@ impl BackfillStore for MeteredStore {
         cursor: u64,
         count: usize,
     ) -> Result<(u64, Vec<String>), StoreError> {
-        self.timed("assigned_page", self.inner.assigned_page(job, cursor, count)).await
+        self.timed(
+            "assigned_page",
+            self.inner.assigned_page(job, cursor, count),
+        )
+        .await
     }
 
     async fn assigned_count(&self, job: &str) -> Result<u64, StoreError> {
-        self.timed("assigned_count", self.inner.assigned_count(job)).await
+        self.timed("assigned_count", self.inner.assigned_count(job))
+            .await
     }
 
     async fn owned_page(
@@ -173,7 +198,8 @@ impl BackfillStore for MeteredStore {
         cursor: u64,
         count: usize,
     ) -> Result<(u64, Vec<String>), StoreError> {
-        self.timed("owned_page", self.inner.owned_page(cursor, count)).await
+        self.timed("owned_page", self.inner.owned_page(cursor, count))
+            .await
     }
 
     async fn unindexed(&self, owned: &[(String, String)]) -> Result<u64, StoreError> {
@@ -188,4 +214,3 @@ impl BackfillStore for MeteredStore {
         self.timed("load_job", self.inner.load_job(id)).await
     }
 }
-

@@ -9,8 +9,8 @@ mod metered_store;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use self::metered_store::MeteredStore;
 pub use self::families::{AuthMetrics, CacheMetrics, EnforcementGauges, HttpMetrics, StoreMetrics};
+pub use self::metered_store::MeteredStore;
 
 use crate::decision::{Reason, Verdict};
 use crate::records::Source;
@@ -331,11 +331,26 @@ mod tests {
         let metrics = Metrics::new();
         metrics.decision(Verdict::Deny, Reason::NotOwner, Source::Validate);
         let text = metrics.render_text();
-        assert!(text.contains("# HELP gatehouse_decisions_total Ownership decisions"), "{text}");
-        assert!(text.contains("# TYPE gatehouse_decisions_total counter"), "{text}");
-        assert!(text.contains("# TYPE gatehouse_settings_version gauge"), "{text}");
-        assert!(text.contains("# TYPE gatehouse_http_request_duration_seconds histogram"), "{text}");
-        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        assert!(
+            text.contains("# HELP gatehouse_decisions_total Ownership decisions"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE gatehouse_decisions_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE gatehouse_settings_version gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE gatehouse_http_request_duration_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
     }
 
     #[test]

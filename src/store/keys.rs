@@ -103,6 +103,12 @@ impl KeySchema {
 }
 
 impl KeySchema {
+    /// Whether the owner keys carry a hash tag: refused on a Cluster, where the backfill's
+    /// marker beside an owner key could then be another session's owner key.
+    pub fn owner_keys_are_tagged(&self) -> bool {
+        has_hash_tag(&self.owner_prefix)
+    }
+
     /// Beside a session's owner key, in its slot (a hash tag of the whole owner key): the
     /// backfill job that assigned the session (Redis Cluster only, where the job's assigned
     /// set lives in another slot; see `store::redis::backfill`).

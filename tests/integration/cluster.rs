@@ -40,6 +40,18 @@ fn the_cluster_setting_names_seed_nodes_and_needs_redis_url() {
     assert!(problems(&[("REDIS_URL", "redis://c"), twice]).contains("listed twice"));
     let bad = ("GATEHOUSE_REDIS_CLUSTER", "h");
     assert!(problems(&[("REDIS_URL", "redis://c"), bad]).contains("host:port"));
+    // The owner cache is off on a Cluster, and asking for it is refused.
+    assert!(c.owner_cache.is_none());
+    let url = ("REDIS_URL", "redis://cluster");
+    let cache = ("GATEHOUSE_OWNER_CACHE", "on");
+    assert!(problems(&[url, seeds, cache]).contains("GATEHOUSE_OWNER_CACHE: not with"));
+    assert!(config(&[url, seeds, ("GATEHOUSE_OWNER_CACHE", "off")]).is_ok());
+    let tagged = ("GATEHOUSE_OWNER_KEY_PREFIX", "{owners}:");
+    assert!(problems(&[url, seeds, tagged]).contains("no hash tag"));
+    assert!(
+        config(&[("REDIS_URL", "redis://h"), tagged]).is_ok(),
+        "one server: fine"
+    );
 }
 
 /// `n` session ids whose owner keys hash to `slot`.
@@ -281,5 +293,110 @@ async fn a_primary_failing_over_gives_no_wrong_answer_and_keeps_acknowledged_cla
     assert!(
         correct_again <= switched + Duration::from_secs(2),
         "{correct_again:?} after the kill, {switched:?} the switch"
+    );
+}
+
+/// A batch of lookups on one primary while one of its slots is half-migrated (the key moved,
+/// the slot not yet handed over): the moved key answers `ASK`, redis-rs sends the pipeline
+/// again whole to the other node, where the other key answers `MOVED`; each key is then asked
+/// on its own, and both owners come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_batched_across_a_half_migrated_slot_get_every_owner() {
+    use gatehouse::session_id::SessionId;
+    use gatehouse::store::{OwnershipStore, RedisStore};
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    let seeds: Vec<String> = cluster.nodes.iter().map(|n| n.addr()).collect();
+    let config = config(&[
+        ("REDIS_URL", "redis://cluster"),
+        ("GATEHOUSE_REDIS_CLUSTER", &seeds.join(",")),
+    ])
+    .unwrap();
+    let store = RedisStore::connect(&config.redis_options().unwrap()).unwrap();
+    // Two sessions on the first primary, in slots 0 and 1.
+    let (moved, stays) = (
+        sessions_in_slot(0, 1).remove(0),
+        sessions_in_slot(1, 1).remove(0),
+    );
+    let id = |s: &str| SessionId::parse(s).unwrap();
+    store.claim(&id(&moved), "alice").await.unwrap();
+    store.claim(&id(&stays), "bob").await.unwrap();
+    let (source, target) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let (source_id, target_id) = (node_id(source), node_id(target));
+    let setslot = |node: &crate::common::processes::RedisServer, args: &[&str]| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(args)
+            .query::<()>(&mut node.client())
+            .unwrap();
+    };
+    setslot(target, &["0", "IMPORTING", &source_id]);
+    setslot(source, &["0", "MIGRATING", &target_id]);
+    let key = format!("chat_session_owner:{moved}");
+    redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(target.port())
+        .arg(&key)
+        .arg(0)
+        .arg(5000)
+        .query::<()>(&mut source.client())
+        .unwrap();
+    for _ in 0..3 {
+        let owners = store.owners(&[id(&moved), id(&stays)]).await;
+        assert_eq!(
+            owners.unwrap(),
+            [Some("alice".to_owned()), Some("bob".to_owned())]
+        );
+    }
+    for node in &cluster.nodes {
+        setslot(node, &["0", "NODE", &target_id]);
+    }
+}
+
+/// Backfill on a Cluster: a session whose owner key holds something else (a hash) is skipped
+/// as owned, the rest of the batch is assigned, and the rollback releases exactly what the job
+/// assigned (not a session the same owner got another way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_batches_on_a_cluster_roll_back_exactly() {
+    use gatehouse::session_id::SessionId;
+    use gatehouse::store::{BackfillStore, OwnershipStore, RedisStore};
+    let Some(Backend::Cluster { cluster, env }) = Backend::cluster() else {
+        return;
+    };
+    let options = Config::from_vars(env.clone())
+        .unwrap()
+        .redis_options()
+        .unwrap();
+    let store = RedisStore::connect(&options).unwrap();
+    let prefix = &options.keys.owner_prefix;
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url()).collect();
+    let mut raw = redis::cluster::ClusterClient::new(urls)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("HSET")
+        .arg(format!("{prefix}b2"))
+        .arg("f")
+        .arg("v")
+        .query::<()>(&mut raw)
+        .unwrap();
+    let id = |s: &str| SessionId::parse(s).unwrap();
+    store.claim(&id("b4"), "legacy").await.unwrap();
+    let batch: Vec<String> = ["b1", "b2", "b3", "b4"].map(String::from).to_vec();
+    assert_eq!(store.assign("job-1", "legacy", &batch).await.unwrap(), 2);
+    // Sent again (as after a failure): the same two, counted again by the retry.
+    assert_eq!(store.assign("job-1", "legacy", &batch).await.unwrap(), 2);
+    assert_eq!(store.assigned_count("job-1").await.unwrap(), 2);
+    let released = store
+        .release_assigned("job-1", "legacy", &batch)
+        .await
+        .unwrap();
+    assert_eq!(released.released, 2, "{:?}", released.kept);
+    assert_eq!(released.kept, ["b2", "b4"]);
+    assert_eq!(store.owner(&id("b1")).await.unwrap(), None);
+    assert_eq!(
+        store.owner(&id("b4")).await.unwrap().as_deref(),
+        Some("legacy")
     );
 }

@@ -30,16 +30,18 @@ async fn metrics_describe_a_scripted_mix_of_requests(backend: Backend) {
     }
     let denied = app.validate(&bob, json!({ "session_id": "m1" })).await;
     assert_eq!(denied.status, 403);
-    let missing = app.call(Method::POST, "/v1/validate", None, Some(json!({}))).await;
+    let missing = app
+        .call(Method::POST, "/v1/validate", None, Some(json!({})))
+        .await;
     assert_eq!(missing.status, 401);
     let mut forged = alice.clone();
     forged.pop();
     forged.push(if alice.ends_with('A') { 'B' } else { 'A' });
-    let bad = app
-        .validate(&forged, json!({ "session_id": "m1" }))
-        .await;
+    let bad = app.validate(&forged, json!({ "session_id": "m1" })).await;
     assert_eq!(bad.status, 401, "{bad:?}");
-    let garbage = app.validate("not-a-jwt", json!({ "session_id": "m1" })).await;
+    let garbage = app
+        .validate("not-a-jwt", json!({ "session_id": "m1" }))
+        .await;
     assert_eq!(garbage.status, 401);
     let not_admin = app.call(Method::GET, "/v1/audit", Some(&bob), None).await;
     assert_eq!(not_admin.status, 403);
@@ -56,9 +58,11 @@ async fn metrics_describe_a_scripted_mix_of_requests(backend: Backend) {
         .text()
         .await
         .unwrap();
-    let at = |prefix: &str| sample(&scrape, prefix).unwrap_or_else(|| panic!("{prefix} in\n{scrape}"));
+    let at =
+        |prefix: &str| sample(&scrape, prefix).unwrap_or_else(|| panic!("{prefix} in\n{scrape}"));
     assert!(
-        at(r#"gatehouse_http_requests_total{route="/v1/validate",method="POST",status="200"}"#) >= 3.0
+        at(r#"gatehouse_http_requests_total{route="/v1/validate",method="POST",status="200"}"#)
+            >= 3.0
     );
     assert_eq!(
         at(r#"gatehouse_http_requests_total{route="/v1/validate",method="POST",status="403"}"#),
@@ -70,28 +74,56 @@ async fn metrics_describe_a_scripted_mix_of_requests(backend: Backend) {
         "made-up paths are not label values"
     );
     assert!(!scrape.contains("/no/such/path"));
-    assert!(at(r#"gatehouse_http_request_duration_seconds_count{route="/v1/validate",method="POST"}"#) >= 7.0);
-    assert!(at(r#"gatehouse_http_request_duration_seconds_sum{route="/v1/validate",method="POST"}"#) > 0.0);
-    assert_eq!(at(r#"gatehouse_decision_duration_seconds_count{source="validate"}"#), 4.0);
+    assert!(
+        at(r#"gatehouse_http_request_duration_seconds_count{route="/v1/validate",method="POST"}"#)
+            >= 7.0
+    );
+    assert!(
+        at(r#"gatehouse_http_request_duration_seconds_sum{route="/v1/validate",method="POST"}"#)
+            > 0.0
+    );
+    assert_eq!(
+        at(r#"gatehouse_decision_duration_seconds_count{source="validate"}"#),
+        4.0
+    );
     assert!(at(r#"gatehouse_store_call_duration_seconds_count{operation="owner"}"#) >= 1.0);
     assert!(at(r#"gatehouse_store_call_duration_seconds_count{operation="claim"}"#) >= 1.0);
     assert!(at(r#"gatehouse_store_call_duration_seconds_count{operation="save_settings"}"#) >= 1.0);
-    assert_eq!(at(r#"gatehouse_auth_failures_total{reason="missing"}"#), 1.0);
-    assert_eq!(at(r#"gatehouse_auth_failures_total{reason="bad_signature"}"#), 1.0);
-    assert_eq!(at(r#"gatehouse_auth_failures_total{reason="malformed"}"#), 1.0);
+    assert_eq!(
+        at(r#"gatehouse_auth_failures_total{reason="missing"}"#),
+        1.0
+    );
+    assert_eq!(
+        at(r#"gatehouse_auth_failures_total{reason="bad_signature"}"#),
+        1.0
+    );
+    assert_eq!(
+        at(r#"gatehouse_auth_failures_total{reason="malformed"}"#),
+        1.0
+    );
     assert_eq!(at("gatehouse_admin_forbidden_total"), 1.0);
-    assert_eq!(at(r#"gatehouse_enforcement_mode{endpoint="*",mode="LOG_ONLY"}"#), 1.0);
-    assert_eq!(at(r#"gatehouse_enforcement_mode{endpoint="*",mode="ENFORCED"}"#), 0.0);
+    assert_eq!(
+        at(r#"gatehouse_enforcement_mode{endpoint="*",mode="LOG_ONLY"}"#),
+        1.0
+    );
+    assert_eq!(
+        at(r#"gatehouse_enforcement_mode{endpoint="*",mode="ENFORCED"}"#),
+        0.0
+    );
     assert_eq!(at("gatehouse_kill_switch"), 0.0);
     assert_eq!(at("gatehouse_enforce_percent"), 100.0);
     assert!(at("gatehouse_settings_version") >= 2.0);
     assert_eq!(
-        at(&format!(r#"gatehouse_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"))),
+        at(&format!(
+            r#"gatehouse_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        )),
         1.0
     );
     if matches!(backend, Backend::Redis(_)) {
         // The owner cache is on with Redis: lookups were hits or misses.
-        let lookups = at("gatehouse_owner_cache_hits_total") + at("gatehouse_owner_cache_misses_total");
+        let lookups =
+            at("gatehouse_owner_cache_hits_total") + at("gatehouse_owner_cache_misses_total");
         assert!(lookups >= 1.0, "{scrape}");
         assert!(at("gatehouse_owner_cache_entries") >= 0.0);
     }
@@ -100,13 +132,24 @@ async fn metrics_describe_a_scripted_mix_of_requests(backend: Backend) {
     let openmetrics = app
         .http
         .get(format!("{}/metrics", app.base))
-        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
         .send()
         .await
         .unwrap();
-    assert!(openmetrics.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(
+        openmetrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
     let body = openmetrics.text().await.unwrap();
-    assert!(body.ends_with("# EOF\n") && body.contains("# TYPE gatehouse_decisions counter"), "{body}");
+    assert!(
+        body.ends_with("# EOF\n") && body.contains("# TYPE gatehouse_decisions counter"),
+        "{body}"
+    );
 }
 
 /// `promtool check metrics` on the scrape (lint included): required under CI, skipped with a

@@ -3,10 +3,12 @@
 //!
 //! On one server a batch is one script. On a Cluster each session's owner key lives in its
 //! own slot, so a batch is one script per session (sent together), then the job's assigned
-//! set, the owner's index and the announcement. Beside each owner key it assigns, the script
-//! leaves a marker naming the job (same slot), so that a batch sent again after a failure
-//! part-way counts and records exactly the sessions this job assigned: the rollback then
-//! releases exactly those, as on one server.
+//! set, the owner's index and the announcement. The batch is written into the job's assigned
+//! set first, and beside each owner key it assigns the script leaves a marker naming the job
+//! (same slot): after a batch that failed part-way (or an instance killed in it) the set holds
+//! every session the job may have assigned, the markers say which it did, and the rollback
+//! releases a session only when its owner is the job's owner and its marker names the job.
+//! Exactly what the job assigned is released, as on one server.
 
 use async_trait::async_trait;
 use redis::Value;
@@ -147,6 +149,14 @@ impl RedisStore {
         owner: &str,
         sessions: &[String],
     ) -> Result<u64, StoreError> {
+        if sessions.is_empty() {
+            return Ok(0);
+        }
+        // The batch goes into the job's set first: a batch that fails part-way (or an
+        // instance killed in it) leaves every session it may have assigned where the rollback
+        // looks, and the markers say which ones it did.
+        self.job_set("SADD", job, &sessions.iter().collect::<Vec<_>>())
+            .await?;
         let ttl = self.ttl_millis();
         let outcomes = futures_util::future::join_all(sessions.iter().map(|id| async move {
             let mut invocation = self.backfill_assign_one.key(self.keys.owner(id));
@@ -160,30 +170,32 @@ impl RedisStore {
         .await
         .into_iter()
         .collect::<Result<Vec<u8>, _>>()?;
-        let ours: Vec<&String> = sessions
+        let (ours, others): (Vec<_>, Vec<_>) = sessions
             .iter()
             .zip(&outcomes)
-            .filter(|(_, outcome)| **outcome > 0)
-            .map(|(id, _)| id)
-            .collect();
-        if ours.is_empty() {
-            return Ok(0);
-        }
-        let mut conn = self.conn().await?;
-        // Counted by the job's set: a session assigned by an earlier try of this batch is
-        // counted once.
-        let recorded: u64 = self
-            .write(
-                redis::cmd("SADD")
-                    .arg(self.keys.backfill_assigned(job))
-                    .arg(&ours)
-                    .query_async(&mut conn),
-            )
-            .await?;
+            .partition(|(_, outcome)| **outcome > 0);
+        let ours: Vec<&String> = ours.into_iter().map(|(id, _)| id).collect();
+        let others: Vec<&String> = others.into_iter().map(|(id, _)| id).collect();
+        self.job_set("SREM", job, &others).await?;
         self.index_many(owner, &ours, "SADD").await;
         // Also those of an earlier try: that try may have failed before announcing them.
         self.announce(&ours).await?;
-        Ok(recorded)
+        // A batch sent again after a failure counts what the failed try assigned too (that
+        // try was not counted).
+        Ok(ours.len() as u64)
+    }
+
+    /// `SADD`/`SREM` of `sessions` in the job's assigned set.
+    async fn job_set(&self, verb: &str, job: &str, sessions: &[&String]) -> Result<(), StoreError> {
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        let cmd = redis::cmd(verb)
+            .arg(self.keys.backfill_assigned(job))
+            .arg(sessions)
+            .clone();
+        let mut conn = self.conn().await?;
+        self.write(cmd.query_async::<()>(&mut conn)).await
     }
 
     /// [`BackfillStore::release_assigned`] on a Cluster.
@@ -195,7 +207,10 @@ impl RedisStore {
     ) -> Result<Released, StoreError> {
         let outcomes = futures_util::future::join_all(sessions.iter().map(|id| async move {
             let mut invocation = self.backfill_release_one.key(self.keys.owner(id));
-            invocation.key(self.keys.backfill_marker(id)).arg(owner);
+            invocation
+                .key(self.keys.backfill_marker(id))
+                .arg(owner)
+                .arg(job);
             self.write_owners::<u8>(&invocation).await
         }))
         .await
@@ -208,16 +223,8 @@ impl RedisStore {
         let released: Vec<&String> = released.into_iter().map(|(id, _)| id).collect();
         let kept: Vec<String> = kept.into_iter().map(|(id, _)| id.clone()).collect();
         self.index_many(owner, &released, "SREM").await;
-        if !sessions.is_empty() {
-            let mut conn = self.conn().await?;
-            self.write(
-                redis::cmd("SREM")
-                    .arg(self.keys.backfill_assigned(job))
-                    .arg(sessions)
-                    .query_async::<()>(&mut conn),
-            )
+        self.job_set("SREM", job, &sessions.iter().collect::<Vec<_>>())
             .await?;
-        }
         // The whole batch: a session released by an earlier try counts as kept now, and that
         // try may have failed before announcing it.
         self.announce(&sessions.iter().collect::<Vec<_>>()).await?;

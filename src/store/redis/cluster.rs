@@ -7,10 +7,11 @@
 //! per primary ([`get_many`]), and a scan walks every primary in turn
 //! (`RedisStore::scan_keys`).
 //!
-//! The copy may lag a reshard or a failover. Nothing is wrong then, only slower: a key whose
-//! slot moved answers `MOVED` or `ASK`, and that one lookup is sent again through redis-rs's
-//! routing (which follows the redirect), while the table is marked stale and read again by the
-//! next call. A lookup is never answered from a node that does not serve its key's slot.
+//! The copy may lag a reshard or a failover. Nothing is wrong then, only slower: a pipeline
+//! with a key whose slot moved answers `MOVED` or `ASK`, and its keys are sent again one by
+//! one through redis-rs's routing (which follows the redirect), while the table is marked stale
+//! and read again by the next call. A lookup is never answered from a node that does not serve
+//! its key's slot.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -175,8 +176,17 @@ pub(super) async fn get_many(
                 for i in &members {
                     pipe.get(keys[*i]);
                 }
-                conn.route_pipeline(pipe, 0, members.len(), at(addr))
-                    .await?
+                match conn.route_pipeline(pipe, 0, members.len(), at(addr)).await {
+                    Ok(values) => values,
+                    // redis-rs sends a pipeline with one redirected key again whole to the
+                    // key's new node, where the others are redirected back: each key is then
+                    // asked on its own.
+                    Err(e) if is_redirect(&e) => {
+                        slots.mark_stale();
+                        Vec::new()
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             // Not in the table (it could not be read): each key through redis-rs's routing.
             None => Vec::new(),
@@ -192,7 +202,7 @@ pub(super) async fn get_many(
                     Err(e) => Err(e),
                     Ok(value) => redis::from_redis_value(value).map_err(Into::into),
                 },
-                None if addr.is_none() => routed_get(&mut conn, keys[*i]).await,
+                None if values.is_empty() => routed_get(&mut conn, keys[*i]).await,
                 None => Err((ErrorKind::Parse, "a pipeline reply is missing").into()),
             };
             // A transport failure fails the batch, as on one server.

@@ -34,6 +34,19 @@ fn owner_change(reply: (i64, Option<String>)) -> OwnerChange {
 }
 
 impl RedisStore {
+    /// On a Cluster, a write whose outcome is unknown (it may have changed the owner key)
+    /// leaves the session for the index repair, which follows whatever the owner key says.
+    fn repair_if_in_doubt<T>(
+        &self,
+        session: &SessionId,
+        written: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.cluster && matches!(written, Err(StoreError::OutcomeUnknown(_))) {
+            self.leave_for_repair([session.as_str()]);
+        }
+        written
+    }
+
     /// The owner key of each of `sessions`, each reply on its own (one pipeline; one per
     /// primary on a Cluster, rather than MGET: the keys of different sessions live in different
     /// slots), on the lookup connection.
@@ -88,7 +101,8 @@ impl OwnershipStore for RedisStore {
             .arg(self.ttl_millis())
             .arg(self.keys.owners_channel())
             .arg(session.as_str());
-        let (claimed, current): (i64, Option<String>) = self.write_owners(&invocation).await?;
+        let (claimed, current): (i64, Option<String>) =
+            self.repair_if_in_doubt(session, self.write_owners(&invocation).await)?;
         if self.cluster && (claimed == 1 || current.as_deref() == Some(user)) {
             self.follow_index(session.as_str(), Some(user), None).await;
         }
@@ -120,7 +134,8 @@ impl OwnershipStore for RedisStore {
             .arg(self.keys.owners_channel())
             .arg(session.as_str())
             .arg(&self.keys.user_sessions_prefix);
-        let change = owner_change(self.write_owners(&invocation).await?);
+        let change =
+            owner_change(self.repair_if_in_doubt(session, self.write_owners(&invocation).await)?);
         if let (true, OwnerChange::Done { previous }) = (self.cluster, &change) {
             self.follow_index(session.as_str(), Some(owner), previous.as_deref())
                 .await;
@@ -141,7 +156,8 @@ impl OwnershipStore for RedisStore {
             .arg(self.keys.owners_channel())
             .arg(session.as_str())
             .arg(self.index_prefix_in_scripts());
-        let change = owner_change(self.write_owners(&invocation).await?);
+        let change =
+            owner_change(self.repair_if_in_doubt(session, self.write_owners(&invocation).await)?);
         if let (true, OwnerChange::Done { previous }) = (self.cluster, &change) {
             self.follow_index(session.as_str(), None, previous.as_deref())
                 .await;
