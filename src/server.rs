@@ -53,6 +53,8 @@ pub struct Gatehouse {
     /// The Redis store, for its topology watch (Sentinel).
     redis: Option<Arc<RedisStore>>,
     connections: crate::http::ConnectionLimits,
+    /// `GATEHOUSE_METRICS_LISTEN`: `/metrics` on an address of its own.
+    metrics_listen: Option<std::net::SocketAddr>,
     /// The admin token minted for the embedded default (no auth configured); print it once.
     pub bootstrap_token: Option<String>,
     /// Which store backs this instance, for the start-up log.
@@ -133,6 +135,7 @@ impl Gatehouse {
             request_timeout: config.request_timeout,
             claim: config.claim,
             trusted_proxies: config.trusted_proxies.clone(),
+            metrics_elsewhere: config.metrics_listen.is_some(),
         });
         Ok(Self {
             state,
@@ -141,6 +144,7 @@ impl Gatehouse {
             owner_cache,
             redis: redis_store,
             connections: config.connections.clone(),
+            metrics_listen: config.metrics_listen,
             bootstrap_token,
             store_kind,
         })
@@ -177,6 +181,18 @@ impl Gatehouse {
         work.spawn(self.state.enforcement.spawn_watch(work.token()));
         if let Some((cache, redis)) = &self.owner_cache {
             work.spawn(cache.spawn_watch(redis.clone(), work.token()));
+        }
+        if let Some(addr) = self.metrics_listen {
+            let metrics = TcpListener::bind(addr).await?;
+            tracing::info!(%addr, "serving /metrics");
+            let router = crate::app::metrics_only(self.state.clone());
+            let limits = self.connections.clone();
+            work.spawn(crate::http::serve::serve(
+                metrics,
+                router,
+                limits,
+                shutdown.clone(),
+            ));
         }
         let router = app(self.state);
         let served =

@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -28,8 +29,22 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 async fn metrics(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
-) -> impl axum::response::IntoResponse {
-    scrape(&state, &headers)
+) -> axum::response::Response {
+    if state.metrics_elsewhere {
+        return crate::http::ApiError::NotFound(
+            "/metrics is served on GATEHOUSE_METRICS_LISTEN".into(),
+        )
+        .into_response();
+    }
+    scrape(&state, &headers).into_response()
+}
+
+/// `/metrics` on `GATEHOUSE_METRICS_LISTEN`.
+pub(super) async fn metrics_anywhere(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    scrape(&state, &headers).into_response()
 }
 
 /// The exposition, with the gauges set from the state now: OpenMetrics when the scraper asks

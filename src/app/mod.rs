@@ -91,6 +91,14 @@ pub fn app(state: AppState) -> Router {
         ))
 }
 
+/// The application of `GATEHOUSE_METRICS_LISTEN`: `GET /metrics` and nothing else.
+pub fn metrics_only(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(health::metrics_anywhere))
+        .fallback(crate::http::not_found)
+        .with_state(state)
+}
+
 /// The problem `type` of a request that was not handled within `GATEHOUSE_REQUEST_TIMEOUT`.
 pub const REQUEST_TIMEOUT_KIND: &str = "request-timeout";
 

@@ -136,6 +136,9 @@ pub struct Config {
     /// `GATEHOUSE_OWNER_CACHE` (`on` default, `off`), `GATEHOUSE_OWNER_CACHE_CAPACITY`
     /// (100,000) and `GATEHOUSE_OWNER_CACHE_TTL` (60s): the owner cache used with Redis.
     pub owner_cache: Option<OwnerCacheSettings>,
+    /// `GATEHOUSE_METRICS_LISTEN` (default: unset, `/metrics` on `GATEHOUSE_LISTEN`): serve
+    /// `/metrics` on this address only (e.g. a private interface), 404 on the API's.
+    pub metrics_listen: Option<SocketAddr>,
     /// `GATEHOUSE_SESSION_IDS` (`canonical` default, `exact`): whether every spelling of a
     /// UUID session id is one session.
     pub session_ids: crate::session_id::SessionIds,
@@ -314,6 +317,19 @@ impl Config {
             },
         );
         let redis = redis(src);
+        let metrics_listen = src.get("GATEHOUSE_METRICS_LISTEN").is_some().then(|| {
+            src.parse("GATEHOUSE_METRICS_LISTEN", listen, |raw| {
+                raw.parse::<SocketAddr>()
+                    .map_err(|e| format!("{e} (write e.g. 127.0.0.1:9090)"))
+            })
+        });
+        if metrics_listen == Some(listen) {
+            src.problems.push(
+                "GATEHOUSE_METRICS_LISTEN: must differ from GATEHOUSE_LISTEN (leave it unset to \
+                 serve /metrics there)"
+                    .into(),
+            );
+        }
         let keys = keys(src);
         let owner_ttl = src
             .get("GATEHOUSE_OWNER_TTL")
@@ -380,6 +396,7 @@ impl Config {
             trusted_proxies,
             backfill_roots,
             owner_cache,
+            metrics_listen,
         }
     }
 }

@@ -257,3 +257,17 @@ fn the_file_sets_keys_and_the_environment_wins() {
     assert_eq!(c.owner_ttl, Some(Duration::from_secs(86_400)));
     assert_eq!(c.keys.prefix, "env:");
 }
+
+#[test]
+fn metrics_listen_is_an_address_other_than_the_api_one() {
+    let c = Config::from_vars(vars(&[("GATEHOUSE_METRICS_LISTEN", "127.0.0.1:9090")])).unwrap();
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(Config::from_vars(vars(&[])).unwrap().metrics_listen, None);
+    let same = problems(&[
+        ("GATEHOUSE_LISTEN", "127.0.0.1:8080"),
+        ("GATEHOUSE_METRICS_LISTEN", "127.0.0.1:8080"),
+    ]);
+    assert!(same[0].contains("must differ"), "{same:?}");
+    let bad = problems(&[("GATEHOUSE_METRICS_LISTEN", "nine")]);
+    assert!(bad[0].starts_with("GATEHOUSE_METRICS_LISTEN"), "{bad:?}");
+}

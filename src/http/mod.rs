@@ -57,6 +57,8 @@ pub struct Services {
     pub claim: crate::sessions::ClaimPolicy,
     /// Whose forwarded client address is believed (inserted into every request).
     pub trusted_proxies: TrustedProxies,
+    /// `/metrics` is served on `GATEHOUSE_METRICS_LISTEN` only (404 on the API's address).
+    pub metrics_elsewhere: bool,
 }
 
 impl Services {

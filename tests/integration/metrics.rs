@@ -185,3 +185,34 @@ fn promtool_accepts(scrape: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_have_an_address_of_their_own() {
+    let port = crate::common::processes::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let app = TestApp::spawn(&Backend::Memory, &[("GATEHOUSE_METRICS_LISTEN", &addr)]).await;
+    let public = app.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(public.status, 404, "not on the API's address: {public:?}");
+    let scrape = crate::common::eventually(
+        std::time::Duration::from_secs(5),
+        "the metrics listener",
+        || async {
+            let reply = app
+                .http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .ok()?;
+            (reply.status() == 200).then_some(reply.text().await.ok()?)
+        },
+    )
+    .await;
+    assert!(scrape.contains("gatehouse_build_info"), "{scrape}");
+    let other = app
+        .http
+        .get(format!("http://{addr}/v1/validate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "nothing else there");
+}
