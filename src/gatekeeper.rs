@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::telemetry::Throttle;
+
 use crate::audit::{Audit, AuditEvent, Source};
 use crate::decision::{
     Mode, Outcome, OwnerLookup, Subject, Verdict, decide, decide_without_settings,
@@ -231,7 +233,10 @@ impl Gatekeeper {
             None => (OwnerLookup::Skipped, None),
             Some(Ok(owner)) => (OwnerLookup::Found(owner.as_deref()), owner.clone()),
             Some(Err(e)) => {
-                tracing::warn!(session_id = %check.session, error = %e, "owner lookup failed");
+                static LOOKUPS: Throttle = Throttle::new();
+                if let Some(suppressed) = LOOKUPS.allow() {
+                    tracing::warn!(session_id = %check.session, error = %e, suppressed, "owner lookup failed (one line per second; suppressed: those since the last)");
+                }
                 (OwnerLookup::Unavailable, None)
             }
         };

@@ -15,6 +15,7 @@ use crate::auth::AuthError;
 use crate::decision::Reason;
 use crate::session_id::IdError;
 use crate::store::StoreError;
+use crate::telemetry::Throttle;
 
 /// Media type of problem responses.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -227,10 +228,20 @@ impl IntoResponse for ApiError {
         let (status, kind, title) = self.parts();
         match &self {
             ApiError::StoreUnavailable(detail) => {
-                tracing::warn!(error = %detail, "store unavailable");
+                static UNAVAILABLE: Throttle = Throttle::new();
+                if let Some(suppressed) = UNAVAILABLE.allow() {
+                    tracing::warn!(error = %detail, suppressed, "store unavailable");
+                }
             }
             ApiError::WriteOutcomeUnknown(detail) => {
                 tracing::warn!(error = %detail, "store write outcome unknown");
+            }
+            ApiError::Unauthorized(e) => {
+                // Never the token: the reason only.
+                static REFUSED: Throttle = Throttle::new();
+                if let Some(suppressed) = REFUSED.allow() {
+                    tracing::info!(reason = e.reason(), suppressed, "authentication failed");
+                }
             }
             ApiError::Internal(detail) => tracing::error!(error = %detail, "internal error"),
             _ => {}
