@@ -43,10 +43,12 @@ fn api() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the API (what `/openapi.json` serves).
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api()
-        .merge(crate::sessions::owner_routes())
-        .split_for_parts()
-        .1
+    openapi::published(
+        api()
+            .merge(crate::sessions::owner_routes())
+            .split_for_parts()
+            .1,
+    )
 }
 
 /// The whole application.
@@ -79,7 +81,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::Extension(state.trusted_proxies.clone()));
     let metrics = state.metrics.clone();
     router
-        .merge(openapi::routes(spec))
+        .merge(openapi::routes(openapi::published(spec)))
         .route_layer(axum::middleware::from_fn(observe::tag_route))
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)

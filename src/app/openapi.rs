@@ -6,6 +6,7 @@
 
 use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::openapi::RefOr;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_scalar::{Scalar, Servable};
@@ -48,6 +49,61 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The document as published: every response has a description (the status's meaning in this
+/// API where the handler gives none), and every problem document is `application/problem+json`
+/// (RFC 9457), as the server sends it.
+pub(super) fn published(mut spec: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    for item in spec.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for (status, response) in &mut operation.responses.responses {
+                if let RefOr::T(response) = response {
+                    describe(status, response);
+                }
+            }
+        }
+    }
+    spec
+}
+
+/// Fills in a response's description and its problem media type.
+fn describe(status: &str, response: &mut utoipa::openapi::Response) {
+    if response.description.is_empty() {
+        response.description = match status {
+            "200" => "OK",
+            "201" => "Created",
+            "202" => "Accepted: the job runs in the background",
+            "400" => "The request is invalid (problem+json; nothing was changed)",
+            "401" => "Missing or invalid credentials (problem+json, with WWW-Authenticate)",
+            "403" => "Authenticated, but not allowed (problem+json)",
+            "404" => "Not found (problem+json)",
+            "409" => "Conflict: the state changed meanwhile (problem+json)",
+            "503" => "The store is unavailable; nothing was written (problem+json)",
+            "504" => "The store did not confirm the write: its outcome is unknown (problem+json)",
+            _ => "See the operation's description",
+        }
+        .into();
+    }
+    let is_problem = response.content.get("application/json").is_some_and(|media| {
+        matches!(media, RefOr::T(content)
+            if matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location == "#/components/schemas/Problem"))
+    });
+    if is_problem && let Some(media) = response.content.shift_remove("application/json") {
+        response
+            .content
+            .insert(crate::http::PROBLEM_JSON.into(), media);
     }
 }
 
