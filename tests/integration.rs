@@ -17,6 +17,8 @@ mod cluster;
 mod connections;
 #[path = "integration/credentials.rs"]
 mod credentials;
+#[path = "integration/docs.rs"]
+mod docs;
 #[path = "integration/enforcement.rs"]
 mod enforcement;
 #[path = "integration/example.rs"]

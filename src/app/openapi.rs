@@ -4,12 +4,11 @@
 //! (regenerate with `cargo run -- openapi > openapi/openapi.json`). The docs page is Scalar's
 //! HTML, embedded at build time; the browser loads Scalar's script when the page is viewed.
 
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use utoipa_scalar::{Scalar, Servable};
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::http::{AppState, Problem};
 
@@ -107,10 +106,15 @@ fn describe(status: &str, response: &mut utoipa::openapi::Response) {
     }
 }
 
-/// `/openapi.json` and `/docs`.
+/// The docs page's policy: its own scripts, styles, images and the document, nothing else.
+pub const DOCS_CSP: &str =
+    "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// `/openapi.json` and `/docs` (Swagger UI, its assets under `/docs/`).
 pub(super) fn routes(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
-    let json = Json(spec.clone());
-    Router::new()
-        .route("/openapi.json", get(move || async move { json.clone() }))
-        .merge(Scalar::with_url("/docs", spec).title("gatehouse API"))
+    let docs: Router<AppState> = SwaggerUi::new("/docs").url("/openapi.json", spec).into();
+    docs.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        axum::http::HeaderValue::from_static(DOCS_CSP),
+    ))
 }
