@@ -31,11 +31,14 @@ fn seconds_family<const N: usize>() -> Seconds<N> {
 /// per-thread handle caches below.
 static NEXT_SET: AtomicUsize = AtomicUsize::new(0);
 
+/// (set, method, status) -> route -> its counter and histogram.
+type HttpHandles = HashMap<(usize, &'static str, u16), HashMap<Box<str>, (Counter, Histogram)>>;
+
 thread_local! {
     /// Per thread: the counter and histogram of each (set, method, status, route) seen, so a
     /// request neither allocates its labels nor takes the family's lock (measured: the labels
     /// built per request cost throughput).
-    static HTTP_HANDLES: RefCell<HashMap<(usize, &'static str, u16), HashMap<Box<str>, (Counter, Histogram)>>> =
+    static HTTP_HANDLES: RefCell<HttpHandles> =
         RefCell::new(HashMap::new());
     /// Per thread: each (set, operation)'s histogram.
     static STORE_HANDLES: RefCell<HashMap<(usize, &'static str), Histogram>> =
