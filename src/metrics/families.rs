@@ -10,21 +10,16 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::Labels;
+use super::seconds::Seconds;
 
-/// A histogram of seconds, 100 µs to about 6.5 s.
-fn seconds() -> Histogram {
-    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
-}
+pub(super) type SecondsFamily<const N: usize> = Family<Labels<N>, Seconds>;
+type OwnedSeconds = Family<Vec<(&'static str, String)>, Seconds>;
 
-pub(super) type Seconds<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
-type OwnedSeconds = Family<Vec<(&'static str, String)>, Histogram, fn() -> Histogram>;
-
-fn seconds_family<const N: usize>() -> Seconds<N> {
-    Family::new_with_constructor(seconds)
+fn seconds_family<const N: usize>() -> SecondsFamily<N> {
+    Family::default()
 }
 
 /// Tells apart the metric sets of several instances in one process (the tests), for the
@@ -32,7 +27,7 @@ fn seconds_family<const N: usize>() -> Seconds<N> {
 static NEXT_SET: AtomicUsize = AtomicUsize::new(0);
 
 /// (set, method, status) -> route -> its counter and histogram.
-type HttpHandles = HashMap<(usize, &'static str, u16), HashMap<Box<str>, (Counter, Histogram)>>;
+type HttpHandles = HashMap<(usize, &'static str, u16), HashMap<Box<str>, (Counter, Seconds)>>;
 
 thread_local! {
     /// Per thread: the counter and histogram of each (set, method, status, route) seen, so a
@@ -41,7 +36,7 @@ thread_local! {
     static HTTP_HANDLES: RefCell<HttpHandles> =
         RefCell::new(HashMap::new());
     /// Per thread: each (set, operation)'s histogram.
-    static STORE_HANDLES: RefCell<HashMap<(usize, &'static str), Histogram>> =
+    static STORE_HANDLES: RefCell<HashMap<(usize, &'static str), Seconds>> =
         RefCell::new(HashMap::new());
 }
 
@@ -65,12 +60,12 @@ impl HttpMetrics {
             }
             if let Some((requests, duration)) = routes.get(route) {
                 requests.inc();
-                duration.observe(took.as_secs_f64());
+                duration.observe(took);
             }
         });
     }
 
-    fn handles(&self, route: &str, method: &'static str, status: u16) -> (Counter, Histogram) {
+    fn handles(&self, route: &str, method: &'static str, status: u16) -> (Counter, Seconds) {
         let requests = self.requests.get_or_create_owned(&vec![
             ("route", route.to_owned()),
             ("method", method.to_owned()),
@@ -89,7 +84,7 @@ impl HttpMetrics {
 #[derive(Clone)]
 pub struct StoreMetrics {
     set: usize,
-    duration: Seconds<1>,
+    duration: SecondsFamily<1>,
     errors: Family<Labels<2>, Counter>,
 }
 
@@ -103,7 +98,7 @@ impl StoreMetrics {
                     self.duration
                         .get_or_create_owned(&[("operation", operation)])
                 })
-                .observe(took.as_secs_f64());
+                .observe(took);
         });
         if let Some(kind) = error {
             self.errors
@@ -192,7 +187,7 @@ impl EnforcementGauges {
 /// Everything registered here.
 pub struct Families {
     pub http: HttpMetrics,
-    pub decision_duration: Seconds<1>,
+    pub decision_duration: SecondsFamily<1>,
     pub store: StoreMetrics,
     pub cache: CacheMetrics,
     pub auth: AuthMetrics,
@@ -206,7 +201,7 @@ impl Families {
         let http = HttpMetrics {
             set,
             requests: Family::default(),
-            duration: Family::new_with_constructor(seconds),
+            duration: Family::default(),
         };
         registry.register(
             "http_requests",

@@ -5,6 +5,7 @@
 
 mod families;
 mod metered_store;
+mod seconds;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -19,7 +20,6 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub(crate) type Labels<const N: usize> = [(&'static str, &'static str); N];
@@ -41,9 +41,9 @@ pub struct Metrics {
     pub auth: AuthMetrics,
     /// The settings in force (set when scraped).
     pub enforcement: EnforcementGauges,
-    decision_duration: families::Seconds<1>,
+    decision_duration: families::SecondsFamily<1>,
     /// The histograms of `decision_duration`, one per source, resolved once.
-    decision_histograms: [OnceLock<Histogram>; SOURCES],
+    decision_histograms: [OnceLock<seconds::Seconds>; SOURCES],
     decisions: Family<Labels<3>, Counter>,
     /// The counters of `decisions`, resolved once per label set: a check then increments an
     /// atomic instead of hashing three labels under the family's lock.
@@ -276,8 +276,8 @@ impl Metrics {
                 .get_or_create_owned(&[("source", source.as_str())])
         };
         match self.decision_histograms.get(source as usize) {
-            Some(memo) => memo.get_or_init(histogram).observe(took.as_secs_f64()),
-            None => histogram().observe(took.as_secs_f64()),
+            Some(memo) => memo.get_or_init(histogram).observe(took),
+            None => histogram().observe(took),
         }
     }
 
