@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use self::sections::{
     audit, auth, backfill_roots, connection_limits, forward_auth, host_name, keys, logging,
-    owner_cache, read_file, redis, settings_snapshot,
+    owner_cache, read_file, redis, settings_snapshot, toml_key,
 };
 use crate::auth::JwtSettings;
 use crate::decision::Mode;
@@ -188,11 +188,88 @@ impl std::error::Error for ConfigError {}
 /// Reads raw values by environment-variable name.
 struct Source {
     values: HashMap<String, String>,
+    /// The TOML key of each value that came from the `GATEHOUSE_CONFIG` file.
+    file_keys: HashMap<String, String>,
+    /// Every name a section asked for (read or not): the names gatehouse knows.
+    asked: std::cell::RefCell<std::collections::HashSet<String>>,
     problems: Vec<String>,
 }
 
+/// Names that are no service setting but are gatehouse's: the file's own name, and what the
+/// admin CLI reads (`gatehouse mode ...` and friends).
+const NOT_SETTINGS: [&str; 3] = ["GATEHOUSE_CONFIG", "GATEHOUSE_URL", "GATEHOUSE_TOKEN"];
+
 impl Source {
+    /// Reports every given name no section asked for, with the closest known one: a typo
+    /// (`GATEHOUSE_REDIS_TIMEOTU`) must not silently leave the default in force.
+    fn report_unknown(&mut self) {
+        let asked = self.asked.borrow();
+        let mut unknown: Vec<&String> = self
+            .values
+            .keys()
+            .filter(|name| !asked.contains(*name) && !NOT_SETTINGS.contains(&name.as_str()))
+            .collect();
+        unknown.sort();
+        // Compared without the prefix every name shares.
+        let bare = |name: &str| name.strip_prefix("GATEHOUSE_").unwrap_or(name).to_owned();
+        let closest = |name: &str| {
+            asked
+                .iter()
+                .map(|known| {
+                    (
+                        strsim::normalized_damerau_levenshtein(&bare(name), &bare(known)),
+                        known,
+                    )
+                })
+                .filter(|(score, _)| *score >= 0.7)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, known)| known.to_owned())
+        };
+        let mut problems = Vec::new();
+        for name in unknown {
+            let problem = match self.file_keys.get(name) {
+                Some(key) => {
+                    let hint = closest(name)
+                        .map(|known: String| format!(" (did you mean {}?)", toml_key(&known)))
+                        .unwrap_or_default();
+                    format!("GATEHOUSE_CONFIG: unknown key {key}{hint}")
+                }
+                None => {
+                    let hint = closest(name)
+                        .map(|known| format!(" (did you mean {known}?)"))
+                        .unwrap_or_default();
+                    format!("{name}: unknown setting{hint}")
+                }
+            };
+            problems.push(problem);
+        }
+        drop(asked);
+        self.problems.extend(problems);
+    }
+
+    /// The problems, those of a value from the file named by its TOML key
+    /// (`GATEHOUSE_CONFIG: redis_timeout="5 parsecs": ...`), the others by their variable.
+    fn in_file_terms(&self) -> Vec<String> {
+        self.problems
+            .iter()
+            .map(|problem| {
+                let from_file = self.file_keys.iter().find(|(name, _)| {
+                    problem
+                        .strip_prefix(name.as_str())
+                        .is_some_and(|rest| rest.starts_with(['=', ':']))
+                });
+                match from_file {
+                    Some((name, key)) => {
+                        format!("GATEHOUSE_CONFIG: {key}{}", &problem[name.len()..])
+                    }
+                    None => problem.clone(),
+                }
+            })
+            .collect()
+    }
+
     fn get(&self, name: &str) -> Option<&str> {
+        self.asked.borrow_mut().insert(name.to_owned());
         self.values
             .get(name)
             .map(|v| v.trim())
@@ -290,20 +367,36 @@ impl Config {
             .filter(|(k, _)| k.starts_with("GATEHOUSE_") || k == "REDIS_URL")
             .collect();
         let mut values = HashMap::new();
+        let mut file_keys = HashMap::new();
         let mut problems = Vec::new();
         if let Some(path) = env.get("GATEHOUSE_CONFIG").filter(|p| !p.trim().is_empty()) {
             match read_file(path) {
-                Ok(file) => values.extend(file),
+                Ok(file) => {
+                    for (name, (key, value)) in file {
+                        file_keys.insert(name.clone(), key);
+                        values.insert(name, value);
+                    }
+                }
                 Err(why) => problems.push(format!("GATEHOUSE_CONFIG={path:?}: {why}")),
             }
         }
+        // A variable overrides the file: its errors name the variable.
+        for name in env.keys() {
+            file_keys.remove(name);
+        }
         values.extend(env);
-        let mut src = Source { values, problems };
+        let mut src = Source {
+            values,
+            file_keys,
+            asked: Default::default(),
+            problems,
+        };
         let config = Self::parse(&mut src);
+        src.report_unknown();
         if src.problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError(src.problems))
+            Err(ConfigError(src.in_file_terms()))
         }
     }
 

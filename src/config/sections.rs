@@ -12,8 +12,10 @@ use crate::auth::{JwtSettings, JwtVerifier, load_public_keys};
 use crate::store::{ClientCertificate, KeySchema, SentinelOptions, TlsOptions, is_tls_url};
 
 /// The settings that apply to Redis only: refused without `REDIS_URL`.
-const REDIS_ONLY_VARS: [&str; 11] = [
+const REDIS_ONLY_VARS: [&str; 13] = [
     "GATEHOUSE_REDIS_CLUSTER",
+    "GATEHOUSE_REDIS_CONNECTIONS",
+    "GATEHOUSE_REDIS_TIMEOUT",
     "GATEHOUSE_REDIS_MIN_REPLICAS",
     "GATEHOUSE_REDIS_CA_FILE",
     "GATEHOUSE_REDIS_CERT_FILE",
@@ -440,6 +442,11 @@ pub(super) fn backfill_roots(src: &mut Source) -> Vec<std::path::PathBuf> {
 /// current (an old owner could be allowed for the cache's TTL).
 pub(super) fn owner_cache(src: &mut Source, cluster: bool) -> Option<OwnerCacheSettings> {
     if cluster {
+        // Known here too, only not used.
+        let _ = (
+            src.get("GATEHOUSE_OWNER_CACHE_CAPACITY"),
+            src.get("GATEHOUSE_OWNER_CACHE_TTL"),
+        );
         if src
             .get("GATEHOUSE_OWNER_CACHE")
             .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "on" | "true"))
@@ -518,7 +525,8 @@ pub(super) fn host_name() -> String {
 }
 
 /// Reads a TOML file of top-level keys into environment-variable names.
-pub(super) fn read_file(path: &str) -> Result<HashMap<String, String>, String> {
+/// The `GATEHOUSE_CONFIG` file: variable name -> (its TOML key, the value as text).
+pub(super) fn read_file(path: &str) -> Result<HashMap<String, (String, String)>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
     table
@@ -536,7 +544,17 @@ pub(super) fn read_file(path: &str) -> Result<HashMap<String, String>, String> {
                 }
                 _ => return Err(format!("{key}: expected a string, number or boolean")),
             };
-            Ok((name, value))
+            Ok((name, (key, value)))
         })
         .collect()
+}
+
+/// The TOML key of variable `name` (`GATEHOUSE_REDIS_TIMEOUT` -> `redis_timeout`).
+pub(super) fn toml_key(name: &str) -> String {
+    if name == "REDIS_URL" {
+        return "redis_url".into();
+    }
+    name.strip_prefix("GATEHOUSE_")
+        .unwrap_or(name)
+        .to_ascii_lowercase()
 }

@@ -271,3 +271,81 @@ fn metrics_listen_is_an_address_other_than_the_api_one() {
     let bad = problems(&[("GATEHOUSE_METRICS_LISTEN", "nine")]);
     assert!(bad[0].starts_with("GATEHOUSE_METRICS_LISTEN"), "{bad:?}");
 }
+
+/// Every variable of the README's configuration table, `(name, README line)`.
+fn documented() -> Vec<String> {
+    include_str!("../../README.md")
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .filter(|name| name.starts_with("GATEHOUSE_") || *name == "REDIS_URL")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_documented_setting_is_known_in_every_set_up() {
+    let names = documented();
+    assert!(names.len() > 40, "{names:?}");
+    let set_ups: [&[(&str, &str)]; 3] = [
+        &[],
+        &[("REDIS_URL", "redis://127.0.0.1:6379")],
+        &[
+            ("REDIS_URL", "redis://cluster"),
+            ("GATEHOUSE_REDIS_CLUSTER", "127.0.0.1:7000"),
+        ],
+    ];
+    for set_up in set_ups {
+        for name in &names {
+            let mut pairs = set_up.to_vec();
+            pairs.push((name.as_str(), "x"));
+            let unknown = format!("{name}: unknown setting");
+            assert!(
+                !problems(&pairs).iter().any(|p| p.starts_with(&unknown)),
+                "{name} with {set_up:?}: {:?}",
+                problems(&pairs)
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_settings_are_refused_with_the_closest_name() {
+    let typo = problems(&[("GATEHOUSE_REQUEST_TIMEOTU", "5s")]);
+    assert_eq!(
+        typo,
+        ["GATEHOUSE_REQUEST_TIMEOTU: unknown setting (did you mean GATEHOUSE_REQUEST_TIMEOUT?)"]
+    );
+    let far = problems(&[("GATEHOUSE_ZZZ", "1")]);
+    assert_eq!(far, ["GATEHOUSE_ZZZ: unknown setting"]);
+    // The admin CLI's own variables are not settings of the service, and not refused.
+    assert!(problems(&[("GATEHOUSE_URL", "http://x"), ("GATEHOUSE_TOKEN", "t")]).is_empty());
+}
+
+#[test]
+fn file_errors_name_the_toml_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &path,
+        "request_timeout = \"5 parsecs\"\nredis_timout = \"1s\"\n",
+    )
+    .unwrap();
+    let path = path.to_string_lossy().into_owned();
+    let found = problems(&[("GATEHOUSE_CONFIG", &path)]);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("GATEHOUSE_CONFIG: request_timeout=\"5 parsecs\"")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("GATEHOUSE_CONFIG: unknown key redis_timout")),
+        "{found:?}"
+    );
+    // The same setting as a variable is named as one.
+    let env = problems(&[("GATEHOUSE_REQUEST_TIMEOUT", "5 parsecs")]);
+    assert!(env[0].starts_with("GATEHOUSE_REQUEST_TIMEOUT="), "{env:?}");
+}
