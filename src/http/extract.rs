@@ -19,7 +19,9 @@ pub const MAX_JSON_BODY: usize = 256 * 1024;
 /// Unlike `axum::Json`, a body without `Content-Type`, or with curl's default
 /// `application/x-www-form-urlencoded`, is read as JSON (operators type `curl -d '{...}'`); one
 /// declared as anything else is a 415. Malformed JSON, missing and unknown fields are 400s
-/// whose detail is serde's message (with line and column).
+/// whose detail is serde's message (with line and column). Every body the API takes is a JSON
+/// object, so anything else is a 400 too: serde would otherwise read a struct from an array of
+/// its fields in order (`["s1"]` as `{"session_id": "s1"}`), which the contract does not offer.
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
@@ -52,6 +54,11 @@ where
             BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(MAX_JSON_BODY),
             other => ApiError::InvalidRequest(other.body_text()),
         })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::InvalidRequest(
+                "invalid JSON body: expected a JSON object ({...})".into(),
+            ));
+        }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))

@@ -289,6 +289,16 @@ impl TestApp {
         Reply::read(request.send().await.expect("request is sent")).await
     }
 
+    /// The text of `GET /metrics` (the Prometheus text format).
+    pub async fn scrape(&self) -> String {
+        let reply = self.http.get(format!("{}/metrics", self.base)).send().await;
+        reply
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("a body")
+    }
+
     /// POST /v1/validate as `token`.
     pub async fn validate(&self, token: &str, body: Value) -> Reply {
         self.call(

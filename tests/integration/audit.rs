@@ -318,15 +318,7 @@ async fn the_session_filter_reads_every_spelling_of_an_id(backend: Backend) {
 
 /// The `outcome` counter of the audit writer in `/metrics`.
 async fn audit_metric(app: &TestApp, outcome: &str) -> u64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.scrape().await;
     let prefix = format!("gatehouse_audit_events_total{{outcome=\"{outcome}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))

@@ -49,15 +49,7 @@ async fn metrics_describe_a_scripted_mix_of_requests(backend: Backend) {
     assert_eq!(unknown.status, 404);
     app.set_mode("LOG_ONLY").await;
 
-    let scrape = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = app.scrape().await;
     let at =
         |prefix: &str| sample(&scrape, prefix).unwrap_or_else(|| panic!("{prefix} in\n{scrape}"));
     assert!(

@@ -19,15 +19,7 @@ async fn readyz(app: &TestApp) -> Reply {
 
 /// The value of the metric line that starts with `name` (labels included).
 async fn metric(app: &TestApp, name: &str) -> Option<f64> {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = app.scrape().await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }

@@ -321,6 +321,11 @@ async fn bad_input_is_400_and_writes_nothing(mut backend: Backend) {
         "{\"sesion_id\": \"s1\"}",
         "{\"session_id\": \"s1\", \"user\": null, \"extra\": 1}",
         "",
+        // Arrays of the fields in order: serde reads a struct from them, the contract does not.
+        "[\"s1\"]",
+        "[\"alice\"]",
+        "[\"ENFORCED\", \"why\"]",
+        "\"s1\"",
     ];
     for body in malformed {
         let reply = app
