@@ -37,6 +37,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries at most (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Only entries older than this id (the `next_before` of the previous page).
     pub before: Option<String>,

@@ -55,7 +55,8 @@ pub struct PutEnforcement {
     /// bucket); the others get LOG_ONLY. Absent or null: everyone.
     #[serde(default)]
     pub enforce_percent: Option<u8>,
-    /// Why the change is made (required, recorded in the history).
+    /// Why the change is made (required, recorded in the history; trimmed, 1-1000 characters).
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub reason: String,
     /// Apply only if the settings are still at this version (409 otherwise).
     #[serde(default)]
@@ -68,7 +69,8 @@ pub struct PutEnforcement {
 pub struct PutEndpoint {
     /// The endpoint's mode (overrides the global mode).
     pub mode: Mode,
-    /// Why (required).
+    /// Why (required; trimmed, 1-1000 characters).
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub reason: String,
     /// Apply only if the settings are still at this version.
     #[serde(default)]
@@ -79,7 +81,8 @@ pub struct PutEndpoint {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reasoned {
-    /// Why (required).
+    /// Why (required; trimmed, 1-1000 characters).
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub reason: String,
     /// Apply only if the settings are still at this version.
     #[serde(default)]
@@ -293,6 +296,7 @@ async fn kill_switch_off(
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Entries at most (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Only entries with a version below this one (for paging: the last version seen).
     pub before: Option<u64>,
