@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::telemetry::Throttle;
+use crate::throttle::Throttle;
 
 use crate::audit::{Audit, AuditEvent, Source};
 use crate::decision::{

@@ -41,5 +41,6 @@ pub mod sessions;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod throttle;
 pub mod timestamp;
 pub mod validate;

@@ -15,7 +15,7 @@ use crate::auth::AuthError;
 use crate::decision::Reason;
 use crate::session_id::IdError;
 use crate::store::StoreError;
-use crate::telemetry::Throttle;
+use crate::throttle::Throttle;
 
 /// Media type of problem responses.
 pub const PROBLEM_JSON: &str = "application/problem+json";
