@@ -187,15 +187,9 @@ impl RedisStore {
 
     /// `SADD`/`SREM` of `sessions` in the job's assigned set.
     async fn job_set(&self, verb: &str, job: &str, sessions: &[&String]) -> Result<(), StoreError> {
-        if sessions.is_empty() {
-            return Ok(());
-        }
-        let cmd = redis::cmd(verb)
-            .arg(self.keys.backfill_assigned(job))
-            .arg(sessions)
-            .clone();
-        let mut conn = self.conn().await?;
-        self.write(cmd.query_async::<()>(&mut conn)).await
+        let members: Vec<&str> = sessions.iter().map(|id| id.as_str()).collect();
+        self.set_write(verb, self.keys.backfill_assigned(job), &members)
+            .await
     }
 
     /// [`BackfillStore::release_assigned`] on a Cluster.
@@ -237,20 +231,13 @@ impl RedisStore {
     /// `SADD`/`SREM` of `sessions` in `owner`'s index; a failure leaves them for the repair
     /// (see [`super::index`]).
     async fn index_many(&self, owner: &str, sessions: &[&String], verb: &str) {
-        if sessions.is_empty() {
-            return;
-        }
-        let cmd = redis::cmd(verb)
-            .arg(self.keys.user_sessions(owner))
-            .arg(sessions)
-            .clone();
-        let written = match self.conn().await {
-            Ok(mut conn) => self.write(cmd.query_async::<()>(&mut conn)).await,
-            Err(e) => Err(e),
-        };
+        let members: Vec<&str> = sessions.iter().map(|id| id.as_str()).collect();
+        let written = self
+            .set_write(verb, self.keys.user_sessions(owner), &members)
+            .await;
         if let Err(e) = written {
             tracing::warn!(owner, error = %e, "user index not updated yet; repaired when Redis answers");
-            self.leave_for_repair(sessions.iter().map(|id| id.as_str()));
+            self.leave_for_repair(members);
         }
     }
 

@@ -88,11 +88,22 @@ impl RedisStore {
 
     /// `SADD` or `SREM` of `session` in `user`'s set.
     async fn index_write(&self, verb: &str, user: &str, session: &str) -> Result<(), StoreError> {
+        self.set_write(verb, self.keys.user_sessions(user), &[session])
+            .await
+    }
+
+    /// `SADD` or `SREM` of `members` in the set at `key`, as a write (nothing sent for none).
+    pub(super) async fn set_write(
+        &self,
+        verb: &str,
+        key: String,
+        members: &[&str],
+    ) -> Result<(), StoreError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let cmd = redis::cmd(verb).arg(key).arg(members).clone();
         let mut conn = self.conn().await?;
-        let cmd = redis::cmd(verb)
-            .arg(self.keys.user_sessions(user))
-            .arg(session)
-            .clone();
         self.write(cmd.query_async::<()>(&mut conn)).await
     }
 

@@ -160,21 +160,27 @@ pub(super) async fn get_all(
     slots: Option<&SlotMap>,
     keys: &[&str],
 ) -> Result<Vec<redis::RedisResult<Option<String>>>, StoreError> {
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    for key in keys {
-        pipe.get(*key);
-    }
-    let pipe = &pipe;
+    // One server: one pipeline (a Cluster's are made per primary by `get_many`).
+    let pipe = slots.is_none().then(|| {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for key in keys {
+            pipe.get(*key);
+        }
+        pipe
+    });
+    let pipe = pipe.as_ref();
     read_on(
         timeout,
         conn.clone(),
         |mut conn| async move {
-            match (&conn, slots) {
-                (Conn::Cluster(cluster), Some(slots)) => {
+            match (&conn, slots, pipe) {
+                (Conn::Cluster(cluster), Some(slots), _) => {
                     cluster::get_many(cluster, slots, keys).await
                 }
-                _ => pipe.query_async(&mut conn).await,
+                (_, _, Some(pipe)) => pipe.query_async(&mut conn).await,
+                // A Cluster connection comes with its slot table.
+                _ => Err((redis::ErrorKind::InvalidClientConfig, "no slot table").into()),
             }
         },
         || {},
