@@ -277,8 +277,8 @@ impl Gatekeeper {
         }
         if outcome.verdict != Verdict::Allow {
             tracing::info!(
-                decision = ?outcome.verdict,
-                reason = ?outcome.reason,
+                decision = outcome.verdict.as_str(),
+                reason = outcome.reason.as_str(),
                 mode = mode.as_str(),
                 user = check.user,
                 session_id = %check.session,

@@ -67,7 +67,12 @@ pub fn app(state: AppState) -> Router {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
                 tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-            }),
+            })
+            .on_response(LogAnswer)
+            // A 5xx is an answer, not a failure of this process: its cause is logged where it
+            // arises (the store unavailable at WARN, one line per second; an internal error at
+            // ERROR). tower-http's default logged every 503 of an outage at ERROR.
+            .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(CatchPanicLayer::custom(|_| {
@@ -82,15 +87,27 @@ pub fn app(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     router
         .merge(openapi::routes(openapi::published(spec)))
-        .route_layer(axum::middleware::from_fn(observe::tag_route))
+        .route_layer(observe::TagRouteLayer)
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .with_state(state)
         .layer(layers)
-        .layer(axum::middleware::from_fn_with_state(
-            metrics,
-            observe::count,
-        ))
+        .layer(observe::CountLayer::new(metrics))
+}
+
+/// Logs each answer at DEBUG with its status and latency as numbers (tower-http's default
+/// writes the latency as a string, `"18 ms"`).
+#[derive(Clone, Copy)]
+struct LogAnswer;
+
+impl<B> tower_http::trace::OnResponse<B> for LogAnswer {
+    fn on_response(self, response: &axum::http::Response<B>, latency: Duration, _: &tracing::Span) {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            latency_ms = latency.as_secs_f64() * 1e3,
+            "answered"
+        );
+    }
 }
 
 /// The application of `GATEHOUSE_METRICS_LISTEN`: `GET /metrics` and nothing else.

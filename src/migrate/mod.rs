@@ -190,7 +190,14 @@ pub async fn migrate(
             let record = serde_json::to_string(&report).unwrap_or_default();
             store.record_migration(id, &record).await?;
         }
-        tracing::info!(id, dry_run, scanned = ?report.scanned, changed = ?report.changed, "migration run");
+        tracing::info!(
+            id,
+            dry_run,
+            steps = report.scanned.len(),
+            scanned = report.scanned.iter().sum::<u64>(),
+            changed = report.changed.iter().sum::<u64>(),
+            "migration run"
+        );
         reports.push(report);
     }
     Ok(reports)

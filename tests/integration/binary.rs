@@ -16,6 +16,8 @@ struct Process {
     child: Child,
     base: String,
     stderr: mpsc::Receiver<String>,
+    /// The log lines.
+    stdout: mpsc::Receiver<String>,
     _spool_dir: tempfile::TempDir,
 }
 
@@ -36,22 +38,16 @@ impl Process {
             )
             .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("the binary starts");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stderr = lines(child.stderr.take().expect("piped stderr"));
+        let stdout = lines(child.stdout.take().expect("piped stdout"));
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            stderr: rx,
+            stderr,
+            stdout,
             _spool_dir: spool_dir,
         }
     }
@@ -85,6 +81,18 @@ impl Process {
         .await;
     }
 
+    /// SIGTERM; the exit status and the log lines not read yet.
+    fn terminate_keeping_logs(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().expect("the binary exits");
+        // The reader thread ends at the end of the stream.
+        let lines =
+            std::iter::from_fn(|| self.stdout.recv_timeout(Duration::from_secs(5)).ok()).collect();
+        (status, lines)
+    }
+
     /// SIGTERM, and the exit status.
     fn terminate(mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
@@ -92,6 +100,19 @@ impl Process {
             .status();
         self.child.wait().expect("the binary exits")
     }
+}
+
+/// The lines of `stream`, read on a thread of their own.
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 impl Drop for Process {
@@ -344,4 +365,156 @@ async fn mode_cli_drives_the_rest_api() {
     let (_, body, _) = cli(&app, admin, &["mode", "get"]).await;
     assert_eq!(body["version"], 5);
     app.stop().await;
+}
+
+/// Waits for the log line whose `message` is `message`; returns every line read so far.
+fn log_lines_until(process: &Process, message: &str) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        let Ok(line) = process.stdout.recv_timeout(left) else {
+            break;
+        };
+        assert!(
+            !line.contains('\u{1b}'),
+            "no ANSI escapes in a pipe: {line:?}"
+        );
+        let parsed: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("a JSON log line, got {line:?}: {e}"));
+        let done = parsed["message"] == message;
+        seen.push(parsed);
+        if done {
+            return seen;
+        }
+    }
+    panic!("no log line {message:?} within 20 s; read: {seen:#?}");
+}
+
+#[tokio::test]
+async fn json_logs_use_the_api_vocabulary_and_numbers() {
+    let process = Process::start(&[
+        ("GATEHOUSE_JWT_SECRET", SECRET.to_owned()),
+        ("GATEHOUSE_LOG_FORMAT", "json".to_owned()),
+    ]);
+    let http = reqwest::Client::new();
+    process.wait_ready(&http).await;
+    let issuer = gatehouse::auth::TokenIssuer::new(SECRET.as_bytes(), &Default::default());
+    let mint = |sub: &str, roles: &[&str]| {
+        issuer
+            .mint(&gatehouse::auth::TokenRequest {
+                sub: sub.into(),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                scopes: vec![],
+                ttl: Duration::from_secs(600),
+            })
+            .unwrap()
+    };
+    let admin = mint("ops", &["admin"]);
+    let bob = mint("bob", &[]);
+    let reply = http
+        .put(format!("{}/v1/sessions/s1/owner", process.base))
+        .bearer_auth(&admin)
+        .json(&json!({ "owner": "alice" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    // The fresh store starts in LOG_ONLY: bob is allowed, and logged as a would-deny.
+    let reply = http
+        .post(format!("{}/v1/validate", process.base))
+        .bearer_auth(&bob)
+        .json(&json!({ "session_id": "s1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let lines = log_lines_until(&process, "would deny");
+    let line = lines.last().unwrap();
+    assert_eq!(line["decision"], "would_deny", "{line}");
+    assert_eq!(line["reason"], "not_owner", "{line}");
+    assert_eq!(line["mode"], "LOG_ONLY", "{line}");
+    assert_eq!(line["user"], "bob", "{line}");
+    assert_eq!(line["owner"], "alice", "{line}");
+    // The request's span is a nested object, not a string.
+    assert_eq!(line["span"]["path"], "/v1/validate", "{line}");
+
+    let reply = http
+        .put(format!("{}/v1/enforcement", process.base))
+        .bearer_auth(&admin)
+        .json(&json!({ "mode": "ENFORCED", "reason": "log test", "expected_version": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let lines = log_lines_until(&process, "enforcement settings changed");
+    let line = lines.last().unwrap();
+    assert_eq!(line["version"], 2, "a number, not a string: {line}");
+    // The values before and after as JSON, not as a string of JSON.
+    assert_eq!(line["from"]["mode"], "LOG_ONLY", "{line}");
+    assert_eq!(line["to"]["mode"], "ENFORCED", "{line}");
+    // A refused credential: logged with its reason, never the token.
+    let forged = format!("{}x", &bob[..bob.len() - 1]);
+    let reply = http
+        .post(format!("{}/v1/validate", process.base))
+        .bearer_auth(&forged)
+        .json(&json!({ "session_id": "s1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 401);
+    let lines = log_lines_until(&process, "authentication failed");
+    let line = lines.last().unwrap();
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert!(line["reason"].is_string(), "{line}");
+    for line in &lines {
+        let text = line.to_string();
+        assert!(
+            !text.contains(&bob[bob.len() - 20..]) && !text.contains(&admin[admin.len() - 20..]),
+            "a token in the logs: {text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn readiness_503s_of_an_outage_are_not_error_lines() {
+    // Nothing listens on the Redis port: the store is down from the start.
+    let process = Process::start(&[
+        ("REDIS_URL", format!("redis://127.0.0.1:{}", free_port())),
+        ("GATEHOUSE_JWT_SECRET", SECRET.to_owned()),
+        ("GATEHOUSE_LOG_FORMAT", "json".to_owned()),
+        ("GATEHOUSE_LOG", "info".to_owned()),
+    ]);
+    log_lines_until(&process, "gatehouse listening");
+    let http = reqwest::Client::new();
+    for _ in 0..20 {
+        let reply = http
+            .get(format!("{}/readyz", process.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 503);
+    }
+    // Everything the requests logged comes before "stopped".
+    let (_, lines) = process.terminate_keeping_logs();
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["message"] == "stopped"),
+        "{lines:#?}"
+    );
+    let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert!(
+        errors.is_empty(),
+        "20 readiness 503s logged ERROR lines: {errors:#?}"
+    );
+    let per_request = lines
+        .iter()
+        .filter(|l| l["span"]["path"] == "/readyz")
+        .count();
+    assert!(
+        per_request < 5,
+        "{per_request} lines for 20 readiness probes: {lines:#?}"
+    );
 }

@@ -144,7 +144,7 @@ pub async fn serve(
             Err(e) => {
                 let delay = backoff.next_wait();
                 accept_errors.warn(|suppressed| {
-                    tracing::error!(error = %e, retry_in = ?delay, suppressed, "accept failed; backing off");
+                    tracing::error!(error = %e, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), suppressed, "accept failed; backing off");
                 });
                 tokio::select! {
                     () = tokio::time::sleep(delay) => continue,
