@@ -31,6 +31,18 @@ use tokio_util::sync::CancellationToken;
 /// The HS256 secret every test instance verifies with.
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
+/// `token` with its signature's first character changed: all 6 of its bits count (the last
+/// one's low bits do not, so changing that one may leave the signature as it was).
+pub fn forged(token: &str) -> String {
+    let sig = token.rfind('.').expect("a JWT") + 1;
+    let flipped = if token[sig..].starts_with('A') {
+        "B"
+    } else {
+        "A"
+    };
+    format!("{}{flipped}{}", &token[..sig], &token[sig + 1..])
+}
+
 /// Polls `probe` until it returns `Some` or `deadline` passes.
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut probe: F) -> T
 where

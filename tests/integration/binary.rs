@@ -453,7 +453,7 @@ async fn json_logs_use_the_api_vocabulary_and_numbers() {
     assert_eq!(line["from"]["mode"], "LOG_ONLY", "{line}");
     assert_eq!(line["to"]["mode"], "ENFORCED", "{line}");
     // A refused credential: logged with its reason, never the token.
-    let forged = format!("{}x", &bob[..bob.len() - 1]);
+    let forged = crate::common::forged(&bob);
     let reply = http
         .post(format!("{}/v1/validate", process.base))
         .bearer_auth(&forged)
