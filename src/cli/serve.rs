@@ -17,6 +17,9 @@ pub async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    for warning in &config.warnings {
+        tracing::warn!(setting = %warning, "setting has no effect");
+    }
     if matches!(config.auth, AuthConfig::Disabled) {
         tracing::warn!(
             "GATEHOUSE_AUTH=disabled: every caller is the virtual user `admin`; ownership is not protected"

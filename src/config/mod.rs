@@ -144,6 +144,9 @@ pub struct Config {
     pub session_ids: crate::session_id::SessionIds,
     /// `GATEHOUSE_CLAIM` (`service` default, `self`): who may claim sessions.
     pub claim: crate::sessions::ClaimPolicy,
+    /// Settings given that have no effect beside the others (`GATEHOUSE_JWT_SECRET` with
+    /// `GATEHOUSE_AUTH=disabled`, ...): `serve` logs each at WARN.
+    pub warnings: Vec<String>,
 }
 
 /// The owner cache's bounds.
@@ -193,6 +196,8 @@ struct Source {
     /// Every name a section asked for (read or not): the names gatehouse knows.
     asked: std::cell::RefCell<std::collections::HashSet<String>>,
     problems: Vec<String>,
+    /// Settings given that have no effect beside others (logged at start, not refused).
+    warnings: Vec<String>,
 }
 
 /// Names that are no service setting but are gatehouse's: the file's own name, and what the
@@ -247,10 +252,10 @@ impl Source {
         self.problems.extend(problems);
     }
 
-    /// The problems, those of a value from the file named by its TOML key
+    /// `lines` (problems or warnings), those of a value from the file named by its TOML key
     /// (`GATEHOUSE_CONFIG: redis_timeout="5 parsecs": ...`), the others by their variable.
-    fn in_file_terms(&self) -> Vec<String> {
-        self.problems
+    fn in_file_terms(&self, lines: &[String]) -> Vec<String> {
+        lines
             .iter()
             .map(|problem| {
                 let from_file = self.file_keys.iter().find(|(name, _)| {
@@ -266,6 +271,13 @@ impl Source {
                 }
             })
             .collect()
+    }
+
+    /// A known setting that has no effect `because` of another: a warning if it is given.
+    fn ignored(&mut self, name: &str, because: &str) {
+        if self.get(name).is_some() {
+            self.warnings.push(format!("{name}: ignored, {because}"));
+        }
     }
 
     fn get(&self, name: &str) -> Option<&str> {
@@ -390,13 +402,15 @@ impl Config {
             file_keys,
             asked: Default::default(),
             problems,
+            warnings: Vec::new(),
         };
-        let config = Self::parse(&mut src);
+        let mut config = Self::parse(&mut src);
         src.report_unknown();
         if src.problems.is_empty() {
+            config.warnings = src.in_file_terms(&src.warnings);
             Ok(config)
         } else {
-            Err(ConfigError(src.in_file_terms()))
+            Err(ConfigError(src.in_file_terms(&src.problems)))
         }
     }
 
@@ -468,7 +482,9 @@ impl Config {
             raw.parse()
         });
         let claim = src.parse("GATEHOUSE_CLAIM", Default::default(), |raw| raw.parse());
+        sections::contradictions(src, &auth, redis.as_ref(), owner_cache.is_some());
         Config {
+            warnings: Vec::new(),
             session_ids,
             claim,
             listen,

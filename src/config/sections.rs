@@ -11,8 +11,12 @@ use super::{AuditSettings, AuthConfig, LogFormat, OwnerCacheSettings, RedisConfi
 use crate::auth::{JwtSettings, JwtVerifier, load_public_keys};
 use crate::store::{ClientCertificate, KeySchema, SentinelOptions, TlsOptions, is_tls_url};
 
-/// The settings that apply to Redis only: refused without `REDIS_URL`.
-const REDIS_ONLY_VARS: [&str; 13] = [
+/// The settings that apply to Redis only: refused without `REDIS_URL` (the owner cache is the
+/// Redis store's; the embedded one answers from memory).
+const REDIS_ONLY_VARS: [&str; 16] = [
+    "GATEHOUSE_OWNER_CACHE",
+    "GATEHOUSE_OWNER_CACHE_CAPACITY",
+    "GATEHOUSE_OWNER_CACHE_TTL",
     "GATEHOUSE_REDIS_CLUSTER",
     "GATEHOUSE_REDIS_CONNECTIONS",
     "GATEHOUSE_REDIS_TIMEOUT",
@@ -313,6 +317,55 @@ pub(super) fn auth(src: &mut Source, listen: SocketAddr) -> AuthConfig {
             .push("GATEHOUSE_JWT_SECRET: use at least 32 bytes".into());
     }
     auth
+}
+
+/// The settings that read tokens: no effect with `GATEHOUSE_AUTH=disabled`.
+const TOKEN_VARS: [&str; 6] = [
+    "GATEHOUSE_JWT_SECRET",
+    "GATEHOUSE_JWT_PUBLIC_KEYS",
+    "GATEHOUSE_JWT_ALGORITHMS",
+    "GATEHOUSE_JWT_ISSUER",
+    "GATEHOUSE_JWT_AUDIENCE",
+    "GATEHOUSE_FORWARD_AUTH_COOKIE",
+];
+
+/// Warns about settings that another one makes pointless (kept apart from the problems: the
+/// service runs as configured, only not as the operator may think).
+pub(super) fn contradictions(
+    src: &mut Source,
+    auth: &AuthConfig,
+    redis: Option<&RedisConfig>,
+    owner_cache: bool,
+) {
+    if matches!(auth, AuthConfig::Disabled) {
+        for name in TOKEN_VARS {
+            src.ignored(
+                name,
+                "GATEHOUSE_AUTH=disabled reads no token (every caller is the virtual admin)",
+            );
+        }
+    } else {
+        src.ignored(
+            "GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE",
+            "it applies to GATEHOUSE_AUTH=disabled only",
+        );
+    }
+    match redis {
+        None => src.ignored(
+            "GATEHOUSE_SETTINGS_SNAPSHOT",
+            "the embedded store keeps no snapshot (set REDIS_URL)",
+        ),
+        Some(redis) if !owner_cache => {
+            let because = if redis.cluster.is_some() {
+                "the owner cache is off with GATEHOUSE_REDIS_CLUSTER"
+            } else {
+                "GATEHOUSE_OWNER_CACHE=off"
+            };
+            src.ignored("GATEHOUSE_OWNER_CACHE_CAPACITY", because);
+            src.ignored("GATEHOUSE_OWNER_CACHE_TTL", because);
+        }
+        Some(_) => {}
+    }
 }
 
 /// `GATEHOUSE_LOG_FORMAT` and `GATEHOUSE_LOG`.

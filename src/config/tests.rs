@@ -287,8 +287,10 @@ fn documented() -> Vec<String> {
 fn every_documented_setting_is_known_in_every_set_up() {
     let names = documented();
     assert!(names.len() > 40, "{names:?}");
-    let set_ups: [&[(&str, &str)]; 3] = [
+    let set_ups: [&[(&str, &str)]; 4] = [
         &[],
+        // Nothing reads a token then; the token settings are still known (and warned about).
+        &[("GATEHOUSE_AUTH", "disabled")],
         &[("REDIS_URL", "redis://127.0.0.1:6379")],
         &[
             ("REDIS_URL", "redis://cluster"),
@@ -348,4 +350,73 @@ fn file_errors_name_the_toml_key() {
     // The same setting as a variable is named as one.
     let env = problems(&[("GATEHOUSE_REQUEST_TIMEOUT", "5 parsecs")]);
     assert!(env[0].starts_with("GATEHOUSE_REQUEST_TIMEOUT="), "{env:?}");
+}
+
+/// The warnings of a valid configuration.
+fn warnings(pairs: &[(&str, &str)]) -> Vec<String> {
+    Config::from_vars(vars(pairs)).unwrap().warnings
+}
+
+#[test]
+fn contradictory_settings_warn_and_consistent_ones_do_not() {
+    let secret = ("GATEHOUSE_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+    let disabled = ("GATEHOUSE_AUTH", "disabled");
+    assert_eq!(
+        warnings(&[disabled, secret]),
+        [
+            "GATEHOUSE_JWT_SECRET: ignored, GATEHOUSE_AUTH=disabled reads no token (every caller \
+          is the virtual admin)"
+        ]
+    );
+    assert!(warnings(&[secret]).is_empty());
+    assert!(warnings(&[disabled]).is_empty());
+    let allow_remote = ("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE", "true");
+    assert_eq!(
+        warnings(&[allow_remote]).len(),
+        1,
+        "{:?}",
+        warnings(&[allow_remote])
+    );
+    assert!(warnings(&[disabled, allow_remote]).is_empty());
+
+    let redis = ("REDIS_URL", "redis://127.0.0.1:6379");
+    let ttl = ("GATEHOUSE_OWNER_CACHE_TTL", "5s");
+    assert!(warnings(&[redis, ttl]).is_empty());
+    assert_eq!(
+        warnings(&[redis, ttl, ("GATEHOUSE_OWNER_CACHE", "off")]),
+        ["GATEHOUSE_OWNER_CACHE_TTL: ignored, GATEHOUSE_OWNER_CACHE=off"]
+    );
+    let cluster = [
+        ("REDIS_URL", "redis://cluster"),
+        ("GATEHOUSE_REDIS_CLUSTER", "127.0.0.1:7000"),
+        ("GATEHOUSE_OWNER_CACHE_CAPACITY", "10"),
+    ];
+    assert_eq!(
+        warnings(&cluster),
+        [
+            "GATEHOUSE_OWNER_CACHE_CAPACITY: ignored, the owner cache is off with \
+          GATEHOUSE_REDIS_CLUSTER"
+        ]
+    );
+    assert_eq!(
+        warnings(&[("GATEHOUSE_SETTINGS_SNAPSHOT", "/x/s.json")]).len(),
+        1
+    );
+    // The owner cache is the Redis store's: refused without REDIS_URL, like the other
+    // Redis settings.
+    assert!(problems(&[ttl])[0].starts_with("GATEHOUSE_OWNER_CACHE_TTL: set REDIS_URL too"));
+}
+
+#[test]
+fn warnings_of_the_file_name_its_toml_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, "auth = \"disabled\"\njwt_audience = \"chat\"\n").unwrap();
+    let path = path.to_string_lossy().into_owned();
+    let found = warnings(&[("GATEHOUSE_CONFIG", &path)]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("GATEHOUSE_CONFIG: jwt_audience: ignored"),
+        "{found:?}"
+    );
 }

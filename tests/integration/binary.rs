@@ -395,6 +395,8 @@ async fn json_logs_use_the_api_vocabulary_and_numbers() {
     let process = Process::start(&[
         ("GATEHOUSE_JWT_SECRET", SECRET.to_owned()),
         ("GATEHOUSE_LOG_FORMAT", "json".to_owned()),
+        // No effect with token authentication: started, and warned about.
+        ("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE", "true".to_owned()),
     ]);
     let http = reqwest::Client::new();
     process.wait_ready(&http).await;
@@ -429,6 +431,18 @@ async fn json_logs_use_the_api_vocabulary_and_numbers() {
         .unwrap();
     assert_eq!(reply.status(), 200);
     let lines = log_lines_until(&process, "would deny");
+    let warning = lines
+        .iter()
+        .find(|l| l["message"] == "setting has no effect")
+        .unwrap_or_else(|| panic!("the ineffective setting is warned about: {lines:#?}"));
+    assert_eq!(warning["level"], "WARN");
+    assert!(
+        warning["setting"]
+            .as_str()
+            .unwrap()
+            .starts_with("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE: ignored"),
+        "{warning}"
+    );
     let line = lines.last().unwrap();
     assert_eq!(line["decision"], "would_deny", "{line}");
     assert_eq!(line["reason"], "not_owner", "{line}");
