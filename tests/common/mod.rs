@@ -12,6 +12,7 @@ pub mod nginx;
 pub mod processes;
 pub mod proxies;
 pub mod sentinel;
+pub mod skip;
 pub mod stage;
 pub mod tls;
 pub mod upstream;

@@ -17,14 +17,13 @@ fn browser() -> Option<(PathBuf, PathBuf)> {
     if chromium.exists() && python.exists() {
         return Some((chromium, python));
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI is set and {} or {} is missing: run bash .ci/install-browser",
-        chromium.display(),
-        python.display()
-    );
-    eprintln!(
-        "SKIPPED: the /docs browser test (bash .ci/install-browser installs Chromium and Playwright)"
+    crate::common::skip::missing(
+        "the /docs browser test",
+        &format!(
+            "{} or {} is missing (Chromium, Playwright)",
+            chromium.display(),
+            python.display()
+        ),
     );
     None
 }
