@@ -33,6 +33,8 @@ mod index;
 mod keys;
 #[path = "integration/metrics.rs"]
 mod metrics;
+#[path = "integration/monitoring.rs"]
+mod monitoring;
 #[path = "integration/nginx.rs"]
 mod nginx;
 #[path = "integration/openapi.rs"]

@@ -10,6 +10,8 @@ pub mod census;
 pub mod cluster;
 pub mod nginx;
 pub mod processes;
+pub mod promql;
+pub mod promtool;
 pub mod proxies;
 pub mod sentinel;
 pub mod skip;

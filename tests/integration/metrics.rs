@@ -1,9 +1,6 @@
 //! `/metrics` after a scripted mix of requests: every family with its labels and plausible
 //! values, and `promtool check metrics` (Debian's `prometheus` package) passes on the scrape.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use reqwest::Method;
 use serde_json::json;
 
@@ -145,35 +142,7 @@ async fn metrics_describe_a_scripted_mix_of_requests(backend: Backend) {
 /// `promtool check metrics` on the scrape (lint included): required under CI, skipped with a
 /// line elsewhere when promtool is missing.
 fn promtool_accepts(scrape: &str) {
-    let spawned = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(e) => {
-            crate::common::skip::missing(
-                "promtool check metrics",
-                &format!("promtool cannot run ({e}; Debian's prometheus package)"),
-            );
-            return;
-        }
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}\n{scrape}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::common::promtool::passes(&["check", "metrics"], Some(scrape));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
