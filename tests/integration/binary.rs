@@ -12,16 +12,25 @@ use serde_json::{Value, json};
 use crate::common::{Backend, SECRET, TestApp, eventually, free_port};
 
 /// A running `gatehouse` process; killed on drop.
-struct Process {
+pub(crate) struct Process {
     child: Child,
-    base: String,
+    /// `http://127.0.0.1:{port}`.
+    pub(crate) base: String,
+    /// Its `GATEHOUSE_LISTEN`.
+    pub(crate) listen: String,
     stderr: mpsc::Receiver<String>,
     _spool_dir: tempfile::TempDir,
 }
 
 impl Process {
-    fn start(env: &[(&str, String)]) -> Self {
+    pub(crate) fn start(env: &[(&str, String)]) -> Self {
+        Self::start_on("127.0.0.1", env)
+    }
+
+    /// Listening on `host` (e.g. `0.0.0.0`), on a free port.
+    pub(crate) fn start_on(host: &str, env: &[(&str, String)]) -> Self {
         let port = free_port();
+        let listen = format!("{host}:{port}");
         let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
         for (key, _) in std::env::vars() {
             if key.starts_with("GATEHOUSE_") || key == "REDIS_URL" {
@@ -34,7 +43,7 @@ impl Process {
                 "GATEHOUSE_AUDIT_SPOOL",
                 spool_dir.path().join("audit.spool"),
             )
-            .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("GATEHOUSE_LISTEN", &listen)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -51,6 +60,7 @@ impl Process {
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            listen,
             stderr: rx,
             _spool_dir: spool_dir,
         }
@@ -69,7 +79,7 @@ impl Process {
         panic!("no admin token printed on stderr within 20s");
     }
 
-    async fn wait_ready(&self, http: &reqwest::Client) {
+    pub(crate) async fn wait_ready(&self, http: &reqwest::Client) {
         eventually(
             Duration::from_secs(20),
             "the binary to be ready",
@@ -225,7 +235,7 @@ async fn with_redis_owners_survive_a_restart_and_never_expire() {
 }
 
 /// Runs `gatehouse args...` against `app` as an admin: (exit code, stdout JSON, stderr).
-async fn cli(app: &TestApp, token: Option<&str>, args: &[&str]) -> (i32, Value, String) {
+pub(crate) async fn cli(app: &TestApp, token: Option<&str>, args: &[&str]) -> (i32, Value, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
     command
         .env_remove("GATEHOUSE_TOKEN")
