@@ -130,7 +130,7 @@ async fn main() {
 
     let started = Instant::now();
     let rolled = backfill.rollback(&job, "bench").await.unwrap();
-    let report = rolled.rollback.unwrap();
+    let report = rolled.job.rollback.unwrap();
     assert_eq!(report.released, ids);
     println!(
         "rollback of the {ids}-id job: {:.2} s ({:.0} sessions/s)",

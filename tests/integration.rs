@@ -11,6 +11,8 @@ mod backfill;
 mod binary;
 #[path = "integration/cache.rs"]
 mod cache;
+#[path = "integration/cli.rs"]
+mod cli;
 #[path = "integration/cluster.rs"]
 mod cluster;
 #[path = "integration/connections.rs"]

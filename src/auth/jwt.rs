@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::{KeyError, PublicKey};
 use super::{AuthError, Principal};
-use crate::session_id::check_name;
+use crate::session_id::{IdError, check_name};
 
 /// Issuer, audience and algorithm settings shared by verification and minting.
 #[derive(Debug, Clone, Default)]
@@ -202,6 +202,12 @@ impl JwtVerifier {
     }
 }
 
+/// Whether a token's `sub` is one the verifier accepts: a user name ([`check_name`]). `gatehouse
+/// token` asks the same before it mints one.
+pub fn check_sub(sub: &str) -> Result<(), IdError> {
+    check_name("sub", sub)
+}
+
 fn principal(claims: IncomingClaims) -> Result<Principal, AuthError> {
     if claims
         .iss
@@ -210,7 +216,7 @@ fn principal(claims: IncomingClaims) -> Result<Principal, AuthError> {
     {
         return Err(AuthError::Invalid("iss must be a string".into()));
     }
-    check_name("sub", &claims.sub).map_err(|e| AuthError::Invalid(e.to_string()))?;
+    check_sub(&claims.sub).map_err(|e| AuthError::Invalid(e.to_string()))?;
     let mut roles = match claims.roles {
         Some(OneOrMany::One(r)) => vec![r],
         Some(OneOrMany::Many(r)) => r,

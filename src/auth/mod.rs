@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::{HeaderMap, header, request::Parts};
 
-pub use self::jwt::{JwtSettings, JwtVerifier, TokenIssuer, TokenRequest};
+pub use self::jwt::{JwtSettings, JwtVerifier, TokenIssuer, TokenRequest, check_sub};
 pub use self::keys::{KeyError, PublicKey, load_public_keys};
 
 /// Scope that lets a service name another user in a check.

@@ -32,11 +32,11 @@ use self::sources::{Found, Roots};
 use crate::audit::{Audit, AuditEvent};
 use crate::records::job::FileError;
 use crate::session_id::{SessionId, SessionIds};
-use crate::store::{Store, StoreError};
+use crate::store::{JobCursor, Store, StoreError};
 use crate::tasks::{self, Backoff, Tasks};
 use crate::timestamp::Timestamp;
 
-pub use self::routes::routes;
+pub use self::routes::{JobPage, routes};
 pub use crate::records::job::{Counts, Job, JobState, Rollback};
 
 /// Sessions per store step.
@@ -104,6 +104,22 @@ pub struct Verification {
     pub missing_sample: Vec<String>,
     /// Unreadable files and invalid ids in the sources.
     pub errors: Vec<FileError>,
+}
+
+/// What a rollback call did: the job's record, and what this call released.
+///
+/// Rolling back a job that was rolled back before releases nothing more: `released` is then 0
+/// and `already_rolled_back` true, and the record (with the first rollback's `rollback`
+/// report) is left as it was: no change saved, no audit event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RollbackOutcome {
+    /// The job's record.
+    #[serde(flatten)]
+    pub job: Job,
+    /// Sessions this call released (`rollback.released` counts every rollback of the job).
+    pub released: u64,
+    /// The job had been rolled back before this call, and this call released nothing.
+    pub already_rolled_back: bool,
 }
 
 /// Runs backfill jobs against a store.
@@ -186,18 +202,23 @@ impl Backfill {
 
     /// A job's record, with `interrupted` for a running job whose record stopped moving.
     pub async fn job(&self, id: &str) -> Result<Job, BackfillError> {
-        let mut job = self
+        let job = self
             .store
             .load_job(id)
             .await?
             .ok_or_else(|| BackfillError::NotFound(id.to_owned()))?;
-        let age = Timestamp::now()
-            .unix_millis()
-            .saturating_sub(job.updated_at.unix_millis());
-        if job.state == JobState::Running && Duration::from_millis(age) > STALE_AFTER {
-            job.state = JobState::Interrupted;
-        }
-        Ok(job)
+        Ok(as_seen_now(job))
+    }
+
+    /// Up to `limit` job records, newest first, older than `before` when given (as
+    /// [`Self::job`] shows each), and the cursor of the next page when there are more.
+    pub async fn jobs(
+        &self,
+        before: Option<&JobCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Job>, Option<JobCursor>), StoreError> {
+        let (jobs, next) = self.store.jobs(before, limit).await?;
+        Ok((jobs.into_iter().map(as_seen_now).collect(), next))
     }
 
     async fn save(&self, job: &Job) -> Result<(), StoreError> {
@@ -323,8 +344,8 @@ impl Backfill {
         let mut job = self.job(id).await?;
         if !matches!(job.state, JobState::Interrupted | JobState::Failed) {
             return Err(BackfillError::Conflict(format!(
-                "job {id} is {:?}: only interrupted or failed jobs resume",
-                job.state
+                "job {id} is {}: only interrupted or failed jobs resume",
+                job.state.as_str()
             )));
         }
         job.state = JobState::Running;
@@ -347,8 +368,9 @@ impl Backfill {
         }
     }
 
-    /// Releases the sessions `id` assigned that still have its owner.
-    pub async fn rollback(&self, id: &str, actor: &str) -> Result<Job, BackfillError> {
+    /// Releases the sessions `id` assigned that still have its owner. A job rolled back
+    /// before has nothing left to release: its record is then returned as it was.
+    pub async fn rollback(&self, id: &str, actor: &str) -> Result<RollbackOutcome, BackfillError> {
         let mut job = self.job(id).await?;
         if job.dry_run {
             return Err(BackfillError::Conflict(format!(
@@ -360,7 +382,9 @@ impl Backfill {
                 "job {id} is still running; wait for it to end"
             )));
         }
+        let before = job.rollback.clone();
         let mut report = job.rollback.take().unwrap_or_default();
+        let (released_before, kept_before) = (report.released, report.kept);
         let mut cursor = 0;
         loop {
             let (next, page) = self.store.assigned_page(&job.job_id, cursor, BATCH).await?;
@@ -383,6 +407,17 @@ impl Backfill {
                 .kept_sample
                 .extend(released.kept.into_iter().take(room));
         }
+        let released = report.released - released_before;
+        let kept = report.kept - kept_before;
+        if job.state == JobState::RolledBack && released == 0 && kept == 0 {
+            // Rolled back before, and nothing was left: no change to record or audit.
+            job.rollback = before;
+            return Ok(RollbackOutcome {
+                job,
+                released: 0,
+                already_rolled_back: true,
+            });
+        }
         report.at = Some(Timestamp::now());
         report.actor = actor.to_owned();
         job.state = JobState::RolledBack;
@@ -392,9 +427,13 @@ impl Backfill {
         self.audit_event(
             &job,
             "backfill:rollback",
-            json!({ "released": report.released, "kept": report.kept, "by": actor }),
+            json!({ "released": released, "kept": kept, "by": actor }),
         );
-        Ok(job)
+        Ok(RollbackOutcome {
+            job,
+            released,
+            already_rolled_back: false,
+        })
     }
 
     /// Compares the ids of `sources` (and `session_ids`) with the owners in the store.
@@ -458,6 +497,17 @@ impl Backfill {
         report.complete = report.missing == 0;
         Ok(report)
     }
+}
+
+/// `job` as it stands now: a running job whose record stopped moving is `interrupted`.
+fn as_seen_now(mut job: Job) -> Job {
+    let age = Timestamp::now()
+        .unix_millis()
+        .saturating_sub(job.updated_at.unix_millis());
+    if job.state == JobState::Running && Duration::from_millis(age) > STALE_AFTER {
+        job.state = JobState::Interrupted;
+    }
+    job
 }
 
 #[cfg(test)]

@@ -1,18 +1,20 @@
-//! `/v1/backfill`: start, follow, resume and roll back jobs; verify coverage (admin only).
+//! `/v1/backfill`: start, list, follow, resume and roll back jobs; verify coverage (admin
+//! only).
 
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::sources::SourceError;
-use super::{Backfill, BackfillError, Job, JobRequest, Verification};
-use crate::http::{Admin, ApiError, AppState, JsonBody, Path, Problem};
+use super::{Backfill, BackfillError, Job, JobRequest, RollbackOutcome, Verification};
+use crate::http::{Admin, ApiError, AppState, JsonBody, PageLimit, Path, Problem, Query};
 use crate::session_id::check_name;
+use crate::store::JobCursor;
 
 /// Explicit ids accepted in one request (larger lists: `gatehouse backfill --ids-file`).
 pub const MAX_EXPLICIT_IDS: usize = 10_000;
@@ -20,7 +22,7 @@ pub const MAX_EXPLICIT_IDS: usize = 10_000;
 /// The backfill routes.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(start_job))
+        .routes(routes!(list_jobs, start_job))
         .routes(routes!(verify))
         .routes(routes!(get_job))
         .routes(routes!(resume_job))
@@ -68,6 +70,56 @@ fn accepted(job: &Job) -> Response {
         Json(job.clone()),
     )
         .into_response()
+}
+
+/// Query of `GET /v1/backfill`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    /// Jobs at most (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// Only jobs older than this place (the `next_before` of the previous page).
+    pub before: Option<String>,
+}
+
+/// A page of backfill jobs.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobPage {
+    /// Job records, newest first (by `created_at`, then `job_id`).
+    pub jobs: Vec<Job>,
+    /// Pass as `before` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<String>,
+}
+
+/// Backfill jobs, newest first.
+#[utoipa::path(get, path = "/v1/backfill", tag = "backfill",
+    params(JobsQuery),
+    responses(
+        (status = 200, body = JobPage),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 503, body = Problem),
+    ),
+    security(("bearer" = [])))]
+async fn list_jobs(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(query): Query<JobsQuery>,
+) -> Result<Json<JobPage>, ApiError> {
+    let limit = PageLimit::read(query.limit)?.get();
+    let before = query
+        .before
+        .as_deref()
+        .map(str::parse::<JobCursor>)
+        .transpose()
+        .map_err(|why| ApiError::InvalidRequest(format!("before: {why}")))?;
+    let (jobs, next) = state.backfill.jobs(before.as_ref(), limit).await?;
+    Ok(Json(JobPage {
+        jobs,
+        next_before: next.map(|place| place.to_string()),
+    }))
 }
 
 /// Starts a backfill job (runs in the background; follow it with `GET /v1/backfill/{job_id}`).
@@ -153,10 +205,11 @@ async fn resume_job(
 }
 
 /// Rolls a job back: releases the sessions it assigned that still have the owner it gave them.
+/// A job rolled back before is left as it is (`released: 0`, `already_rolled_back: true`).
 #[utoipa::path(post, path = "/v1/backfill/{job_id}/rollback", tag = "backfill",
     params(("job_id" = String, Path, description = "The job id")),
     responses(
-        (status = 200, body = Job),
+        (status = 200, body = RollbackOutcome),
         (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 503, body = Problem), (status = 504, body = Problem),
@@ -166,7 +219,7 @@ async fn rollback_job(
     State(state): State<AppState>,
     Admin(principal): Admin,
     Path(job_id): Path<String>,
-) -> Result<Json<Job>, ApiError> {
+) -> Result<Json<RollbackOutcome>, ApiError> {
     Ok(Json(
         state.backfill.rollback(&job_id, &principal.sub).await?,
     ))

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::client::{AdminClient, ClientError};
+use super::output::{self, note};
 use crate::decision::Mode;
 
 /// Where the admin API is and how to authenticate to it.
@@ -31,8 +32,9 @@ pub enum ModeAction {
     Set {
         /// DISABLED, LOG_ONLY or ENFORCED.
         mode: Mode,
-        /// Enforce only for this percentage of users (0-100); the rest get LOG_ONLY.
-        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=100))]
+        /// With ENFORCED only: enforce for this percentage of users (0-100, `enforce_percent`);
+        /// the rest get LOG_ONLY.
+        #[arg(long, value_parser = percent)]
         percent: Option<u8>,
         #[command(flatten)]
         change: ChangeArgs,
@@ -54,8 +56,8 @@ pub enum ModeAction {
     },
     /// Print the latest changes.
     History {
-        /// How many entries.
-        #[arg(long, default_value_t = 20)]
+        /// How many entries (1-1000).
+        #[arg(long, default_value_t = 20, value_parser = page_limit)]
         limit: usize,
     },
 }
@@ -66,9 +68,34 @@ pub struct ChangeArgs {
     /// Why (required; recorded in the history).
     #[arg(long)]
     reason: String,
-    /// Apply only if the settings are still at this version.
-    #[arg(long)]
+    /// Apply only if the settings are still at this version (`expected_version`).
+    #[arg(long, value_parser = version)]
     expected_version: Option<u64>,
+}
+
+/// `--percent`: 0-100, said in those words (clap's own range check says `0..=100`).
+fn percent(raw: &str) -> Result<u8, String> {
+    raw.trim()
+        .parse::<u8>()
+        .ok()
+        .filter(|p| *p <= 100)
+        .ok_or_else(|| "enforce_percent is a whole number from 0 to 100".to_owned())
+}
+
+/// A page size: 1-1000, as the API takes it.
+pub(crate) fn page_limit(raw: &str) -> Result<usize, String> {
+    raw.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| "limit is a whole number from 1 to 1000".to_owned())
+}
+
+/// `--expected-version`: a settings version.
+fn version(raw: &str) -> Result<u64, String> {
+    raw.trim()
+        .parse::<u64>()
+        .map_err(|_| "expected_version is a settings version: a whole number such as 7".to_owned())
 }
 
 /// An endpoint's mode, or `global` to follow the global mode again.
@@ -87,7 +114,9 @@ impl std::str::FromStr for EndpointMode {
         if s.eq_ignore_ascii_case("global") {
             Ok(EndpointMode::Global)
         } else {
-            s.parse().map(EndpointMode::Set)
+            s.parse().map(EndpointMode::Set).map_err(|_| {
+                format!("unknown mode {s:?}: use DISABLED, LOG_ONLY, ENFORCED or global")
+            })
         }
     }
 }
@@ -103,6 +132,22 @@ pub enum OnOff {
 
 /// `gatehouse mode ...`.
 pub async fn mode(api: ApiArgs, action: ModeAction) -> ExitCode {
+    if let ModeAction::Set {
+        mode,
+        percent: Some(_),
+        ..
+    } = &action
+        && *mode != Mode::Enforced
+    {
+        // The server takes it (an endpoint set to ENFORCED would follow it), but from this
+        // command it reads as "enforce for some": refused before anything is sent.
+        note!(
+            "error: --percent sets enforce_percent, which applies only under ENFORCED; \
+             `mode set {}` enforces no one (leave --percent out)",
+            mode.as_str()
+        );
+        return ExitCode::from(2);
+    }
     call(api, |client| async move {
         match action {
             ModeAction::Get => client.settings().await,
@@ -144,20 +189,14 @@ where
     let client = match AdminClient::new(&api.url, api.token) {
         Ok(client) => client,
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             return ExitCode::from(2);
         }
     };
     match call(client).await {
-        Ok(value) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
+        Ok(value) => output::json(&value, ExitCode::SUCCESS),
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -12,22 +12,23 @@ use serde_json::{Value, json};
 
 use crate::decision::Mode;
 
-/// Why a call failed.
+/// Why a call failed. Each says what failed once, in words (no transport error chains, no
+/// raw bodies).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The base URL is not an `http://` URL.
     #[error("invalid gatehouse URL {0:?} (write e.g. http://127.0.0.1:8080)")]
     InvalidUrl(String),
-    /// gatehouse could not be reached.
-    #[error("cannot reach gatehouse at {url}: {source}")]
+    /// gatehouse could not be reached, or its answer could not be read.
+    #[error("cannot reach gatehouse at {url}: {why}")]
     Unreachable {
         /// The URL called.
         url: String,
-        /// The transport error.
-        source: reqwest::Error,
+        /// What failed: `connection refused`, `no answer within 30s`...
+        why: String,
     },
-    /// gatehouse answered with an error.
-    #[error("{status}: {title}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    /// gatehouse answered with an error: `401 Unauthorized: the token has expired`.
+    #[error("{}", problem_line(*status, title, detail.as_deref()))]
     Problem {
         /// The HTTP status.
         status: StatusCode,
@@ -37,6 +38,51 @@ pub enum ClientError {
         detail: Option<String>,
     },
 }
+
+/// `{code} {title}: {detail}`, the title once even when it is the status's own text.
+fn problem_line(status: StatusCode, title: &str, detail: Option<&str>) -> String {
+    let mut line = format!("{} {title}", status.as_u16());
+    if let Some(detail) = detail.filter(|d| !d.is_empty() && *d != title) {
+        line.push_str(": ");
+        line.push_str(detail);
+    }
+    line
+}
+
+/// What a transport error means, in words: the innermost I/O error (connection refused,
+/// reset...) or a timeout, not reqwest's chain of wrappers.
+pub(super) fn transport_failure(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {}s", timeout.as_secs());
+    }
+    let mut innermost: Option<&(dyn std::error::Error + 'static)> = None;
+    let mut io_kind = None;
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        innermost = Some(cause);
+        source = cause.source();
+    }
+    use std::io::ErrorKind;
+    match io_kind {
+        Some(ErrorKind::ConnectionRefused) => {
+            "connection refused (is gatehouse running and listening there?)".into()
+        }
+        Some(ErrorKind::ConnectionReset) => "connection reset".into(),
+        Some(ErrorKind::ConnectionAborted) => "connection aborted".into(),
+        Some(ErrorKind::TimedOut) => "timed out".into(),
+        _ => match innermost {
+            Some(cause) => cause.to_string(),
+            None if e.is_body() || e.is_decode() => "the answer could not be read".into(),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// How long one call may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A client of one gatehouse instance.
 pub struct AdminClient {
@@ -54,11 +100,11 @@ impl AdminClient {
             .filter(|url| url.scheme() == "http" && url.has_host())
             .ok_or_else(|| ClientError::InvalidUrl(base.to_owned()))?;
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(TIMEOUT)
             .build()
-            .map_err(|source| ClientError::Unreachable {
+            .map_err(|e| ClientError::Unreachable {
                 url: base.to_string(),
-                source,
+                why: transport_failure(&e, TIMEOUT),
             })?;
         Ok(Self { http, base, token })
     }
@@ -151,9 +197,9 @@ impl AdminClient {
         url: Url,
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
-        let unreachable = |source| ClientError::Unreachable {
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
             url: url.to_string(),
-            source,
+            why: transport_failure(&e, TIMEOUT),
         };
         let mut request = self.http.request(method, url.clone());
         if let Some(token) = &self.token {
@@ -170,11 +216,19 @@ impl AdminClient {
             return Ok(value);
         }
         let field = |name: &str| value.get(name).and_then(Value::as_str).map(str::to_owned);
-        Err(ClientError::Problem {
-            status,
-            title: field("title")
-                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_owned()),
-            detail: field("detail"),
+        let reason = status.canonical_reason().unwrap_or("error").to_owned();
+        Err(match field("title") {
+            Some(title) => ClientError::Problem {
+                status,
+                title,
+                detail: field("detail"),
+            },
+            // Not a problem document: whatever answered is probably not gatehouse.
+            None => ClientError::Problem {
+                status,
+                title: reason,
+                detail: Some(format!("not a gatehouse answer (is {url} a gatehouse?)")),
+            },
         })
     }
 }

@@ -1,21 +1,25 @@
-//! The `gatehouse` command line: `serve` (the default), `token`, `openapi`, the admin REST
-//! clients `mode` and `rollout` ([`admin`], over [`client`]), and the operator tools working
-//! directly on Redis: `backfill`, `verify`, `rollback` and `migrate` ([`operator`]).
+//! The `gatehouse` command line: `serve` (the default), `token`, `openapi`, `healthcheck`
+//! ([`healthcheck`]), the admin REST clients `mode` and `rollout` ([`admin`], over [`client`]),
+//! and the operator tools working directly on Redis: `backfill` (and `backfill jobs`), `verify`,
+//! `rollback` and `migrate` ([`operator`]). Everything they print goes through [`output`].
 //!
 //! `main.rs` only parses the command line and calls [`run`].
 
 pub mod admin;
 pub mod client;
+mod healthcheck;
 mod operator;
+mod output;
 mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use crate::auth::{TokenIssuer, TokenRequest};
+use self::output::note;
+use crate::auth::{TokenIssuer, TokenRequest, check_sub};
 use crate::config::{AuthConfig, Config};
 
 /// Session-ownership checks and their gradual enforcement.
@@ -42,11 +46,19 @@ pub enum Command {
         #[arg(long = "scope")]
         scopes: Vec<String>,
         /// Lifetime, e.g. `1h`, `30m`, `7d`.
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "1h", value_parser = lifetime)]
         ttl: Duration,
     },
     /// Print the OpenAPI document (the committed openapi/openapi.json).
     Openapi,
+    /// Exit 0 when the gatehouse on GATEHOUSE_LISTEN is ready (GET /readyz answers 200), 1
+    /// otherwise: for container health checks (`HEALTHCHECK CMD ["gatehouse", "healthcheck"]`).
+    Healthcheck {
+        /// Base URL to check instead (default: GATEHOUSE_LISTEN's port on loopback when it
+        /// listens on every address).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Read or change the enforcement settings of a running gatehouse (REST client).
     Mode {
         #[command(flatten)]
@@ -60,20 +72,14 @@ pub enum Command {
         api: admin::ApiArgs,
     },
     /// Give sessions of legacy data directories (or an id list) a default owner, directly on
-    /// REDIS_URL (SET NX: existing owners are kept). Prints the job record.
+    /// REDIS_URL (SET NX: existing owners are kept). Prints the job record. `backfill jobs`
+    /// lists the jobs.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Backfill {
-        /// Count only: write no owner.
-        #[arg(long)]
-        dry_run: bool,
-        /// A data directory holding chats/ and/or conversation_transcripts/ (repeatable).
-        #[arg(long = "data-dir")]
-        data_dirs: Vec<PathBuf>,
-        /// A file of session ids, one per line.
-        #[arg(long)]
-        ids_file: Option<PathBuf>,
-        /// The owner given to sessions that have none.
-        #[arg(long)]
-        default_owner: String,
+        #[command(subcommand)]
+        list: Option<BackfillCommand>,
+        #[command(flatten)]
+        run: BackfillRun,
     },
     /// Compare legacy data directories with the owners on REDIS_URL.
     Verify {
@@ -101,13 +107,50 @@ pub enum Command {
     },
 }
 
+/// What `gatehouse backfill` runs (without a subcommand).
+#[derive(Args)]
+pub struct BackfillRun {
+    /// Count only: write no owner.
+    #[arg(long)]
+    dry_run: bool,
+    /// A data directory holding chats/ and/or conversation_transcripts/ (repeatable).
+    #[arg(long = "data-dir")]
+    data_dirs: Vec<PathBuf>,
+    /// A file of session ids, one per line.
+    #[arg(long)]
+    ids_file: Option<PathBuf>,
+    /// The owner given to sessions that have none.
+    #[arg(long, required = true)]
+    default_owner: Option<String>,
+}
+
+/// `gatehouse backfill <command>`.
+#[derive(Subcommand)]
+pub enum BackfillCommand {
+    /// List the backfill jobs on REDIS_URL, newest first (the page of GET /v1/backfill).
+    Jobs {
+        /// How many jobs (1-1000).
+        #[arg(long, default_value_t = 20, value_parser = admin::page_limit)]
+        limit: usize,
+        /// Only jobs older than this place (the `next_before` of the previous page).
+        #[arg(long)]
+        before: Option<String>,
+    },
+}
+
+/// `--ttl`: a duration, said in those words.
+fn lifetime(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw)
+        .map_err(|_| "a lifetime is a duration such as 1h, 30m or 7d".to_owned())
+}
+
 /// Runs one command to its end.
 pub fn run(cli: Cli) -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
+            note!("cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -120,13 +163,22 @@ pub fn run(cli: Cli) -> ExitCode {
                 |client| async move { client.rollout().await },
             ));
         }
-        Command::Openapi => return runtime.block_on(openapi()),
+        Command::Openapi => return openapi(),
+        // Reads the configuration itself: a health check never exits 2 (Docker reserves it).
+        Command::Healthcheck { url } => return runtime.block_on(healthcheck::check(url)),
         _ => {}
+    }
+    // The server's own rule, checked first: a token it would refuse is no use to anyone.
+    if let Command::Token { sub, .. } = &command
+        && let Err(e) = check_sub(sub)
+    {
+        note!("error: {e}: the server refuses a token with such a sub");
+        return ExitCode::from(2);
     }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("{e}");
+            note!("{e}");
             return ExitCode::from(2);
         }
     };
@@ -147,16 +199,15 @@ pub fn run(cli: Cli) -> ExitCode {
             },
         ),
         Command::Backfill {
-            dry_run,
-            data_dirs,
-            ids_file,
-            default_owner,
-        } => runtime.block_on(operator::backfill(
+            list: Some(BackfillCommand::Jobs { limit, before }),
+            ..
+        } => runtime.block_on(operator::jobs(config, limit, before)),
+        Command::Backfill { list: None, run } => runtime.block_on(operator::backfill(
             config,
-            dry_run,
-            data_dirs,
-            ids_file,
-            default_owner,
+            run.dry_run,
+            run.data_dirs,
+            run.ids_file,
+            run.default_owner.unwrap_or_default(),
         )),
         Command::Verify { data_dirs } => runtime.block_on(operator::verify(config, data_dirs)),
         Command::Rollback { job_id } => runtime.block_on(operator::rollback(config, job_id)),
@@ -172,9 +223,10 @@ pub fn run(cli: Cli) -> ExitCode {
             };
             runtime.block_on(operator::migrate(config, dry_run, force, opted_in))
         }
-        Command::Mode { .. } | Command::Rollout { .. } | Command::Openapi => {
-            unreachable!("handled above")
-        }
+        Command::Mode { .. }
+        | Command::Rollout { .. }
+        | Command::Openapi
+        | Command::Healthcheck { .. } => unreachable!("handled above"),
     }
 }
 
@@ -185,41 +237,27 @@ fn token(config: &Config, request: TokenRequest) -> ExitCode {
         ..
     } = &config.auth
     else {
-        eprintln!(
+        note!(
             "gatehouse token needs GATEHOUSE_JWT_SECRET (the embedded default's key is random and\n\
              lives only inside the running process; set a secret for both the server and this command)"
         );
         return ExitCode::from(2);
     };
     match TokenIssuer::new(secret.as_bytes(), settings).mint(&request) {
-        Ok(token) => {
-            println!("{token}");
-            ExitCode::SUCCESS
-        }
+        Ok(token) => output::line(&token, ExitCode::SUCCESS),
         Err(e) => {
-            eprintln!("cannot mint: {e}");
+            note!("cannot mint: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn openapi() -> ExitCode {
-    let document = crate::app::openapi_document();
-    match document.to_pretty_json() {
-        Ok(json) => {
-            println!("{json}");
-            ExitCode::SUCCESS
-        }
+fn openapi() -> ExitCode {
+    match crate::app::openapi_document().to_pretty_json() {
+        Ok(json) => output::line(&json, ExitCode::SUCCESS),
         Err(e) => {
-            eprintln!("cannot render the OpenAPI document: {e}");
+            note!("cannot render the OpenAPI document: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-pub(crate) fn print_json(value: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
 }

@@ -1,15 +1,15 @@
-//! The operator tools that work directly on the Redis gatehouse uses: `backfill`, `verify`,
-//! `rollback` and `migrate`.
+//! The operator tools that work directly on the Redis gatehouse uses: `backfill`, `backfill
+//! jobs`, `verify`, `rollback` and `migrate`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::print_json;
+use super::output::{self, note};
 use crate::audit::{Audit, AuditConfig};
 use crate::backfill::sources::Roots;
-use crate::backfill::{Backfill, JobRequest, JobState};
+use crate::backfill::{Backfill, JobPage, JobRequest, JobState};
 use crate::config::Config;
 use crate::store::{RedisOptions, RedisStore};
 use crate::tasks::Tasks;
@@ -68,7 +68,7 @@ pub async fn backfill(
 ) -> ExitCode {
     crate::telemetry::init(config.log_format, "warn");
     let prepared = (|| {
-        crate::session_id::check_name("default owner", &default_owner)
+        crate::session_id::check_name("--default-owner", &default_owner)
             .map_err(|e| e.to_string())?;
         let sources = data_dirs(&dirs)?;
         let session_ids = match &ids_file {
@@ -90,7 +90,7 @@ pub async fn backfill(
     let (sources, session_ids, service, writers) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -107,11 +107,11 @@ pub async fn backfill(
     let job = match service.create(&request).await {
         Ok(job) => job,
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("job {}", job.job_id);
+    note!("job {}", job.job_id);
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -127,11 +127,45 @@ pub async fn backfill(
         .await;
     bar.finish_and_clear();
     writers.shutdown().await;
-    print_json(&job);
-    if job.state == JobState::Completed {
+    let code = if job.state == JobState::Completed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    };
+    output::json(&job, code)
+}
+
+/// `gatehouse backfill jobs`: a page of the job records, newest first, as `GET /v1/backfill`
+/// answers it.
+pub async fn jobs(config: Config, limit: usize, before: Option<String>) -> ExitCode {
+    let prepared = (|| {
+        let before = before
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|why| format!("--before: {why}"))?;
+        Ok::<_, String>((before, redis_store(&config)?))
+    })();
+    let (before, store) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            note!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let service = Backfill::new(store, Roots::default(), Audit::disabled("cli"));
+    match service.jobs(before.as_ref(), limit).await {
+        Ok((jobs, next)) => {
+            let page = JobPage {
+                jobs,
+                next_before: next.map(|place| place.to_string()),
+            };
+            output::json(&page, ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            note!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -140,7 +174,7 @@ pub async fn verify(config: Config, dirs: Vec<PathBuf>) -> ExitCode {
     let (sources, store) = match prepared {
         Ok(prepared) => prepared,
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -148,15 +182,15 @@ pub async fn verify(config: Config, dirs: Vec<PathBuf>) -> ExitCode {
         .with_session_ids(config.session_ids);
     match service.verify(sources, Vec::new()).await {
         Ok(report) => {
-            print_json(&report);
-            if report.complete {
+            let code = if report.complete {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
-            }
+            };
+            output::json(&report, code)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -166,7 +200,7 @@ pub async fn rollback(config: Config, job_id: String) -> ExitCode {
     let (service, writers) = match operator_backfill(&config) {
         Ok(prepared) => prepared,
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -177,12 +211,28 @@ pub async fn rollback(config: Config, job_id: String) -> ExitCode {
     let result = service.rollback(&job_id, &actor).await;
     writers.shutdown().await;
     match result {
-        Ok(job) => {
-            print_json(&job);
-            ExitCode::SUCCESS
+        Ok(outcome) => {
+            let job = &outcome.job;
+            let report = job.rollback.clone().unwrap_or_default();
+            if outcome.already_rolled_back {
+                let at = report.at.map(|at| at.to_string()).unwrap_or_default();
+                note!(
+                    "nothing more was released: job {} was already rolled back at {at} by {}",
+                    job.job_id,
+                    report.actor
+                );
+            } else {
+                note!(
+                    "job {}: released {} session(s); kept {} whose owner changed since",
+                    job.job_id,
+                    outcome.released,
+                    report.kept
+                );
+            }
+            output::json(&outcome, ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -192,24 +242,27 @@ pub async fn migrate(config: Config, dry_run: bool, force: bool, opted_in: &[&st
     let store = match redis_store(&config) {
         Ok(store) => store,
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             return ExitCode::from(2);
         }
     };
     match crate::migrate::migrate(&store, dry_run, force, opted_in).await {
         Ok(reports) => {
-            print_json(&reports);
             // Collisions are left for a person to decide: say so in the exit code too.
             let collisions: u64 = reports.iter().map(|r| r.collisions).sum();
-            if collisions > 0 {
-                eprintln!("{collisions} collision(s) found and left as they are: see the findings");
+            let code = if collisions > 0 {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
+            };
+            let code = output::json(&reports, code);
+            if collisions > 0 {
+                note!("{collisions} collision(s) found and left as they are: see the findings");
             }
+            code
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -11,8 +11,8 @@ use super::StoreMetrics;
 use crate::records::{AuditEntry, AuditId, EnforcementSettings, HistoryEntry, Job, Sequenced};
 use crate::session_id::SessionId;
 use crate::store::{
-    AuditStore, BackfillStore, ClaimOutcome, Expected, OwnerChange, OwnershipStore, Released,
-    SaveOutcome, SessionPage, SettingsFeed, SettingsStore, Store, StoreError,
+    AuditStore, BackfillStore, ClaimOutcome, Expected, JobCursor, OwnerChange, OwnershipStore,
+    Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, Store, StoreError,
 };
 
 /// `inner`, with every call measured.
@@ -212,5 +212,13 @@ impl BackfillStore for MeteredStore {
 
     async fn load_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         self.timed("load_job", self.inner.load_job(id)).await
+    }
+
+    async fn jobs(
+        &self,
+        before: Option<&JobCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Job>, Option<JobCursor>), StoreError> {
+        self.timed("jobs", self.inner.jobs(before, limit)).await
     }
 }

@@ -30,6 +30,19 @@ pub enum JobState {
     RolledBack,
 }
 
+impl JobState {
+    /// The name used on the wire (`rolled_back`), for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Interrupted => "interrupted",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::RolledBack => "rolled_back",
+        }
+    }
+}
+
 /// Counts of a job.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct Counts {
@@ -98,4 +111,22 @@ pub struct Job {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_are_the_wire_names() {
+        for state in [
+            JobState::Running,
+            JobState::Interrupted,
+            JobState::Completed,
+            JobState::Failed,
+            JobState::RolledBack,
+        ] {
+            assert_eq!(serde_json::json!(state), state.as_str());
+        }
+    }
 }

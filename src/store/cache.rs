@@ -36,9 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::redis::OWNERS_HEARTBEAT;
 use super::{
-    AuditStore, BackfillStore, ClaimOutcome, Expected, OwnerChange, OwnerChanges, OwnerFeed,
-    OwnershipStore, Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, Store,
-    StoreError,
+    AuditStore, BackfillStore, ClaimOutcome, Expected, JobCursor, OwnerChange, OwnerChanges,
+    OwnerFeed, OwnershipStore, Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore,
+    Store, StoreError,
 };
 use crate::records::{AuditEntry, AuditId, Job, Sequenced};
 use crate::records::{EnforcementSettings, HistoryEntry};
@@ -381,6 +381,14 @@ impl BackfillStore for CachedStore {
 
     async fn load_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         self.inner.load_job(id).await
+    }
+
+    async fn jobs(
+        &self,
+        before: Option<&JobCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Job>, Option<JobCursor>), StoreError> {
+        self.inner.jobs(before, limit).await
     }
 }
 

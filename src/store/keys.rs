@@ -80,6 +80,14 @@ impl KeySchema {
         format!("{}backfill:job:{id}", self.prefix)
     }
 
+    /// The listing of backfill jobs: a sorted set, every member scored 0, each member a job's
+    /// [`JobCursor`](super::JobCursor) (`{created_at ms, 16 digits}:{job_id}`), so that
+    /// `ZREVRANGEBYLEX` reads it newest first. Never in a script with the job records (each
+    /// of those is in a slot of its own on a Cluster).
+    pub fn backfill_jobs(&self) -> String {
+        format!("{}backfill:jobs", self.prefix)
+    }
+
     /// The set of sessions a backfill job assigned (and has not rolled back).
     pub fn backfill_assigned(&self, id: &str) -> String {
         format!("{}backfill:job:{id}:assigned", self.prefix)
@@ -144,6 +152,7 @@ mod tests {
         assert_eq!(k.audit(), "gatehouse:audit");
         assert_eq!(k.audit_writers(), "{gatehouse:audit}:writers");
         assert_eq!(k.backfill_marker("s1"), "{chat_session_owner:s1}:backfill");
+        assert_eq!(k.backfill_jobs(), "gatehouse:backfill:jobs");
         assert_eq!(
             k.legacy_audit_writers().as_deref(),
             Some("gatehouse:audit:writers")

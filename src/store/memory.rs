@@ -16,8 +16,8 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 
 use super::{
-    AuditStore, BackfillStore, ClaimOutcome, Expected, OwnerChange, OwnershipStore, Released,
-    SaveOutcome, SessionPage, SettingsFeed, SettingsStore, StoreError,
+    AuditStore, BackfillStore, ClaimOutcome, Expected, JobCursor, OwnerChange, OwnershipStore,
+    Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, StoreError,
 };
 use crate::records::{AuditEntry, AuditId, Job, Sequenced};
 use crate::records::{EnforcementSettings, HistoryEntry};
@@ -79,6 +79,8 @@ struct Settings {
 #[derive(Default)]
 struct Jobs {
     records: HashMap<String, Job>,
+    /// Every saved job's place in the listing (as the Redis adapter's sorted set).
+    listing: BTreeSet<JobCursor>,
     assigned: HashMap<String, BTreeSet<String>>,
 }
 
@@ -481,11 +483,33 @@ impl BackfillStore for MemoryStore {
     }
 
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
-        self.jobs().records.insert(job.job_id.clone(), job.clone());
+        let mut jobs = self.jobs();
+        jobs.listing.insert(JobCursor::of(job));
+        jobs.records.insert(job.job_id.clone(), job.clone());
         Ok(())
     }
 
     async fn load_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
         Ok(self.jobs().records.get(id).cloned())
+    }
+
+    async fn jobs(
+        &self,
+        before: Option<&JobCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Job>, Option<JobCursor>), StoreError> {
+        let jobs = self.jobs();
+        let upper = before.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut places = jobs.listing.range((Bound::Unbounded, upper)).rev();
+        let page: Vec<&JobCursor> = places.by_ref().take(limit).collect();
+        let next = match (places.next(), page.last()) {
+            (Some(_), Some(last)) => Some((*last).clone()),
+            _ => None,
+        };
+        let records = page
+            .iter()
+            .filter_map(|place| jobs.records.get(&place.job_id).cloned())
+            .collect();
+        Ok((records, next))
     }
 }

@@ -264,6 +264,56 @@ pub struct Released {
     pub kept: Vec<String>,
 }
 
+/// A place in the listing of backfill jobs, which is ordered by creation time, then job id.
+///
+/// Written `{created_at, Unix milliseconds, 16 digits}:{job_id}`: that text sorts as the pair
+/// does, so the Redis adapter keeps the listing as one sorted set of these texts (all scored 0)
+/// read backwards with `ZREVRANGEBYLEX`. It is also the `before` cursor of `GET /v1/backfill`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobCursor {
+    created_millis: u64,
+    job_id: String,
+}
+
+impl JobCursor {
+    /// Where `job` stands in the listing.
+    pub fn of(job: &Job) -> Self {
+        Self {
+            created_millis: job.created_at.unix_millis(),
+            job_id: job.job_id.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for JobCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016}:{}", self.created_millis, self.job_id)
+    }
+}
+
+impl std::str::FromStr for JobCursor {
+    type Err = &'static str;
+
+    /// Reads a cursor as [`JobCursor`]'s `Display` writes it (job ids as gatehouse makes them:
+    /// up to 64 of `[A-Za-z0-9_-]`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const WHAT: &str = "not a job cursor: pass back the next_before of the previous page";
+        let (millis, job_id) = s.split_once(':').ok_or(WHAT)?;
+        let digits = millis.len() == 16 && millis.bytes().all(|b| b.is_ascii_digit());
+        let id_ok = (1..=64).contains(&job_id.len())
+            && job_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !digits || !id_ok {
+            return Err(WHAT);
+        }
+        Ok(Self {
+            created_millis: millis.parse().map_err(|_| WHAT)?,
+            job_id: job_id.to_owned(),
+        })
+    }
+}
+
 /// Backfill jobs: the exact set of sessions each assigned, and their records (DESIGN §4).
 #[async_trait]
 pub trait BackfillStore: Send + Sync + 'static {
@@ -307,9 +357,59 @@ pub trait BackfillStore: Send + Sync + 'static {
 
     /// A job record.
     async fn load_job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+
+    /// Job records newest first (by `created_at`, then id), those after `before` in that
+    /// order when given: at most `limit`, and the cursor of the next page when there are more.
+    /// Every job saved with [`Self::save_job`] is listed.
+    async fn jobs(
+        &self,
+        before: Option<&JobCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Job>, Option<JobCursor>), StoreError>;
 }
 
 /// A store that provides every port: what the service runs on.
 pub trait Store: OwnershipStore + SettingsStore + AuditStore + BackfillStore {}
 
 impl<T: OwnershipStore + SettingsStore + AuditStore + BackfillStore> Store for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::JobCursor;
+
+    fn place(millis: u64, id: &str) -> JobCursor {
+        JobCursor {
+            created_millis: millis,
+            job_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn job_places_read_back_and_sort_as_their_text() {
+        let places = [
+            place(999, "bf-z"),
+            place(1_000, "bf-a"),
+            place(1_000, "bf-b"),
+            place(1_767_225_600_000, "bf-0123456789abcdef0123456789abcdef"),
+        ];
+        for pair in places.windows(2) {
+            assert!(pair[0] < pair[1]);
+            assert!(pair[0].to_string() < pair[1].to_string(), "{pair:?}");
+        }
+        for p in &places {
+            assert_eq!(p.to_string().parse::<JobCursor>().as_ref(), Ok(p));
+        }
+        assert_eq!(place(5, "bf-1").to_string(), "0000000000000005:bf-1");
+        for bad in [
+            "",
+            "5:bf-1",
+            "000000000000000x:bf-1",
+            "0000000000000005:",
+            "0000000000000005:bf 1",
+            "0000000000000005:bf:1",
+            "+000000000000005:bf-1",
+        ] {
+            assert!(bad.parse::<JobCursor>().is_err(), "{bad:?}");
+        }
+    }
+}

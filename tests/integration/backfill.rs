@@ -14,6 +14,7 @@ both_backends!(
     census_tree_backfill_verify_and_rollback,
     owners_are_never_overwritten_and_reassigned_sessions_survive_rollback,
     sources_outside_the_roots_are_refused,
+    jobs_are_listed_newest_first_in_pages,
 );
 
 /// A root with one data directory holding the census tree (3 malformed files).
@@ -160,17 +161,39 @@ async fn census_tree_backfill_verify_and_rollback(backend: Backend) {
     let rolled = rollback(&app, &first).await;
     assert_eq!(rolled["state"], "rolled_back");
     assert_eq!(rolled["rollback"]["released"], 54);
-    assert_eq!(rollback(&app, &second).await["rollback"]["released"], 0);
     assert_eq!(
-        rollback(&app, &first).await["rollback"]["released"],
-        54,
-        "idempotent"
+        (
+            rolled["released"].clone(),
+            rolled["already_rolled_back"].clone()
+        ),
+        (json!(54), json!(false))
     );
+    assert_eq!(rollback(&app, &second).await["rollback"]["released"], 0);
+    // Again: 200, nothing more released, and the record (the first rollback's report, its
+    // time) left as it was.
+    let again = rollback(&app, &first).await;
+    assert_eq!(
+        (
+            again["released"].clone(),
+            again["already_rolled_back"].clone()
+        ),
+        (json!(0), json!(true)),
+        "{again}"
+    );
+    assert_eq!(again["rollback"], rolled["rollback"], "{again}");
+    assert_eq!(again["updated_at"], rolled["updated_at"]);
     let back = verify(&app, &data).await;
     assert_eq!(
         (back["missing"].clone(), back["complete"].clone()),
         (json!(54), json!(false))
     );
+    // One more job after the repeated rollback: once its events are in the stream, so would
+    // be any of that rollback (the writer keeps their order).
+    start(
+        &app,
+        json!({ "dry_run": true, "default_owner": "admin", "sources": [data] }),
+    )
+    .await;
 
     let audit = eventually(Duration::from_secs(5), "backfill audit events", || async {
         let reply = app
@@ -190,11 +213,88 @@ async fn census_tree_backfill_verify_and_rollback(backend: Backend) {
             .iter()
             .filter(|r| r.starts_with("backfill:"))
             .count()
-            >= 9)
+            >= 10)
             .then_some(reasons)
     })
     .await;
     assert!(audit.contains(&"backfill:rollback".to_owned()), "{audit:?}");
+    // Four starts, four finishes, two rollbacks: the one that changed nothing is no event.
+    let events = |what: &str| audit.iter().filter(|r| *r == what).count();
+    assert_eq!(events("backfill:rollback"), 2, "{audit:?}");
+    app.stop().await;
+}
+
+async fn list(app: &TestApp, query: &str, token: &str) -> crate::common::Reply {
+    app.call(
+        Method::GET,
+        &format!("/v1/backfill{query}"),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+/// `GET /v1/backfill`: every job, newest first, in pages of `limit` joined by `next_before`;
+/// admins only; a bad query is a 400 problem.
+async fn jobs_are_listed_newest_first_in_pages(backend: Backend) {
+    let app = TestApp::spawn(&backend, &[]).await;
+    let admin = app.admin();
+    let reply = list(&app, "", &admin).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body, json!({ "jobs": [] }));
+    // Each started once the one before has completed: three creation times, in order.
+    let mut started = Vec::new();
+    for n in 0..3 {
+        let job = start(
+            &app,
+            json!({ "dry_run": n == 1, "default_owner": "admin", "session_ids": [format!("l{n}")] }),
+        )
+        .await;
+        started.push(job["job_id"].as_str().unwrap().to_owned());
+    }
+    let newest_first: Vec<String> = started.iter().rev().cloned().collect();
+    let ids = |reply: &crate::common::Reply| -> Vec<String> {
+        reply.body["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["job_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let all = list(&app, "", &admin).await;
+    assert_eq!(ids(&all), newest_first, "{all:?}");
+    assert!(all.body.get("next_before").is_none(), "{all:?}");
+    assert_eq!(all.body["jobs"][0]["state"], "completed");
+    assert_eq!(all.body["jobs"][1]["dry_run"], true);
+
+    let first = list(&app, "?limit=2", &admin).await;
+    assert_eq!(ids(&first), newest_first[..2]);
+    let before = first.body["next_before"].as_str().unwrap().to_owned();
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("limit", "2")
+        .append_pair("before", &before)
+        .finish();
+    let rest = list(&app, &format!("?{query}"), &admin).await;
+    assert_eq!(ids(&rest), newest_first[2..], "{rest:?}");
+    assert!(rest.body.get("next_before").is_none(), "{rest:?}");
+
+    for bad in [
+        "?limit=0",
+        "?limit=1001",
+        "?limit=ten",
+        "?before=bf-1",
+        "?page=2",
+    ] {
+        list(&app, bad, &admin)
+            .await
+            .assert_problem(400, "invalid-request");
+    }
+    list(&app, "", &app.user("eve"))
+        .await
+        .assert_problem(403, "forbidden");
+    let anonymous = app.call(Method::GET, "/v1/backfill", None, None).await;
+    anonymous.assert_problem(401, "unauthorized");
     app.stop().await;
 }
 
@@ -399,5 +499,15 @@ async fn an_interrupted_job_is_resumed_where_the_store_left_it() {
     assert_eq!(job["counts"]["skipped_owned"], 0);
     assert_eq!(verify(&app, &data).await["complete"], true);
     assert_eq!(rollback(&app, &job).await["rollback"]["released"], 54);
+    // Its record was written without the listing (as by a version before it): listed since
+    // the resume saved it.
+    let listed = list(&app, "", &app.admin()).await;
+    let listed: Vec<&str> = listed.body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
+    assert!(listed.contains(&"bf-crashed"), "{listed:?}");
     app.stop().await;
 }

@@ -12,9 +12,12 @@ use serde_json::{Value, json};
 use crate::common::{Backend, SECRET, TestApp, eventually, free_port};
 
 /// A running `gatehouse` process; killed on drop.
-struct Process {
+pub(crate) struct Process {
     child: Child,
-    base: String,
+    /// `http://127.0.0.1:{port}`.
+    pub(crate) base: String,
+    /// Its `GATEHOUSE_LISTEN`.
+    pub(crate) listen: String,
     stderr: mpsc::Receiver<String>,
     /// The log lines.
     stdout: mpsc::Receiver<String>,
@@ -22,8 +25,14 @@ struct Process {
 }
 
 impl Process {
-    fn start(env: &[(&str, String)]) -> Self {
+    pub(crate) fn start(env: &[(&str, String)]) -> Self {
+        Self::start_on("127.0.0.1", env)
+    }
+
+    /// Listening on `host` (e.g. `0.0.0.0`), on a free port.
+    pub(crate) fn start_on(host: &str, env: &[(&str, String)]) -> Self {
         let port = free_port();
+        let listen = format!("{host}:{port}");
         let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
         for (key, _) in std::env::vars() {
             if key.starts_with("GATEHOUSE_") || key == "REDIS_URL" {
@@ -36,7 +45,7 @@ impl Process {
                 "GATEHOUSE_AUDIT_SPOOL",
                 spool_dir.path().join("audit.spool"),
             )
-            .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("GATEHOUSE_LISTEN", &listen)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -46,6 +55,7 @@ impl Process {
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            listen,
             stderr,
             stdout,
             _spool_dir: spool_dir,
@@ -65,7 +75,7 @@ impl Process {
         panic!("no admin token printed on stderr within 20s");
     }
 
-    async fn wait_ready(&self, http: &reqwest::Client) {
+    pub(crate) async fn wait_ready(&self, http: &reqwest::Client) {
         eventually(
             Duration::from_secs(20),
             "the binary to be ready",
@@ -246,7 +256,7 @@ async fn with_redis_owners_survive_a_restart_and_never_expire() {
 }
 
 /// Runs `gatehouse args...` against `app` as an admin: (exit code, stdout JSON, stderr).
-async fn cli(app: &TestApp, token: Option<&str>, args: &[&str]) -> (i32, Value, String) {
+pub(crate) async fn cli(app: &TestApp, token: Option<&str>, args: &[&str]) -> (i32, Value, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"));
     command
         .env_remove("GATEHOUSE_TOKEN")

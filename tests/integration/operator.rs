@@ -379,11 +379,77 @@ fn backfill_verify_and_rollback_from_the_command_line() {
     assert_eq!(code, 0);
     assert_eq!(again["counts"]["skipped_owned"], 54);
 
-    let (code, rolled, err) = gatehouse(&url, &["rollback", job["job_id"].as_str().unwrap()]);
+    // The jobs, newest first, in pages.
+    let job_id = job["job_id"].as_str().unwrap();
+    let ids = |page: &Value| -> Vec<String> {
+        page["jobs"]
+            .as_array()
+            .map(|jobs| jobs.iter().map(|j| j["job_id"].to_string()).collect())
+            .unwrap_or_default()
+    };
+    let (code, page, err) = gatehouse(&url, &["backfill", "jobs"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        ids(&page),
+        [again["job_id"].to_string(), job["job_id"].to_string()]
+    );
+    assert_eq!(page["jobs"][1]["counts"]["assigned"], 54, "{page}");
+    assert!(page.get("next_before").is_none(), "{page}");
+    let (_, first, _) = gatehouse(&url, &["backfill", "jobs", "--limit", "1"]);
+    assert_eq!(ids(&first), [again["job_id"].to_string()]);
+    let before = first["next_before"].as_str().unwrap();
+    let (_, rest, _) = gatehouse(
+        &url,
+        &["backfill", "jobs", "--limit", "1", "--before", before],
+    );
+    assert_eq!(ids(&rest), [job["job_id"].to_string()], "{rest}");
+    assert!(rest.get("next_before").is_none(), "{rest}");
+    // A reader that stops early (`| head -1`): the listing ends quietly.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .env("REDIS_URL", &url)
+        .args(["backfill", "jobs"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let quiet = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{quiet}");
+    assert!(!quiet.contains("panicked"), "{quiet}");
+    let (code, _, err) = gatehouse(&url, &["backfill", "jobs", "--before", "bf-1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--before") && err.contains("next_before"),
+        "{err}"
+    );
+
+    let (code, rolled, err) = gatehouse(&url, &["rollback", job_id]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(rolled["rollback"]["released"], 54);
+    assert_eq!(rolled["released"], 54);
+    assert!(err.contains("released 54"), "{err}");
     let (_, report, _) = gatehouse(&url, &["verify", "--data-dir", data]);
     assert_eq!(report["missing"], 54);
+
+    // Twice: nothing more released, and said so; the record as the first rollback left it.
+    let (code, twice, err) = gatehouse(&url, &["rollback", job_id]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        (
+            twice["released"].clone(),
+            twice["already_rolled_back"].clone()
+        ),
+        (json!(0), json!(true)),
+        "{twice}"
+    );
+    assert_eq!(twice["rollback"], rolled["rollback"]);
+    let at = rolled["rollback"]["at"].as_str().unwrap();
+    assert!(
+        err.contains(&format!(
+            "nothing more was released: job {job_id} was already rolled back at {at}"
+        )),
+        "{err}"
+    );
 
     let (code, _, err) = gatehouse(
         &url,

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse::audit::{AuditEvent, AuditId, Sequenced, Source};
+use gatehouse::backfill::{Counts, Job, JobState};
 use gatehouse::decision::{Mode, Reason, Verdict};
 use gatehouse::enforcement::{EnforcementSettings, HistoryChange, HistoryEntry};
 use gatehouse::session_id::SessionId;
 use gatehouse::store::{
-    ClaimOutcome, Expected, MemoryStore, OwnerChange, OwnershipStore, RedisOptions, RedisStore,
-    SaveOutcome, Store, StoreError, TlsOptions,
+    ClaimOutcome, Expected, JobCursor, MemoryStore, OwnerChange, OwnershipStore, RedisOptions,
+    RedisStore, SaveOutcome, Store, StoreError, TlsOptions,
 };
 use gatehouse::timestamp::Timestamp;
 use serde_json::json;
@@ -31,7 +32,81 @@ every_store!(
     audit_before_0_0_over_http_is_an_empty_page,
     the_index_follows_every_ownership_write,
     verification_counts_sessions_missing_from_their_index,
+    backfill_jobs_are_listed_newest_first,
 );
+
+/// A job record created at `millis` (Unix ms).
+fn job(id: &str, millis: u64, state: JobState) -> Job {
+    let at = Timestamp::from_unix_millis(millis);
+    Job {
+        job_id: id.into(),
+        state,
+        dry_run: false,
+        default_owner: "admin".into(),
+        sources: Vec::new(),
+        explicit_ids: 0,
+        actor: "root".into(),
+        created_at: at,
+        updated_at: at,
+        finished_at: None,
+        counts: Counts::default(),
+        errors: Vec::new(),
+        rollback: None,
+        failure: None,
+    }
+}
+
+/// The listing of backfill jobs: newest first by creation time, then by id (two jobs of one
+/// millisecond); a job saved again is listed once, with its newest record; pages cut anywhere
+/// never skip or repeat a job, and the last one says so.
+async fn backfill_jobs_are_listed_newest_first(backend: Backend) {
+    let store = store(&backend, None);
+    let (empty, next) = store.jobs(None, 10).await.unwrap();
+    assert!(empty.is_empty() && next.is_none());
+    for (id, millis) in [
+        ("bf-b", 2_000),
+        ("bf-a", 1_000),
+        ("bf-d", 3_000),
+        ("bf-c", 3_000),
+        ("bf-e", 500),
+    ] {
+        store
+            .save_job(&job(id, millis, JobState::Running))
+            .await
+            .unwrap();
+    }
+    store
+        .save_job(&job("bf-a", 1_000, JobState::Completed))
+        .await
+        .unwrap();
+    let ids = |jobs: &[Job]| jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>();
+    let newest_first = ["bf-d", "bf-c", "bf-b", "bf-a", "bf-e"];
+
+    let (all, next) = store.jobs(None, 5).await.unwrap();
+    assert_eq!(ids(&all), newest_first);
+    assert_eq!(next, None, "exactly a page's worth: no next page");
+    assert_eq!(all[3].state, JobState::Completed, "the newest record");
+    for limit in 1..=4 {
+        let mut seen = Vec::new();
+        let mut before: Option<JobCursor> = None;
+        loop {
+            let (page, next) = store.jobs(before.as_ref(), limit).await.unwrap();
+            assert!(page.len() <= limit);
+            seen.extend(ids(&page));
+            match next {
+                Some(next) => {
+                    // The cursor goes over the wire as text.
+                    before = Some(next.to_string().parse().unwrap());
+                }
+                None => break,
+            }
+        }
+        assert_eq!(seen, newest_first, "limit {limit}");
+    }
+    let oldest = JobCursor::of(&job("bf-e", 500, JobState::Running));
+    let (past_the_end, next) = store.jobs(Some(&oldest), 10).await.unwrap();
+    assert!(past_the_end.is_empty() && next.is_none());
+}
 
 async fn verification_counts_sessions_missing_from_their_index(backend: Backend) {
     let store = store(&backend, None);

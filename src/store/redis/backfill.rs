@@ -1,5 +1,7 @@
 //! The backfill port on Redis: assignment and rollback scripts that keep each job's assigned
-//! set, and the job records.
+//! set, and the job records with their listing (`{prefix}backfill:jobs`, a sorted set read
+//! newest first; written with each record, in one `MULTI` on one server, before the record on
+//! a Cluster, where the two live in different slots).
 //!
 //! On one server a batch is one script. On a Cluster each session's owner key lives in its
 //! own slot, so a batch is one script per session (sent together), then the job's assigned
@@ -16,7 +18,7 @@ use redis::Value;
 use super::RedisStore;
 use super::scans::scan_reply;
 use crate::records::Job;
-use crate::store::{BackfillStore, Released, StoreError};
+use crate::store::{BackfillStore, JobCursor, Released, StoreError};
 
 #[async_trait]
 impl BackfillStore for RedisStore {
@@ -121,12 +123,29 @@ impl BackfillStore for RedisStore {
 
     async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
         let record = serde_json::to_string(job).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let cmd = redis::cmd("SET")
+        let listed = redis::cmd("ZADD")
+            .arg(self.keys.backfill_jobs())
+            .arg(0)
+            .arg(JobCursor::of(job).to_string())
+            .clone();
+        let saved = redis::cmd("SET")
             .arg(self.keys.backfill_job(&job.job_id))
             .arg(record)
             .clone();
         let mut conn = self.conn().await?;
-        self.write(cmd.query_async::<()>(&mut conn)).await
+        if self.cluster {
+            // Two slots: the listing first, so a job is never saved unlisted (a listed job
+            // whose record was not saved is skipped by the listing).
+            self.write(listed.query_async::<()>(&mut conn)).await?;
+            return self.write(saved.query_async::<()>(&mut conn)).await;
+        }
+        let mut both = redis::pipe();
+        both.atomic()
+            .add_command(listed)
+            .ignore()
+            .add_command(saved)
+            .ignore();
+        self.write(both.query_async::<()>(&mut conn)).await
     }
 
     async fn load_job(&self, id: &str) -> Result<Option<Job>, StoreError> {
@@ -138,6 +157,45 @@ impl BackfillStore for RedisStore {
                     .map_err(|e| StoreError::Corrupt(format!("backfill job {id}: {e}")))
             })
             .transpose()
+    }
+
+    async fn jobs(
+        &self,
+        before: Option<&JobCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Job>, Option<JobCursor>), StoreError> {
+        let max = before.map_or_else(|| "+".to_owned(), |place| format!("({place}"));
+        // One more than asked: whether there is a next page.
+        let cmd = redis::cmd("ZREVRANGEBYLEX")
+            .arg(self.keys.backfill_jobs())
+            .arg(max)
+            .arg("-")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit.saturating_add(1))
+            .clone();
+        let mut places: Vec<String> = self.read_cmd(&cmd).await?;
+        let more = places.len() > limit;
+        places.truncate(limit);
+        let places = places
+            .iter()
+            .map(|member| {
+                member.parse::<JobCursor>().map_err(|_| {
+                    let listing = self.keys.backfill_jobs();
+                    StoreError::Corrupt(format!("{listing} holds {member:?}, not a job's place"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = more.then(|| places.last().cloned()).flatten();
+        // Each record in a slot of its own on a Cluster: one GET each (sent together).
+        let records =
+            futures_util::future::join_all(places.iter().map(|place| self.load_job(&place.job_id)))
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
+        // A listed job whose record is gone (its first save failed after the listing's) is
+        // skipped.
+        Ok((records.into_iter().flatten().collect(), next))
     }
 }
 

@@ -1,0 +1,310 @@
+//! The command line's manners (issue 17): `--percent` only with ENFORCED, errors that say what
+//! failed once, a closed pipe that ends a command quietly, `token` refusing what the server
+//! refuses, and `healthcheck` following `/readyz` on both stores.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use reqwest::Method;
+
+use crate::binary::{Process, cli};
+use crate::common::{Backend, SECRET, TestApp, eventually, free_port};
+use crate::tests_on;
+
+tests_on!([memory, redis]; healthcheck_follows_readiness);
+
+/// The binary with none of this machine's gatehouse settings, and `env`.
+fn gatehouse(env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GATEHOUSE_") || key == "REDIS_URL" {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied());
+    command
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A stdout whose reader has gone: every write to it fails with `EPIPE`.
+fn closed_stdout() -> Stdio {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    writer.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn percent_is_refused_with_a_mode_other_than_enforced_before_any_request() {
+    let app = TestApp::spawn(&Backend::Memory, &[]).await;
+    let admin = app.admin();
+    let admin = Some(admin.as_str());
+    for mode in ["LOG_ONLY", "disabled"] {
+        let (code, body, err) = cli(
+            &app,
+            admin,
+            &["mode", "set", mode, "--percent", "10", "--reason", "x"],
+        )
+        .await;
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(body, serde_json::Value::Null, "nothing printed on stdout");
+        assert!(
+            err.contains("enforce_percent") && err.contains("ENFORCED"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("LogOnly") && !err.contains("Disabled"),
+            "{err}"
+        );
+    }
+    // Refused before any request: nothing listens there, and it is still a usage error.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let (code, _, err) = cli(
+        &app,
+        admin,
+        &[
+            "mode",
+            "set",
+            "LOG_ONLY",
+            "--percent",
+            "10",
+            "--reason",
+            "x",
+            "--url",
+            &nowhere,
+        ],
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    let (_, settings, _) = cli(&app, admin, &["mode", "get"]).await;
+    assert_eq!(settings["version"], 1, "nothing changed: {settings}");
+    let (code, settings, err) = cli(
+        &app,
+        admin,
+        &[
+            "mode",
+            "set",
+            "ENFORCED",
+            "--percent",
+            "10",
+            "--reason",
+            "x",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(settings["enforce_percent"], 10);
+    // Out of range: said in the API's words, not Rust's range syntax.
+    let (code, _, err) = cli(
+        &app,
+        admin,
+        &[
+            "mode",
+            "set",
+            "ENFORCED",
+            "--percent",
+            "101",
+            "--reason",
+            "x",
+        ],
+    )
+    .await;
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("enforce_percent") && !err.contains("..="),
+        "{err}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_failed_once() {
+    let app = TestApp::spawn(&Backend::Memory, &[]).await;
+
+    // Nothing listening: the URL and "connection refused", in one line.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let (code, _, err) = cli(&app, None, &["mode", "get", "--url", &nowhere]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&nowhere) && err.contains("connection refused"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        !err.contains("error sending request") && !err.contains("hyper"),
+        "{err}"
+    );
+
+    // A problem: its status, title and detail, each once, as the server sent them.
+    let cases = [(None, 401), (Some(app.user("eve")), 403)];
+    for (token, status) in cases {
+        let problem = app
+            .call(Method::GET, "/v1/enforcement", token.as_deref(), None)
+            .await;
+        assert_eq!(problem.status, status);
+        let (title, detail) = (
+            problem.body["title"].as_str().unwrap(),
+            problem.body["detail"].as_str().unwrap(),
+        );
+        let (code, _, err) = cli(&app, token.as_deref(), &["mode", "get"]).await;
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(err, format!("error: {status} {title}: {detail}\n"));
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_a_command_quietly() {
+    let app = TestApp::spawn(&Backend::Memory, &[]).await;
+    type Run = (&'static [&'static str], Vec<(&'static str, String)>);
+    let runs: [Run; 3] = [
+        (&["openapi"], vec![]),
+        (
+            &["token", "--sub", "alice"],
+            vec![("GATEHOUSE_JWT_SECRET", SECRET.to_owned())],
+        ),
+        (
+            &["mode", "history"],
+            vec![
+                ("GATEHOUSE_URL", app.base.clone()),
+                ("GATEHOUSE_TOKEN", app.admin()),
+            ],
+        ),
+    ];
+    for (args, env) in runs {
+        let output = tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            gatehouse(&env)
+                .args(args)
+                .stdout(closed_stdout())
+                .output()
+                .expect("the binary runs")
+        })
+        .await
+        .unwrap();
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("failed printing"),
+            "{args:?}: {err}"
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_refuses_a_sub_the_server_refuses() {
+    let app = TestApp::spawn(&Backend::Memory, &[]).await;
+    let long = "u".repeat(257);
+    for sub in [
+        "alice bob",
+        "al\u{200B}ice",
+        "bob\u{202E}",
+        "tab\there",
+        "",
+        &long,
+    ] {
+        let output = gatehouse(&[("GATEHOUSE_JWT_SECRET", SECRET)])
+            .args(["token", "--sub", sub])
+            .output()
+            .expect("the binary runs");
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{sub:?}: {err}");
+        assert!(output.stdout.is_empty(), "{sub:?}: no token printed");
+        assert!(err.contains("sub must be"), "{sub:?}: {err}");
+        // ... because the server refuses such a token.
+        let minted = app.user(sub);
+        let reply = app
+            .call(Method::GET, "/v1/rollout", Some(&minted), None)
+            .await;
+        assert_eq!(reply.status, 401, "{sub:?}: {reply:?}");
+    }
+    // A sub it takes is one the server takes.
+    let output = gatehouse(&[("GATEHOUSE_JWT_SECRET", SECRET)])
+        .args([
+            "token",
+            "--sub",
+            "auth0|alice@example.com",
+            "--role",
+            "admin",
+        ])
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let token = String::from_utf8(output.stdout).unwrap();
+    let reply = app
+        .call(Method::GET, "/v1/enforcement", Some(token.trim()), None)
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    app.stop().await;
+}
+
+/// Runs `gatehouse healthcheck` with the settings `env`: (exit code, stderr). It ends within
+/// seconds, whatever answers or does not.
+async fn healthcheck(env: Vec<(&'static str, String)>) -> (Option<i32>, String) {
+    tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let started = std::time::Instant::now();
+        let output = gatehouse(&env)
+            .arg("healthcheck")
+            .output()
+            .expect("the binary runs");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "within seconds"
+        );
+        (output.status.code(), stderr(&output))
+    })
+    .await
+    .unwrap()
+}
+
+/// `gatehouse healthcheck` as a container runs it: no arguments, the server's own settings
+/// (listening on every address). 0 once `/readyz` is 200; 1 when it is not (Redis gone) or
+/// when nothing answers, and never Docker's reserved 2.
+async fn healthcheck_follows_readiness(mut backend: Backend) {
+    let mut env = vec![("GATEHOUSE_JWT_SECRET", SECRET.to_owned())];
+    if let Some(redis) = backend.redis_server() {
+        env.push(("REDIS_URL", redis.url()));
+    }
+    let server = Process::start_on("0.0.0.0", &env);
+    let listen = server.listen.clone();
+    let mut settings: Vec<(&str, String)> = env.clone();
+    settings.push(("GATEHOUSE_LISTEN", listen.clone()));
+    let err = eventually(Duration::from_secs(20), "healthcheck to pass", || {
+        let settings = settings.clone();
+        async move {
+            let (code, err) = healthcheck(settings).await;
+            assert_ne!(code, Some(2), "{err}");
+            (code == Some(0)).then_some(err)
+        }
+    })
+    .await;
+    let port = listen.rsplit(':').next().unwrap();
+    assert!(
+        err.contains(&format!("http://127.0.0.1:{port}/readyz")),
+        "{err}"
+    );
+
+    if let Some(redis) = backend.redis_server() {
+        redis.stop();
+        let err = eventually(Duration::from_secs(20), "healthcheck to fail", || {
+            let settings = settings.clone();
+            async move {
+                let (code, err) = healthcheck(settings).await;
+                (code == Some(1)).then_some(err)
+            }
+        })
+        .await;
+        assert!(err.contains("503") && err.contains("store"), "{err}");
+    }
+    drop(server);
+    let (code, err) = healthcheck(settings).await;
+    assert_eq!(code, Some(1), "nothing listening: {err}");
+    assert!(err.contains("connection refused"), "{err}");
+    // A configuration the server would refuse: unhealthy, not a usage error.
+    let (code, err) = healthcheck(vec![("GATEHOUSE_LISTEN", "nowhere".to_owned())]).await;
+    assert_eq!(code, Some(1), "{err}");
+}
