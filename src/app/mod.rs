@@ -85,14 +85,21 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::Extension(state.trusted_proxies.clone()));
     let metrics = state.metrics.clone();
+    // The templates as registered first, then those of the document (a documentation-only
+    // spelling, `/v1/forward-auth/{path}`, conflicts with the real one and is left out).
+    let routes = observe::Routes::new(
+        crate::forward_auth::TEMPLATES
+            .into_iter()
+            .chain(openapi::ROUTES)
+            .chain(spec.paths.paths.keys().map(String::as_str)),
+    );
     router
         .merge(openapi::routes(openapi::published(spec)))
-        .route_layer(observe::TagRouteLayer)
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .with_state(state)
         .layer(layers)
-        .layer(observe::CountLayer::new(metrics))
+        .layer(observe::CountLayer::new(metrics, routes))
 }
 
 /// Logs each answer at DEBUG with its status and latency as numbers (tower-http's default

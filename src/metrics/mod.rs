@@ -10,7 +10,9 @@ mod seconds;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use self::families::{AuthMetrics, CacheMetrics, EnforcementGauges, HttpMetrics, StoreMetrics};
+pub use self::families::{
+    AuthMetrics, CacheMetrics, EnforcementGauges, HttpMetrics, RouteLabel, StoreMetrics,
+};
 pub use self::metered_store::MeteredStore;
 
 use crate::decision::{Reason, Verdict};
@@ -339,9 +341,15 @@ mod tests {
     fn the_text_format_names_counters_by_their_samples() {
         let metrics = Metrics::new();
         metrics.decision(Verdict::Deny, Reason::NotOwner, Source::Validate);
-        metrics
-            .http
-            .answered("/v1/validate", "POST", 200, Duration::from_millis(1));
+        metrics.http.answered(
+            RouteLabel {
+                id: 0,
+                template: "/v1/validate",
+            },
+            "POST",
+            200,
+            Duration::from_millis(1),
+        );
         let text = metrics.render_text();
         assert!(
             text.contains("# HELP gatehouse_decisions_total Ownership decisions"),
