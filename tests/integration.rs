@@ -15,6 +15,8 @@ mod cache;
 mod cluster;
 #[path = "integration/connections.rs"]
 mod connections;
+#[path = "integration/contract.rs"]
+mod contract;
 #[path = "integration/credentials.rs"]
 mod credentials;
 #[path = "integration/docs.rs"]
