@@ -17,7 +17,7 @@ use crate::decision::{Mode, Reason, Verdict};
 use crate::gatekeeper::{Check, CheckResult, DEFAULT_ENDPOINT, Origin};
 use crate::http::{ApiError, AppState, JsonBody, Problem, RequestMeta};
 use crate::records::Source;
-use crate::session_id::{SessionId, SessionIds, check_name};
+use crate::session_id::{Name, SessionId, SessionIds, check_name};
 
 /// Most checks in one batch.
 pub const MAX_BATCH: usize = 100;
@@ -35,13 +35,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub struct ValidateRequest {
     /// The session: 1-256 characters of `[A-Za-z0-9._:-]`; a UUID in any common spelling
     /// (upper case, no hyphens, `{...}`, `urn:uuid:`) is the same session.
+    #[schema(value_type = SessionId)]
     pub session_id: String,
     /// The user to check; defaults to the caller. Naming another user needs the scope
     /// `gatehouse:validate` (or admin).
     #[serde(default)]
+    #[schema(value_type = Option<Name>)]
     pub user: Option<String>,
     /// The endpoint name whose mode applies (default `default`).
     #[serde(default)]
+    #[schema(value_type = Option<Name>)]
     pub endpoint: Option<String>,
 }
 
@@ -74,6 +77,7 @@ pub struct ValidateResponse {
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// Up to 100 checks.
+    #[schema(max_items = 100)]
     pub checks: Vec<ValidateRequest>,
 }
 

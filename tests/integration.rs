@@ -17,6 +17,8 @@ mod cli;
 mod cluster;
 #[path = "integration/connections.rs"]
 mod connections;
+#[path = "integration/contract.rs"]
+mod contract;
 #[path = "integration/credentials.rs"]
 mod credentials;
 #[path = "integration/docs.rs"]

@@ -10,6 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::forward_auth::routes::ForwardAuthDocs;
 use crate::http::{AppState, Problem};
 
 /// The document's fixed parts; paths are added by the routers.
@@ -21,7 +22,7 @@ use crate::http::{AppState, Problem};
     ),
     paths(crate::forward_auth::routes::forward_auth),
     components(schemas(Problem)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ForwardAuthDocs),
     tags(
         (name = "validate", description = "Ownership checks for backend services"),
         (name = "sessions", description = "Claiming, reading, transferring and releasing ownership"),
@@ -67,6 +68,17 @@ pub(super) fn published(mut spec: utoipa::openapi::OpenApi) -> utoipa::openapi::
             &mut item.trace,
         ];
         for operation in operations.into_iter().flatten() {
+            if let Some(RefOr::T(body)) = &mut operation.request_body {
+                no_null_body(body);
+                // Every body is read by `JsonBody` or `OptionalJsonBody`.
+                for status in ["413", "415"] {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.into())
+                        .or_insert_with(|| problem_response().into());
+                }
+            }
             for (status, response) in &mut operation.responses.responses {
                 if let RefOr::T(response) = response {
                     describe(status, response);
@@ -75,6 +87,38 @@ pub(super) fn published(mut spec: utoipa::openapi::OpenApi) -> utoipa::openapi::
         }
     }
     spec
+}
+
+/// An optional body is sent or left out: utoipa writes `Option<T>` as "T or null", but `null`
+/// is no JSON object, which every body must be (`JsonBody`, `OptionalJsonBody`).
+fn no_null_body(body: &mut utoipa::openapi::request_body::RequestBody) {
+    use utoipa::openapi::schema::{Schema, SchemaType, Type};
+    let is_null = |schema: &RefOr<Schema>| matches!(schema, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::new(Type::Null));
+    for media in body.content.values_mut() {
+        let RefOr::T(media) = media else { continue };
+        if let Some(RefOr::T(Schema::OneOf(one_of))) = &media.schema
+            && one_of.items.iter().any(is_null)
+        {
+            let mut rest = one_of.items.iter().filter(|s| !is_null(s)).cloned();
+            if let (Some(only), None) = (rest.next(), rest.next()) {
+                media.schema = Some(only);
+            }
+        }
+    }
+}
+
+/// A response with a problem document (described by [`describe`]).
+fn problem_response() -> utoipa::openapi::Response {
+    utoipa::openapi::ResponseBuilder::new()
+        .content(
+            "application/json",
+            utoipa::openapi::ContentBuilder::new()
+                .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    "Problem",
+                ))))
+                .build(),
+        )
+        .build()
 }
 
 /// Fills in a response's description and its problem media type.
@@ -89,6 +133,8 @@ fn describe(status: &str, response: &mut utoipa::openapi::Response) {
             "403" => "Authenticated, but not allowed (problem+json)",
             "404" => "Not found (problem+json)",
             "409" => "Conflict: the state changed meanwhile (problem+json)",
+            "413" => "The body is larger than 256 KiB (problem+json; nothing was changed)",
+            "415" => "The body is declared as something else than JSON (problem+json; nothing was changed)",
             "503" => "The store is unavailable; nothing was written (problem+json)",
             "504" => "The store did not confirm the write: its outcome is unknown (problem+json)",
             _ => "See the operation's description",

@@ -40,17 +40,29 @@ pub struct AuditQuery {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Only entries older than this id (the `next_before` of the previous page).
+    #[param(schema_with = audit_id_schema)]
     pub before: Option<String>,
     /// Only this decision: deny, would_deny, allow or change.
+    #[param(value_type = Option<AuditDecision>)]
     pub decision: Option<String>,
     /// Only this user.
     pub user: Option<String>,
-    /// Only this session.
+    /// Only this session (any spelling of it).
+    #[param(value_type = Option<crate::session_id::SessionId>)]
     pub session_id: Option<String>,
     /// Only this endpoint.
     pub endpoint: Option<String>,
     /// Only this source: validate, forward_auth, middleware or admin.
     pub source: Option<Source>,
+}
+
+/// The schema of an audit entry id ([`AuditId`]'s `FromStr`).
+fn audit_id_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(AuditId::pattern()))
+        .examples(["1732350000000-0"])
+        .build()
 }
 
 /// A page of audit entries.
@@ -186,8 +198,10 @@ async fn get_audit(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SummaryQuery {
-    /// Start of the window: an RFC 3339 time, or a duration back from now such as `24h`
-    /// (default `24h`).
+    /// Start of the window: an RFC 3339 time in UTC (`2026-11-23T10:00:00Z`, perhaps with a
+    /// fraction of a second), or a window back from now: a whole number of `s`, `m`, `h`, `d`
+    /// or `w` (default `24h`).
+    #[param(schema_with = since_schema)]
     pub since: Option<String>,
 }
 
@@ -224,17 +238,31 @@ pub struct UserCount {
     pub count: u64,
 }
 
-/// Parses `since`: an RFC 3339 time or a duration back from now.
+/// Parses `since`: an RFC 3339 time in UTC ([`Timestamp::parse_query`]) or a window back from
+/// now ([`crate::timestamp::parse_window`]); [`since_schema`] is its published pattern.
 pub fn parse_since(raw: &str) -> Result<Timestamp, String> {
-    if let Ok(at) = raw.parse::<Timestamp>() {
+    if let Some(at) = Timestamp::parse_query(raw) {
         return Ok(at);
     }
-    let back: Duration = humantime::parse_duration(raw)
-        .map_err(|_| format!("{raw:?}: write an RFC 3339 time or a duration such as 24h"))?;
+    let back: Duration = crate::timestamp::parse_window(raw).ok_or_else(|| {
+        format!(
+            "{raw:?}: write an RFC 3339 time in UTC (2026-11-23T10:00:00Z) or a window such as 24h"
+        )
+    })?;
     let millis = u64::try_from(back.as_millis()).unwrap_or(u64::MAX);
     Ok(Timestamp::from_unix_millis(
         Timestamp::now().unix_millis().saturating_sub(millis),
     ))
+}
+
+/// The schema of `since` ([`parse_since`]).
+pub fn since_schema() -> utoipa::openapi::Object {
+    use crate::timestamp::{QUERY_TIME_PATTERN, WINDOW_PATTERN};
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(format!("^(?:{QUERY_TIME_PATTERN}|{WINDOW_PATTERN})$")))
+        .examples(["24h", "2026-11-23T10:00:00Z"])
+        .build()
 }
 
 /// Counts the entries from `since` to now.

@@ -13,20 +13,47 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::sources::SourceError;
 use super::{Backfill, BackfillError, Job, JobRequest, RollbackOutcome, Verification};
 use crate::http::{Admin, ApiError, AppState, JsonBody, PageLimit, Path, Problem, Query};
-use crate::session_id::check_name;
+use crate::session_id::{Name, SessionId, check_name};
 use crate::store::JobCursor;
+
+/// A data directory as `sources` and `?source=` name it (a path on the server).
+#[derive(ToSchema)]
+#[schema(value_type = String, min_length = 1)]
+#[allow(dead_code)] // only its schema is used
+struct SourceDir(String);
 
 /// Explicit ids accepted in one request (larger lists: `gatehouse backfill --ids-file`).
 pub const MAX_EXPLICIT_IDS: usize = 10_000;
 
 /// The backfill routes.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    let mut router = OpenApiRouter::new()
         .routes(routes!(list_jobs, start_job))
         .routes(routes!(verify))
         .routes(routes!(get_job))
         .routes(routes!(resume_job))
-        .routes(routes!(rollback_job))
+        .routes(routes!(rollback_job));
+    start_job_needs_something(router.get_openapi_mut());
+    router
+}
+
+/// Adds to the published `StartJob` what [`start_job`] checks across its fields: at least
+/// one source or session id.
+fn start_job_needs_something(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, schema::Schema};
+    let schemas = openapi.components.as_mut().map(|c| &mut c.schemas);
+    if let Some(RefOr::T(Schema::Object(start_job))) =
+        schemas.and_then(|schemas| schemas.get_mut("StartJob"))
+    {
+        let non_empty = |field: &str| json!({ "required": [field], "properties": { field: { "minItems": 1 } } });
+        start_job
+            .extensions
+            .get_or_insert_with(Default::default)
+            .insert(
+                "anyOf".into(),
+                json!([non_empty("sources"), non_empty("session_ids")]),
+            );
+    }
 }
 
 impl From<BackfillError> for ApiError {
@@ -52,13 +79,16 @@ pub struct StartJob {
     /// Count only: write no owner.
     pub dry_run: bool,
     /// The owner given to sessions that have none.
+    #[schema(value_type = Name)]
     pub default_owner: String,
     /// Data directories (holding `chats/` and/or `conversation_transcripts/`) inside the
-    /// allowed roots.
+    /// allowed roots: existing directories on the server's disk, so 400 for any other.
     #[serde(default)]
+    #[schema(inline, value_type = Vec<SourceDir>)]
     pub sources: Vec<String>,
     /// Explicit session ids (up to 10,000).
     #[serde(default)]
+    #[schema(value_type = Vec<SessionId>, max_items = 10000)]
     pub session_ids: Vec<String>,
 }
 
@@ -126,7 +156,11 @@ async fn list_jobs(
 #[utoipa::path(post, path = "/v1/backfill", tag = "backfill",
     request_body = StartJob,
     responses(
-        (status = 202, description = "Started", body = Job),
+        (status = 202, description = "Started", body = Job, links(
+            ("GetJob" = (operation_id = "get_job", parameters(("job_id" = "$response.body#/job_id")))),
+            ("ResumeJob" = (operation_id = "resume_job", parameters(("job_id" = "$response.body#/job_id")))),
+            ("RollBackJob" = (operation_id = "rollback_job", parameters(("job_id" = "$response.body#/job_id")))),
+        )),
         (status = 400, body = Problem), (status = 401, body = Problem),
         (status = 403, body = Problem), (status = 503, body = Problem), (status = 504, body = Problem),
     ),
@@ -146,6 +180,14 @@ async fn start_job(
         return Err(ApiError::InvalidRequest(format!(
             "at most {MAX_EXPLICIT_IDS} session_ids per request; use `gatehouse backfill --ids-file` for more"
         )));
+    }
+    // An invalid id is a 400 that starts nothing (the id files of `gatehouse backfill` report
+    // theirs in the job instead: a file is not refused for one bad line).
+    for (i, id) in body.session_ids.iter().enumerate() {
+        state
+            .session_ids()
+            .parse(id)
+            .map_err(|e| ApiError::InvalidRequest(format!("session_ids[{i}]: {e}")))?;
     }
     let sources = body
         .sources
@@ -227,7 +269,7 @@ async fn rollback_job(
 
 /// Compares the sources with the owners in the store (`?source=DIR`, repeatable).
 #[utoipa::path(get, path = "/v1/backfill/verify", tag = "backfill",
-    params(("source" = Vec<String>, Query, description = "A data directory inside the allowed roots (repeat for several)")),
+    params(("source" = inline(Vec<SourceDir>), Query, description = "A data directory inside the allowed roots (repeat for several): an existing directory on the server's disk, so 400 for any other")),
     responses(
         (status = 200, body = Verification),
         (status = 400, body = Problem), (status = 401, body = Problem),

@@ -405,10 +405,11 @@ impl Enforcement {
         reason: &str,
         expected_version: Option<u64>,
     ) -> Result<(EnforcementSettings, Option<HistoryEntry>), ChangeError> {
-        let reason = reason.trim();
-        if reason.is_empty() || reason.chars().count() > MAX_REASON_LEN {
+        // The length as sent (the published `maxLength`), the content once trimmed.
+        if reason.chars().count() > MAX_REASON_LEN || reason.trim().is_empty() {
             return Err(ChangeError::InvalidReason);
         }
+        let reason = reason.trim();
         change.validate()?;
         for _ in 0..SAVE_ATTEMPTS {
             let stored = self.store.load_settings().await?;

@@ -15,9 +15,10 @@ use super::{Change, ChangeError, EnforcementSettings, HistoryEntry};
 use crate::auth::Principal;
 use crate::decision::Mode;
 use crate::http::{
-    Admin, ApiError, AppState, JsonBody, PageLimit, Path, Problem, Query, RequestMeta,
+    Admin, ApiError, AppState, JsonBody, PageLimit, Path, Problem, Query, RequestMeta, integer,
 };
 use crate::records::AuditEvent;
+use crate::session_id::Name;
 
 /// The enforcement routes.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -53,13 +54,15 @@ pub struct PutEnforcement {
     pub mode: Mode,
     /// With ENFORCED, enforce only for this share of users (0-100, by a stable per-user
     /// bucket); the others get LOG_ONLY. Absent or null: everyone.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer::option_u8")]
+    #[schema(minimum = 0, maximum = 100)]
     pub enforce_percent: Option<u8>,
-    /// Why the change is made (required, recorded in the history; trimmed, 1-1000 characters).
-    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
+    /// Why the change is made (required, recorded in the history; 1-1000 characters, not all
+    /// whitespace, trimmed).
+    #[schema(schema_with = reason_schema)]
     pub reason: String,
     /// Apply only if the settings are still at this version (409 otherwise).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer::option_u64")]
     pub expected_version: Option<u64>,
 }
 
@@ -69,11 +72,11 @@ pub struct PutEnforcement {
 pub struct PutEndpoint {
     /// The endpoint's mode (overrides the global mode).
     pub mode: Mode,
-    /// Why (required; trimmed, 1-1000 characters).
-    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
+    /// Why (required; 1-1000 characters, not all whitespace, trimmed).
+    #[schema(schema_with = reason_schema)]
     pub reason: String,
     /// Apply only if the settings are still at this version.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer::option_u64")]
     pub expected_version: Option<u64>,
 }
 
@@ -81,12 +84,28 @@ pub struct PutEndpoint {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reasoned {
-    /// Why (required; trimmed, 1-1000 characters).
-    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
+    /// Why (required; 1-1000 characters, not all whitespace, trimmed).
+    #[schema(schema_with = reason_schema)]
     pub reason: String,
     /// Apply only if the settings are still at this version.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer::option_u64")]
     pub expected_version: Option<u64>,
+}
+
+/// The schema of a change's reason ([`Enforcement::change`](super::Enforcement::change)
+/// checks it).
+fn reason_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(super::MAX_REASON_LEN))
+        .pattern(Some(crate::session_id::schema::not_blank_pattern()))
+        .description(Some(format!(
+            "Why the change is made (recorded in the history): 1-{} characters, not all \
+             whitespace; stored trimmed.",
+            super::MAX_REASON_LEN
+        )))
+        .build()
 }
 
 async fn make_change(
@@ -173,7 +192,7 @@ async fn put_enforcement(
 
 /// Overrides the mode of one endpoint.
 #[utoipa::path(put, path = "/v1/enforcement/endpoints/{name}", tag = "enforcement",
-    params(("name" = String, Path, description = "The endpoint name")),
+    params(("name" = Name, Path, description = "The endpoint name")),
     request_body = PutEndpoint,
     responses(
         (status = 200, body = EnforcementSettings),
@@ -206,7 +225,7 @@ async fn put_endpoint(
 
 /// Removes an endpoint's override: it follows the global mode again.
 #[utoipa::path(delete, path = "/v1/enforcement/endpoints/{name}", tag = "enforcement",
-    params(("name" = String, Path, description = "The endpoint name")),
+    params(("name" = Name, Path, description = "The endpoint name")),
     request_body = Reasoned,
     responses(
         (status = 200, body = EnforcementSettings),
@@ -324,6 +343,15 @@ async fn get_history(
     Query(query): Query<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, ApiError> {
     let limit = PageLimit::read(query.limit)?.get();
+    if query
+        .before
+        .is_some_and(|before| before > integer::INT64_MAX)
+    {
+        return Err(ApiError::InvalidRequest(format!(
+            "before must be 0-{}",
+            integer::INT64_MAX
+        )));
+    }
     let entries = state.enforcement.history(query.before, limit).await?;
     Ok(Json(HistoryPage { entries }))
 }

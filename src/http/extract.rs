@@ -32,37 +32,66 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
-            let essence = content_type
-                .to_str()
-                .unwrap_or("")
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            // curl -d sends application/x-www-form-urlencoded unless told otherwise: read it
-            // as JSON rather than make every operator add a header.
-            let json_like = essence == "application/json"
-                || essence.ends_with("+json")
-                || essence == "application/x-www-form-urlencoded";
-            if !json_like {
-                return Err(ApiError::UnsupportedMediaType);
-            }
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(MAX_JSON_BODY),
-            other => ApiError::InvalidRequest(other.body_text()),
-        })?;
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::InvalidRequest(
-                "invalid JSON body: expected a JSON object ({...})".into(),
-            ));
-        }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
+        let bytes = json_bytes(req, state).await?;
+        json_object(&bytes).map(JsonBody)
     }
+}
+
+/// A JSON request body that may be left out: an empty (or all-whitespace) body is `None`;
+/// anything else is read as [`JsonBody`] reads it (a JSON object: `null` is no body).
+pub struct OptionalJsonBody<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalJsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = json_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJsonBody(None));
+        }
+        json_object(&bytes).map(|body| OptionalJsonBody(Some(body)))
+    }
+}
+
+/// The body of a request declared as JSON (or undeclared: see [`JsonBody`]).
+async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
+        let essence = content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        // curl -d sends application/x-www-form-urlencoded unless told otherwise: read it
+        // as JSON rather than make every operator add a header.
+        let json_like = essence == "application/json"
+            || essence.ends_with("+json")
+            || essence == "application/x-www-form-urlencoded";
+        if !json_like {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+    }
+    Bytes::from_request(req, state).await.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge(MAX_JSON_BODY),
+        other => ApiError::InvalidRequest(other.body_text()),
+    })
+}
+
+/// Reads a JSON object (only: see [`JsonBody`]).
+fn json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::InvalidRequest(
+            "invalid JSON body: expected a JSON object ({...})".into(),
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))
 }
 
 /// Query parameters, with a problem document for a bad query string.

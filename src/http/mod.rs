@@ -5,6 +5,7 @@
 
 mod error;
 mod extract;
+pub mod integer;
 pub mod serve;
 
 use std::ops::Deref;
@@ -23,8 +24,8 @@ use crate::store::Store;
 
 pub use self::error::{ApiError, PROBLEM_JSON, Problem, Refused, problem_response};
 pub use self::extract::{
-    AddressHeader, JsonBody, MAX_JSON_BODY, Path, Query, RequestMeta, TrustedProxies,
-    method_not_allowed, not_found,
+    AddressHeader, JsonBody, MAX_JSON_BODY, OptionalJsonBody, Path, Query, RequestMeta,
+    TrustedProxies, method_not_allowed, not_found,
 };
 pub use self::serve::ConnectionLimits;
 

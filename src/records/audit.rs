@@ -280,14 +280,57 @@ impl fmt::Display for AuditId {
 impl FromStr for AuditId {
     type Err = String;
 
+    /// Reads the id as Redis writes it: two decimal numbers without leading zeros, each at most
+    /// `u64::MAX` ([`AuditId::pattern`] says the same).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let invalid = || format!("{s:?} is not an audit entry id (e.g. 1732350000000-0)");
+        let number = |digits: &str| {
+            let canonical = digits.bytes().all(|b| b.is_ascii_digit())
+                && (digits == "0" || !digits.starts_with('0'));
+            canonical
+                .then(|| digits.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(invalid)
+        };
         let (millis, seq) = s.split_once('-').ok_or_else(invalid)?;
         Ok(Self {
-            millis: millis.parse().map_err(|_| invalid())?,
-            seq: seq.parse().map_err(|_| invalid())?,
+            millis: number(millis)?,
+            seq: number(seq)?,
         })
     }
+}
+
+impl AuditId {
+    /// The pattern of an id as [`FromStr`] reads it, for the OpenAPI document.
+    pub fn pattern() -> String {
+        let number = decimal_at_most(u64::MAX);
+        format!("^(?:{number})-(?:{number})$")
+    }
+}
+
+/// A pattern of the decimal numbers from 0 to `max`, without leading zeros.
+fn decimal_at_most(max: u64) -> String {
+    let digits = max.to_string();
+    let len = digits.len();
+    let mut alternatives = vec!["0".to_owned()];
+    if len > 1 {
+        alternatives.push(format!("[1-9][0-9]{{0,{}}}", len - 2));
+    }
+    // As long as `max`: its first `i` digits, a smaller one, then any.
+    for (i, digit) in digits.bytes().enumerate() {
+        let lowest = if i == 0 { b'1' } else { b'0' };
+        if digit > lowest {
+            let rest = len - i - 1;
+            alternatives.push(format!(
+                "{}[{}-{}][0-9]{{{rest}}}",
+                &digits[..i],
+                lowest as char,
+                (digit - 1) as char
+            ));
+        }
+    }
+    alternatives.push(digits);
+    alternatives.join("|")
 }
 
 /// A stored event with its id.
@@ -319,6 +362,55 @@ pub struct Sequenced {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn pattern_agrees(raw: &str) -> bool {
+        static PATTERN: std::sync::LazyLock<regex::Regex> =
+            std::sync::LazyLock::new(|| regex::Regex::new(&AuditId::pattern()).unwrap());
+        PATTERN.is_match(raw) == raw.parse::<AuditId>().is_ok()
+    }
+
+    #[test]
+    fn ids_are_read_as_redis_writes_them() {
+        let max = format!("{}-{}", u64::MAX, u64::MAX);
+        for raw in [
+            "0-0",
+            "1732350000000-0",
+            "1-18446744073709551615",
+            max.as_str(),
+        ] {
+            assert!(raw.parse::<AuditId>().is_ok(), "{raw}");
+            assert!(pattern_agrees(raw), "{raw}");
+        }
+        for raw in [
+            "",
+            "-",
+            "1-",
+            "-1",
+            "+1-0",
+            "1-+0",
+            "01-0",
+            "1-00",
+            " 1-0",
+            "1-0-0",
+            "1.0-0",
+            "18446744073709551616-0",
+            "99999999999999999999-0",
+            "1-١",
+        ] {
+            assert!(raw.parse::<AuditId>().is_err(), "{raw}");
+            assert!(pattern_agrees(raw), "{raw}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_id_pattern_is_what_parse_reads(
+            raw in "[0-9+]{0,21}-[0-9]{0,21}|1844674407370955[0-9]{4}-0|[0-9-]{0,8}|.{0,12}"
+        ) {
+            prop_assert!(pattern_agrees(&raw), "{raw}");
+        }
+    }
 
     #[test]
     fn fields_round_trip() {

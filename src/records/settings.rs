@@ -177,14 +177,48 @@ pub struct HistoryEntry {
     /// record written back after the store lost it, by `instance:{name}`).
     #[schema(value_type = String)]
     pub change: HistoryChange,
-    /// The value before.
-    #[schema(value_type = Object)]
+    /// The value before: for `global`, `{mode, enforce_percent}`; for `endpoint:{name}`, the
+    /// endpoint's mode (null: none); for `kill_switch`, a boolean; for `initialise` and
+    /// `restore`, the whole policy `{mode, endpoints, enforce_percent, kill_switch, version}`
+    /// (null: none).
+    #[schema(schema_with = history_value)]
     pub from: serde_json::Value,
-    /// The value after.
-    #[schema(value_type = Object)]
+    /// The value after (as `from`).
+    #[schema(schema_with = history_value)]
     pub to: serde_json::Value,
     /// The reason the actor gave.
     pub reason: String,
+}
+
+/// The schema of a history entry's `from` and `to`: one of the shapes [`HistoryEntry::from`]
+/// lists (what `Change::apply` and the reconciler record).
+fn history_value() -> utoipa::openapi::schema::Schema {
+    let mode = serde_json::json!({ "$ref": "#/components/schemas/Mode" });
+    let percent = serde_json::json!({ "type": ["integer", "null"], "minimum": 0, "maximum": 100 });
+    serde_json::from_value(serde_json::json!({ "anyOf": [
+        { "type": "null" },
+        { "type": "boolean" },
+        mode,
+        {
+            "type": "object",
+            "required": ["mode", "enforce_percent"],
+            "properties": { "mode": mode, "enforce_percent": percent },
+            "additionalProperties": false,
+        },
+        {
+            "type": "object",
+            "required": ["mode", "endpoints", "enforce_percent", "kill_switch", "version"],
+            "properties": {
+                "mode": mode,
+                "endpoints": { "type": "object", "additionalProperties": mode },
+                "enforce_percent": percent,
+                "kill_switch": { "type": "boolean" },
+                "version": { "type": "integer", "minimum": 0 },
+            },
+            "additionalProperties": false,
+        },
+    ]}))
+    .expect("a valid schema")
 }
 
 impl HistoryEntry {

@@ -106,8 +106,19 @@ pub struct WindowCounts {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutQuery {
-    /// The window the decisions are counted over, e.g. `1h`, `24h`, `7d` (default `24h`).
+    /// The window the decisions are counted over: a whole number (1-999999) of `s`, `m`,
+    /// `h`, `d` or `w`, e.g. `1h`, `24h`, `7d` (default `24h`).
+    #[param(schema_with = window_schema)]
     pub window: Option<String>,
+}
+
+/// The schema of `window` ([`crate::timestamp::parse_window`]).
+fn window_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(format!("^{}$", crate::timestamp::WINDOW_PATTERN)))
+        .examples(["24h"])
+        .build()
 }
 
 /// Advance or hold.
@@ -157,10 +168,13 @@ async fn get_rollout(
     Query(query): Query<RolloutQuery>,
 ) -> Result<Json<Rollout>, ApiError> {
     let window = query.window.unwrap_or_else(|| "24h".into());
-    humantime::parse_duration(&window).map_err(|_| {
-        ApiError::InvalidRequest(format!("window: {window:?}: write e.g. 1h, 24h, 7d"))
+    let back = crate::timestamp::parse_window(&window).ok_or_else(|| {
+        ApiError::InvalidRequest(format!(
+            "window: {window:?}: write a whole number of s, m, h, d or w, e.g. 1h, 24h, 7d"
+        ))
     })?;
-    let since = crate::audit::parse_since(&window).map_err(ApiError::InvalidRequest)?;
+    let back = u64::try_from(back.as_millis()).unwrap_or(u64::MAX);
+    let since = Timestamp::from_unix_millis(Timestamp::now().unix_millis().saturating_sub(back));
     let summary = crate::audit::summarize(state.store.as_ref(), since).await?;
     let count = |key| summary.by_decision.get(&key).copied().unwrap_or(0);
     let decisions = WindowCounts {

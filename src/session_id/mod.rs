@@ -32,11 +32,13 @@ use serde::{Deserialize, Serialize};
 use self::uuid::URN_UUID;
 use self::uuid::{Spelling, uuid_spelling};
 
+pub mod schema;
 mod uuid;
 
 /// Longest accepted session id, in bytes.
 pub const MAX_SESSION_ID_LEN: usize = 256;
-/// Longest accepted user or endpoint name, in bytes.
+/// Longest accepted user or endpoint name, in characters (as JSON Schema's `maxLength`
+/// counts them).
 pub const MAX_NAME_LEN: usize = 256;
 
 /// Why an identifier was refused; the message is shown to the caller as is.
@@ -50,7 +52,7 @@ pub enum IdError {
     /// A user or endpoint name is empty, too long, or holds whitespace, control or invisible
     /// formatting characters.
     #[error(
-        "{what} must be 1-{MAX_NAME_LEN} bytes with no whitespace, control or invisible formatting characters"
+        "{what} must be 1-{MAX_NAME_LEN} characters with no whitespace, control or invisible formatting characters"
     )]
     InvalidName {
         /// Which name: `user`, `owner`, `endpoint`...
@@ -158,7 +160,7 @@ impl<'de> Deserialize<'de> for SessionId {
     }
 }
 
-/// Checks a user or endpoint name: 1–256 bytes, no whitespace, no control characters, no
+/// Checks a user or endpoint name: 1–256 characters, no whitespace, no control characters, no
 /// invisible formatting characters ([`is_invisible`]).
 ///
 /// User names come from JWT `sub` claims, so they are deliberately broader than session ids
@@ -169,7 +171,7 @@ impl<'de> Deserialize<'de> for SessionId {
 /// being seen are refused.
 pub fn check_name(what: &'static str, name: &str) -> Result<(), IdError> {
     let valid = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
+        && name.chars().count() <= MAX_NAME_LEN
         && !name
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c));
@@ -180,40 +182,32 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), IdError> {
     }
 }
 
-/// Whether `c` is an invisible formatting character: Unicode's format characters (general
-/// category Cf, Unicode 16: bidi controls, zero-width spaces and joiners, word joiner, BOM, tag
-/// characters...) and the other default-ignorable code points (variation selectors, Hangul
-/// fillers, the combining grapheme joiner).
+/// Whether `c` is an invisible formatting character ([`schema::INVISIBLE`]).
 pub fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{034F}'
-            | '\u{0600}'..='\u{0605}'
-            | '\u{061C}'
-            | '\u{06DD}'
-            | '\u{070F}'
-            | '\u{0890}'..='\u{0891}'
-            | '\u{08E2}'
-            | '\u{115F}'..='\u{1160}'
-            | '\u{17B4}'..='\u{17B5}'
-            | '\u{180B}'..='\u{180F}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{3164}'
-            | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}'
-            | '\u{FFA0}'
-            | '\u{FFF0}'..='\u{FFFB}'
-            | '\u{110BD}'
-            | '\u{110CD}'
-            | '\u{13430}'..='\u{1343F}'
-            | '\u{1BCA0}'..='\u{1BCA3}'
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0000}'..='\u{E0FFF}'
-    )
+    schema::INVISIBLE
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
 }
+
+/// The schema of a user, owner or endpoint name as the API takes it ([`check_name`]), for the
+/// OpenAPI document (`#[schema(value_type = Name)]` on a `String`).
+pub struct Name;
+
+impl utoipa::PartialSchema for Name {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema::name_schema().into()
+    }
+}
+
+impl utoipa::ToSchema for Name {}
+
+impl utoipa::PartialSchema for SessionId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema::session_id_schema().into()
+    }
+}
+
+impl utoipa::ToSchema for SessionId {}
 
 #[cfg(test)]
 mod tests {

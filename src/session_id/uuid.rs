@@ -88,7 +88,9 @@ fn read_leniently(id: &str) -> bool {
             .strip_prefix("0x")
             .unwrap_or(&digits)
             .replace('_', "");
-        digits.len() == 32 && is_hex(&number)
+        // Python reads 32 underscores as no number at all; refused all the same (a `_` run is
+        // no one's session id, and the published pattern stays a plain one).
+        digits.len() == 32 && number.bytes().all(|b| b.is_ascii_hexdigit())
     };
     let go = id.len() == 38 && uuid_body(&id[1..37]).is_some();
     let groups: Vec<&str> = lower.trim_end_matches('-').split('-').collect();

@@ -1,6 +1,5 @@
 //! The handlers of the session API (module docs in [`super`]).
 
-use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -15,11 +14,12 @@ use crate::auth::Principal;
 use crate::decision::Mode;
 use crate::gatekeeper::{Check, Origin};
 use crate::http::{
-    Admin, ApiError, AppState, JsonBody, PageLimit, Path, Problem, Query, RequestMeta,
+    Admin, ApiError, AppState, JsonBody, OptionalJsonBody, PageLimit, Path, Problem, Query,
+    RequestMeta,
 };
 use crate::middleware::{AccessDecision, OwnershipLayer, denied};
 use crate::records::Source;
-use crate::session_id::check_name;
+use crate::session_id::{Name, SessionId, check_name};
 use crate::store::{ClaimOutcome, Expected, OwnerChange};
 
 /// The session routes that check ownership themselves (or need none).
@@ -75,7 +75,9 @@ pub struct ClaimRequest {
     /// The user who becomes the owner. Required under `GATEHOUSE_CLAIM=service` (the default),
     /// where the caller needs the scope `gatehouse:claim`. Under `self`, absent means the
     /// caller, and naming someone else needs the scope.
+    // Published as the default policy has it: required (and so the body).
     #[serde(default)]
+    #[schema(value_type = Name, required = true)]
     pub user: Option<String>,
 }
 
@@ -87,8 +89,8 @@ pub struct ClaimRequest {
 /// another user owns it. Of concurrent claims exactly one gets 201. The answer names the
 /// session as gatehouse spells it (a UUID lower case with hyphens).
 #[utoipa::path(post, path = "/v1/sessions/{session_id}/claim", tag = "sessions",
-    params(("session_id" = String, Path, description = "The session")),
-    request_body = Option<ClaimRequest>,
+    params(("session_id" = SessionId, Path, description = "The session")),
+    request_body(content = ClaimRequest, description = "Required under `GATEHOUSE_CLAIM=service` (the default); under `self` it may be left out (an empty body), and so may `user`"),
     responses(
         (status = 201, description = "Claimed", body = SessionOwner),
         (status = 200, description = "Already the user's", body = SessionOwner),
@@ -102,14 +104,9 @@ async fn claim_session(
     State(state): State<AppState>,
     principal: Principal,
     Path(session_id): Path<String>,
-    body: Bytes,
+    OptionalJsonBody(request): OptionalJsonBody<ClaimRequest>,
 ) -> Result<(StatusCode, Json<SessionOwner>), ApiError> {
-    let request: ClaimRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        ClaimRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::InvalidRequest(format!("invalid JSON body: {e}")))?
-    };
+    let request = request.unwrap_or_default();
     let owner = state.claim.owner_for(&principal, request.user)?;
     let session = state.session_ids().parse(&session_id)?;
     let status = match state.store.claim(&session, &owner).await? {
@@ -137,7 +134,7 @@ async fn claim_session(
 
 /// Who owns the session (its owner or an admin; 403 for anyone else).
 #[utoipa::path(get, path = "/v1/sessions/{session_id}", tag = "sessions",
-    params(("session_id" = String, Path, description = "The session")),
+    params(("session_id" = SessionId, Path, description = "The session")),
     responses(
         (status = 200, body = SessionOwner),
         (status = 400, body = Problem), (status = 401, body = Problem),
@@ -169,7 +166,7 @@ async fn get_session(
 /// 204 also when the session already had no owner (a release repeated after it was applied
 /// answers like the first one); 403 when another user owns it.
 #[utoipa::path(delete, path = "/v1/sessions/{session_id}", tag = "sessions",
-    params(("session_id" = String, Path, description = "The session")),
+    params(("session_id" = SessionId, Path, description = "The session")),
     responses(
         (status = 204, description = "Released, or it had no owner"),
         (status = 400, body = Problem), (status = 401, body = Problem),
@@ -236,9 +233,11 @@ async fn delete_session(
 #[serde(deny_unknown_fields)]
 pub struct PutOwner {
     /// The new owner.
+    #[schema(value_type = Name)]
     pub owner: String,
     /// Transfer only if this is the current owner (compare-and-set; 409 otherwise).
     #[serde(default)]
+    #[schema(value_type = Option<Name>)]
     pub expected_owner: Option<String>,
 }
 
@@ -260,7 +259,7 @@ pub struct OwnerTransferred {
 /// `previous_owner` equal to `owner`) even if `expected_owner` no longer matches, so a
 /// transfer repeated after it was applied succeeds instead of conflicting.
 #[utoipa::path(put, path = "/v1/sessions/{session_id}/owner", tag = "sessions",
-    params(("session_id" = String, Path, description = "The session")),
+    params(("session_id" = SessionId, Path, description = "The session")),
     request_body = PutOwner,
     responses(
         (status = 200, body = OwnerTransferred),
@@ -341,7 +340,7 @@ pub struct UserSessions {
 
 /// The sessions a user owns (the user or an admin).
 #[utoipa::path(get, path = "/v1/users/{user}/sessions", tag = "sessions",
-    params(("user" = String, Path, description = "The user"), PageQuery),
+    params(("user" = Name, Path, description = "The user"), PageQuery),
     responses(
         (status = 200, body = UserSessions),
         (status = 400, body = Problem), (status = 401, body = Problem),
