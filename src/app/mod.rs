@@ -56,7 +56,11 @@ pub fn app(state: AppState) -> Router {
     let guarded = crate::sessions::owner_routes().route_layer(crate::sessions::guard(&state));
     let (router, spec) = api().merge(guarded).split_for_parts();
     let sensitive = Arc::new([header::AUTHORIZATION, header::COOKIE, header::SET_COOKIE]);
+    // One stack: axum wraps every route (and the fallback) in what `Router::layer` is given and
+    // boxes it, so a second `layer` call would box and clone each request's service again.
     let layers = ServiceBuilder::new()
+        // Outermost: counts every answer, those of the layers below included.
+        .layer(observe::CountLayer::new(state.metrics.clone()))
         .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(
@@ -84,22 +88,12 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(axum::Extension(state.trusted_proxies.clone()));
-    let metrics = state.metrics.clone();
-    // The templates as registered first, then those of the document (a documentation-only
-    // spelling, `/v1/forward-auth/{path}`, conflicts with the real one and is left out).
-    let routes = observe::Routes::new(
-        crate::forward_auth::TEMPLATES
-            .into_iter()
-            .chain(openapi::ROUTES)
-            .chain(spec.paths.paths.keys().map(String::as_str)),
-    );
     router
         .merge(openapi::routes(openapi::published(spec)))
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .with_state(state)
         .layer(layers)
-        .layer(observe::CountLayer::new(metrics, routes))
 }
 
 /// Logs each answer at DEBUG with its status and latency as numbers (tower-http's default

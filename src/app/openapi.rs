@@ -156,9 +156,6 @@ fn describe(status: &str, response: &mut utoipa::openapi::Response) {
 pub const DOCS_CSP: &str =
     "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// The templates of [`routes`], as `utoipa-swagger-ui` registers them.
-pub(super) const ROUTES: [&str; 4] = ["/openapi.json", "/docs", "/docs/", "/docs/{*rest}"];
-
 /// `/openapi.json` and `/docs` (Swagger UI, its assets under `/docs/`).
 pub(super) fn routes(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
     let docs: Router<AppState> = SwaggerUi::new("/docs").url("/openapi.json", spec).into();

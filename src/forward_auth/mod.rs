@@ -38,7 +38,7 @@ pub(crate) mod routes;
 
 pub use self::matcher::{DEFAULT_ROUTES, RouteTable};
 pub use self::original::{PATH, Style};
-pub use self::routes::{TEMPLATES, routes};
+pub use self::routes::routes;
 
 /// What to answer for a URI that no route matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,14 +25,10 @@ use super::{Preflight, Unmatched};
 
 /// The forward-auth routes: every method, and the Envoy prefix form.
 pub fn routes() -> OpenApiRouter<AppState> {
-    let [path, prefixed] = TEMPLATES;
     OpenApiRouter::new()
-        .route(path, any(forward_auth))
-        .route(prefixed, any(forward_auth))
+        .route(PATH, any(forward_auth))
+        .route(&format!("{PATH}/{{*path}}"), any(forward_auth))
 }
-
-/// The templates of [`routes`] (`/v1/forward-auth` and the Envoy prefix form).
-pub const TEMPLATES: [&str; 2] = [PATH, "/v1/forward-auth/{*path}"];
 
 /// The client's address: from a trusted proxy, the header the style's proxy sets (nginx's
 /// recipe sets `X-Real-IP` and passes a client's `X-Forwarded-For` through; Traefik, Caddy

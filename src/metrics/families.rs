@@ -33,24 +33,23 @@ thread_local! {
     /// Per thread: the counter and histogram of each (set, route, method, status) seen, so a
     /// request neither builds its labels nor takes the family's lock (measured: the labels
     /// built per request cost throughput).
-    static HTTP_HANDLES: RefCell<HashMap<HttpKey, (Counter, Seconds), Fast>> =
+    static HTTP_HANDLES: RefCell<HashMap<HttpKey, HttpHandles, Fast>> =
         RefCell::new(HashMap::default());
     /// Per thread: each (set, operation)'s histogram.
     static STORE_HANDLES: RefCell<HashMap<(usize, &'static str), Seconds, Fast>> =
         RefCell::new(HashMap::default());
 }
 
-/// An HTTP request's label set: (metric set, route id, method, status).
-type HttpKey = (usize, u16, &'static str, u16);
+/// An HTTP request's label set: (metric set, route template's address, method, status).
+type HttpKey = (usize, usize, &'static str, u16);
 
-/// A route of the application: its id (an index chosen by the caller, the same for the same
-/// template) and its template (`/v1/sessions/{session_id}`, or `unmatched`).
-#[derive(Debug, Clone, Copy)]
-pub struct RouteLabel<'a> {
-    /// Unique per template.
-    pub id: u16,
-    /// The label value.
-    pub template: &'a str,
+/// What [`HTTP_HANDLES`] holds per label set.
+struct HttpHandles {
+    /// The route template, compared on every hit: the address alone could be a freed
+    /// template's, reused.
+    route: Box<str>,
+    requests: Counter,
+    duration: Seconds,
 }
 
 /// `gatehouse_http_requests_total{route,method,status}` and
@@ -64,24 +63,22 @@ pub struct HttpMetrics {
 }
 
 impl HttpMetrics {
-    /// Counts one answered request.
-    pub fn answered(
-        &self,
-        route: RouteLabel<'_>,
-        method: &'static str,
-        status: u16,
-        took: Duration,
-    ) {
+    /// Counts one answered request. `route` is the template (axum's `MatchedPath`, one
+    /// allocation per route, so its address tells routes apart cheaply) or `unmatched`.
+    pub fn answered(&self, route: &str, method: &'static str, status: u16, took: Duration) {
         HTTP_HANDLES.with_borrow_mut(|handles| {
-            let (requests, duration) = handles
-                .entry((self.set, route.id, method, status))
-                .or_insert_with(|| self.handles(route.template, method, status));
-            requests.inc();
-            duration.observe(took);
+            let key = (self.set, route.as_ptr() as usize, method, status);
+            if handles.get(&key).is_none_or(|found| *found.route != *route) {
+                handles.insert(key, self.handles(route, method, status));
+            }
+            if let Some(found) = handles.get(&key) {
+                found.requests.inc();
+                found.duration.observe(took);
+            }
         });
     }
 
-    fn handles(&self, route: &str, method: &'static str, status: u16) -> (Counter, Seconds) {
+    fn handles(&self, route: &str, method: &'static str, status: u16) -> HttpHandles {
         let requests = self.requests.get_or_create_owned(&vec![
             ("route", route.to_owned()),
             ("method", method.to_owned()),
@@ -91,7 +88,11 @@ impl HttpMetrics {
             ("route", route.to_owned()),
             ("method", method.to_owned()),
         ]);
-        (requests, duration)
+        HttpHandles {
+            route: route.into(),
+            requests,
+            duration,
+        }
     }
 }
 

@@ -10,9 +10,7 @@ mod seconds;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use self::families::{
-    AuthMetrics, CacheMetrics, EnforcementGauges, HttpMetrics, RouteLabel, StoreMetrics,
-};
+pub use self::families::{AuthMetrics, CacheMetrics, EnforcementGauges, HttpMetrics, StoreMetrics};
 pub use self::metered_store::MeteredStore;
 
 use crate::decision::{Reason, Verdict};
