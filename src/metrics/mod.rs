@@ -339,15 +339,9 @@ mod tests {
     fn the_text_format_names_counters_by_their_samples() {
         let metrics = Metrics::new();
         metrics.decision(Verdict::Deny, Reason::NotOwner, Source::Validate);
-        metrics.http.answered(
-            RouteLabel {
-                id: 0,
-                template: "/v1/validate",
-            },
-            "POST",
-            200,
-            Duration::from_millis(1),
-        );
+        metrics
+            .http
+            .answered("/v1/validate", "POST", 200, Duration::from_millis(1));
         let text = metrics.render_text();
         assert!(
             text.contains("# HELP gatehouse_decisions_total Ownership decisions"),
