@@ -167,7 +167,7 @@ async fn claim(
     axum::extract::Path(session_id): axum::extract::Path<String>,
     headers: axum::http::HeaderMap,
 ) -> StatusCode {
-    let Ok(principal) = state.authenticator.authenticate(&headers) else {
+    let Ok(principal) = state.authenticator.authenticate(&headers).await else {
         return StatusCode::UNAUTHORIZED;
     };
     let Ok(session) = state.session_ids.parse(&session_id) else {

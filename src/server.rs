@@ -150,6 +150,19 @@ impl Gatehouse {
         })
     }
 
+    /// [`Self::build`], then the identity providers' keys fetched once (all at once), unless
+    /// `GATEHOUSE_JWT_WAIT_FOR_KEYS=on`: a provider whose keys cannot be had stops the start
+    /// ([`BuildError::Key`], naming each). Built without this, an instance fetches them when
+    /// it serves and refuses their tokens until then (503 `keys-unavailable`).
+    pub async fn start(config: &Config) -> Result<Self, BuildError> {
+        let gatehouse = Self::build(config)?;
+        let wait = matches!(&config.auth, AuthConfig::Jwt { jwks, .. } if jwks.wait_for_keys);
+        if !wait && let Authenticator::Jwt(verifier) = &*gatehouse.state.authenticator {
+            verifier.load_keys().await?;
+        }
+        Ok(gatehouse)
+    }
+
     /// The application state (for tests and embedding).
     pub fn state(&self) -> &AppState {
         &self.state
@@ -178,6 +191,9 @@ impl Gatehouse {
         // running; they stop once the server has drained, the work first, then the audit
         // writer (which records what the work did while stopping).
         work.spawn(self.state.enforcement.spawn_refresh(work.token()));
+        if let Authenticator::Jwt(verifier) = &*self.state.authenticator {
+            verifier.spawn_refresh(&work);
+        }
         work.spawn(self.state.enforcement.spawn_watch(work.token()));
         if let Some((cache, redis)) = &self.owner_cache {
             work.spawn(cache.spawn_watch(redis.clone(), work.token()));
@@ -208,12 +224,15 @@ fn authenticator(config: &AuthConfig) -> Result<(Authenticator, Option<String>),
         secret,
         public_keys,
         settings,
+        providers,
+        jwks,
     } = config
     else {
         return Ok((Authenticator::Disabled, None));
     };
     let public = public_keys.clone();
-    if secret.is_none() && public.is_empty() {
+    // Identity providers are keys too: no random key and admin token beside them.
+    if secret.is_none() && public.is_empty() && providers.is_empty() {
         // Embedded default: a key that lives as long as the process, and one admin token.
         let mut key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut key);
@@ -226,6 +245,12 @@ fn authenticator(config: &AuthConfig) -> Result<(Authenticator, Option<String>),
         let verifier = JwtVerifier::new(Some(&key), Vec::new(), settings)?;
         return Ok((Authenticator::Jwt(verifier), Some(token)));
     }
-    let verifier = JwtVerifier::new(secret.as_deref().map(str::as_bytes), public, settings)?;
+    let verifier = JwtVerifier::with_providers(
+        secret.as_deref().map(str::as_bytes),
+        public,
+        settings,
+        providers.clone(),
+        jwks,
+    )?;
     Ok((Authenticator::Jwt(verifier), None))
 }

@@ -1,5 +1,6 @@
-//! `/healthz` (the process answers) and `/readyz` (the store answers and the settings are
-//! loaded), for orchestrators and load balancers; `/metrics` for Prometheus.
+//! `/healthz` (the process answers) and `/readyz` (the store answers, the settings are
+//! loaded, every identity provider's keys are), for orchestrators and load balancers;
+//! `/metrics` for Prometheus.
 
 use axum::Json;
 use axum::extract::State;
@@ -10,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::http::AppState;
-use crate::metrics::SettingsGauges;
+use crate::metrics::{JwksGauges, SettingsGauges};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -21,7 +22,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 
 /// Prometheus metrics (OpenMetrics text): decisions by decision, reason and source, and their
 /// latency; HTTP requests by route template and status, and their latency; store calls by
-/// operation (latency, errors); the owner cache; refused credentials and admin 403s; audit
+/// operation (latency, errors); the owner cache; refused credentials and admin 403s; the
+/// identity providers' keys (count, age, last fetch failed, fetches by outcome); audit
 /// events by outcome and the backlog; the enforcement settings in force (mode per endpoint,
 /// kill switch, `enforce_percent`, version, staleness, source, the store's record); the build.
 #[utoipa::path(get, path = "/metrics", tag = "ops",
@@ -57,6 +59,18 @@ pub fn scrape(
         let (hits, misses) = cache.stats();
         state.metrics.cache.observe(hits, misses, cache.entries());
     }
+    let providers = state.authenticator.identity_providers();
+    let gauges: Vec<JwksGauges<'_>> = providers
+        .iter()
+        .map(|p| JwksGauges {
+            issuer: &p.issuer,
+            keys: p.keys,
+            age: p.age,
+            failed: p.last_error.is_some(),
+            fetches: [p.fetches.ok, p.fetches.error, p.fetches.invalid],
+        })
+        .collect();
+    state.metrics.jwks.observe(&gauges);
     match state.enforcement.in_force() {
         Some(settings) => {
             let modes: Vec<(String, &'static str)> =
@@ -151,6 +165,26 @@ pub struct Readiness {
     /// See `owner_cache_hits`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_cache_misses: Option<u64>,
+    /// The identity providers' keys (absent without identity providers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity_providers: Vec<ProviderReadiness>,
+}
+
+/// Where one identity provider's keys stand.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProviderReadiness {
+    /// The issuer (`iss`).
+    pub issuer: String,
+    /// `fresh` (the last fetch worked), `stale` (the last fetch failed: the last good keys
+    /// stay in force and the instance stays ready; the log says why) or `missing` (never
+    /// fetched: its tokens are refused with 503 `keys-unavailable` and the instance is not
+    /// ready).
+    pub state: String,
+    /// Keys in force.
+    pub keys: usize,
+    /// Seconds since the keys in force were fetched (absent while `missing`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_seconds: Option<u64>,
 }
 
 /// The process is up.
@@ -162,9 +196,11 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-/// The store answers and the settings have been read from it (503 otherwise). A settings
-/// record that vanished or went back is reported (`settings_record`) but keeps the instance
-/// ready: it keeps its settings and restores the record.
+/// The store answers, the settings have been read from it and every identity provider's keys
+/// have been fetched (503 otherwise). A settings record that vanished or went back is reported
+/// (`settings_record`) but keeps the instance ready: it keeps its settings and restores the
+/// record; so does an identity provider that cannot be reached after its keys were fetched
+/// (they stay in force; `identity_providers` says how old they are).
 #[utoipa::path(get, path = "/readyz", tag = "ops",
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
@@ -177,7 +213,24 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
     let loaded = settings.loaded;
     // A record missing or behind does not make the instance unready: the whole fleet sees it
     // at once, and its settings in force are the right ones (it restores the record itself).
-    let ready = store_ok && loaded;
+    let providers: Vec<ProviderReadiness> = state
+        .authenticator
+        .identity_providers()
+        .into_iter()
+        .map(|p| ProviderReadiness {
+            state: match (&p.age, &p.last_error) {
+                (None, _) => "missing",
+                (Some(_), Some(_)) => "stale",
+                (Some(_), None) => "fresh",
+            }
+            .into(),
+            keys: p.keys,
+            age_seconds: p.age.map(|age| age.as_secs()),
+            issuer: p.issuer,
+        })
+        .collect();
+    let keys_loaded = providers.iter().all(|p| p.age_seconds.is_some());
+    let ready = store_ok && loaded && keys_loaded;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -202,6 +255,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) 
             .into(),
             owner_cache_hits: state.owner_cache.as_ref().map(|c| c.stats().0),
             owner_cache_misses: state.owner_cache.as_ref().map(|c| c.stats().1),
+            identity_providers: providers,
         }),
     )
 }

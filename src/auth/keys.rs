@@ -58,6 +58,17 @@ pub enum KeyError {
     /// No key at all.
     #[error("no verification key configured")]
     NoKeys,
+    /// An identity provider that cannot be set up (its CA bundle, no trust roots).
+    #[error("identity provider {issuer}: {message}")]
+    Provider {
+        /// The issuer.
+        issuer: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Identity providers whose keys could not be fetched at start, one line each.
+    #[error("{}", .0.join("; "))]
+    Unfetched(Vec<String>),
 }
 
 /// Loads the keys named by `spec`: comma-separated `[kid=]path` entries, each a PEM public key

@@ -3,17 +3,31 @@
 //! [`Authenticator`] turns request headers into a [`Principal`]; handlers take a `Principal`
 //! argument (it implements `FromRequestParts`) and get a 401 problem when there is none. The
 //! explicit legacy mode [`Authenticator::Disabled`] makes every caller the virtual user `admin`.
+//!
+//! Keys are configured (`keys`: an HS256 secret, PEM and JWKS files) or published by identity
+//! providers (`provider`: a JWKS URL or OpenID Connect discovery, fetched over HTTPS by
+//! `fetch` and kept fresh); `keyset` holds one issuer's keys, `jwt` routes each token to its
+//! issuer and verifies it, `claims` reads the principal, `mint` signs `gatehouse token`'s.
 
+mod claims;
+mod fetch;
 mod jwt;
 mod keys;
+mod keyset;
+mod mint;
+mod provider;
 
 use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::{HeaderMap, header, request::Parts};
 
-pub use self::jwt::{JwtSettings, JwtVerifier, TokenIssuer, TokenRequest, check_sub};
+pub use self::claims::{ClaimMapping, ClaimPath, check_sub};
+pub use self::fetch::MAX_BODY as MAX_KEYS_DOCUMENT;
+pub use self::jwt::{JwtSettings, JwtVerifier};
 pub use self::keys::{KeyError, PublicKey, load_public_keys};
+pub use self::mint::{TokenIssuer, TokenRequest};
+pub use self::provider::{FetchCounts, IdentityProvider, JwksSettings, KeysAt, ProviderStatus};
 
 /// Scope that lets a service name another user in a check.
 pub const SCOPE_VALIDATE: &str = "gatehouse:validate";
@@ -80,17 +94,24 @@ pub enum AuthError {
     /// The token failed verification.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// The token's issuer is an identity provider whose keys have not been fetched yet
+    /// (`GATEHOUSE_JWT_WAIT_FOR_KEYS=on`): it can be neither accepted nor called bad (a 503).
+    #[error("cannot verify the token yet: {0}")]
+    Unavailable(String),
 }
 
 impl AuthError {
     /// The reason as a metric label: `missing`, `expired`, `not_yet_valid`, `bad_signature`,
-    /// `unknown_key`, `algorithm`, `issuer`, `audience`, `claims` or `malformed`.
+    /// `unknown_key`, `algorithm`, `issuer`, `audience`, `claims`, `malformed` or
+    /// `keys_unavailable`.
     pub fn reason(&self) -> &'static str {
-        let AuthError::Invalid(why) = self else {
-            return "missing";
+        let why = match self {
+            AuthError::Missing => return "missing",
+            AuthError::Unavailable(_) => return "keys_unavailable",
+            AuthError::Invalid(why) => why,
         };
-        // The texts made in `jwt.rs` and here.
-        const KNOWN: [(&str, &str); 9] = [
+        // The texts made in `jwt.rs`, `claims.rs` and here.
+        const KNOWN: [(&str, &str); 10] = [
             ("token expired", "expired"),
             ("token not valid yet", "not_yet_valid"),
             ("bad signature", "bad_signature"),
@@ -100,6 +121,7 @@ impl AuthError {
             ("wrong audience", "audience"),
             ("missing a required claim", "claims"),
             ("iss must be", "claims"),
+            ("claim ", "claims"),
         ];
         KNOWN.iter().find(|(text, _)| why.starts_with(text)).map_or(
             if why.starts_with("sub") {
@@ -121,14 +143,24 @@ pub enum Authenticator {
 }
 
 impl Authenticator {
-    /// Authenticates a request from its headers.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+    /// Authenticates a request from its headers. Waits only when the token names a key its
+    /// identity provider has not published yet: for one fetch of the provider's keys, shared
+    /// and rate-limited (see `provider`).
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         match self {
             Authenticator::Disabled => Ok(Principal::legacy_admin()),
             Authenticator::Jwt(verifier) => {
                 let token = bearer_token(headers)?.ok_or(AuthError::Missing)?;
-                verifier.verify(token)
+                verifier.verify(token).await
             }
+        }
+    }
+
+    /// Where each identity provider's keys stand (none without providers).
+    pub fn identity_providers(&self) -> Vec<ProviderStatus> {
+        match self {
+            Authenticator::Disabled => Vec::new(),
+            Authenticator::Jwt(verifier) => verifier.providers(),
         }
     }
 }
@@ -172,7 +204,7 @@ where
             return Ok(principal.clone());
         }
         let authenticator = Arc::<Authenticator>::from_ref(state);
-        authenticator.authenticate(&parts.headers)
+        authenticator.authenticate(&parts.headers).await
     }
 }
 
@@ -196,8 +228,8 @@ mod tests {
         assert_eq!(bearer_token(&HeaderMap::new()), Ok(None));
     }
 
-    #[test]
-    fn two_authorization_headers_are_refused_not_first_wins() {
+    #[tokio::test]
+    async fn two_authorization_headers_are_refused_not_first_wins() {
         let mut h = headers("Bearer abc");
         h.append(
             header::AUTHORIZATION,
@@ -219,7 +251,7 @@ mod tests {
             .unwrap(),
         );
         assert!(matches!(
-            authenticator.authenticate(&h),
+            authenticator.authenticate(&h).await,
             Err(AuthError::Invalid(_))
         ));
     }

@@ -10,8 +10,16 @@ use crate::server::Gatehouse;
 /// Serves until a signal, then drains.
 pub async fn serve(config: Config) -> ExitCode {
     crate::telemetry::init(config.log_format, &config.log_filter);
-    let gatehouse = match Gatehouse::build(&config) {
+    let gatehouse = match Gatehouse::start(&config).await {
         Ok(gatehouse) => gatehouse,
+        Err(e @ crate::server::BuildError::Key(crate::auth::KeyError::Unfetched(_))) => {
+            tracing::error!(
+                error = %e,
+                "cannot start: no keys from an identity provider (GATEHOUSE_JWT_WAIT_FOR_KEYS=on \
+                 starts without them and refuses its tokens until they are fetched)"
+            );
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             return ExitCode::FAILURE;
@@ -27,7 +35,7 @@ pub async fn serve(config: Config) -> ExitCode {
     }
     if let Some(token) = &gatehouse.bootstrap_token {
         eprintln!(
-            "\nWARNING: no GATEHOUSE_JWT_SECRET or GATEHOUSE_JWT_PUBLIC_KEYS set: using a random signing key\n\
+            "\nWARNING: no GATEHOUSE_JWT_SECRET, GATEHOUSE_JWT_PUBLIC_KEYS or identity provider set: using a random signing key\n\
              that lives only as long as this process. Admin token (valid 30 days, shown once):\n\n{token}\n"
         );
     }

@@ -18,6 +18,7 @@ use crate::auth::JwtSettings;
 use crate::decision::Mode;
 use crate::store::KeySchema;
 
+mod identity;
 mod sections;
 
 /// How logs are written.
@@ -39,8 +40,13 @@ pub enum AuthConfig {
         /// The keys of the files `GATEHOUSE_JWT_PUBLIC_KEYS` names (`[kid=]path,...`), read
         /// while parsing, so that a bad file joins the other problems.
         public_keys: Vec<crate::auth::PublicKey>,
-        /// Algorithms, issuer, audience.
+        /// The configured keys' algorithms, issuer, audience and claims.
         settings: JwtSettings,
+        /// The identity providers: the environment's (`GATEHOUSE_JWT_JWKS_URL` or
+        /// `GATEHOUSE_JWT_DISCOVERY`) and the file's `[[jwt_issuers]]`.
+        providers: Vec<crate::auth::IdentityProvider>,
+        /// How their keys are fetched (`GATEHOUSE_JWT_JWKS_*`, `GATEHOUSE_JWT_WAIT_FOR_KEYS`).
+        jwks: crate::auth::JwksSettings,
     },
     /// Legacy: every caller is the virtual user `admin` (`GATEHOUSE_AUTH=disabled`).
     Disabled,
@@ -198,6 +204,8 @@ struct Source {
     problems: Vec<String>,
     /// Settings given that have no effect beside others (logged at start, not refused).
     warnings: Vec<String>,
+    /// The file's `[[jwt_issuers]]` tables.
+    issuers: Vec<toml::Table>,
 }
 
 /// Names that are no service setting but are gatehouse's: the file's own name, and what the
@@ -381,13 +389,15 @@ impl Config {
         let mut values = HashMap::new();
         let mut file_keys = HashMap::new();
         let mut problems = Vec::new();
+        let mut issuers = Vec::new();
         if let Some(path) = env.get("GATEHOUSE_CONFIG").filter(|p| !p.trim().is_empty()) {
             match read_file(path) {
                 Ok(file) => {
-                    for (name, (key, value)) in file {
+                    for (name, (key, value)) in file.values {
                         file_keys.insert(name.clone(), key);
                         values.insert(name, value);
                     }
+                    issuers = file.issuers;
                 }
                 Err(why) => problems.push(format!("GATEHOUSE_CONFIG={path:?}: {why}")),
             }
@@ -403,6 +413,7 @@ impl Config {
             asked: Default::default(),
             problems,
             warnings: Vec::new(),
+            issuers,
         };
         let mut config = Self::parse(&mut src);
         src.report_unknown();

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use jsonwebtoken::Algorithm;
-
+use super::identity;
 use super::{AuditSettings, AuthConfig, LogFormat, OwnerCacheSettings, RedisConfig, Source};
 use crate::auth::{JwtSettings, JwtVerifier, load_public_keys};
 use crate::store::{ClientCertificate, KeySchema, SentinelOptions, TlsOptions, is_tls_url};
@@ -178,7 +177,7 @@ fn sentinel(src: &mut Source, url: &str) -> Option<SentinelOptions> {
 }
 
 /// Whether `pem` holds at least one certificate, all of them readable.
-fn has_certificate(pem: &[u8]) -> bool {
+pub(super) fn has_certificate(pem: &[u8]) -> bool {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
@@ -267,17 +266,7 @@ pub(super) fn auth(src: &mut Source, listen: SocketAddr) -> AuthConfig {
         }
         AuthConfig::Disabled
     } else {
-        let algorithms = src.parse("GATEHOUSE_JWT_ALGORITHMS", Vec::new(), |raw| {
-            raw.split(',')
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(|a| {
-                    a.parse::<Algorithm>().map_err(|_| {
-                        format!("unknown algorithm {a:?} (HS256, RS256, ES256, EdDSA, ...)")
-                    })
-                })
-                .collect()
-        });
+        let raw_algorithms = src.get("GATEHOUSE_JWT_ALGORITHMS").map(str::to_owned);
         let secret = src.get("GATEHOUSE_JWT_SECRET").map(str::to_owned);
         let public_keys = match src.get("GATEHOUSE_JWT_PUBLIC_KEYS") {
             None => Vec::new(),
@@ -286,10 +275,34 @@ pub(super) fn auth(src: &mut Source, listen: SocketAddr) -> AuthConfig {
                 Vec::new()
             }),
         };
-        let settings = JwtSettings {
-            algorithms,
+        let env = identity::EnvJwt {
+            algorithms: raw_algorithms.clone(),
             issuer: src.get("GATEHOUSE_JWT_ISSUER").map(str::to_owned),
             audience: src.get("GATEHOUSE_JWT_AUDIENCE").map(str::to_owned),
+            claims: identity::env_claims(src),
+            has_keys: secret.is_some() || src.get("GATEHOUSE_JWT_PUBLIC_KEYS").is_some(),
+        };
+        let jwks = identity::jwks_settings(src);
+        let (providers, env_is_provider) = identity::providers(src, &env);
+        // The environment's issuer settings describe the configured keys, unless they
+        // describe its identity provider (then there are no configured keys).
+        let settings = if env_is_provider {
+            JwtSettings::default()
+        } else {
+            let algorithms = match &raw_algorithms {
+                None => Vec::new(),
+                Some(raw) => identity::algorithms(raw).unwrap_or_else(|why| {
+                    src.problems
+                        .push(format!("GATEHOUSE_JWT_ALGORITHMS={raw:?}: {why}"));
+                    Vec::new()
+                }),
+            };
+            JwtSettings {
+                algorithms,
+                issuer: env.issuer.clone(),
+                audience: env.audience.clone(),
+                claims: env.claims.clone(),
+            }
         };
         // A key that none of the pinned algorithms fits is a configuration problem too.
         if !public_keys.is_empty()
@@ -305,6 +318,8 @@ pub(super) fn auth(src: &mut Source, listen: SocketAddr) -> AuthConfig {
             secret,
             public_keys,
             settings,
+            providers,
+            jwks,
         }
     };
     if let AuthConfig::Jwt {
@@ -319,7 +334,8 @@ pub(super) fn auth(src: &mut Source, listen: SocketAddr) -> AuthConfig {
     auth
 }
 
-/// The settings that read tokens: no effect with `GATEHOUSE_AUTH=disabled`.
+/// The settings that read tokens: no effect with `GATEHOUSE_AUTH=disabled` (nor do the
+/// identity providers' [`identity::PROVIDER_VARS`]).
 const TOKEN_VARS: [&str; 6] = [
     "GATEHOUSE_JWT_SECRET",
     "GATEHOUSE_JWT_PUBLIC_KEYS",
@@ -338,13 +354,26 @@ pub(super) fn contradictions(
     owner_cache: bool,
 ) {
     if matches!(auth, AuthConfig::Disabled) {
-        for name in TOKEN_VARS {
+        for name in TOKEN_VARS.into_iter().chain(identity::PROVIDER_VARS) {
             src.ignored(
                 name,
                 "GATEHOUSE_AUTH=disabled reads no token (every caller is the virtual admin)",
             );
         }
+        if !src.issuers.is_empty() {
+            src.warnings.push(
+                "GATEHOUSE_CONFIG: jwt_issuers: ignored, GATEHOUSE_AUTH=disabled reads no token"
+                    .into(),
+            );
+        }
     } else {
+        if let AuthConfig::Jwt { providers, .. } = auth
+            && providers.is_empty()
+        {
+            for name in identity::FETCH_VARS {
+                src.ignored(name, "no identity provider is configured");
+            }
+        }
         src.ignored(
             "GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE",
             "it applies to GATEHOUSE_AUTH=disabled only",
@@ -577,12 +606,30 @@ pub(super) fn host_name() -> String {
         .unwrap_or_else(|| "gatehouse".to_owned())
 }
 
-/// Reads a TOML file of top-level keys into environment-variable names.
-/// The `GATEHOUSE_CONFIG` file: variable name -> (its TOML key, the value as text).
-pub(super) fn read_file(path: &str) -> Result<HashMap<String, (String, String)>, String> {
+/// The `GATEHOUSE_CONFIG` file: each top-level key as variable name -> (its TOML key, the
+/// value as text), and the `[[jwt_issuers]]` tables.
+pub(super) struct FileSettings {
+    pub values: HashMap<String, (String, String)>,
+    pub issuers: Vec<toml::Table>,
+}
+
+/// Reads a TOML file of top-level keys into environment-variable names, and its
+/// `[[jwt_issuers]]` tables.
+pub(super) fn read_file(path: &str) -> Result<FileSettings, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
-    table
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let issuers = match table.remove("jwt_issuers") {
+        None => Vec::new(),
+        Some(toml::Value::Array(entries)) => entries
+            .into_iter()
+            .map(|entry| match entry {
+                toml::Value::Table(entry) => Ok(entry),
+                _ => Err("jwt_issuers: write [[jwt_issuers]] tables".to_owned()),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("jwt_issuers: write [[jwt_issuers]] tables".into()),
+    };
+    let values = table
         .into_iter()
         .map(|(key, value)| {
             let name = if key.eq_ignore_ascii_case("redis_url") {
@@ -599,7 +646,8 @@ pub(super) fn read_file(path: &str) -> Result<HashMap<String, (String, String)>,
             };
             Ok((name, (key, value)))
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    Ok(FileSettings { values, issuers })
 }
 
 /// The TOML key of variable `name` (`GATEHOUSE_REDIS_TIMEOUT` -> `redis_timeout`).

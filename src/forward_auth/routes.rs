@@ -44,13 +44,13 @@ fn client_ip(state: &AppState, meta: &RequestMeta, headers: &HeaderMap) -> Optio
 }
 
 /// The caller: the bearer token, else the configured cookie.
-fn authenticate(
+async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     cookie: Option<&str>,
 ) -> Result<Principal, AuthError> {
     if bearer_token(headers)?.is_some() || cookie.is_none() {
-        return state.authenticator.authenticate(headers);
+        return state.authenticator.authenticate(headers).await;
     }
     let name = cookie.unwrap_or_default();
     let mut tokens = headers
@@ -73,7 +73,7 @@ fn authenticate(
     let value = HeaderValue::from_str(&format!("Bearer {token}"))
         .map_err(|_| AuthError::Invalid("malformed token".into()))?;
     as_header.insert(header::AUTHORIZATION, value);
-    state.authenticator.authenticate(&as_header)
+    state.authenticator.authenticate(&as_header).await
 }
 
 /// A header value: as is when it is visible ASCII without `%`, else percent-encoded (UTF-8,
@@ -177,7 +177,7 @@ const AUDITED_PATH_MAX: usize = 512;
 /// Refuses a request that smells of an attempt (two conventions, a refused spelling): 400
 /// problem+json, and an audit event (`decision: deny`, `reason`) with who it was, when the
 /// credentials say so.
-fn refuse(
+async fn refuse(
     state: &AppState,
     meta: &RequestMeta,
     headers: &HeaderMap,
@@ -192,6 +192,7 @@ fn refuse(
     } = refusal;
     let config = &state.forward_auth;
     let user = authenticate(state, headers, config.cookie.as_deref())
+        .await
         .map(|p| p.sub)
         .unwrap_or_default();
     let (method, path) = request;
@@ -458,15 +459,15 @@ async fn decide(
     headers: &HeaderMap,
 ) -> Result<Response, Response> {
     let config = &state.forward_auth;
-    let original =
-        original::original(config.style, method, uri, headers).map_err(
-            |refusal| match refusal {
-                original::Refusal::Ambiguous(why) => {
-                    refuse(state, meta, headers, (method, None), AMBIGUOUS, why)
-                }
-                original::Refusal::Missing(why) => reject(ApiError::InvalidRequest(why)),
-            },
-        )?;
+    let original = match original::original(config.style, method, uri, headers) {
+        Ok(original) => original,
+        Err(original::Refusal::Ambiguous(why)) => {
+            return Err(refuse(state, meta, headers, (method, None), AMBIGUOUS, why).await);
+        }
+        Err(original::Refusal::Missing(why)) => {
+            return Err(reject(ApiError::InvalidRequest(why)));
+        }
+    };
     let original_method = &original.method;
     let refused = |why: String| {
         refuse(
@@ -478,7 +479,10 @@ async fn decide(
             why,
         )
     };
-    let path = matcher::normalize(&original.uri).map_err(|e| refused(e.to_string()))?;
+    let path = match matcher::normalize(&original.uri) {
+        Ok(path) => path,
+        Err(e) => return Err(refused(e.to_string()).await),
+    };
     if config.preflight != Preflight::Check && is_preflight(original_method, headers) {
         return Ok(preflight_answer(config.preflight));
     }
@@ -497,12 +501,14 @@ async fn decide(
     {
         return Err(refused(
             "backends may read this request as another session (a format suffix on the id)".into(),
-        ));
+        )
+        .await);
     }
     let Some(first) = readings.first() else {
         return Ok(unmatched_answer(config.unmatched, original_method, &path));
     };
     let principal = authenticate(state, headers, config.cookie.as_deref())
+        .await
         .map_err(|e| reject(ApiError::from(e)))?;
     let session = state
         .session_ids()

@@ -47,7 +47,9 @@ pub enum ApiError {
     /// 400 `invalid-session-id` or `invalid-name`: an identifier outside its grammar.
     #[error(transparent)]
     InvalidId(#[from] IdError),
-    /// 401 `unauthorized`: no or bad credentials (with `WWW-Authenticate: Bearer`).
+    /// 401 `unauthorized`: no or bad credentials (with `WWW-Authenticate: Bearer`); 503
+    /// `keys-unavailable` when the token's identity provider has not had its keys fetched yet
+    /// ([`AuthError::Unavailable`]).
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
     /// 403 `forbidden`: authenticated, but not allowed to do this.
@@ -137,6 +139,11 @@ impl ApiError {
             ApiError::InvalidId(IdError::InvalidName { .. }) => {
                 (StatusCode::BAD_REQUEST, "invalid-name", "Invalid name")
             }
+            ApiError::Unauthorized(AuthError::Unavailable(_)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "keys-unavailable",
+                "Keys unavailable",
+            ),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             ApiError::Forbidden(_) | ApiError::NotAdmin => {
                 (StatusCode::FORBIDDEN, "forbidden", "Forbidden")

@@ -1,6 +1,6 @@
 //! The metric families beside the decision and audit counters: HTTP requests, decision and
-//! store-call latency, the owner cache, authentication failures, the enforcement settings in
-//! force, and the build. Names and units follow Prometheus conventions (`_seconds`, `_total`).
+//! store-call latency, the owner cache, authentication failures, the identity providers'
+//! keys, the enforcement settings in force, and the build. Names and units follow Prometheus conventions (`_seconds`, `_total`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -201,6 +201,71 @@ impl EnforcementGauges {
     }
 }
 
+type ByIssuer = Vec<(&'static str, String)>;
+
+/// The identity providers' keys, set from their status when scraped:
+/// `gatehouse_jwks_keys{issuer}` (0: never loaded), `gatehouse_jwks_age_seconds{issuer}`
+/// (since the keys in force were fetched; absent until they are),
+/// `gatehouse_jwks_last_fetch_failed{issuer}` (0/1: the last good keys are in force) and
+/// `gatehouse_jwks_fetches_total{issuer,outcome}` (`ok`, `error`: no answer or not a 200,
+/// `invalid`: an answer that could not be taken).
+#[derive(Clone, Default)]
+pub struct JwksMetrics {
+    keys: Family<ByIssuer, Gauge>,
+    age: Family<ByIssuer, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    failed: Family<ByIssuer, Gauge>,
+    fetches: Family<ByIssuer, Counter>,
+    /// Two scrapes at once must not both add the same difference.
+    observing: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+/// One identity provider's values for [`JwksMetrics::observe`].
+#[derive(Debug, Clone)]
+pub struct JwksGauges<'a> {
+    /// The issuer (a configured URL: a bounded set of label values).
+    pub issuer: &'a str,
+    /// Keys in force.
+    pub keys: usize,
+    /// Their age; `None`: never loaded.
+    pub age: Option<Duration>,
+    /// Whether the last fetch failed.
+    pub failed: bool,
+    /// Fetches so far: ok, error, invalid.
+    pub fetches: [u64; 3],
+}
+
+impl JwksMetrics {
+    /// Sets the gauges, and the counters to the providers' totals (they only grow).
+    pub fn observe(&self, providers: &[JwksGauges<'_>]) {
+        let _one = self
+            .observing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for p in providers {
+            let issuer = vec![("issuer", p.issuer.to_owned())];
+            self.keys
+                .get_or_create(&issuer)
+                .set(i64::try_from(p.keys).unwrap_or(i64::MAX));
+            match p.age {
+                Some(age) => {
+                    self.age.get_or_create(&issuer).set(age.as_secs_f64());
+                }
+                None => {
+                    self.age.remove(&issuer);
+                }
+            }
+            self.failed.get_or_create(&issuer).set(i64::from(p.failed));
+            for (outcome, total) in ["ok", "error", "invalid"].into_iter().zip(p.fetches) {
+                let counter = self.fetches.get_or_create(&vec![
+                    ("issuer", p.issuer.to_owned()),
+                    ("outcome", outcome.to_owned()),
+                ]);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
+    }
+}
+
 /// Everything registered here.
 pub struct Families {
     pub http: HttpMetrics,
@@ -208,6 +273,7 @@ pub struct Families {
     pub store: StoreMetrics,
     pub cache: CacheMetrics,
     pub auth: AuthMetrics,
+    pub jwks: JwksMetrics,
     pub enforcement: EnforcementGauges,
 }
 
@@ -273,13 +339,35 @@ impl Families {
         let auth = AuthMetrics::default();
         registry.register(
             "auth_failures",
-            "Requests whose credentials were refused, by reason (missing, malformed, expired, not_yet_valid, bad_signature, unknown_key, algorithm, issuer, audience, claims)",
+            "Requests whose credentials were refused, by reason (missing, malformed, expired, not_yet_valid, bad_signature, unknown_key, algorithm, issuer, audience, claims, keys_unavailable)",
             auth.failures.clone(),
         );
         registry.register(
             "admin_forbidden",
             "Authenticated requests the admin API refused (403: not an admin)",
             auth.forbidden.clone(),
+        );
+        let jwks = JwksMetrics::default();
+        registry.register(
+            "jwks_keys",
+            "Keys in force per identity provider (0: never loaded: its tokens are refused)",
+            jwks.keys.clone(),
+        );
+        registry.register_with_unit(
+            "jwks_age",
+            "Since the identity provider's keys in force were fetched (absent until they are)",
+            Unit::Seconds,
+            jwks.age.clone(),
+        );
+        registry.register(
+            "jwks_last_fetch_failed",
+            "1 when the last fetch of the identity provider's keys failed (the last good keys stay in force)",
+            jwks.failed.clone(),
+        );
+        registry.register(
+            "jwks_fetches",
+            "Fetches of identity providers' keys, by issuer and outcome (ok, error, invalid)",
+            jwks.fetches.clone(),
         );
         let enforcement = EnforcementGauges::default();
         registry.register(
@@ -312,6 +400,7 @@ impl Families {
             store,
             cache,
             auth,
+            jwks,
             enforcement,
         }
     }

@@ -10,7 +10,10 @@ mod seconds;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use self::families::{AuthMetrics, CacheMetrics, EnforcementGauges, HttpMetrics, StoreMetrics};
+pub use self::families::{
+    AuthMetrics, CacheMetrics, EnforcementGauges, HttpMetrics, JwksGauges, JwksMetrics,
+    StoreMetrics,
+};
 pub use self::metered_store::MeteredStore;
 
 use crate::decision::{Reason, Verdict};
@@ -39,6 +42,8 @@ pub struct Metrics {
     pub cache: CacheMetrics,
     /// Refused credentials and admin 403s.
     pub auth: AuthMetrics,
+    /// The identity providers' keys (set when scraped).
+    pub jwks: JwksMetrics,
     /// The settings in force (set when scraped).
     pub enforcement: EnforcementGauges,
     decision_duration: families::SecondsFamily<1>,
@@ -244,6 +249,7 @@ impl Metrics {
             store: families.store,
             cache: families.cache,
             auth: families.auth,
+            jwks: families.jwks,
             enforcement: families.enforcement,
             decision_duration: families.decision_duration,
             decision_histograms: std::array::from_fn(|_| OnceLock::new()),

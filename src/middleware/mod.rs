@@ -203,6 +203,7 @@ impl Settings {
             None => self
                 .authenticator
                 .authenticate(&parts.headers)
+                .await
                 .map_err(|e| ApiError::from(e).into_response())?,
         };
         let session = self.session_id(parts).await?;
