@@ -31,6 +31,8 @@ mod example;
 mod forward_auth;
 #[path = "integration/forward_auth_paths.rs"]
 mod forward_auth_paths;
+#[path = "integration/identity.rs"]
+mod identity;
 #[path = "integration/index.rs"]
 mod index;
 #[path = "integration/keys.rs"]

@@ -8,6 +8,7 @@
 
 pub mod census;
 pub mod cluster;
+pub mod idp;
 pub mod nginx;
 pub mod processes;
 pub mod promql;
@@ -217,7 +218,8 @@ impl TestApp {
             vars.push(("GATEHOUSE_REDIS_TIMEOUT".into(), "2s".into()));
         }
         let config = Config::from_vars(vars).expect("test configuration is valid");
-        let gatehouse = Gatehouse::build(&config).expect("gatehouse builds");
+        // As `gatehouse serve` does: the identity providers' keys fetched before serving.
+        let gatehouse = Gatehouse::start(&config).await.expect("gatehouse starts");
         let metrics = gatehouse.state().metrics.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
