@@ -420,3 +420,289 @@ fn warnings_of_the_file_name_its_toml_key() {
         "{found:?}"
     );
 }
+
+/// The providers and fetch settings of a valid configuration.
+fn providers(
+    pairs: &[(&str, &str)],
+) -> (
+    Vec<crate::auth::IdentityProvider>,
+    crate::auth::JwksSettings,
+    JwtSettings,
+) {
+    match Config::from_vars(vars(pairs)).unwrap().auth {
+        AuthConfig::Jwt {
+            providers,
+            jwks,
+            settings,
+            ..
+        } => (providers, jwks, settings),
+        AuthConfig::Disabled => unreachable!("jwt"),
+    }
+}
+
+#[test]
+fn the_environment_describes_one_identity_provider_when_asked_to() {
+    use crate::auth::KeysAt;
+    let issuer = ("GATEHOUSE_JWT_ISSUER", "https://kc.example.com/realms/chat");
+    let audience = ("GATEHOUSE_JWT_AUDIENCE", "gatehouse");
+    let (found, jwks, settings) = providers(&[
+        issuer,
+        audience,
+        ("GATEHOUSE_JWT_DISCOVERY", "on"),
+        ("GATEHOUSE_JWT_ROLES_CLAIM", "/realm_access/roles"),
+    ]);
+    assert_eq!(found.len(), 1);
+    let p = &found[0];
+    assert_eq!(p.issuer, issuer.1);
+    assert_eq!(p.keys_at, KeysAt::Discovery);
+    assert_eq!(p.audience, "gatehouse");
+    assert_eq!(
+        p.algorithms,
+        [jsonwebtoken::Algorithm::RS256],
+        "RS256 unless told"
+    );
+    assert_eq!(
+        p.claims.roles.as_ref().map(|r| r.as_str()),
+        Some("/realm_access/roles")
+    );
+    assert_eq!(jwks, crate::auth::JwksSettings::default());
+    // The environment's issuer settings were the provider's: no configured keys use them.
+    assert!(settings.issuer.is_none() && settings.audience.is_none());
+
+    let (found, _, _) = providers(&[
+        issuer,
+        audience,
+        (
+            "GATEHOUSE_JWT_JWKS_URL",
+            "https://kc.example.com/realms/chat/protocol/openid-connect/certs",
+        ),
+        ("GATEHOUSE_JWT_ALGORITHMS", "RS256,PS256,ES256"),
+    ]);
+    assert!(matches!(&found[0].keys_at, KeysAt::JwksUrl(u) if u.ends_with("/certs")));
+    assert_eq!(found[0].algorithms.len(), 3);
+
+    // An issuer given as a URL is only the iss pin of the configured keys: no discovery.
+    let (found, _, settings) = providers(&[
+        issuer,
+        ("GATEHOUSE_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+    ]);
+    assert!(found.is_empty());
+    assert_eq!(settings.issuer.as_deref(), Some(issuer.1));
+}
+
+#[test]
+fn identity_provider_settings_are_strict_and_reported_together() {
+    let found = problems(&[
+        ("GATEHOUSE_JWT_DISCOVERY", "on"),
+        ("GATEHOUSE_JWT_JWKS_URL", "http://kc.example.com/certs"),
+        ("GATEHOUSE_JWT_ALGORITHMS", "RS256,HS256"),
+        ("GATEHOUSE_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+    ]);
+    for expected in [
+        "GATEHOUSE_JWT_DISCOVERY: not with GATEHOUSE_JWT_SECRET",
+        "GATEHOUSE_JWT_JWKS_URL and GATEHOUSE_JWT_DISCOVERY: choose one",
+        "GATEHOUSE_JWT_ISSUER is required",
+        "GATEHOUSE_JWT_AUDIENCE is required",
+        "HS256 is not for an identity provider's keys",
+    ] {
+        assert!(
+            found.iter().any(|p| p.contains(expected)),
+            "{expected}: {found:?}"
+        );
+    }
+    assert_eq!(found.len(), 5, "{found:?}");
+    let plain = problems(&[
+        ("GATEHOUSE_JWT_JWKS_URL", "http://kc.example.com/certs"),
+        ("GATEHOUSE_JWT_ISSUER", "kc"),
+        ("GATEHOUSE_JWT_AUDIENCE", "gatehouse"),
+    ]);
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    assert!(plain[0].contains("must be an https:// URL"), "{plain:?}");
+    let not_a_url = problems(&[
+        ("GATEHOUSE_JWT_DISCOVERY", "on"),
+        ("GATEHOUSE_JWT_ISSUER", "kc"),
+        ("GATEHOUSE_JWT_AUDIENCE", "gatehouse"),
+    ]);
+    assert!(
+        not_a_url[0].contains("discovery needs an https:// issuer URL"),
+        "{not_a_url:?}"
+    );
+    let bounds = problems(&[
+        ("GATEHOUSE_JWT_JWKS_REFRESH", "10s"),
+        ("GATEHOUSE_JWT_JWKS_REFETCH_INTERVAL", "0s"),
+    ]);
+    assert_eq!(bounds.len(), 2, "{bounds:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("ca.pem");
+    std::fs::write(&empty, "no certificate here").unwrap();
+    let ca = problems(&[("GATEHOUSE_JWT_CA_FILE", empty.to_str().unwrap())]);
+    assert_eq!(
+        ca,
+        ["GATEHOUSE_JWT_CA_FILE: no PEM certificate in the file"]
+    );
+}
+
+#[test]
+fn the_file_lists_identity_providers_with_their_own_settings() {
+    use crate::auth::KeysAt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &path,
+        r#"
+jwt_issuer = "gatehouse-cli"
+
+[[jwt_issuers]]
+issuer = "https://kc.example.com/realms/chat"
+discovery = true
+audience = "gatehouse"
+roles_claim = "/resource_access/gatehouse/roles"
+
+[[jwt_issuers]]
+issuer = "https://tenant.eu.auth0.com/"
+jwks_url = "https://tenant.eu.auth0.com/.well-known/jwks.json"
+audience = "https://gatehouse.example.com"
+algorithms = ["RS256", "PS256"]
+roles_claim = "https://gatehouse.example.com/roles"
+scope_claim = "permissions"
+"#,
+    )
+    .unwrap();
+    let file = path.to_string_lossy().into_owned();
+    let secret = ("GATEHOUSE_JWT_SECRET", "0123456789abcdef0123456789abcdef");
+    let (found, _, settings) = providers(&[("GATEHOUSE_CONFIG", &file), secret]);
+    assert_eq!(found.len(), 2);
+    assert_eq!(found[0].keys_at, KeysAt::Discovery);
+    assert_eq!(found[0].origin, "GATEHOUSE_CONFIG: jwt_issuers[1]");
+    assert_eq!(found[1].algorithms.len(), 2);
+    assert_eq!(
+        found[1].claims.scopes.as_ref().map(|s| s.as_str()),
+        Some("permissions")
+    );
+    assert_eq!(settings.issuer.as_deref(), Some("gatehouse-cli"));
+
+    std::fs::write(
+        &path,
+        r#"
+jwt_issuer = "https://kc.example.com/realms/chat"
+
+[[jwt_issuers]]
+issuer = "https://kc.example.com/realms/chat"
+discovery = "yes"
+audiance = "gatehouse"
+
+[[jwt_issuers]]
+issuer = "https://kc.example.com/realms/chat"
+jwks_url = "https://kc.example.com/certs"
+audience = "gatehouse"
+algorithms = 256
+"#,
+    )
+    .unwrap();
+    let found = problems(&[("GATEHOUSE_CONFIG", &file), secret]);
+    for expected in [
+        "GATEHOUSE_CONFIG: jwt_issuers[1]: unknown key audiance (did you mean audience?)",
+        "GATEHOUSE_CONFIG: jwt_issuers[1]: discovery: expected true or false",
+        "GATEHOUSE_CONFIG: jwt_issuers[1]: audience is required",
+        "GATEHOUSE_CONFIG: jwt_issuers[2]: algorithms: expected a non-empty string",
+    ] {
+        assert!(
+            found.iter().any(|p| p.starts_with(expected)),
+            "{expected}: {found:?}"
+        );
+    }
+    // Fixed those, the issuer is still configured twice, and is the secret's too.
+    std::fs::write(
+        &path,
+        r#"
+jwt_issuer = "https://kc.example.com/realms/chat"
+
+[[jwt_issuers]]
+issuer = "https://kc.example.com/realms/chat"
+discovery = true
+audience = "gatehouse"
+
+[[jwt_issuers]]
+issuer = "https://kc.example.com/realms/chat"
+jwks_url = "https://kc.example.com/certs"
+audience = "gatehouse"
+"#,
+    )
+    .unwrap();
+    let found = problems(&[("GATEHOUSE_CONFIG", &file), secret]);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found.iter().any(|p| p.contains("configured twice")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.starts_with("GATEHOUSE_CONFIG: jwt_issuer=")
+                && p.contains("an issuer has one set of keys")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn identity_provider_settings_without_one_warn() {
+    assert_eq!(
+        warnings(&[("GATEHOUSE_JWT_JWKS_TIMEOUT", "2s")]),
+        ["GATEHOUSE_JWT_JWKS_TIMEOUT: ignored, no identity provider is configured"]
+    );
+    let disabled = warnings(&[
+        ("GATEHOUSE_AUTH", "disabled"),
+        ("GATEHOUSE_JWT_JWKS_URL", "https://kc.example.com/certs"),
+    ]);
+    assert_eq!(disabled.len(), 1, "{disabled:?}");
+    assert!(disabled[0].starts_with("GATEHOUSE_JWT_JWKS_URL: ignored"));
+}
+
+/// Every name in the first column of the README's configuration table (a row may name two).
+fn documented_all() -> std::collections::HashSet<String> {
+    include_str!("../../README.md")
+        .lines()
+        .filter(|line| line.starts_with("| `"))
+        .filter_map(|line| line.split('|').nth(1))
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+        .filter(|name| name.starts_with("GATEHOUSE_") || *name == "REDIS_URL")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_setting_is_in_the_readme_table() {
+    let documented = documented_all();
+    let set_ups: [&[(&str, &str)]; 5] = [
+        &[],
+        &[("GATEHOUSE_AUTH", "disabled")],
+        &[("REDIS_URL", "redis://127.0.0.1:6379")],
+        &[
+            ("REDIS_URL", "redis://cluster"),
+            ("GATEHOUSE_REDIS_CLUSTER", "127.0.0.1:7000"),
+        ],
+        &[
+            ("GATEHOUSE_JWT_DISCOVERY", "on"),
+            ("GATEHOUSE_JWT_ISSUER", "https://kc.example.com/realms/chat"),
+            ("GATEHOUSE_JWT_AUDIENCE", "gatehouse"),
+        ],
+    ];
+    for set_up in set_ups {
+        let mut src = Source {
+            values: vars(set_up).into_iter().collect(),
+            file_keys: HashMap::new(),
+            asked: Default::default(),
+            problems: Vec::new(),
+            warnings: Vec::new(),
+            issuers: Vec::new(),
+        };
+        let _ = Config::parse(&mut src);
+        let asked = src.asked.borrow();
+        let mut missing: Vec<&String> = asked.iter().filter(|n| !documented.contains(*n)).collect();
+        missing.sort();
+        assert!(
+            missing.is_empty(),
+            "not in the README's table ({set_up:?}): {missing:?}"
+        );
+    }
+}
