@@ -5,7 +5,7 @@
 //! - periodically, every `max-age` of the JWKS answer's `Cache-Control` clamped to
 //!   [`JwksSettings::refresh_min`]..[`JwksSettings::refresh_max`], or
 //!   [`JwksSettings::refresh`] when the answer says nothing; after a failure, sooner (1 s
-//!   doubling up to `refresh_min`);
+//!   doubling up to `refresh_min`, then every `refresh_min`);
 //! - when a token names a `kid` the set does not have (the provider rotated keys): coalesced,
 //!   one fetch at a time, and a request that waited for a fetch in flight takes that fetch's
 //!   result instead of starting another; and rate-limited, no fetch when one started less than
@@ -210,7 +210,10 @@ impl RemoteKeys {
                 loaded: None,
                 last_error: None,
                 due: Instant::now(),
-                backoff: Backoff::new(Duration::from_secs(1), settings.refresh_min),
+                backoff: Backoff::new(
+                    Duration::from_secs(1).min(settings.refresh_min),
+                    settings.refresh_min,
+                ),
                 counts: FetchCounts::default(),
             }),
             provider,
