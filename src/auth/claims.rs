@@ -36,6 +36,39 @@ impl ClaimPath {
         &self.0
     }
 
+    /// The pointer's segments, unescaped (a top-level name: itself).
+    fn segments(&self) -> Vec<String> {
+        match self.0.strip_prefix('/') {
+            None => vec![self.0.clone()],
+            Some(pointer) => pointer
+                .split('/')
+                .map(|s| s.replace("~1", "/").replace("~0", "~"))
+                .collect(),
+        }
+    }
+
+    /// Puts `value` where this path reads it, making the objects on the way (for minting).
+    pub(crate) fn place(&self, claims: &mut Map<String, Value>, value: Value) {
+        let segments = self.segments();
+        let Some((last, path)) = segments.split_last() else {
+            return;
+        };
+        let mut object = claims;
+        for segment in path {
+            let entry = object
+                .entry(segment.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Map::new());
+            }
+            let Value::Object(inner) = entry else {
+                return;
+            };
+            object = inner;
+        }
+        object.insert(last.clone(), value);
+    }
+
     fn find<'a>(&self, claims: &'a Map<String, Value>) -> Option<&'a Value> {
         if self.0.starts_with('/') {
             // `Value::pointer` wants a Value; the payload is an object, so look up its first
@@ -210,6 +243,29 @@ mod tests {
             scopes: None,
         };
         assert_eq!(escaped.principal(&token).unwrap().roles, ["admin"]);
+    }
+
+    #[test]
+    fn a_value_placed_at_a_path_is_read_back_from_it() {
+        for path in [
+            "/resource_access/gatehouse/roles",
+            "https://x.example/roles",
+            "/a~1b",
+        ] {
+            let path = ClaimPath::new(path).unwrap();
+            let mut claims = Map::new();
+            claims.insert("sub".into(), json!("alice"));
+            path.place(&mut claims, json!(["admin"]));
+            let mapping = ClaimMapping {
+                roles: Some(path.clone()),
+                scopes: None,
+            };
+            assert_eq!(
+                mapping.principal(&claims).unwrap().roles,
+                ["admin"],
+                "{path}"
+            );
+        }
     }
 
     #[test]

@@ -251,6 +251,19 @@ impl KeySet {
         self.keys.iter().any(|k| k.serial == serial)
     }
 
+    /// The keys' serials, in order.
+    pub fn serials(&self) -> Vec<u64> {
+        self.keys.iter().map(|k| k.serial).collect()
+    }
+
+    /// Their kids, for logs.
+    pub fn kids(&self) -> Vec<&str> {
+        self.keys
+            .iter()
+            .map(|k| k.kid.as_deref().unwrap_or("(no kid)"))
+            .collect()
+    }
+
     /// How many keys.
     pub fn len(&self) -> usize {
         self.keys.len()

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde::Serialize;
+use serde_json::{Map, Value, json};
 
-use super::JwtSettings;
+use super::{ClaimMapping, ClaimPath, JwtSettings};
 
 /// What to put in a minted token.
 #[derive(Debug, Clone)]
@@ -21,27 +21,14 @@ pub struct TokenRequest {
     pub ttl: Duration,
 }
 
-#[derive(Serialize)]
-struct OutgoingClaims<'a> {
-    sub: &'a str,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    roles: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<String>,
-    iat: u64,
-    exp: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    iss: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    aud: Option<&'a str>,
-}
-
 /// Mints HS256 tokens from the configured secret (for `gatehouse token` and the embedded
-/// default's admin token).
+/// default's admin token), with roles and scopes where the configured keys' claim mapping
+/// (`GATEHOUSE_JWT_ROLES_CLAIM`, `GATEHOUSE_JWT_SCOPE_CLAIM`) reads them.
 pub struct TokenIssuer {
     key: EncodingKey,
     issuer: Option<String>,
     audience: Option<String>,
+    claims: ClaimMapping,
 }
 
 impl TokenIssuer {
@@ -51,21 +38,47 @@ impl TokenIssuer {
             key: EncodingKey::from_secret(secret),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            claims: settings.claims.clone(),
         }
     }
 
     /// Signs a token for `request`.
     pub fn mint(&self, request: &TokenRequest) -> Result<String, jsonwebtoken::errors::Error> {
         let now = jsonwebtoken::get_current_timestamp();
-        let claims = OutgoingClaims {
-            sub: &request.sub,
-            roles: &request.roles,
-            scope: (!request.scopes.is_empty()).then(|| request.scopes.join(" ")),
-            iat: now,
-            exp: now.saturating_add(request.ttl.as_secs()),
-            iss: self.issuer.as_deref(),
-            aud: self.audience.as_deref(),
-        };
+        let mut claims = Map::new();
+        claims.insert("sub".into(), json!(request.sub));
+        claims.insert("iat".into(), json!(now));
+        claims.insert(
+            "exp".into(),
+            json!(now.saturating_add(request.ttl.as_secs())),
+        );
+        if let Some(iss) = &self.issuer {
+            claims.insert("iss".into(), json!(iss));
+        }
+        if let Some(aud) = &self.audience {
+            claims.insert("aud".into(), json!(aud));
+        }
+        if !request.roles.is_empty() {
+            let at = self
+                .claims
+                .roles
+                .clone()
+                .or_else(|| ClaimPath::new("roles"));
+            if let Some(at) = at {
+                at.place(&mut claims, json!(request.roles));
+            }
+        }
+        if !request.scopes.is_empty() {
+            let at = self
+                .claims
+                .scopes
+                .clone()
+                .or_else(|| ClaimPath::new("scope"));
+            if let Some(at) = at {
+                at.place(&mut claims, json!(request.scopes.join(" ")));
+            }
+        }
+        let claims = Value::Object(claims);
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
     }
 }

@@ -278,20 +278,24 @@ impl RemoteKeys {
         let mut state = self.state();
         let outcome = match result {
             Ok((set, uri, max_age, skipped)) => {
-                let count = set.len();
-                let previous = self.current.swap(Some(Arc::new(set)));
-                let first = previous.is_none();
                 let now = Instant::now();
                 let period = self.settings.period(max_age);
-                if first || state.last_error.is_some() || !skipped.is_empty() {
+                let previous = self.current.load_full();
+                let changed = previous
+                    .as_ref()
+                    .is_none_or(|p| p.serials() != set.serials());
+                if changed || state.last_error.is_some() {
                     tracing::info!(
                         issuer = %self.provider.issuer,
-                        keys = count,
+                        kids = ?set.kids(),
                         refresh_in = ?period,
                         left_out = %skipped.join("; "),
-                        "identity provider keys loaded"
+                        "identity provider keys in force"
                     );
+                } else {
+                    tracing::debug!(issuer = %self.provider.issuer, refresh_in = ?period, "identity provider keys unchanged");
                 }
+                self.current.store(Some(Arc::new(set)));
                 state.jwks_uri = Some(uri);
                 state.loaded = Some((now, SystemTime::now()));
                 state.last_error = None;

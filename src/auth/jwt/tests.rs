@@ -203,3 +203,25 @@ async fn a_secret_with_only_rsa_algorithms_is_a_config_error() {
         Err(KeyError::NoAlgorithm { .. })
     ));
 }
+
+#[tokio::test]
+async fn minted_tokens_put_roles_and_scopes_where_the_verifier_reads_them() {
+    let settings = JwtSettings {
+        claims: ClaimMapping {
+            roles: crate::auth::ClaimPath::new("/realm_access/roles"),
+            scopes: crate::auth::ClaimPath::new("scp"),
+        },
+        ..JwtSettings::default()
+    };
+    let verifier = JwtVerifier::new(Some(SECRET), vec![], &settings).unwrap();
+    let token = TokenIssuer::new(SECRET, &settings)
+        .mint(&request("alice", 60))
+        .unwrap();
+    let p = verifier.verify(&token).await.unwrap();
+    assert!(p.is_admin());
+    assert_eq!(p.scopes, ["gatehouse:validate", "x"]);
+    // Read elsewhere, the same token has neither.
+    let plain = JwtVerifier::new(Some(SECRET), vec![], &JwtSettings::default()).unwrap();
+    let p = plain.verify(&token).await.unwrap();
+    assert!(p.roles.is_empty() && p.scopes.is_empty());
+}
