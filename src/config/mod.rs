@@ -45,8 +45,9 @@ pub enum AuthConfig {
         /// The identity providers: the environment's (`GATEHOUSE_JWT_JWKS_URL` or
         /// `GATEHOUSE_JWT_DISCOVERY`) and the file's `[[jwt_issuers]]`.
         providers: Vec<crate::auth::IdentityProvider>,
-        /// How their keys are fetched (`GATEHOUSE_JWT_JWKS_*`, `GATEHOUSE_JWT_WAIT_FOR_KEYS`).
-        jwks: crate::auth::JwksSettings,
+        /// How their keys are fetched (`GATEHOUSE_JWT_JWKS_*`, `GATEHOUSE_JWT_WAIT_FOR_KEYS`);
+        /// boxed, as the rest of the variant is small beside `Disabled`.
+        jwks: Box<crate::auth::JwksSettings>,
     },
     /// Legacy: every caller is the virtual user `admin` (`GATEHOUSE_AUTH=disabled`).
     Disabled,

@@ -319,7 +319,7 @@ pub(super) fn auth(src: &mut Source, listen: SocketAddr) -> AuthConfig {
             public_keys,
             settings,
             providers,
-            jwks,
+            jwks: Box::new(jwks),
         }
     };
     if let AuthConfig::Jwt {

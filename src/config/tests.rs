@@ -435,7 +435,7 @@ fn providers(
             jwks,
             settings,
             ..
-        } => (providers, jwks, settings),
+        } => (providers, *jwks, settings),
         AuthConfig::Disabled => unreachable!("jwt"),
     }
 }
