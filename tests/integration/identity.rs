@@ -600,3 +600,23 @@ async fn a_published_rsa_key_is_never_an_hmac_secret() {
     assert_eq!(check(&app, &none).await.0, 401);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_provider_alone_means_no_random_key_and_no_printed_admin_token() {
+    let a = SigningKey::ec("a-2026");
+    let idp = TestIdp::start(&[&a]).await;
+    let config = Config::from_vars(discovery_of(&idp)).unwrap();
+    let gatehouse = Gatehouse::start(&config).await.expect("starts");
+    assert!(gatehouse.bootstrap_token.is_none());
+    // Without it (and without keys), the embedded default: a random key and a token.
+    let mut vars = discovery_of(&idp);
+    vars.retain(|(k, _)| k == "GATEHOUSE_JWT_SECRET");
+    let config = Config::from_vars(vars).unwrap();
+    assert!(
+        Gatehouse::start(&config)
+            .await
+            .unwrap()
+            .bootstrap_token
+            .is_some()
+    );
+}
