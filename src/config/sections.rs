@@ -346,7 +346,8 @@ const TOKEN_VARS: [&str; 6] = [
 ];
 
 /// Warns about settings that another one makes pointless (kept apart from the problems: the
-/// service runs as configured, only not as the operator may think).
+/// service runs as configured, only not as the operator may think), and refuses the token
+/// settings beside `GATEHOUSE_AUTH=disabled`, which would fail open.
 pub(super) fn contradictions(
     src: &mut Source,
     auth: &AuthConfig,
@@ -354,17 +355,18 @@ pub(super) fn contradictions(
     owner_cache: bool,
 ) {
     if matches!(auth, AuthConfig::Disabled) {
+        // Refused, not warned about: a left-over GATEHOUSE_AUTH=disabled beside a real token
+        // configuration would make every caller an admin.
+        const WHY: &str = "not with GATEHOUSE_AUTH=disabled, which reads no token and makes \
+                           every caller the virtual admin (remove one of the two)";
         for name in TOKEN_VARS.into_iter().chain(identity::PROVIDER_VARS) {
-            src.ignored(
-                name,
-                "GATEHOUSE_AUTH=disabled reads no token (every caller is the virtual admin)",
-            );
+            if src.get(name).is_some() {
+                src.problems.push(format!("{name}: {WHY}"));
+            }
         }
         if !src.issuers.is_empty() {
-            src.warnings.push(
-                "GATEHOUSE_CONFIG: jwt_issuers: ignored, GATEHOUSE_AUTH=disabled reads no token"
-                    .into(),
-            );
+            src.problems
+                .push(format!("GATEHOUSE_CONFIG: jwt_issuers: {WHY}"));
         }
     } else {
         if let AuthConfig::Jwt { providers, .. } = auth

@@ -361,13 +361,26 @@ fn warnings(pairs: &[(&str, &str)]) -> Vec<String> {
 fn contradictory_settings_warn_and_consistent_ones_do_not() {
     let secret = ("GATEHOUSE_JWT_SECRET", "0123456789abcdef0123456789abcdef");
     let disabled = ("GATEHOUSE_AUTH", "disabled");
+    // Refused, not warned about: a left-over GATEHOUSE_AUTH=disabled beside real token
+    // settings would let every caller in as the admin.
     assert_eq!(
-        warnings(&[disabled, secret]),
+        problems(&[disabled, secret]),
         [
-            "GATEHOUSE_JWT_SECRET: ignored, GATEHOUSE_AUTH=disabled reads no token (every caller \
-          is the virtual admin)"
+            "GATEHOUSE_JWT_SECRET: not with GATEHOUSE_AUTH=disabled, which reads no token and \
+             makes every caller the virtual admin (remove one of the two)"
         ]
     );
+    for name in [
+        "GATEHOUSE_JWT_ISSUER",
+        "GATEHOUSE_JWT_AUDIENCE",
+        "GATEHOUSE_FORWARD_AUTH_COOKIE",
+    ] {
+        let found = problems(&[disabled, (name, "x")]);
+        assert!(
+            found[0].starts_with(&format!("{name}: not with")),
+            "{found:?}"
+        );
+    }
     assert!(warnings(&[secret]).is_empty());
     assert!(warnings(&[disabled]).is_empty());
     let allow_remote = ("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE", "true");
@@ -408,15 +421,28 @@ fn contradictory_settings_warn_and_consistent_ones_do_not() {
 }
 
 #[test]
-fn warnings_of_the_file_name_its_toml_key() {
+fn warnings_and_problems_of_the_file_name_its_toml_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gatehouse.toml");
-    std::fs::write(&path, "auth = \"disabled\"\njwt_audience = \"chat\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "auth_disabled_allow_remote = true\nsettings_snapshot = \"/x/s.json\"\n",
+    )
+    .unwrap();
     let path = path.to_string_lossy().into_owned();
     let found = warnings(&[("GATEHOUSE_CONFIG", &path)]);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|w| w.starts_with("GATEHOUSE_CONFIG: auth_disabled_allow_remote: ignored")),
+        "{found:?}"
+    );
+    std::fs::write(&path, "auth = \"disabled\"\njwt_audience = \"chat\"\n").unwrap();
+    let found = problems(&[("GATEHOUSE_CONFIG", &path)]);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
-        found[0].starts_with("GATEHOUSE_CONFIG: jwt_audience: ignored"),
+        found[0].starts_with("GATEHOUSE_CONFIG: jwt_audience: not with GATEHOUSE_AUTH=disabled"),
         "{found:?}"
     );
 }
@@ -650,12 +676,12 @@ fn identity_provider_settings_without_one_warn() {
         warnings(&[("GATEHOUSE_JWT_JWKS_TIMEOUT", "2s")]),
         ["GATEHOUSE_JWT_JWKS_TIMEOUT: ignored, no identity provider is configured"]
     );
-    let disabled = warnings(&[
+    let disabled = problems(&[
         ("GATEHOUSE_AUTH", "disabled"),
         ("GATEHOUSE_JWT_JWKS_URL", "https://kc.example.com/certs"),
     ]);
     assert_eq!(disabled.len(), 1, "{disabled:?}");
-    assert!(disabled[0].starts_with("GATEHOUSE_JWT_JWKS_URL: ignored"));
+    assert!(disabled[0].starts_with("GATEHOUSE_JWT_JWKS_URL: not with GATEHOUSE_AUTH=disabled"));
 }
 
 /// Every name in the first column of the README's configuration table (a row may name two).
