@@ -732,3 +732,24 @@ fn every_setting_is_in_the_readme_table() {
         );
     }
 }
+
+#[test]
+fn owner_cache_values_are_checked_on_a_cluster_too() {
+    let cluster = [
+        ("REDIS_URL", "redis://cluster"),
+        ("GATEHOUSE_REDIS_CLUSTER", "127.0.0.1:7000"),
+    ];
+    for bad in [
+        ("GATEHOUSE_OWNER_CACHE", "banana"),
+        ("GATEHOUSE_OWNER_CACHE_TTL", "5 parsecs"),
+        ("GATEHOUSE_OWNER_CACHE_CAPACITY", "many"),
+    ] {
+        let mut pairs = cluster.to_vec();
+        pairs.push(bad);
+        let found = problems(&pairs);
+        assert!(found[0].starts_with(bad.0), "{bad:?}: {found:?}");
+    }
+    let mut off = cluster.to_vec();
+    off.push(("GATEHOUSE_OWNER_CACHE", "off"));
+    assert!(problems(&off).is_empty());
+}
