@@ -12,6 +12,8 @@ pub mod nginx;
 pub mod processes;
 #[path = "../../tests/common/sentinel.rs"]
 pub mod sentinel;
+#[path = "../../tests/common/skip.rs"]
+pub mod skip;
 
 pub use processes::{RedisServer, free_port};
 
