@@ -29,6 +29,7 @@
 //! (`GATEHOUSE_TRUSTED_PROXIES`), read from the header the style's proxy sets (nginx:
 //! `X-Real-IP`; traefik, caddy, envoy: `X-Forwarded-For`).
 
+pub mod check;
 #[cfg(test)]
 mod differential;
 pub mod matcher;
