@@ -27,6 +27,8 @@ mod enforcement;
 mod example;
 #[path = "integration/forward_auth.rs"]
 mod forward_auth;
+#[path = "integration/forward_auth_grpc.rs"]
+mod forward_auth_grpc;
 #[path = "integration/forward_auth_paths.rs"]
 mod forward_auth_paths;
 #[path = "integration/index.rs"]

@@ -139,6 +139,9 @@ pub struct Config {
     /// `GATEHOUSE_METRICS_LISTEN` (default: unset, `/metrics` on `GATEHOUSE_LISTEN`): serve
     /// `/metrics` on this address only (e.g. a private interface), 404 on the API's.
     pub metrics_listen: Option<SocketAddr>,
+    /// `GATEHOUSE_GRPC_LISTEN` (default: unset, no gRPC): serve Envoy's
+    /// `envoy.service.auth.v3.Authorization/Check` (plain-text HTTP/2) on this address.
+    pub grpc_listen: Option<SocketAddr>,
     /// `GATEHOUSE_SESSION_IDS` (`canonical` default, `exact`): whether every spelling of a
     /// UUID session id is one session.
     pub session_ids: crate::session_id::SessionIds,
@@ -437,6 +440,19 @@ impl Config {
                     .into(),
             );
         }
+        let grpc_listen = src.get("GATEHOUSE_GRPC_LISTEN").is_some().then(|| {
+            src.parse("GATEHOUSE_GRPC_LISTEN", listen, |raw| {
+                raw.parse::<SocketAddr>()
+                    .map_err(|e| format!("{e} (write e.g. 127.0.0.1:9191)"))
+            })
+        });
+        if grpc_listen.is_some() && (grpc_listen == Some(listen) || grpc_listen == metrics_listen) {
+            src.problems.push(
+                "GATEHOUSE_GRPC_LISTEN: must differ from GATEHOUSE_LISTEN and \
+                 GATEHOUSE_METRICS_LISTEN (gRPC has a listener of its own)"
+                    .into(),
+            );
+        }
         let keys = keys(src);
         let owner_ttl = src
             .get("GATEHOUSE_OWNER_TTL")
@@ -506,6 +522,7 @@ impl Config {
             backfill_roots,
             owner_cache,
             metrics_listen,
+            grpc_listen,
         }
     }
 }

@@ -10,7 +10,9 @@ mod seconds;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use self::families::{AuthMetrics, CacheMetrics, EnforcementGauges, HttpMetrics, StoreMetrics};
+pub use self::families::{
+    AuthMetrics, CacheMetrics, EnforcementGauges, GrpcMetrics, HttpMetrics, StoreMetrics,
+};
 pub use self::metered_store::MeteredStore;
 
 use crate::decision::{Reason, Verdict};
@@ -33,6 +35,8 @@ pub struct Metrics {
     pub settings: SettingsMetrics,
     /// HTTP requests by route template.
     pub http: HttpMetrics,
+    /// gRPC calls by method and code.
+    pub grpc: GrpcMetrics,
     /// Store calls by operation.
     pub store: StoreMetrics,
     /// The owner cache.
@@ -241,6 +245,7 @@ impl Metrics {
             audit,
             settings,
             http: families.http,
+            grpc: families.grpc,
             store: families.store,
             cache: families.cache,
             auth: families.auth,

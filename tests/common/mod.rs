@@ -184,6 +184,8 @@ macro_rules! every_store {
 pub struct TestApp {
     /// `http://127.0.0.1:{port}`.
     pub base: String,
+    /// The gRPC listener (`GATEHOUSE_GRPC_LISTEN`), when the instance has one.
+    pub grpc: Option<SocketAddr>,
     /// A plain HTTP client.
     pub http: reqwest::Client,
     shutdown: CancellationToken,
@@ -216,6 +218,10 @@ impl TestApp {
         if named("REDIS_URL") && !named("GATEHOUSE_REDIS_TIMEOUT") {
             vars.push(("GATEHOUSE_REDIS_TIMEOUT".into(), "2s".into()));
         }
+        let grpc = vars
+            .iter()
+            .find(|(k, _)| k == "GATEHOUSE_GRPC_LISTEN")
+            .map(|(_, v)| v.parse::<SocketAddr>().expect("a gRPC address"));
         let config = Config::from_vars(vars).expect("test configuration is valid");
         let gatehouse = Gatehouse::build(&config).expect("gatehouse builds");
         let metrics = gatehouse.state().metrics.clone();
@@ -225,8 +231,17 @@ impl TestApp {
         let addr: SocketAddr = listener.local_addr().expect("bound address");
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(gatehouse.serve(listener, shutdown.clone()));
+        if let Some(grpc) = grpc {
+            eventually(
+                Duration::from_secs(10),
+                "the gRPC listener",
+                || async move { tokio::net::TcpStream::connect(grpc).await.ok().map(|_| ()) },
+            )
+            .await;
+        }
         Self {
             base: format!("http://{addr}"),
+            grpc,
             http: reqwest::Client::new(),
             shutdown,
             server,
@@ -234,6 +249,15 @@ impl TestApp {
             metrics,
             _spool_dir: spool_dir,
         }
+    }
+
+    /// [`Self::spawn`] with a gRPC listener too (`GATEHOUSE_GRPC_LISTEN` on a free loopback
+    /// port), in [`Self::grpc`].
+    pub async fn spawn_with_grpc(backend: &Backend, extra: &[(&str, &str)]) -> Self {
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let mut extra = extra.to_vec();
+        extra.push(("GATEHOUSE_GRPC_LISTEN", &grpc));
+        Self::spawn(backend, &extra).await
     }
 
     /// Stops the instance, waits for it, and checks that its audit writer lost nothing.
