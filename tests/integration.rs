@@ -31,6 +31,8 @@ mod forward_auth;
 mod forward_auth_grpc;
 #[path = "integration/forward_auth_paths.rs"]
 mod forward_auth_paths;
+#[path = "integration/grpc_recipes.rs"]
+mod grpc_recipes;
 #[path = "integration/index.rs"]
 mod index;
 #[path = "integration/keys.rs"]
