@@ -8,6 +8,7 @@
 
 pub mod census;
 pub mod cluster;
+pub mod ext_authz;
 pub mod nginx;
 pub mod processes;
 pub mod promql;
