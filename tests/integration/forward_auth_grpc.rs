@@ -492,7 +492,7 @@ async fn every_http_row_gets_the_same_answer_over_grpc(backend: Backend) {
 crate::tests_on!([redis]; an_unreachable_store_is_unavailable_over_grpc_as_over_http);
 
 /// Store down under ENFORCED: 503 over HTTP, `UNAVAILABLE` (14) with a 503 denied response
-/// over gRPC; LOG_ONLY allows and says so, the same over both.
+/// over gRPC; and the settings never read: the same, `settings_unavailable`.
 async fn an_unreachable_store_is_unavailable_over_grpc_as_over_http(mut backend: Backend) {
     let app = TestApp::spawn_with_grpc(
         &backend,
@@ -524,6 +524,27 @@ async fn an_unreachable_store_is_unavailable_over_grpc_as_over_http(mut backend:
     let response = check(app.grpc.expect("gRPC"), check_request(&ask, Encoding::Map)).await;
     assert_eq!(response.status.map(|s| s.code), Some(14), "UNAVAILABLE");
     app.stop().await;
+
+    // An instance that never read the settings (Redis down since before its start, no
+    // snapshot): every check is ENFORCED with the store unavailable, over both.
+    let cold = TestApp::spawn_with_grpc(
+        &backend,
+        &[
+            ("GATEHOUSE_FORWARD_AUTH_STYLE", "envoy"),
+            ("GATEHOUSE_SETTINGS_SNAPSHOT", "off"),
+            ("GATEHOUSE_REDIS_TIMEOUT", "300ms"),
+        ],
+    )
+    .await;
+    let never_read = same_over_both(&cold, &ask).await;
+    assert_eq!(
+        (never_read.status, never_read.header("x-gatehouse-reason")),
+        (503, "settings_unavailable"),
+        "{never_read:?}"
+    );
+    let response = check(cold.grpc.expect("gRPC"), check_request(&ask, Encoding::Raw)).await;
+    assert_eq!(response.status.map(|s| s.code), Some(14), "UNAVAILABLE");
+    cold.stop().await;
 }
 
 crate::tests_on!([memory]; grpc_only_inputs_are_refused_never_decided);
