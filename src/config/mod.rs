@@ -460,6 +460,15 @@ impl Config {
             .then(|| src.duration("GATEHOUSE_OWNER_TTL", Duration::ZERO))
             .filter(|ttl| !ttl.is_zero());
         let auth = auth(src, listen);
+        // The gRPC check authenticates like the HTTP one: the same rule for its address.
+        if let Some(grpc) = grpc_listen.filter(|addr| !addr.ip().is_loopback())
+            && matches!(auth, AuthConfig::Disabled)
+            && !src.flag("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE")
+        {
+            src.problems.push(format!(
+                "GATEHOUSE_AUTH=disabled makes every caller an admin; refusing to serve gRPC on non-loopback {grpc} unless GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE=true"
+            ));
+        }
         let initial_mode = src.parse("GATEHOUSE_INITIAL_MODE", Mode::LogOnly, |raw| raw.parse());
         let settings_refresh = src.duration("GATEHOUSE_SETTINGS_REFRESH", Duration::from_secs(5));
         let request_timeout = src.duration("GATEHOUSE_REQUEST_TIMEOUT", Duration::from_secs(10));

@@ -289,6 +289,20 @@ fn grpc_listen_is_off_unless_set_and_has_an_address_of_its_own() {
     }
     let bad = problems(&[("GATEHOUSE_GRPC_LISTEN", "grpc://x")]);
     assert!(bad[0].starts_with("GATEHOUSE_GRPC_LISTEN"), "{bad:?}");
+    // Every caller an admin: refused on a non-loopback gRPC address too, unless allowed.
+    let open = [
+        ("GATEHOUSE_AUTH", "disabled"),
+        ("GATEHOUSE_GRPC_LISTEN", "0.0.0.0:9191"),
+    ];
+    let refused = problems(&open);
+    assert!(refused[0].contains("refusing to serve gRPC"), "{refused:?}");
+    let allowed = [
+        open[0],
+        open[1],
+        ("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE", "true"),
+    ];
+    assert!(problems(&allowed).is_empty());
+    assert!(problems(&[open[0], ("GATEHOUSE_GRPC_LISTEN", "127.0.0.1:9191")]).is_empty());
 }
 
 /// Every variable of the README's configuration table, `(name, README line)`.
