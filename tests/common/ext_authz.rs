@@ -220,6 +220,19 @@ pub async fn client(addr: SocketAddr) -> AuthorizationClient<tonic::transport::C
         .expect("connect over gRPC")
 }
 
+/// One Check on a new connection: the answer, or why there was none.
+pub async fn try_check(addr: SocketAddr, request: CheckRequest) -> Result<CheckResponse, String> {
+    let mut client = AuthorizationClient::connect(format!("http://{addr}"))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    client
+        .check(request)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|e| format!("check: {e}"))
+}
+
+/// One Check on a new connection, which must be answered.
 pub async fn check(addr: SocketAddr, request: CheckRequest) -> CheckResponse {
     client(addr)
         .await

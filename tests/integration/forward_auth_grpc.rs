@@ -687,3 +687,40 @@ async fn the_grpc_listener_stops_with_the_instance(backend: Backend) {
         "the gRPC port is closed after the stop"
     );
 }
+
+crate::tests_on!([memory]; the_grpc_listener_caps_its_connections);
+
+/// `GATEHOUSE_MAX_CONNECTIONS` bounds the gRPC listener too: with the cap held by peers that
+/// say nothing, one more connection is closed at once (its Check fails, and Envoy fails
+/// closed); once they go, checks are answered again.
+async fn the_grpc_listener_caps_its_connections(backend: Backend) {
+    let app = TestApp::spawn_with_grpc(&backend, &[("GATEHOUSE_MAX_CONNECTIONS", "3")]).await;
+    let addr = app.grpc.expect("gRPC");
+    let ask = Ask::new("unprotected", None, "GET", "/static/app.js");
+    assert_eq!(over_grpc(&app, &ask, Encoding::Map).await.status, 200);
+    // The connection of that check is closed with its client; wait until the cap is free.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        crate::common::ext_authz::try_check(addr, check_request(&ask, Encoding::Map)),
+    )
+    .await
+    .expect("answered or refused at once, never left hanging");
+    assert!(
+        refused.is_err(),
+        "a fourth connection was served: {refused:?}"
+    );
+    drop(silent);
+    crate::common::eventually(Duration::from_secs(5), "the cap freed", || async {
+        crate::common::ext_authz::try_check(addr, check_request(&ask, Encoding::Map))
+            .await
+            .ok()
+    })
+    .await;
+    app.stop().await;
+}
