@@ -272,6 +272,39 @@ fn metrics_listen_is_an_address_other_than_the_api_one() {
     assert!(bad[0].starts_with("GATEHOUSE_METRICS_LISTEN"), "{bad:?}");
 }
 
+#[test]
+fn grpc_listen_is_off_unless_set_and_has_an_address_of_its_own() {
+    assert_eq!(Config::from_vars(vars(&[])).unwrap().grpc_listen, None);
+    let c = Config::from_vars(vars(&[("GATEHOUSE_GRPC_LISTEN", "127.0.0.1:9191")])).unwrap();
+    assert_eq!(c.grpc_listen, Some("127.0.0.1:9191".parse().unwrap()));
+    for clash in [
+        vec![("GATEHOUSE_GRPC_LISTEN", "127.0.0.1:8080")],
+        vec![
+            ("GATEHOUSE_METRICS_LISTEN", "127.0.0.1:9090"),
+            ("GATEHOUSE_GRPC_LISTEN", "127.0.0.1:9090"),
+        ],
+    ] {
+        let same = problems(&clash);
+        assert!(same[0].contains("must differ"), "{same:?}");
+    }
+    let bad = problems(&[("GATEHOUSE_GRPC_LISTEN", "grpc://x")]);
+    assert!(bad[0].starts_with("GATEHOUSE_GRPC_LISTEN"), "{bad:?}");
+    // Every caller an admin: refused on a non-loopback gRPC address too, unless allowed.
+    let open = [
+        ("GATEHOUSE_AUTH", "disabled"),
+        ("GATEHOUSE_GRPC_LISTEN", "0.0.0.0:9191"),
+    ];
+    let refused = problems(&open);
+    assert!(refused[0].contains("refusing to serve gRPC"), "{refused:?}");
+    let allowed = [
+        open[0],
+        open[1],
+        ("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE", "true"),
+    ];
+    assert!(problems(&allowed).is_empty());
+    assert!(problems(&[open[0], ("GATEHOUSE_GRPC_LISTEN", "127.0.0.1:9191")]).is_empty());
+}
+
 /// Every variable of the README's configuration table, `(name, README line)`.
 fn documented() -> Vec<String> {
     include_str!("../../README.md")

@@ -8,6 +8,7 @@
 
 pub mod census;
 pub mod cluster;
+pub mod ext_authz;
 pub mod idp;
 pub mod nginx;
 pub mod processes;
@@ -185,6 +186,8 @@ macro_rules! every_store {
 pub struct TestApp {
     /// `http://127.0.0.1:{port}`.
     pub base: String,
+    /// The gRPC listener (`GATEHOUSE_GRPC_LISTEN`), when the instance has one.
+    pub grpc: Option<SocketAddr>,
     /// A plain HTTP client.
     pub http: reqwest::Client,
     shutdown: CancellationToken,
@@ -217,6 +220,10 @@ impl TestApp {
         if named("REDIS_URL") && !named("GATEHOUSE_REDIS_TIMEOUT") {
             vars.push(("GATEHOUSE_REDIS_TIMEOUT".into(), "2s".into()));
         }
+        let grpc = vars
+            .iter()
+            .find(|(k, _)| k == "GATEHOUSE_GRPC_LISTEN")
+            .map(|(_, v)| v.parse::<SocketAddr>().expect("a gRPC address"));
         let config = Config::from_vars(vars).expect("test configuration is valid");
         // As `gatehouse serve` does: the identity providers' keys fetched before serving.
         let gatehouse = Gatehouse::start(&config).await.expect("gatehouse starts");
@@ -227,8 +234,17 @@ impl TestApp {
         let addr: SocketAddr = listener.local_addr().expect("bound address");
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(gatehouse.serve(listener, shutdown.clone()));
+        if let Some(grpc) = grpc {
+            eventually(
+                Duration::from_secs(10),
+                "the gRPC listener",
+                || async move { tokio::net::TcpStream::connect(grpc).await.ok().map(|_| ()) },
+            )
+            .await;
+        }
         Self {
             base: format!("http://{addr}"),
+            grpc,
             http: reqwest::Client::new(),
             shutdown,
             server,
@@ -236,6 +252,15 @@ impl TestApp {
             metrics,
             _spool_dir: spool_dir,
         }
+    }
+
+    /// [`Self::spawn`] with a gRPC listener too (`GATEHOUSE_GRPC_LISTEN` on a free loopback
+    /// port), in [`Self::grpc`].
+    pub async fn spawn_with_grpc(backend: &Backend, extra: &[(&str, &str)]) -> Self {
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let mut extra = extra.to_vec();
+        extra.push(("GATEHOUSE_GRPC_LISTEN", &grpc));
+        Self::spawn(backend, &extra).await
     }
 
     /// Stops the instance, waits for it, and checks that its audit writer lost nothing.
