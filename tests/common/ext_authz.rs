@@ -18,7 +18,6 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use gatehouse::forward_auth::check::IDENTITY_HEADERS as GATEHOUSE_HEADERS;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::TestApp;
 
@@ -101,9 +100,6 @@ impl Answered {
 /// the request line and headers byte for byte.
 pub async fn over_http(app: &TestApp, ask: &Ask) -> Answered {
     let addr = app.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to gatehouse");
     let mut request = format!(
         "{} /v1/forward-auth{} HTTP/1.1\r\nHost: {addr}\r\n",
         ask.method, ask.path
@@ -112,16 +108,7 @@ pub async fn over_http(app: &TestApp, ask: &Ask) -> Answered {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("Connection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send request");
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .await
-        .expect("read response");
-    let text = String::from_utf8_lossy(&response).into_owned();
+    let text = super::exchange(&app.base, &request).await;
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.split("\r\n");
     let status = lines

@@ -36,6 +36,27 @@ use tokio_util::sync::CancellationToken;
 /// The HS256 secret every test instance verifies with.
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
+/// Writes `request` (request line, headers and all, byte for byte) to the server at `base`
+/// (`http://host:port`) and reads the whole answer (the request should say
+/// `Connection: close`).
+pub async fn exchange(base: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to gatehouse");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .await
+        .expect("read response");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
 /// `token` with its signature's first character changed: all 6 of its bits count (the last
 /// one's low bits do not, so changing that one may leave the signature as it was).
 pub fn forged(token: &str) -> String {
