@@ -724,3 +724,45 @@ async fn the_grpc_listener_caps_its_connections(backend: Backend) {
     .await;
     app.stop().await;
 }
+
+crate::tests_on!([memory]; the_grpc_listener_bounds_the_calls_of_one_connection);
+
+/// The server's HTTP/2 settings bound the calls in flight on one connection (tonic advertises
+/// no limit unless told: one peer could hold any number of calls): read off the SETTINGS
+/// frame the listener sends after the client preface.
+async fn the_grpc_listener_bounds_the_calls_of_one_connection(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with_grpc(&backend, &[]).await;
+    let mut stream = tokio::net::TcpStream::connect(app.grpc.expect("gRPC"))
+        .await
+        .unwrap();
+    // The preface and an empty SETTINGS frame (length 0, type 4, flags 0, stream 0).
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    stream.write_all(&hello).await.unwrap();
+    let mut head = [0u8; 9];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(
+        head[3], 4,
+        "the server's first frame is its SETTINGS: {head:?}"
+    );
+    let length = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0u8; length];
+    stream.read_exact(&mut payload).await.unwrap();
+    let settings: Vec<(u16, u32)> = payload
+        .chunks(6)
+        .map(|s| {
+            (
+                u16::from_be_bytes([s[0], s[1]]),
+                u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+            )
+        })
+        .collect();
+    // SETTINGS_MAX_CONCURRENT_STREAMS is 0x3.
+    let max_streams = settings.iter().find(|(id, _)| *id == 3).map(|(_, v)| *v);
+    assert_eq!(
+        max_streams,
+        Some(gatehouse::forward_auth::grpc::MAX_STREAMS_PER_CONNECTION),
+        "{settings:?}"
+    );
+}

@@ -49,6 +49,10 @@ use self::response::code_name;
 /// a larger one fails the call, and Envoy fails closed.
 pub const MAX_CHECK_BYTES: usize = 1024 * 1024;
 
+/// Calls in flight at once on one connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`); with
+/// `GATEHOUSE_MAX_CONNECTIONS`, a bound on the calls one instance holds.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+
 /// HTTP/2 keep-alive: a ping after this long without frames, and the connection is dropped
 /// if the answer takes longer than [`KEEPALIVE_TIMEOUT`].
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -135,6 +139,9 @@ pub async fn serve(
     let incoming = accepted(listener, limits.max_connections, shutdown.clone());
     let served = tonic::transport::Server::builder()
         .timeout(timeout)
+        // tonic's default is no limit (it overrides hyper's 200): one peer could keep any
+        // number of 1 MiB calls in flight for the request timeout.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(service)

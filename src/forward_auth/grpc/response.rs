@@ -75,14 +75,17 @@ pub(super) fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Whether a header name is one a backend may read as `X-Gatehouse-*`: any case, `_` for `-`
-/// (CGI-style servers read `X_Gatehouse_User` as `X-Gatehouse-User`).
+/// Whether a header name is one a backend may read as `X-Gatehouse-*`: any case, and any
+/// other byte than a letter or digit for `-` (CGI-style servers turn every one of them into
+/// `_`, so `X_Gatehouse_User` and `x.gatehouse.user` both read as `HTTP_X_GATEHOUSE_USER`).
 pub(super) fn is_gatehouse_header(name: &str) -> bool {
     name.len() > "x-gatehouse-".len()
         && name.as_bytes()[.."x-gatehouse-".len()]
             .iter()
             .zip(b"x-gatehouse-")
-            .all(|(a, b)| a.to_ascii_lowercase() == *b || (*a == b'_' && *b == b'-'))
+            .all(|(a, b)| {
+                a.to_ascii_lowercase() == *b || (*b == b'-' && !a.is_ascii_alphanumeric())
+            })
 }
 
 /// A header to set, replacing any of its name (see the module docs).
@@ -194,6 +197,9 @@ mod tests {
             "x_gatehouse_user",
             "X-Gatehouse-Admin",
             "x-gatehouse_x",
+            // review: a dot passed, and a CGI-style backend reads it as X-Gatehouse-User
+            "x.gatehouse.user",
+            "x~gatehouse-user",
         ] {
             assert!(is_gatehouse_header(name), "{name}");
         }
