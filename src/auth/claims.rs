@@ -101,6 +101,28 @@ pub struct ClaimMapping {
     pub roles: Option<ClaimPath>,
     /// The scopes claim (a space-separated string or an array); `None`: `scope`.
     pub scopes: Option<ClaimPath>,
+    /// Put before every `sub` of this issuer to make the user name (`kc:` + `alice` =
+    /// `kc:alice`): two issuers' `sub` values are different users even when they are equal.
+    /// Required with more than one issuer ([`check_user_prefix`] says what one may be).
+    pub user_prefix: Option<String>,
+}
+
+/// A user prefix: letters, digits, `.`, `_` or `-`, then one `:` at its end. So that two
+/// distinct prefixes never make one name: the name's first `:` ends the prefix.
+pub fn check_user_prefix(prefix: &str) -> Result<(), String> {
+    let body = prefix.strip_suffix(':').unwrap_or("");
+    let valid = !body.is_empty()
+        && body.len() <= 64
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{prefix:?}: 1-64 letters, digits, '.', '_' or '-', ending with ':' (e.g. \"kc:\")"
+        ))
+    }
 }
 
 /// A claim's strings: one string, or an array of strings; absent or `null` is none.
@@ -139,6 +161,14 @@ impl ClaimMapping {
             _ => return Err(AuthError::Invalid("sub must be a string".into())),
         };
         check_sub(&sub).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let sub = match &self.user_prefix {
+            Some(prefix) => {
+                let name = format!("{prefix}{sub}");
+                check_sub(&name).map_err(|e| AuthError::Invalid(e.to_string()))?;
+                name
+            }
+            None => sub,
+        };
         let roles = match &self.roles {
             None => {
                 let mut roles = strings("roles", claims.get("roles"))?;
@@ -209,6 +239,7 @@ mod tests {
         let keycloak = ClaimMapping {
             roles: ClaimPath::new("/resource_access/gatehouse/roles"),
             scopes: None,
+            user_prefix: None,
         };
         let token = claims(json!({
             "sub": "8d9f-4e1b",
@@ -225,6 +256,7 @@ mod tests {
         let auth0 = ClaimMapping {
             roles: ClaimPath::new("https://chat.example.com/roles"),
             scopes: ClaimPath::new("permissions"),
+            user_prefix: None,
         };
         let token = claims(json!({
             "sub": "auth0|42",
@@ -241,6 +273,7 @@ mod tests {
         let escaped = ClaimMapping {
             roles: ClaimPath::new("/https:~1~1chat.example.com~1roles"),
             scopes: None,
+            user_prefix: None,
         };
         assert_eq!(escaped.principal(&token).unwrap().roles, ["admin"]);
     }
@@ -259,6 +292,7 @@ mod tests {
             let mapping = ClaimMapping {
                 roles: Some(path.clone()),
                 scopes: None,
+                user_prefix: None,
             };
             assert_eq!(
                 mapping.principal(&claims).unwrap().roles,
@@ -273,6 +307,7 @@ mod tests {
         let mapping = ClaimMapping {
             roles: ClaimPath::new("/realm_access/roles"),
             scopes: None,
+            user_prefix: None,
         };
         for bad in [
             json!({ "sub": "a", "realm_access": { "roles": [1] } }),
@@ -288,5 +323,26 @@ mod tests {
         let p = mapping.principal(&claims(json!({ "sub": "a" }))).unwrap();
         assert!(p.roles.is_empty());
         assert!(ClaimPath::new("  ").is_none());
+    }
+
+    #[test]
+    fn a_user_prefix_makes_the_issuers_users_its_own() {
+        let token = claims(json!({ "sub": "user-42" }));
+        let prefixed = ClaimMapping {
+            user_prefix: Some("kc:".into()),
+            ..ClaimMapping::default()
+        };
+        assert_eq!(prefixed.principal(&token).unwrap().sub, "kc:user-42");
+        assert_eq!(
+            ClaimMapping::default().principal(&token).unwrap().sub,
+            "user-42"
+        );
+        for good in ["kc:", "auth0.partner-1:", "a_b:"] {
+            assert!(check_user_prefix(good).is_ok(), "{good}");
+        }
+        // One ':' and only at the end: else "a:" + "b:c" and "a:b:" + "c" would both be a:b:c.
+        for bad in ["", ":", "kc", "a:b:", "k c:", "kc::", "é:"] {
+            assert!(check_user_prefix(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::{HeaderMap, header, request::Parts};
 
-pub use self::claims::{ClaimMapping, ClaimPath, check_sub};
+pub use self::claims::{ClaimMapping, ClaimPath, check_sub, check_user_prefix};
 pub use self::fetch::MAX_BODY as MAX_KEYS_DOCUMENT;
 pub use self::jwt::{JwtSettings, JwtVerifier};
 pub use self::keys::{KeyError, PublicKey, load_public_keys};

@@ -24,8 +24,9 @@ use super::sections::has_certificate;
 use crate::auth::{ClaimMapping, ClaimPath, IdentityProvider, JwksSettings, KeysAt};
 
 /// The settings of every provider, asked in every set-up (so that each is known).
-pub(super) const PROVIDER_VARS: [&str; 11] = [
+pub(super) const PROVIDER_VARS: [&str; 12] = [
     "GATEHOUSE_JWT_JWKS_URL",
+    "GATEHOUSE_JWT_USER_PREFIX",
     "GATEHOUSE_JWT_DISCOVERY",
     "GATEHOUSE_JWT_CA_FILE",
     "GATEHOUSE_JWT_ROLES_CLAIM",
@@ -50,8 +51,9 @@ pub(super) const FETCH_VARS: [&str; 7] = [
 ];
 
 /// The keys of a `[[jwt_issuers]]` table.
-const ENTRY_KEYS: [&str; 8] = [
+const ENTRY_KEYS: [&str; 9] = [
     "issuer",
+    "user_prefix",
     "jwks_url",
     "discovery",
     "audience",
@@ -219,6 +221,23 @@ pub(super) fn env_claims(src: &mut Source) -> ClaimMapping {
     ClaimMapping {
         roles: claim_path(src, "GATEHOUSE_JWT_ROLES_CLAIM"),
         scopes: claim_path(src, "GATEHOUSE_JWT_SCOPE_CLAIM"),
+        user_prefix: user_prefix(
+            src,
+            "GATEHOUSE_JWT_USER_PREFIX",
+            src.get("GATEHOUSE_JWT_USER_PREFIX").map(str::to_owned),
+        ),
+    }
+}
+
+/// A user prefix given as `name`, checked ([`check_user_prefix`]).
+fn user_prefix(src: &mut Source, name: &str, raw: Option<String>) -> Option<String> {
+    let raw = raw?;
+    match crate::auth::check_user_prefix(&raw) {
+        Ok(()) => Some(raw),
+        Err(why) => {
+            src.problems.push(format!("{name}: {why}"));
+            None
+        }
     }
 }
 
@@ -358,6 +377,8 @@ pub(super) fn providers(src: &mut Source, env: &EnvJwt) -> (Vec<IdentityProvider
                 *slot = ClaimPath::new(&raw);
             }
         }
+        claims.user_prefix =
+            user_prefix(src, &format!("{origin}: user_prefix"), text("user_prefix"));
         let (issuer, jwks_url, audience, algorithms) = (
             text("issuer"),
             text("jwks_url"),
@@ -407,6 +428,29 @@ pub(super) fn providers(src: &mut Source, env: &EnvJwt) -> (Vec<IdentityProvider
                  GATEHOUSE_JWT_PUBLIC_KEYS) and there are none; each [[jwt_issuers]] table has \
                  its own",
             );
+        }
+    }
+    // Several issuers: each one's users are its own (review: a second issuer's `sub` named
+    // the first one's user and was given that user's sessions).
+    let static_keys = env.has_keys && !env_is_provider;
+    if providers.len() + usize::from(static_keys) > 1 {
+        let mut prefixes = std::collections::HashSet::new();
+        if static_keys && let Some(prefix) = &env.claims.user_prefix {
+            prefixes.insert(prefix.clone());
+        }
+        for p in &providers {
+            match &p.claims.user_prefix {
+                None => src.problems.push(format!(
+                    "{}: user_prefix: required with more than one issuer (their `sub` values \
+                     name different users, who must not share sessions), e.g. \"kc:\"",
+                    p.origin
+                )),
+                Some(prefix) if !prefixes.insert(prefix.clone()) => src.problems.push(format!(
+                    "{}: user_prefix {prefix:?} is another issuer's too",
+                    p.origin
+                )),
+                Some(_) => {}
+            }
         }
     }
     let mut seen = std::collections::HashSet::new();

@@ -32,6 +32,8 @@ pub enum LogFormat {
 
 /// How callers authenticate.
 #[derive(Debug, Clone)]
+// One value per process, read at start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum AuthConfig {
     /// JWT bearer tokens. Without a secret and keys: a random key and a printed admin token.
     Jwt {

@@ -613,12 +613,14 @@ jwt_issuer = "gatehouse-cli"
 
 [[jwt_issuers]]
 issuer = "https://kc.example.com/realms/chat"
+user_prefix = "kc:"
 discovery = true
 audience = "gatehouse"
 roles_claim = "/resource_access/gatehouse/roles"
 
 [[jwt_issuers]]
 issuer = "https://tenant.eu.auth0.com/"
+user_prefix = "auth0:"
 jwks_url = "https://tenant.eu.auth0.com/.well-known/jwks.json"
 audience = "https://gatehouse.example.com"
 algorithms = ["RS256", "PS256"]
@@ -639,6 +641,40 @@ scope_claim = "permissions"
         Some("permissions")
     );
     assert_eq!(settings.issuer.as_deref(), Some("gatehouse-cli"));
+    assert_eq!(found[0].claims.user_prefix.as_deref(), Some("kc:"));
+    // Several issuers: each needs a prefix of its own.
+    let unprefixed = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("user_prefix = \"auth0:\"\n", "");
+    std::fs::write(&path, &unprefixed).unwrap();
+    let found = problems(&[("GATEHOUSE_CONFIG", &file), secret]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("GATEHOUSE_CONFIG: jwt_issuers[2]: user_prefix: required"),
+        "{found:?}"
+    );
+    std::fs::write(
+        &path,
+        unprefixed.replace(
+            "issuer = \"https://tenant.eu.auth0.com/\"\n",
+            "issuer = \"https://tenant.eu.auth0.com/\"\nuser_prefix = \"kc:\"\n",
+        ),
+    )
+    .unwrap();
+    let found = problems(&[("GATEHOUSE_CONFIG", &file), secret]);
+    assert!(found[0].contains("is another issuer's too"), "{found:?}");
+    std::fs::write(
+        &path,
+        unprefixed.replace("user_prefix = \"kc:\"", "user_prefix = \"kc\""),
+    )
+    .unwrap();
+    let found = problems(&[("GATEHOUSE_CONFIG", &file), secret]);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("user_prefix: \"kc\": 1-64 letters")),
+        "{found:?}"
+    );
 
     std::fs::write(
         &path,
@@ -678,11 +714,13 @@ jwt_issuer = "https://kc.example.com/realms/chat"
 
 [[jwt_issuers]]
 issuer = "https://kc.example.com/realms/chat"
+user_prefix = "a:"
 discovery = true
 audience = "gatehouse"
 
 [[jwt_issuers]]
 issuer = "https://kc.example.com/realms/chat"
+user_prefix = "b:"
 jwks_url = "https://kc.example.com/certs"
 audience = "gatehouse"
 "#,

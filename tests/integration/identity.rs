@@ -457,6 +457,7 @@ async fn several_issuers_each_with_its_audience_claims_and_keys() {
 
 [[jwt_issuers]]
 issuer = "{kc}"
+user_prefix = "kc:"
 discovery = true
 audience = "chat-a"
 algorithms = ["ES256"]
@@ -464,6 +465,7 @@ roles_claim = "/resource_access/gatehouse/roles"
 
 [[jwt_issuers]]
 issuer = "{a0}"
+user_prefix = "auth0:"
 jwks_url = "{a0_jwks}"
 audience = "chat-b"
 algorithms = "ES256"
@@ -558,6 +560,26 @@ scope_claim = "permissions"
             .0,
         200
     );
+
+    // Each issuer's users are its own: the same `sub` from the other issuer is another user
+    // (review: it was given the first one's sessions).
+    let reply = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/sessions/n1/owner",
+            Some(&app.admin()),
+            Some(json!({ "owner": "kc:user-42" })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    app.set_mode("ENFORCED").await;
+    let own = ka.sign(&claims(&kc, "chat-a", "user-42", json!({})));
+    let reply = app.validate(&own, json!({ "session_id": "n1" })).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let other = kb.sign(&claims(&a0, "chat-b", "user-42", json!({})));
+    let reply = app.validate(&other, json!({ "session_id": "n1" })).await;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(reply.body["reason"], "not_owner", "{reply:?}");
     app.stop().await;
 }
 

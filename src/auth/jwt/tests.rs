@@ -210,6 +210,7 @@ async fn minted_tokens_put_roles_and_scopes_where_the_verifier_reads_them() {
         claims: ClaimMapping {
             roles: crate::auth::ClaimPath::new("/realm_access/roles"),
             scopes: crate::auth::ClaimPath::new("scp"),
+            user_prefix: None,
         },
         ..JwtSettings::default()
     };
