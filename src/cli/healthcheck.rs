@@ -6,6 +6,9 @@
 //! server listens on every address (`0.0.0.0:8080` → `127.0.0.1:8080`). It exits 0 when the
 //! answer is 200 and 1 otherwise (Docker reserves 2), within a few seconds, with one line on
 //! stderr.
+//!
+//! It never goes through a proxy: `HTTP_PROXY` and `ALL_PROXY` name the way out of the
+//! container, and a proxy answering 200 would say nothing about this instance.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
@@ -67,6 +70,7 @@ async fn ask(readyz: &Url) -> Result<(), String> {
     let http = reqwest::Client::builder()
         .timeout(TIMEOUT)
         .connect_timeout(TIMEOUT)
+        .no_proxy()
         .build()
         .map_err(|e| transport_failure(&e, TIMEOUT))?;
     let response = http
