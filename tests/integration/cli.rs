@@ -1,7 +1,7 @@
 //! The command line's manners (issue 17): `--percent` only with ENFORCED, errors that say what
 //! failed once, a closed pipe that ends a command quietly, `token` refusing what the server
-//! refuses, and `healthcheck` following `/readyz` on both stores; neither `healthcheck` nor a
-//! client of a local gatehouse goes through a proxy.
+//! refuses, and `healthcheck` following `/readyz` on both stores, on every address it may
+//! have to try; neither `healthcheck` nor a client of a local gatehouse goes through a proxy.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -486,4 +486,67 @@ async fn the_admin_client_calls_a_local_gatehouse_directly_and_others_through_th
         "the proxy was not asked"
     );
     app.stop().await;
+}
+
+/// `GATEHOUSE_LISTEN=[::]:port` is asked on 127.0.0.1 first (a `[::]` socket takes IPv4 on
+/// Linux, and Docker disables IPv6 by default), then on `[::1]` when 127.0.0.1 refuses; the
+/// line says which answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_of_every_ipv6_address_asks_ipv4_loopback_first_then_ipv6() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        crate::common::skip::missing("the IPv6 healthcheck", "this machine has no IPv6 loopback");
+        return;
+    }
+    let env = vec![("GATEHOUSE_JWT_SECRET", SECRET.to_owned())];
+    let ready_on = |listen: String| {
+        let mut settings = env.clone();
+        settings.push(("GATEHOUSE_LISTEN", listen));
+        eventually(Duration::from_secs(20), "healthcheck to pass", move || {
+            let settings = settings.clone();
+            async move {
+                let (code, err) = healthcheck(settings).await;
+                assert_ne!(code, Some(2), "{err}");
+                (code == Some(0)).then_some(err)
+            }
+        })
+    };
+
+    // Every address, dual-stack: IPv4 loopback answers.
+    let server = Process::start_on("[::]", &env);
+    let port = server.listen.rsplit(':').next().unwrap().to_owned();
+    let err = ready_on(format!("[::]:{port}")).await;
+    assert!(
+        err.starts_with(&format!(
+            "ready: http://127.0.0.1:{port}/readyz answered 200"
+        )),
+        "{err}"
+    );
+    drop(server);
+
+    // Only IPv6 loopback listens: 127.0.0.1 refuses, [::1] answers.
+    let server = Process::start_on("[::1]", &env);
+    let port = server.listen.rsplit(':').next().unwrap().to_owned();
+    let err = ready_on(format!("[::]:{port}")).await;
+    assert!(
+        err.starts_with(&format!("ready: http://[::1]:{port}/readyz answered 200")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "http://127.0.0.1:{port}/readyz: connection refused"
+        )),
+        "{err}"
+    );
+    drop(server);
+
+    // Neither: both refusals said.
+    let (code, err) = healthcheck(vec![
+        ("GATEHOUSE_JWT_SECRET", SECRET.to_owned()),
+        ("GATEHOUSE_LISTEN", format!("[::]:{port}")),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{err}");
+    for tried in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        assert!(err.contains(&tried), "{tried}: {err}");
+    }
 }
