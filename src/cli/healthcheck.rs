@@ -76,13 +76,20 @@ pub async fn check(url: Option<String>) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// `/readyz` of the base URL `base`.
+/// `/readyz` under the base URL `base` (`http://host:port` or `http://host:port/prefix/`; a
+/// path is a prefix whether or not it ends in `/`).
 fn readyz_at(base: &str) -> Result<Url, String> {
-    Url::parse(base)
+    let invalid = || format!("invalid URL {base:?} (write e.g. http://127.0.0.1:8080)");
+    let mut url = Url::parse(base)
         .ok()
         .filter(|u| u.scheme() == "http" && u.has_host())
-        .and_then(|u| u.join("/readyz").ok())
-        .ok_or_else(|| format!("invalid URL {base:?} (write e.g. http://127.0.0.1:8080)"))
+        .ok_or_else(invalid)?;
+    if !url.path().ends_with('/') {
+        // Without it `join` would replace the last segment (`/gatehouse` → `/readyz`).
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url.join("readyz").map_err(|_| invalid())
 }
 
 /// Where to ask `/readyz` of a server listening on `listen`, in order: the first to answer
@@ -170,5 +177,38 @@ mod tests {
         assert_eq!(urls("10.1.2.3:8081"), ["http://10.1.2.3:8081/readyz"]);
         assert_eq!(urls("[::1]:8081"), ["http://[::1]:8081/readyz"]);
         assert_eq!(urls("[fd00::2]:8081"), ["http://[fd00::2]:8081/readyz"]);
+    }
+
+    #[test]
+    fn a_url_is_a_base_its_path_kept() {
+        let readyz = |base: &str| readyz_at(base).map(String::from);
+        for (base, readyz_url) in [
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080/readyz"),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/readyz"),
+            (
+                "http://127.0.0.1:8080/gatehouse/",
+                "http://127.0.0.1:8080/gatehouse/readyz",
+            ),
+            (
+                "http://127.0.0.1:8080/gatehouse",
+                "http://127.0.0.1:8080/gatehouse/readyz",
+            ),
+            (
+                "http://gh.internal/a/b/?x=1#top",
+                "http://gh.internal/a/b/readyz",
+            ),
+            ("http://[::1]:8080", "http://[::1]:8080/readyz"),
+        ] {
+            assert_eq!(readyz(base).as_deref(), Ok(readyz_url), "{base}");
+        }
+        for bad in [
+            "127.0.0.1:8080",
+            "https://127.0.0.1:8080",
+            "http://",
+            "nowhere",
+        ] {
+            let why = readyz(bad).unwrap_err();
+            assert!(why.contains("invalid URL"), "{bad}: {why}");
+        }
     }
 }

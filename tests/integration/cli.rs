@@ -315,6 +315,16 @@ async fn healthcheck_follows_readiness(mut backend: Backend) {
         err.contains(&format!("http://127.0.0.1:{port}/readyz")),
         "{err}"
     );
+    // `--url` is a base: its path is kept (nothing is served under /gatehouse/ here).
+    let (code, err) = healthcheck_with(&["--url", &server.base], settings.clone()).await;
+    assert_eq!(code, Some(0), "{err}");
+    let prefixed = format!("{}/gatehouse/", server.base);
+    let (code, err) = healthcheck_with(&["--url", &prefixed], settings.clone()).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{prefixed}readyz: answered 404")),
+        "{err}"
+    );
 
     if let Some(redis) = backend.redis_server() {
         redis.stop();
