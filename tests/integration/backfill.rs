@@ -521,3 +521,39 @@ async fn an_interrupted_job_is_resumed_where_the_store_left_it() {
     assert!(listed.contains(&"bf-crashed"), "{listed:?}");
     app.stop().await;
 }
+
+/// A member of the Redis listing that is not a job's place (`ZADD` by hand) is skipped with a
+/// WARN: `GET /v1/backfill` still lists every job (it answered 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_member_of_the_listing_does_not_fail_the_listing() {
+    let Some(backend) = Backend::redis() else {
+        return;
+    };
+    let Backend::Redis(server) = &backend else {
+        unreachable!()
+    };
+    let app = TestApp::spawn(&backend, &[]).await;
+    let job = start(
+        &app,
+        json!({ "dry_run": true, "default_owner": "admin", "session_ids": ["m1"] }),
+    )
+    .await;
+    let _: () = redis::cmd("ZADD")
+        .arg("gatehouse:backfill:jobs")
+        .arg(0)
+        .arg("zzzz bad member")
+        .query(&mut server.client())
+        .unwrap();
+    let listed = list(&app, "", &app.admin()).await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert_eq!(
+        listed.body["jobs"][0]["job_id"], job["job_id"],
+        "{listed:?}"
+    );
+    assert_eq!(
+        listed.body["jobs"].as_array().unwrap().len(),
+        1,
+        "{listed:?}"
+    );
+    app.stop().await;
+}
