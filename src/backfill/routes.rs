@@ -10,7 +10,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::sources::SourceError;
+use super::sources::{self, MAX_SOURCES, SourceError};
 use super::{Backfill, BackfillError, Job, JobRequest, RollbackOutcome, Verification};
 use crate::http::{Admin, ApiError, AppState, JsonBody, PageLimit, Path, Problem, Query};
 use crate::session_id::{Name, SessionId, check_name};
@@ -33,18 +33,21 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_job))
         .routes(routes!(resume_job))
         .routes(routes!(rollback_job));
-    start_job_needs_something(router.get_openapi_mut());
+    start_job_rules(router.get_openapi_mut());
     router
 }
 
-/// Adds to the published `StartJob` what [`start_job`] checks across its fields: at least
-/// one source or session id.
-fn start_job_needs_something(openapi: &mut utoipa::openapi::OpenApi) {
+/// Adds to the published `StartJob` what [`start_job`] checks and utoipa's attributes cannot
+/// say: at least one source or session id, and no source named twice.
+fn start_job_rules(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{RefOr, schema::Schema};
     let schemas = openapi.components.as_mut().map(|c| &mut c.schemas);
     if let Some(RefOr::T(Schema::Object(start_job))) =
         schemas.and_then(|schemas| schemas.get_mut("StartJob"))
     {
+        if let Some(RefOr::T(Schema::Array(sources))) = start_job.properties.get_mut("sources") {
+            sources.unique_items = true;
+        }
         let non_empty = |field: &str| json!({ "required": [field], "properties": { field: { "minItems": 1 } } });
         start_job
             .extensions
@@ -82,9 +85,10 @@ pub struct StartJob {
     #[schema(value_type = Name)]
     pub default_owner: String,
     /// Data directories (holding `chats/` and/or `conversation_transcripts/`) inside the
-    /// allowed roots: existing directories on the server's disk, so 400 for any other.
+    /// allowed roots: existing directories on the server's disk, so 400 for any other; up to
+    /// 100, each named once (as resolved: `/data/a` and `/data/./a` are one, a 400).
     #[serde(default)]
-    #[schema(inline, value_type = Vec<SourceDir>)]
+    #[schema(inline, value_type = Vec<SourceDir>, max_items = 100)]
     pub sources: Vec<String>,
     /// Explicit session ids (up to 10,000).
     #[serde(default)]
@@ -189,11 +193,16 @@ async fn start_job(
             .parse(id)
             .map_err(|e| ApiError::InvalidRequest(format!("session_ids[{i}]: {e}")))?;
     }
+    // Counted before any is resolved (each a look at the disk).
+    if body.sources.len() > MAX_SOURCES {
+        return Err(SourceError::TooMany(body.sources.len()).into());
+    }
     let sources = body
         .sources
         .iter()
         .map(|s| state.backfill.roots().resolve(s))
         .collect::<Result<Vec<_>, _>>()?;
+    sources::check_list(&sources)?;
     let request = JobRequest {
         dry_run: body.dry_run,
         default_owner: body.default_owner,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::output::{self, note};
 use crate::audit::{Audit, AuditConfig};
-use crate::backfill::sources::Roots;
+use crate::backfill::sources::{Roots, check_list};
 use crate::backfill::{Backfill, JobPage, JobRequest, JobState};
 use crate::config::Config;
 use crate::store::{RedisOptions, RedisStore};
@@ -71,6 +71,7 @@ pub async fn backfill(
         crate::session_id::check_name("--default-owner", &default_owner)
             .map_err(|e| e.to_string())?;
         let sources = data_dirs(&dirs)?;
+        check_list(&sources).map_err(|e| e.to_string())?;
         let session_ids = match &ids_file {
             Some(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("{}: {e}", path.display()))?

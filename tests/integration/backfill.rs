@@ -355,6 +355,7 @@ async fn owners_are_never_overwritten_and_reassigned_sessions_survive_rollback(b
     app.stop().await;
 }
 
+/// Sources outside the roots, more than 100 of them, or one named twice: 400, nothing started.
 async fn sources_outside_the_roots_are_refused(backend: Backend) {
     let (root, data) = census_root();
     let outside = tempfile::tempdir().unwrap();
@@ -381,6 +382,24 @@ async fn sources_outside_the_roots_are_refused(backend: Backend) {
     assert_eq!(reply.status, 400);
     let reply = post(json!({ "dry_run": true, "default_owner": "admin" })).await;
     reply.assert_problem(400, "invalid-request");
+    // Up to 100 sources, each named once (as resolved).
+    for (sources, says) in [
+        (vec![data.clone(); 101], "at most 100"),
+        (
+            vec![data.clone(), data.clone()],
+            "sources[1] is sources[0] again",
+        ),
+        (
+            vec![data.clone(), format!("{data}/./chats/..")],
+            "sources[1] is sources[0] again",
+        ),
+    ] {
+        let reply =
+            post(json!({ "dry_run": true, "default_owner": "admin", "sources": sources })).await;
+        reply.assert_problem(400, "invalid-request");
+        let detail = reply.body["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{detail}");
+    }
     let reply = post(json!({ "default_owner": "admin", "sources": [data] })).await;
     reply.assert_problem(400, "invalid-request");
     let reply = app

@@ -362,6 +362,21 @@ fn backfill_verify_and_rollback_from_the_command_line() {
 
     let (code, report, _) = gatehouse(&url, &["verify", "--data-dir", data]);
     assert_eq!((code, report["missing"].clone()), (1, json!(54)));
+    // A data directory named twice is refused, as over HTTP.
+    let (code, _, err) = gatehouse(
+        &url,
+        &[
+            "backfill",
+            "--data-dir",
+            data,
+            "--data-dir",
+            data,
+            "--default-owner",
+            "admin",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sources[1] is sources[0] again"), "{err}");
     let (code, job, err) = gatehouse(
         &url,
         &["backfill", "--data-dir", data, "--default-owner", "admin"],
