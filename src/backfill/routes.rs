@@ -11,10 +11,13 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::sources::{self, MAX_SOURCES, SourceError};
-use super::{Backfill, BackfillError, Job, JobRequest, RollbackOutcome, Verification};
+use super::{
+    Backfill, BackfillError, Counts, Job, JobRequest, JobState, RollbackOutcome, Verification,
+};
 use crate::http::{Admin, ApiError, AppState, JsonBody, PageLimit, Path, Problem, Query};
 use crate::session_id::{Name, SessionId, check_name};
 use crate::store::JobCursor;
+use crate::timestamp::Timestamp;
 
 /// A data directory as `sources` and `?source=` name it (a path on the server).
 #[derive(ToSchema)]
@@ -118,17 +121,82 @@ pub struct JobsQuery {
     pub before: Option<String>,
 }
 
+/// A job as the listing shows it: where it stands and its counts, without the lists of its
+/// record (`sources`, `errors`, the rollback's `kept_sample`), which can make a record
+/// hundreds of kilobytes; `GET /v1/backfill/{job_id}` has them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobSummary {
+    /// The job id.
+    pub job_id: String,
+    /// Where it stands (a running job whose record stopped moving is `interrupted`).
+    pub state: JobState,
+    /// Whether it only counts.
+    pub dry_run: bool,
+    /// The owner given to unowned sessions.
+    pub default_owner: String,
+    /// Who started it.
+    pub actor: String,
+    /// When it started.
+    pub created_at: Timestamp,
+    /// When its record last moved.
+    pub updated_at: Timestamp,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// How many sources it reads.
+    pub source_count: u64,
+    /// How many ids were given explicitly.
+    pub explicit_ids: u64,
+    /// Counts so far (`errors`: how many errors, all of them).
+    pub counts: Counts,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+impl From<&Job> for JobSummary {
+    fn from(job: &Job) -> Self {
+        Self {
+            job_id: job.job_id.clone(),
+            state: job.state,
+            dry_run: job.dry_run,
+            default_owner: job.default_owner.clone(),
+            actor: job.actor.clone(),
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            finished_at: job.finished_at,
+            source_count: job.sources.len() as u64,
+            explicit_ids: job.explicit_ids,
+            counts: job.counts.clone(),
+            failure: job.failure.clone(),
+        }
+    }
+}
+
 /// A page of backfill jobs.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobPage {
-    /// Job records, newest first (by `created_at`, then `job_id`).
-    pub jobs: Vec<Job>,
+    /// A summary of each job, newest first (by `created_at`, then `job_id`).
+    pub jobs: Vec<JobSummary>,
     /// Pass as `before` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_before: Option<String>,
 }
 
+impl JobPage {
+    /// The page of `jobs`, with the cursor of the next page when there is one.
+    pub fn of(jobs: &[Job], next: Option<JobCursor>) -> Self {
+        Self {
+            jobs: jobs.iter().map(JobSummary::from).collect(),
+            next_before: next.map(|place| place.to_string()),
+        }
+    }
+}
+
 /// Backfill jobs, newest first.
+///
+/// A summary of each job: its counts, without the lists of its record (`sources`, `errors`,
+/// the rollback's `kept_sample`); `GET /v1/backfill/{job_id}` has the full record.
 #[utoipa::path(get, path = "/v1/backfill", tag = "backfill",
     params(JobsQuery),
     responses(
@@ -150,10 +218,7 @@ async fn list_jobs(
         .transpose()
         .map_err(|why| ApiError::InvalidRequest(format!("before: {why}")))?;
     let (jobs, next) = state.backfill.jobs(before.as_ref(), limit).await?;
-    Ok(Json(JobPage {
-        jobs,
-        next_before: next.map(|place| place.to_string()),
-    }))
+    Ok(Json(JobPage::of(&jobs, next)))
 }
 
 /// Starts a backfill job (runs in the background; follow it with `GET /v1/backfill/{job_id}`).

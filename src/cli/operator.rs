@@ -136,8 +136,8 @@ pub async fn backfill(
     output::json(&job, code)
 }
 
-/// `gatehouse backfill jobs`: a page of the job records, newest first, as `GET /v1/backfill`
-/// answers it.
+/// `gatehouse backfill jobs`: a page of job summaries, newest first, as `GET /v1/backfill`
+/// answers it (the full records: `GET /v1/backfill/{job_id}`).
 pub async fn jobs(config: Config, limit: usize, before: Option<String>) -> ExitCode {
     let prepared = (|| {
         let before = before
@@ -156,13 +156,7 @@ pub async fn jobs(config: Config, limit: usize, before: Option<String>) -> ExitC
     };
     let service = Backfill::new(store, Roots::default(), Audit::disabled("cli"));
     match service.jobs(before.as_ref(), limit).await {
-        Ok((jobs, next)) => {
-            let page = JobPage {
-                jobs,
-                next_before: next.map(|place| place.to_string()),
-            };
-            output::json(&page, ExitCode::SUCCESS)
-        }
+        Ok((jobs, next)) => output::json(&JobPage::of(&jobs, next), ExitCode::SUCCESS),
         Err(e) => {
             note!("error: {e}");
             ExitCode::FAILURE

@@ -267,6 +267,46 @@ async fn jobs_are_listed_newest_first_in_pages(backend: Backend) {
     assert!(all.body.get("next_before").is_none(), "{all:?}");
     assert_eq!(all.body["jobs"][0]["state"], "completed");
     assert_eq!(all.body["jobs"][1]["dry_run"], true);
+    // A summary of each: counts and how many sources, not the record's lists.
+    let newest = &all.body["jobs"][0];
+    let record = app
+        .call(
+            Method::GET,
+            &format!("/v1/backfill/{}", newest_first[0]),
+            Some(&admin),
+            None,
+        )
+        .await
+        .body;
+    let mut keys: Vec<&str> = newest
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "actor",
+            "counts",
+            "created_at",
+            "default_owner",
+            "dry_run",
+            "explicit_ids",
+            "finished_at",
+            "job_id",
+            "source_count",
+            "state",
+            "updated_at",
+        ],
+        "{newest}"
+    );
+    assert_eq!(newest["source_count"], 0);
+    assert_eq!(newest["explicit_ids"], 1);
+    for key in ["counts", "created_at", "updated_at", "finished_at", "actor"] {
+        assert_eq!(newest[key], record[key], "{key}");
+    }
 
     let first = list(&app, "?limit=2", &admin).await;
     assert_eq!(ids(&first), newest_first[..2]);

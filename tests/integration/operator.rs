@@ -409,6 +409,12 @@ fn backfill_verify_and_rollback_from_the_command_line() {
         [again["job_id"].to_string(), job["job_id"].to_string()]
     );
     assert_eq!(page["jobs"][1]["counts"]["assigned"], 54, "{page}");
+    // Summaries, as GET /v1/backfill lists them: how many sources and errors, not the lists.
+    assert_eq!(page["jobs"][1]["source_count"], 1, "{page}");
+    assert_eq!(page["jobs"][1]["counts"]["errors"], 2, "{page}");
+    for list in ["sources", "errors"] {
+        assert!(page["jobs"][1].get(list).is_none(), "{list}: {page}");
+    }
     assert!(page.get("next_before").is_none(), "{page}");
     let (_, first, _) = gatehouse(&url, &["backfill", "jobs", "--limit", "1"]);
     assert_eq!(ids(&first), [again["job_id"].to_string()]);
