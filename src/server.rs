@@ -1,8 +1,8 @@
 //! Assembling and running a gatehouse instance from its [`Config`].
 //!
 //! [`Gatehouse::build`] creates the store, the authenticator and the services; [`Gatehouse::serve`]
-//! runs the HTTP server and the background tasks until the shutdown signal, then stops the tasks
-//! and waits for them. Tests use the same two calls on a listener bound to port 0.
+//! runs the HTTP server (and the metrics and gRPC listeners when configured) and the background
+//! tasks until the shutdown signal, then stops the tasks and waits for them. Tests use the same two calls on a listener bound to port 0.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +55,8 @@ pub struct Gatehouse {
     connections: crate::http::ConnectionLimits,
     /// `GATEHOUSE_METRICS_LISTEN`: `/metrics` on an address of its own.
     metrics_listen: Option<std::net::SocketAddr>,
+    /// `GATEHOUSE_GRPC_LISTEN`: Envoy's gRPC `Authorization/Check` on an address of its own.
+    grpc_listen: Option<std::net::SocketAddr>,
     /// The admin token minted for the embedded default (no auth configured); print it once.
     pub bootstrap_token: Option<String>,
     /// Which store backs this instance, for the start-up log.
@@ -145,6 +147,7 @@ impl Gatehouse {
             redis: redis_store,
             connections: config.connections.clone(),
             metrics_listen: config.metrics_listen,
+            grpc_listen: config.grpc_listen,
             bootstrap_token,
             store_kind,
         })
@@ -209,6 +212,21 @@ impl Gatehouse {
                 limits,
                 shutdown.clone(),
             ));
+        }
+        if let Some(addr) = self.grpc_listen {
+            let grpc = TcpListener::bind(addr).await?;
+            tracing::info!(%addr, "serving gRPC envoy.service.auth.v3.Authorization/Check");
+            let served = crate::forward_auth::grpc::serve(
+                grpc,
+                self.state.clone(),
+                self.connections.clone(),
+                shutdown.clone(),
+            );
+            work.spawn(async move {
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "gRPC server failed: checks over gRPC fail");
+                }
+            });
         }
         let router = app(self.state);
         let served =

@@ -29,8 +29,12 @@ mod enforcement;
 mod example;
 #[path = "integration/forward_auth.rs"]
 mod forward_auth;
+#[path = "integration/forward_auth_grpc.rs"]
+mod forward_auth_grpc;
 #[path = "integration/forward_auth_paths.rs"]
 mod forward_auth_paths;
+#[path = "integration/grpc_recipes.rs"]
+mod grpc_recipes;
 #[path = "integration/identity.rs"]
 mod identity;
 #[path = "integration/index.rs"]

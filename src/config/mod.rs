@@ -146,6 +146,9 @@ pub struct Config {
     /// `GATEHOUSE_METRICS_LISTEN` (default: unset, `/metrics` on `GATEHOUSE_LISTEN`): serve
     /// `/metrics` on this address only (e.g. a private interface), 404 on the API's.
     pub metrics_listen: Option<SocketAddr>,
+    /// `GATEHOUSE_GRPC_LISTEN` (default: unset, no gRPC): serve Envoy's
+    /// `envoy.service.auth.v3.Authorization/Check` (plain-text HTTP/2) on this address.
+    pub grpc_listen: Option<SocketAddr>,
     /// `GATEHOUSE_SESSION_IDS` (`canonical` default, `exact`): whether every spelling of a
     /// UUID session id is one session.
     pub session_ids: crate::session_id::SessionIds,
@@ -449,6 +452,19 @@ impl Config {
                     .into(),
             );
         }
+        let grpc_listen = src.get("GATEHOUSE_GRPC_LISTEN").is_some().then(|| {
+            src.parse("GATEHOUSE_GRPC_LISTEN", listen, |raw| {
+                raw.parse::<SocketAddr>()
+                    .map_err(|e| format!("{e} (write e.g. 127.0.0.1:9191)"))
+            })
+        });
+        if grpc_listen.is_some() && (grpc_listen == Some(listen) || grpc_listen == metrics_listen) {
+            src.problems.push(
+                "GATEHOUSE_GRPC_LISTEN: must differ from GATEHOUSE_LISTEN and \
+                 GATEHOUSE_METRICS_LISTEN (gRPC has a listener of its own)"
+                    .into(),
+            );
+        }
         let keys = keys(src);
         let owner_ttl = src
             .get("GATEHOUSE_OWNER_TTL")
@@ -456,6 +472,15 @@ impl Config {
             .then(|| src.duration("GATEHOUSE_OWNER_TTL", Duration::ZERO))
             .filter(|ttl| !ttl.is_zero());
         let auth = auth(src, listen);
+        // The gRPC check authenticates like the HTTP one: the same rule for its address.
+        if let Some(grpc) = grpc_listen.filter(|addr| !addr.ip().is_loopback())
+            && matches!(auth, AuthConfig::Disabled)
+            && !src.flag("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE")
+        {
+            src.problems.push(format!(
+                "GATEHOUSE_AUTH=disabled makes every caller an admin; refusing to serve gRPC on non-loopback {grpc} unless GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE=true"
+            ));
+        }
         let initial_mode = src.parse("GATEHOUSE_INITIAL_MODE", Mode::LogOnly, |raw| raw.parse());
         let settings_refresh = src.duration("GATEHOUSE_SETTINGS_REFRESH", Duration::from_secs(5));
         let request_timeout = src.duration("GATEHOUSE_REQUEST_TIMEOUT", Duration::from_secs(10));
@@ -518,6 +543,7 @@ impl Config {
             backfill_roots,
             owner_cache,
             metrics_listen,
+            grpc_listen,
         }
     }
 }

@@ -346,7 +346,8 @@ const TOKEN_VARS: [&str; 6] = [
 ];
 
 /// Warns about settings that another one makes pointless (kept apart from the problems: the
-/// service runs as configured, only not as the operator may think).
+/// service runs as configured, only not as the operator may think), and refuses the token
+/// settings beside `GATEHOUSE_AUTH=disabled`, which would fail open.
 pub(super) fn contradictions(
     src: &mut Source,
     auth: &AuthConfig,
@@ -354,17 +355,18 @@ pub(super) fn contradictions(
     owner_cache: bool,
 ) {
     if matches!(auth, AuthConfig::Disabled) {
+        // Refused, not warned about: a left-over GATEHOUSE_AUTH=disabled beside a real token
+        // configuration would make every caller an admin.
+        const WHY: &str = "not with GATEHOUSE_AUTH=disabled, which reads no token and makes \
+                           every caller the virtual admin (remove one of the two)";
         for name in TOKEN_VARS.into_iter().chain(identity::PROVIDER_VARS) {
-            src.ignored(
-                name,
-                "GATEHOUSE_AUTH=disabled reads no token (every caller is the virtual admin)",
-            );
+            if src.get(name).is_some() {
+                src.problems.push(format!("{name}: {WHY}"));
+            }
         }
         if !src.issuers.is_empty() {
-            src.warnings.push(
-                "GATEHOUSE_CONFIG: jwt_issuers: ignored, GATEHOUSE_AUTH=disabled reads no token"
-                    .into(),
-            );
+            src.problems
+                .push(format!("GATEHOUSE_CONFIG: jwt_issuers: {WHY}"));
         }
     } else {
         if let AuthConfig::Jwt { providers, .. } = auth
@@ -523,16 +525,18 @@ pub(super) fn backfill_roots(src: &mut Source) -> Vec<std::path::PathBuf> {
 /// published on one primary, may still arrive; so the heartbeat would not prove the cache
 /// current (an old owner could be allowed for the cache's TTL).
 pub(super) fn owner_cache(src: &mut Source, cluster: bool) -> Option<OwnerCacheSettings> {
+    // Read (and so checked) on a Cluster too, where the cache is off.
+    let cache_on = src.parse("GATEHOUSE_OWNER_CACHE", !cluster, |raw| {
+        match raw.to_ascii_lowercase().as_str() {
+            "on" | "true" => Ok(true),
+            "off" | "false" => Ok(false),
+            _ => Err("expected on or off".into()),
+        }
+    });
+    let cache_capacity = src.count("GATEHOUSE_OWNER_CACHE_CAPACITY", 100_000) as u64;
+    let cache_ttl = src.duration("GATEHOUSE_OWNER_CACHE_TTL", Duration::from_secs(60));
     if cluster {
-        // Known here too, only not used.
-        let _ = (
-            src.get("GATEHOUSE_OWNER_CACHE_CAPACITY"),
-            src.get("GATEHOUSE_OWNER_CACHE_TTL"),
-        );
-        if src
-            .get("GATEHOUSE_OWNER_CACHE")
-            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "on" | "true"))
-        {
+        if cache_on {
             src.problems.push(
                 "GATEHOUSE_OWNER_CACHE: not with GATEHOUSE_REDIS_CLUSTER (a Cluster can lose \
                  invalidations between nodes while the heartbeat still arrives; README, \
@@ -542,15 +546,6 @@ pub(super) fn owner_cache(src: &mut Source, cluster: bool) -> Option<OwnerCacheS
         }
         return None;
     }
-    let cache_on = src.parse("GATEHOUSE_OWNER_CACHE", true, |raw| {
-        match raw.to_ascii_lowercase().as_str() {
-            "on" | "true" => Ok(true),
-            "off" | "false" => Ok(false),
-            _ => Err("expected on or off".into()),
-        }
-    });
-    let cache_capacity = src.count("GATEHOUSE_OWNER_CACHE_CAPACITY", 100_000) as u64;
-    let cache_ttl = src.duration("GATEHOUSE_OWNER_CACHE_TTL", Duration::from_secs(60));
     cache_on.then_some(OwnerCacheSettings {
         capacity: cache_capacity,
         ttl: cache_ttl,

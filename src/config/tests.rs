@@ -272,6 +272,39 @@ fn metrics_listen_is_an_address_other_than_the_api_one() {
     assert!(bad[0].starts_with("GATEHOUSE_METRICS_LISTEN"), "{bad:?}");
 }
 
+#[test]
+fn grpc_listen_is_off_unless_set_and_has_an_address_of_its_own() {
+    assert_eq!(Config::from_vars(vars(&[])).unwrap().grpc_listen, None);
+    let c = Config::from_vars(vars(&[("GATEHOUSE_GRPC_LISTEN", "127.0.0.1:9191")])).unwrap();
+    assert_eq!(c.grpc_listen, Some("127.0.0.1:9191".parse().unwrap()));
+    for clash in [
+        vec![("GATEHOUSE_GRPC_LISTEN", "127.0.0.1:8080")],
+        vec![
+            ("GATEHOUSE_METRICS_LISTEN", "127.0.0.1:9090"),
+            ("GATEHOUSE_GRPC_LISTEN", "127.0.0.1:9090"),
+        ],
+    ] {
+        let same = problems(&clash);
+        assert!(same[0].contains("must differ"), "{same:?}");
+    }
+    let bad = problems(&[("GATEHOUSE_GRPC_LISTEN", "grpc://x")]);
+    assert!(bad[0].starts_with("GATEHOUSE_GRPC_LISTEN"), "{bad:?}");
+    // Every caller an admin: refused on a non-loopback gRPC address too, unless allowed.
+    let open = [
+        ("GATEHOUSE_AUTH", "disabled"),
+        ("GATEHOUSE_GRPC_LISTEN", "0.0.0.0:9191"),
+    ];
+    let refused = problems(&open);
+    assert!(refused[0].contains("refusing to serve gRPC"), "{refused:?}");
+    let allowed = [
+        open[0],
+        open[1],
+        ("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE", "true"),
+    ];
+    assert!(problems(&allowed).is_empty());
+    assert!(problems(&[open[0], ("GATEHOUSE_GRPC_LISTEN", "127.0.0.1:9191")]).is_empty());
+}
+
 /// Every variable of the README's configuration table, `(name, README line)`.
 fn documented() -> Vec<String> {
     include_str!("../../README.md")
@@ -361,13 +394,26 @@ fn warnings(pairs: &[(&str, &str)]) -> Vec<String> {
 fn contradictory_settings_warn_and_consistent_ones_do_not() {
     let secret = ("GATEHOUSE_JWT_SECRET", "0123456789abcdef0123456789abcdef");
     let disabled = ("GATEHOUSE_AUTH", "disabled");
+    // Refused, not warned about: a left-over GATEHOUSE_AUTH=disabled beside real token
+    // settings would let every caller in as the admin.
     assert_eq!(
-        warnings(&[disabled, secret]),
+        problems(&[disabled, secret]),
         [
-            "GATEHOUSE_JWT_SECRET: ignored, GATEHOUSE_AUTH=disabled reads no token (every caller \
-          is the virtual admin)"
+            "GATEHOUSE_JWT_SECRET: not with GATEHOUSE_AUTH=disabled, which reads no token and \
+             makes every caller the virtual admin (remove one of the two)"
         ]
     );
+    for name in [
+        "GATEHOUSE_JWT_ISSUER",
+        "GATEHOUSE_JWT_AUDIENCE",
+        "GATEHOUSE_FORWARD_AUTH_COOKIE",
+    ] {
+        let found = problems(&[disabled, (name, "x")]);
+        assert!(
+            found[0].starts_with(&format!("{name}: not with")),
+            "{found:?}"
+        );
+    }
     assert!(warnings(&[secret]).is_empty());
     assert!(warnings(&[disabled]).is_empty());
     let allow_remote = ("GATEHOUSE_AUTH_DISABLED_ALLOW_REMOTE", "true");
@@ -408,15 +454,28 @@ fn contradictory_settings_warn_and_consistent_ones_do_not() {
 }
 
 #[test]
-fn warnings_of_the_file_name_its_toml_key() {
+fn warnings_and_problems_of_the_file_name_its_toml_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gatehouse.toml");
-    std::fs::write(&path, "auth = \"disabled\"\njwt_audience = \"chat\"\n").unwrap();
+    std::fs::write(
+        &path,
+        "auth_disabled_allow_remote = true\nsettings_snapshot = \"/x/s.json\"\n",
+    )
+    .unwrap();
     let path = path.to_string_lossy().into_owned();
     let found = warnings(&[("GATEHOUSE_CONFIG", &path)]);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|w| w.starts_with("GATEHOUSE_CONFIG: auth_disabled_allow_remote: ignored")),
+        "{found:?}"
+    );
+    std::fs::write(&path, "auth = \"disabled\"\njwt_audience = \"chat\"\n").unwrap();
+    let found = problems(&[("GATEHOUSE_CONFIG", &path)]);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
-        found[0].starts_with("GATEHOUSE_CONFIG: jwt_audience: ignored"),
+        found[0].starts_with("GATEHOUSE_CONFIG: jwt_audience: not with GATEHOUSE_AUTH=disabled"),
         "{found:?}"
     );
 }
@@ -650,12 +709,12 @@ fn identity_provider_settings_without_one_warn() {
         warnings(&[("GATEHOUSE_JWT_JWKS_TIMEOUT", "2s")]),
         ["GATEHOUSE_JWT_JWKS_TIMEOUT: ignored, no identity provider is configured"]
     );
-    let disabled = warnings(&[
+    let disabled = problems(&[
         ("GATEHOUSE_AUTH", "disabled"),
         ("GATEHOUSE_JWT_JWKS_URL", "https://kc.example.com/certs"),
     ]);
     assert_eq!(disabled.len(), 1, "{disabled:?}");
-    assert!(disabled[0].starts_with("GATEHOUSE_JWT_JWKS_URL: ignored"));
+    assert!(disabled[0].starts_with("GATEHOUSE_JWT_JWKS_URL: not with GATEHOUSE_AUTH=disabled"));
 }
 
 /// Every name in the first column of the README's configuration table (a row may name two).
@@ -705,4 +764,25 @@ fn every_setting_is_in_the_readme_table() {
             "not in the README's table ({set_up:?}): {missing:?}"
         );
     }
+}
+
+#[test]
+fn owner_cache_values_are_checked_on_a_cluster_too() {
+    let cluster = [
+        ("REDIS_URL", "redis://cluster"),
+        ("GATEHOUSE_REDIS_CLUSTER", "127.0.0.1:7000"),
+    ];
+    for bad in [
+        ("GATEHOUSE_OWNER_CACHE", "banana"),
+        ("GATEHOUSE_OWNER_CACHE_TTL", "5 parsecs"),
+        ("GATEHOUSE_OWNER_CACHE_CAPACITY", "many"),
+    ] {
+        let mut pairs = cluster.to_vec();
+        pairs.push(bad);
+        let found = problems(&pairs);
+        assert!(found[0].starts_with(bad.0), "{bad:?}: {found:?}");
+    }
+    let mut off = cluster.to_vec();
+    off.push(("GATEHOUSE_OWNER_CACHE", "off"));
+    assert!(problems(&off).is_empty());
 }

@@ -24,13 +24,19 @@
 //! | `envoy` (`ext_authz`, `path_prefix: /v1/forward-auth`) | the request's own | the path after the prefix |
 //! | `auto` (default) | the one convention present; two, or a header twice: 400 | |
 //!
+//! The same check is offered over gRPC as Envoy's `envoy.service.auth.v3.Authorization/Check`
+//! on `GATEHOUSE_GRPC_LISTEN` ([`grpc`]): both transports build a [`check::Question`] and
+//! call [`check::answer`].
+//!
 //! See [`original`] for why, and [`matcher`] for what a path must look like. The audit
 //! `client_ip` is the forwarded address only from a trusted proxy
 //! (`GATEHOUSE_TRUSTED_PROXIES`), read from the header the style's proxy sets (nginx:
 //! `X-Real-IP`; traefik, caddy, envoy: `X-Forwarded-For`).
 
+pub mod check;
 #[cfg(test)]
 mod differential;
+pub mod grpc;
 pub mod matcher;
 pub mod original;
 pub mod paths;

@@ -178,10 +178,11 @@ fn read(
         let uri = envoy_suffix(uri).ok_or_else(|| {
             Refusal::Missing("no original URI: call /v1/forward-auth/{path} (Envoy)".into())
         })?;
-        return Ok(OriginalRequest {
-            method: method.clone(),
-            uri,
-        });
+        // Upper-cased as the header styles do: `get` would otherwise miss a GET route (and
+        // be unmatched, allowed) while a backend may run it as the GET.
+        let method = Method::from_bytes(method.as_str().to_ascii_uppercase().as_bytes())
+            .map_err(|_| Refusal::Missing(format!("invalid original method {method}")))?;
+        return Ok(OriginalRequest { method, uri });
     };
     // Both are checked for repeats before either is used.
     let raw_method = single(headers, &method_header)?;
@@ -279,6 +280,14 @@ mod tests {
         }
         let got = ask(Style::Envoy, "/v1/forward-auth/c?x=1", &both).unwrap();
         assert_eq!((got.method, got.uri.as_str()), (Method::GET, "/c?x=1"));
+        let uri: Uri = "/v1/forward-auth/c".parse().unwrap();
+        let lower = Method::from_bytes(b"head").unwrap();
+        let got = original(Style::Envoy, &lower, &uri, &HeaderMap::new()).unwrap();
+        assert_eq!(
+            got.method,
+            Method::HEAD,
+            "upper-cased like the header styles"
+        );
         assert!(matches!(
             ask(Style::Envoy, PATH, &both),
             Err(Refusal::Missing(_))

@@ -96,6 +96,28 @@ impl HttpMetrics {
     }
 }
 
+/// `gatehouse_grpc_requests_total{method,code}` and
+/// `gatehouse_grpc_request_duration_seconds{method}`: the gRPC calls of
+/// `GATEHOUSE_GRPC_LISTEN` (method: `Check`; code: the `CheckResponse`'s status,
+/// `PERMISSION_DENIED`, or the call's own when it failed, both by their canonical names).
+#[derive(Clone, Default)]
+pub struct GrpcMetrics {
+    requests: Family<Labels<2>, Counter>,
+    duration: SecondsFamily<1>,
+}
+
+impl GrpcMetrics {
+    /// Counts one answered call. Both label sets are small and fixed: no per-call cache.
+    pub fn answered(&self, method: &'static str, code: &'static str, took: Duration) {
+        self.requests
+            .get_or_create(&[("method", method), ("code", code)])
+            .inc();
+        self.duration
+            .get_or_create(&[("method", method)])
+            .observe(took);
+    }
+}
+
 /// `gatehouse_store_call_duration_seconds{operation}` and
 /// `gatehouse_store_errors_total{operation,kind}`.
 #[derive(Clone)]
@@ -269,6 +291,7 @@ impl JwksMetrics {
 /// Everything registered here.
 pub struct Families {
     pub http: HttpMetrics,
+    pub grpc: GrpcMetrics,
     pub decision_duration: SecondsFamily<1>,
     pub store: StoreMetrics,
     pub cache: CacheMetrics,
@@ -296,6 +319,18 @@ impl Families {
             "Time to answer an HTTP request, by route template and method",
             Unit::Seconds,
             http.duration.clone(),
+        );
+        let grpc = GrpcMetrics::default();
+        registry.register(
+            "grpc_requests",
+            "gRPC calls answered (GATEHOUSE_GRPC_LISTEN), by method and the status in the answer",
+            grpc.requests.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_request_duration",
+            "Time to answer a gRPC call, by method",
+            Unit::Seconds,
+            grpc.duration.clone(),
         );
         let decision_duration = seconds_family::<1>();
         registry.register_with_unit(
@@ -396,6 +431,7 @@ impl Families {
         );
         Self {
             http,
+            grpc,
             decision_duration,
             store,
             cache,

@@ -11,8 +11,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use self::families::{
-    AuthMetrics, CacheMetrics, EnforcementGauges, HttpMetrics, JwksGauges, JwksMetrics,
-    StoreMetrics,
+    AuthMetrics, CacheMetrics, EnforcementGauges, GrpcMetrics, HttpMetrics, JwksGauges,
+    JwksMetrics, StoreMetrics,
 };
 pub use self::metered_store::MeteredStore;
 
@@ -36,6 +36,8 @@ pub struct Metrics {
     pub settings: SettingsMetrics,
     /// HTTP requests by route template.
     pub http: HttpMetrics,
+    /// gRPC calls by method and code.
+    pub grpc: GrpcMetrics,
     /// Store calls by operation.
     pub store: StoreMetrics,
     /// The owner cache.
@@ -246,6 +248,7 @@ impl Metrics {
             audit,
             settings,
             http: families.http,
+            grpc: families.grpc,
             store: families.store,
             cache: families.cache,
             auth: families.auth,

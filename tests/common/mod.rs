@@ -8,6 +8,7 @@
 
 pub mod census;
 pub mod cluster;
+pub mod ext_authz;
 pub mod idp;
 pub mod nginx;
 pub mod processes;
@@ -34,6 +35,27 @@ use tokio_util::sync::CancellationToken;
 
 /// The HS256 secret every test instance verifies with.
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+/// Writes `request` (request line, headers and all, byte for byte) to the server at `base`
+/// (`http://host:port`) and reads the whole answer (the request should say
+/// `Connection: close`).
+pub async fn exchange(base: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to gatehouse");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .await
+        .expect("read response");
+    String::from_utf8_lossy(&response).into_owned()
+}
 
 /// `token` with its signature's first character changed: all 6 of its bits count (the last
 /// one's low bits do not, so changing that one may leave the signature as it was).
@@ -185,6 +207,8 @@ macro_rules! every_store {
 pub struct TestApp {
     /// `http://127.0.0.1:{port}`.
     pub base: String,
+    /// The gRPC listener (`GATEHOUSE_GRPC_LISTEN`), when the instance has one.
+    pub grpc: Option<SocketAddr>,
     /// A plain HTTP client.
     pub http: reqwest::Client,
     shutdown: CancellationToken,
@@ -217,6 +241,10 @@ impl TestApp {
         if named("REDIS_URL") && !named("GATEHOUSE_REDIS_TIMEOUT") {
             vars.push(("GATEHOUSE_REDIS_TIMEOUT".into(), "2s".into()));
         }
+        let grpc = vars
+            .iter()
+            .find(|(k, _)| k == "GATEHOUSE_GRPC_LISTEN")
+            .map(|(_, v)| v.parse::<SocketAddr>().expect("a gRPC address"));
         let config = Config::from_vars(vars).expect("test configuration is valid");
         // As `gatehouse serve` does: the identity providers' keys fetched before serving.
         let gatehouse = Gatehouse::start(&config).await.expect("gatehouse starts");
@@ -227,8 +255,17 @@ impl TestApp {
         let addr: SocketAddr = listener.local_addr().expect("bound address");
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(gatehouse.serve(listener, shutdown.clone()));
+        if let Some(grpc) = grpc {
+            eventually(
+                Duration::from_secs(10),
+                "the gRPC listener",
+                || async move { tokio::net::TcpStream::connect(grpc).await.ok().map(|_| ()) },
+            )
+            .await;
+        }
         Self {
             base: format!("http://{addr}"),
+            grpc,
             http: reqwest::Client::new(),
             shutdown,
             server,
@@ -236,6 +273,15 @@ impl TestApp {
             metrics,
             _spool_dir: spool_dir,
         }
+    }
+
+    /// [`Self::spawn`] with a gRPC listener too (`GATEHOUSE_GRPC_LISTEN` on a free loopback
+    /// port), in [`Self::grpc`].
+    pub async fn spawn_with_grpc(backend: &Backend, extra: &[(&str, &str)]) -> Self {
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let mut extra = extra.to_vec();
+        extra.push(("GATEHOUSE_GRPC_LISTEN", &grpc));
+        Self::spawn(backend, &extra).await
     }
 
     /// Stops the instance, waits for it, and checks that its audit writer lost nothing.

@@ -15,24 +15,11 @@ both_backends!(spellings_of_a_protected_path_get_its_decision);
 /// Sends `method path` as written (no client-side normalisation) with a bearer token; returns
 /// the status and the response head.
 async fn raw_request(app: &TestApp, method: &str, path: &str, token: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = app.base.trim_start_matches("http://");
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("connect to gatehouse");
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send request");
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .await
-        .expect("read response");
-    let text = String::from_utf8_lossy(&response).into_owned();
+    let text = crate::common::exchange(&app.base, &request).await;
     let head = text.split("\r\n\r\n").next().unwrap_or("").to_owned();
     let status = head
         .split(' ')

@@ -237,3 +237,47 @@ async fn every_route_is_counted_under_its_template() {
         );
     }
 }
+
+/// A request whose client gives up before the answer (a proxy's timeout during a store stall)
+/// is counted, with status 499, not lost from the rate and latency series.
+#[tokio::test]
+async fn a_request_the_client_gave_up_on_counts_as_499() {
+    let Some(mut backend) = Backend::redis() else {
+        return;
+    };
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_OWNER_CACHE", "off")]).await;
+    app.claim("g1", "alice").await;
+    let alice = app.user("alice");
+    let redis = backend.redis_server().unwrap();
+    redis.pause();
+    let impatient = app
+        .http
+        .post(format!("{}/v1/validate", app.base))
+        .bearer_auth(&alice)
+        .json(&json!({ "session_id": "g1" }))
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    redis.resume();
+    assert!(impatient.is_err(), "the store was frozen: {impatient:?}");
+    let series =
+        r#"gatehouse_http_requests_total{route="/v1/validate",method="POST",status="499"}"#;
+    let scrape = crate::common::eventually(
+        std::time::Duration::from_secs(5),
+        "the dropped request to be counted",
+        || async {
+            let scrape = app
+                .http
+                .get(format!("{}/metrics", app.base))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            sample(&scrape, series).map(|_| scrape)
+        },
+    )
+    .await;
+    assert_eq!(sample(&scrape, series), Some(1.0), "{scrape}");
+}
