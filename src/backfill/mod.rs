@@ -36,7 +36,7 @@ use crate::store::{JobCursor, Store, StoreError};
 use crate::tasks::{self, Backoff, Tasks};
 use crate::timestamp::Timestamp;
 
-pub use self::routes::{JobPage, routes};
+pub use self::routes::{JobPage, JobSummary, routes};
 pub use crate::records::job::{Counts, Job, JobState, Rollback};
 
 /// Sessions per store step.

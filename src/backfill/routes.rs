@@ -10,11 +10,14 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::sources::SourceError;
-use super::{Backfill, BackfillError, Job, JobRequest, RollbackOutcome, Verification};
+use super::sources::{self, MAX_SOURCES, SourceError};
+use super::{
+    Backfill, BackfillError, Counts, Job, JobRequest, JobState, RollbackOutcome, Verification,
+};
 use crate::http::{Admin, ApiError, AppState, JsonBody, PageLimit, Path, Problem, Query};
 use crate::session_id::{Name, SessionId, check_name};
 use crate::store::JobCursor;
+use crate::timestamp::Timestamp;
 
 /// A data directory as `sources` and `?source=` name it (a path on the server).
 #[derive(ToSchema)]
@@ -33,18 +36,21 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_job))
         .routes(routes!(resume_job))
         .routes(routes!(rollback_job));
-    start_job_needs_something(router.get_openapi_mut());
+    start_job_rules(router.get_openapi_mut());
     router
 }
 
-/// Adds to the published `StartJob` what [`start_job`] checks across its fields: at least
-/// one source or session id.
-fn start_job_needs_something(openapi: &mut utoipa::openapi::OpenApi) {
+/// Adds to the published `StartJob` what [`start_job`] checks and utoipa's attributes cannot
+/// say: at least one source or session id, and no source named twice.
+fn start_job_rules(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{RefOr, schema::Schema};
     let schemas = openapi.components.as_mut().map(|c| &mut c.schemas);
     if let Some(RefOr::T(Schema::Object(start_job))) =
         schemas.and_then(|schemas| schemas.get_mut("StartJob"))
     {
+        if let Some(RefOr::T(Schema::Array(sources))) = start_job.properties.get_mut("sources") {
+            sources.unique_items = true;
+        }
         let non_empty = |field: &str| json!({ "required": [field], "properties": { field: { "minItems": 1 } } });
         start_job
             .extensions
@@ -82,9 +88,10 @@ pub struct StartJob {
     #[schema(value_type = Name)]
     pub default_owner: String,
     /// Data directories (holding `chats/` and/or `conversation_transcripts/`) inside the
-    /// allowed roots: existing directories on the server's disk, so 400 for any other.
+    /// allowed roots: existing directories on the server's disk, so 400 for any other; up to
+    /// 100, each named once (as resolved: `/data/a` and `/data/./a` are one, a 400).
     #[serde(default)]
-    #[schema(inline, value_type = Vec<SourceDir>)]
+    #[schema(inline, value_type = Vec<SourceDir>, max_items = 100)]
     pub sources: Vec<String>,
     /// Explicit session ids (up to 10,000).
     #[serde(default)]
@@ -114,17 +121,82 @@ pub struct JobsQuery {
     pub before: Option<String>,
 }
 
+/// A job as the listing shows it: where it stands and its counts, without the lists of its
+/// record (`sources`, `errors`, the rollback's `kept_sample`), which can make a record
+/// hundreds of kilobytes; `GET /v1/backfill/{job_id}` has them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobSummary {
+    /// The job id.
+    pub job_id: String,
+    /// Where it stands (a running job whose record stopped moving is `interrupted`).
+    pub state: JobState,
+    /// Whether it only counts.
+    pub dry_run: bool,
+    /// The owner given to unowned sessions.
+    pub default_owner: String,
+    /// Who started it.
+    pub actor: String,
+    /// When it started.
+    pub created_at: Timestamp,
+    /// When its record last moved.
+    pub updated_at: Timestamp,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// How many sources it reads.
+    pub source_count: u64,
+    /// How many ids were given explicitly.
+    pub explicit_ids: u64,
+    /// Counts so far (`errors`: how many errors, all of them).
+    pub counts: Counts,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+impl From<&Job> for JobSummary {
+    fn from(job: &Job) -> Self {
+        Self {
+            job_id: job.job_id.clone(),
+            state: job.state,
+            dry_run: job.dry_run,
+            default_owner: job.default_owner.clone(),
+            actor: job.actor.clone(),
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            finished_at: job.finished_at,
+            source_count: job.sources.len() as u64,
+            explicit_ids: job.explicit_ids,
+            counts: job.counts.clone(),
+            failure: job.failure.clone(),
+        }
+    }
+}
+
 /// A page of backfill jobs.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct JobPage {
-    /// Job records, newest first (by `created_at`, then `job_id`).
-    pub jobs: Vec<Job>,
+    /// A summary of each job, newest first (by `created_at`, then `job_id`).
+    pub jobs: Vec<JobSummary>,
     /// Pass as `before` for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_before: Option<String>,
 }
 
+impl JobPage {
+    /// The page of `jobs`, with the cursor of the next page when there is one.
+    pub fn of(jobs: &[Job], next: Option<JobCursor>) -> Self {
+        Self {
+            jobs: jobs.iter().map(JobSummary::from).collect(),
+            next_before: next.map(|place| place.to_string()),
+        }
+    }
+}
+
 /// Backfill jobs, newest first.
+///
+/// A summary of each job: its counts, without the lists of its record (`sources`, `errors`,
+/// the rollback's `kept_sample`); `GET /v1/backfill/{job_id}` has the full record.
 #[utoipa::path(get, path = "/v1/backfill", tag = "backfill",
     params(JobsQuery),
     responses(
@@ -146,10 +218,7 @@ async fn list_jobs(
         .transpose()
         .map_err(|why| ApiError::InvalidRequest(format!("before: {why}")))?;
     let (jobs, next) = state.backfill.jobs(before.as_ref(), limit).await?;
-    Ok(Json(JobPage {
-        jobs,
-        next_before: next.map(|place| place.to_string()),
-    }))
+    Ok(Json(JobPage::of(&jobs, next)))
 }
 
 /// Starts a backfill job (runs in the background; follow it with `GET /v1/backfill/{job_id}`).
@@ -189,11 +258,16 @@ async fn start_job(
             .parse(id)
             .map_err(|e| ApiError::InvalidRequest(format!("session_ids[{i}]: {e}")))?;
     }
+    // Counted before any is resolved (each a look at the disk).
+    if body.sources.len() > MAX_SOURCES {
+        return Err(SourceError::TooMany(body.sources.len()).into());
+    }
     let sources = body
         .sources
         .iter()
         .map(|s| state.backfill.roots().resolve(s))
         .collect::<Result<Vec<_>, _>>()?;
+    sources::check_list(&sources)?;
     let request = JobRequest {
         dry_run: body.dry_run,
         default_owner: body.default_owner,

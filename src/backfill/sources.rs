@@ -96,6 +96,42 @@ pub enum SourceError {
     /// The source holds neither `chats/` nor `conversation_transcripts/`.
     #[error("source {0:?} holds neither chats/ nor conversation_transcripts/")]
     NotASource(String),
+    /// More sources than one job takes.
+    #[error("{0} sources: a job reads at most {MAX_SOURCES} (start several jobs)")]
+    TooMany(usize),
+    /// One source named twice (as resolved: `/data/a` and `/data/./a` are one).
+    #[error("sources[{index}] is sources[{first}] again ({path}): name each source once")]
+    Repeated {
+        /// Where it is named again.
+        index: usize,
+        /// Where it is named first.
+        first: usize,
+        /// The source, resolved.
+        path: String,
+    },
+}
+
+/// Sources one job reads at most: its record lists them, and so does every answer about it.
+pub const MAX_SOURCES: usize = 100;
+
+/// Refuses a job's resolved sources ([`Roots::resolve`]) when there are more than
+/// [`MAX_SOURCES`] or one is named twice.
+pub fn check_list(resolved: &[PathBuf]) -> Result<(), SourceError> {
+    if resolved.len() > MAX_SOURCES {
+        return Err(SourceError::TooMany(resolved.len()));
+    }
+    let mut seen = std::collections::HashMap::with_capacity(resolved.len());
+    for (index, path) in resolved.iter().enumerate() {
+        if let Some(&first) = seen.get(path) {
+            return Err(SourceError::Repeated {
+                index,
+                first,
+                path: path.display().to_string(),
+            });
+        }
+        seen.insert(path, index);
+    }
+    Ok(())
 }
 
 impl Roots {
@@ -278,6 +314,33 @@ mod census;
 mod tests {
     use super::census::write_census_tree;
     use super::*;
+
+    #[test]
+    fn a_job_takes_up_to_100_sources_each_named_once() {
+        let dirs: Vec<PathBuf> = (0..MAX_SOURCES)
+            .map(|i| PathBuf::from(format!("/data/{i}")))
+            .collect();
+        assert_eq!(check_list(&dirs), Ok(()));
+        assert_eq!(check_list(&[]), Ok(()));
+        let mut too_many = dirs.clone();
+        too_many.push("/data/extra".into());
+        assert_eq!(check_list(&too_many), Err(SourceError::TooMany(101)));
+        let mut repeated = dirs[..3].to_vec();
+        repeated.push(dirs[1].clone());
+        let refused = check_list(&repeated).unwrap_err();
+        assert_eq!(
+            refused,
+            SourceError::Repeated {
+                index: 3,
+                first: 1,
+                path: "/data/1".into()
+            }
+        );
+        assert_eq!(
+            refused.to_string(),
+            "sources[3] is sources[1] again (/data/1): name each source once"
+        );
+    }
 
     #[test]
     fn the_census_tree_has_54_unique_sessions_and_reports_malformed_files() {

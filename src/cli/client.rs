@@ -4,7 +4,14 @@
 //! CLI and curl do exactly the same thing); put a TLS-terminating proxy in front for remote use.
 //! Answers are returned as JSON values for printing; problem+json answers become
 //! [`ClientError::Problem`] with their title and detail.
+//!
+//! A gatehouse on this machine (a loopback address, `0.0.0.0`, `[::]` or `localhost`) is
+//! called directly whatever the environment says: the bearer token must not travel to a proxy
+//! for a local server, and the proxy would not reach this machine's loopback anyway. Any other
+//! is called through the proxy the environment names (`HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`),
+//! as curl would.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode, Url};
@@ -81,6 +88,25 @@ pub(super) fn transport_failure(e: &reqwest::Error, timeout: Duration) -> String
     }
 }
 
+/// Whether `url` names this machine: a loopback address (IPv4-mapped included), `0.0.0.0`
+/// or `[::]` (which Linux connects to this machine), or `localhost`.
+fn is_local(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    // An IPv6 host comes in brackets; a name has been lower-cased by the parser.
+    let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
+    match unbracketed.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        Ok(IpAddr::V6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.to_ipv4_mapped().is_some_and(|ip| ip.is_loopback())
+        }
+        Err(_) => host.trim_end_matches('.') == "localhost",
+    }
+}
+
 /// How long one call may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -99,13 +125,14 @@ impl AdminClient {
             .ok()
             .filter(|url| url.scheme() == "http" && url.has_host())
             .ok_or_else(|| ClientError::InvalidUrl(base.to_owned()))?;
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .build()
-            .map_err(|e| ClientError::Unreachable {
-                url: base.to_string(),
-                why: transport_failure(&e, TIMEOUT),
-            })?;
+        let mut http = reqwest::Client::builder().timeout(TIMEOUT);
+        if is_local(&base) {
+            http = http.no_proxy();
+        }
+        let http = http.build().map_err(|e| ClientError::Unreachable {
+            url: base.to_string(),
+            why: transport_failure(&e, TIMEOUT),
+        })?;
         Ok(Self { http, base, token })
     }
 
@@ -230,5 +257,37 @@ impl AdminClient {
                 detail: Some(format!("not a gatehouse answer (is {url} a gatehouse?)")),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_and_localhost_are_local() {
+        let local = |url: &str| is_local(&Url::parse(url).unwrap());
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.9.8.7",
+            "http://[::1]:8080",
+            "http://[::ffff:127.0.0.1]:8080",
+            "http://localhost:8080",
+            "http://LocalHost./gatehouse",
+            "http://0.0.0.0:8080",
+            "http://[::]:8080",
+        ] {
+            assert!(local(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1:8080",
+            "http://[fd00::2]:8080",
+            "http://[::ffff:10.0.0.1]",
+            "http://gatehouse.internal:8080",
+            "http://localhost.example.com",
+            "http://127.0.0.1.example.com",
+        ] {
+            assert!(!local(url), "{url}");
+        }
     }
 }

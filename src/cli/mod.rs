@@ -54,8 +54,9 @@ pub enum Command {
     /// Exit 0 when the gatehouse on GATEHOUSE_LISTEN is ready (GET /readyz answers 200), 1
     /// otherwise: for container health checks (`HEALTHCHECK CMD ["gatehouse", "healthcheck"]`).
     Healthcheck {
-        /// Base URL to check instead (default: GATEHOUSE_LISTEN's port on loopback when it
-        /// listens on every address).
+        /// Base URL to check instead, its path kept (`http://host:8080/gatehouse` asks
+        /// `/gatehouse/readyz`; default: GATEHOUSE_LISTEN's port, on loopback when it listens
+        /// on every address).
         #[arg(long)]
         url: Option<String>,
     },

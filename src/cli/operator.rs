@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::output::{self, note};
 use crate::audit::{Audit, AuditConfig};
-use crate::backfill::sources::Roots;
+use crate::backfill::sources::{Roots, check_list};
 use crate::backfill::{Backfill, JobPage, JobRequest, JobState};
 use crate::config::Config;
 use crate::store::{RedisOptions, RedisStore};
@@ -71,6 +71,7 @@ pub async fn backfill(
         crate::session_id::check_name("--default-owner", &default_owner)
             .map_err(|e| e.to_string())?;
         let sources = data_dirs(&dirs)?;
+        check_list(&sources).map_err(|e| e.to_string())?;
         let session_ids = match &ids_file {
             Some(path) => std::fs::read_to_string(path)
                 .map_err(|e| format!("{}: {e}", path.display()))?
@@ -135,8 +136,8 @@ pub async fn backfill(
     output::json(&job, code)
 }
 
-/// `gatehouse backfill jobs`: a page of the job records, newest first, as `GET /v1/backfill`
-/// answers it.
+/// `gatehouse backfill jobs`: a page of job summaries, newest first, as `GET /v1/backfill`
+/// answers it (the full records: `GET /v1/backfill/{job_id}`).
 pub async fn jobs(config: Config, limit: usize, before: Option<String>) -> ExitCode {
     let prepared = (|| {
         let before = before
@@ -155,13 +156,7 @@ pub async fn jobs(config: Config, limit: usize, before: Option<String>) -> ExitC
     };
     let service = Backfill::new(store, Roots::default(), Audit::disabled("cli"));
     match service.jobs(before.as_ref(), limit).await {
-        Ok((jobs, next)) => {
-            let page = JobPage {
-                jobs,
-                next_before: next.map(|place| place.to_string()),
-            };
-            output::json(&page, ExitCode::SUCCESS)
-        }
+        Ok((jobs, next)) => output::json(&JobPage::of(&jobs, next), ExitCode::SUCCESS),
         Err(e) => {
             note!("error: {e}");
             ExitCode::FAILURE

@@ -267,6 +267,46 @@ async fn jobs_are_listed_newest_first_in_pages(backend: Backend) {
     assert!(all.body.get("next_before").is_none(), "{all:?}");
     assert_eq!(all.body["jobs"][0]["state"], "completed");
     assert_eq!(all.body["jobs"][1]["dry_run"], true);
+    // A summary of each: counts and how many sources, not the record's lists.
+    let newest = &all.body["jobs"][0];
+    let record = app
+        .call(
+            Method::GET,
+            &format!("/v1/backfill/{}", newest_first[0]),
+            Some(&admin),
+            None,
+        )
+        .await
+        .body;
+    let mut keys: Vec<&str> = newest
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "actor",
+            "counts",
+            "created_at",
+            "default_owner",
+            "dry_run",
+            "explicit_ids",
+            "finished_at",
+            "job_id",
+            "source_count",
+            "state",
+            "updated_at",
+        ],
+        "{newest}"
+    );
+    assert_eq!(newest["source_count"], 0);
+    assert_eq!(newest["explicit_ids"], 1);
+    for key in ["counts", "created_at", "updated_at", "finished_at", "actor"] {
+        assert_eq!(newest[key], record[key], "{key}");
+    }
 
     let first = list(&app, "?limit=2", &admin).await;
     assert_eq!(ids(&first), newest_first[..2]);
@@ -355,6 +395,7 @@ async fn owners_are_never_overwritten_and_reassigned_sessions_survive_rollback(b
     app.stop().await;
 }
 
+/// Sources outside the roots, more than 100 of them, or one named twice: 400, nothing started.
 async fn sources_outside_the_roots_are_refused(backend: Backend) {
     let (root, data) = census_root();
     let outside = tempfile::tempdir().unwrap();
@@ -381,6 +422,24 @@ async fn sources_outside_the_roots_are_refused(backend: Backend) {
     assert_eq!(reply.status, 400);
     let reply = post(json!({ "dry_run": true, "default_owner": "admin" })).await;
     reply.assert_problem(400, "invalid-request");
+    // Up to 100 sources, each named once (as resolved).
+    for (sources, says) in [
+        (vec![data.clone(); 101], "at most 100"),
+        (
+            vec![data.clone(), data.clone()],
+            "sources[1] is sources[0] again",
+        ),
+        (
+            vec![data.clone(), format!("{data}/./chats/..")],
+            "sources[1] is sources[0] again",
+        ),
+    ] {
+        let reply =
+            post(json!({ "dry_run": true, "default_owner": "admin", "sources": sources })).await;
+        reply.assert_problem(400, "invalid-request");
+        let detail = reply.body["detail"].as_str().unwrap();
+        assert!(detail.contains(says), "{detail}");
+    }
     let reply = post(json!({ "default_owner": "admin", "sources": [data] })).await;
     reply.assert_problem(400, "invalid-request");
     let reply = app
@@ -519,5 +578,41 @@ async fn an_interrupted_job_is_resumed_where_the_store_left_it() {
         .map(|j| j["job_id"].as_str().unwrap())
         .collect();
     assert!(listed.contains(&"bf-crashed"), "{listed:?}");
+    app.stop().await;
+}
+
+/// A member of the Redis listing that is not a job's place (`ZADD` by hand) is skipped with a
+/// WARN: `GET /v1/backfill` still lists every job (it answered 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_member_of_the_listing_does_not_fail_the_listing() {
+    let Some(backend) = Backend::redis() else {
+        return;
+    };
+    let Backend::Redis(server) = &backend else {
+        unreachable!()
+    };
+    let app = TestApp::spawn(&backend, &[]).await;
+    let job = start(
+        &app,
+        json!({ "dry_run": true, "default_owner": "admin", "session_ids": ["m1"] }),
+    )
+    .await;
+    let _: () = redis::cmd("ZADD")
+        .arg("gatehouse:backfill:jobs")
+        .arg(0)
+        .arg("zzzz bad member")
+        .query(&mut server.client())
+        .unwrap();
+    let listed = list(&app, "", &app.admin()).await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert_eq!(
+        listed.body["jobs"][0]["job_id"], job["job_id"],
+        "{listed:?}"
+    );
+    assert_eq!(
+        listed.body["jobs"].as_array().unwrap().len(),
+        1,
+        "{listed:?}"
+    );
     app.stop().await;
 }

@@ -1,11 +1,17 @@
 //! The command line's manners (issue 17): `--percent` only with ENFORCED, errors that say what
 //! failed once, a closed pipe that ends a command quietly, `token` refusing what the server
-//! refuses, and `healthcheck` following `/readyz` on both stores.
+//! refuses, and `healthcheck` following `/readyz` on both stores, on every address it may
+//! have to try; neither `healthcheck` nor a client of a local gatehouse goes through a proxy.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Method;
+use serde_json::Value;
 
 use crate::binary::{Process, cli};
 use crate::common::{Backend, SECRET, TestApp, eventually, free_port};
@@ -13,11 +19,23 @@ use crate::tests_on;
 
 tests_on!([memory, redis]; healthcheck_follows_readiness);
 
-/// The binary with none of this machine's gatehouse settings, and `env`.
+/// The proxy settings reqwest reads, in both spellings.
+const PROXY_VARIABLES: [&str; 8] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// The binary with none of this machine's gatehouse or proxy settings, and `env`.
 fn gatehouse(env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
     for (key, _) in std::env::vars() {
-        if key.starts_with("GATEHOUSE_") || key == "REDIS_URL" {
+        if key.starts_with("GATEHOUSE_") || key == "REDIS_URL" || PROXY_VARIABLES.contains(&&*key) {
             command.env_remove(key);
         }
     }
@@ -244,11 +262,21 @@ async fn token_refuses_a_sub_the_server_refuses() {
 /// Runs `gatehouse healthcheck` with the settings `env`: (exit code, stderr). It ends within
 /// seconds, whatever answers or does not.
 async fn healthcheck(env: Vec<(&'static str, String)>) -> (Option<i32>, String) {
+    healthcheck_with(&[], env).await
+}
+
+/// [`healthcheck`] with arguments (`--url`).
+async fn healthcheck_with(
+    args: &[&str],
+    env: Vec<(&'static str, String)>,
+) -> (Option<i32>, String) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
     tokio::task::spawn_blocking(move || {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let started = std::time::Instant::now();
         let output = gatehouse(&env)
             .arg("healthcheck")
+            .args(args)
             .output()
             .expect("the binary runs");
         assert!(
@@ -287,6 +315,16 @@ async fn healthcheck_follows_readiness(mut backend: Backend) {
         err.contains(&format!("http://127.0.0.1:{port}/readyz")),
         "{err}"
     );
+    // `--url` is a base: its path is kept (nothing is served under /gatehouse/ here).
+    let (code, err) = healthcheck_with(&["--url", &server.base], settings.clone()).await;
+    assert_eq!(code, Some(0), "{err}");
+    let prefixed = format!("{}/gatehouse/", server.base);
+    let (code, err) = healthcheck_with(&["--url", &prefixed], settings.clone()).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{prefixed}readyz: answered 404")),
+        "{err}"
+    );
 
     if let Some(redis) = backend.redis_server() {
         redis.stop();
@@ -307,4 +345,218 @@ async fn healthcheck_follows_readiness(mut backend: Backend) {
     // A configuration the server would refuse: unhealthy, not a usage error.
     let (code, err) = healthcheck(vec![("GATEHOUSE_LISTEN", "nowhere".to_owned())]).await;
     assert_eq!(code, Some(1), "{err}");
+}
+
+/// A forward proxy's stand-in on loopback: answers `200 OK` (empty) to anything, and records
+/// each request line. Stopped on drop.
+struct FakeProxy {
+    address: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeProxy {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let address = listener.local_addr().expect("its address");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (recorded, stopped) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                recorded.lock().unwrap().push(line);
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        Self {
+            address,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `HTTP_PROXY`, `http_proxy` and `ALL_PROXY`, each naming this proxy.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let url = format!("http://{}", self.address);
+        ["HTTP_PROXY", "http_proxy", "ALL_PROXY"]
+            .into_iter()
+            .map(|key| (key, url.clone()))
+            .collect()
+    }
+
+    /// The request lines received so far.
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees the stop.
+        let _ = TcpStream::connect(self.address);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A proxy in the environment (answering 200 to anything) does not make an instance that is
+/// not there healthy: the healthcheck never goes through a proxy, `--url` or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_never_goes_through_a_proxy() {
+    let proxy = FakeProxy::start();
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let mut env = proxy.env();
+    env.push(("GATEHOUSE_JWT_SECRET", SECRET.to_owned()));
+    env.push(("GATEHOUSE_LISTEN", nowhere.clone()));
+    let (code, err) = healthcheck(env.clone()).await;
+    assert_eq!(code, Some(1), "nothing listens there: {err}");
+    assert!(
+        err.contains(&format!("http://{nowhere}/readyz")) && err.contains("connection refused"),
+        "{err}"
+    );
+    let url = format!("http://{nowhere}");
+    let (code, err) = healthcheck_with(&["--url", &url], env).await;
+    assert_eq!(code, Some(1), "nothing listens there: {err}");
+    assert!(err.contains("connection refused"), "{err}");
+    assert_eq!(proxy.seen(), Vec::<String>::new(), "the proxy was asked");
+}
+
+/// Runs `gatehouse mode get --url URL` with the admin token and `env`: (exit code, stdout as
+/// JSON, stderr).
+async fn mode_get(
+    url: &str,
+    token: String,
+    env: Vec<(&'static str, String)>,
+) -> (i32, Value, String) {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.push(("GATEHOUSE_TOKEN", &token));
+        let output = gatehouse(&env)
+            .args(["mode", "get", "--url", &url])
+            .output()
+            .expect("the binary runs");
+        (
+            output.status.code().unwrap_or(-1),
+            serde_json::from_slice(&output.stdout).unwrap_or(Value::Null),
+            stderr(&output),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// The admin client calls a gatehouse on loopback or `localhost` directly (its bearer token
+/// never goes to the proxy), and any other through the proxy the environment names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_client_calls_a_local_gatehouse_directly_and_others_through_the_proxy() {
+    let app = TestApp::spawn(&Backend::Memory, &[]).await;
+    let proxy = FakeProxy::start();
+    let port = app.base.rsplit(':').next().unwrap().to_owned();
+    for url in [app.base.clone(), format!("http://localhost:{port}")] {
+        let (code, settings, err) = mode_get(&url, app.admin(), proxy.env()).await;
+        assert_eq!(code, 0, "{url}: {err}");
+        assert_eq!(
+            settings["version"], 1,
+            "{url}: gatehouse answered: {settings}"
+        );
+    }
+    assert_eq!(proxy.seen(), Vec::<String>::new(), "the proxy was asked");
+
+    // A remote gatehouse: through the proxy, as the environment says.
+    let remote = "http://gatehouse.example:8080";
+    mode_get(remote, app.admin(), proxy.env()).await;
+    assert_eq!(
+        proxy.seen(),
+        [format!("GET {remote}/v1/enforcement HTTP/1.1")],
+        "the proxy was not asked"
+    );
+    app.stop().await;
+}
+
+/// `GATEHOUSE_LISTEN=[::]:port` is asked on 127.0.0.1 first (a `[::]` socket takes IPv4 on
+/// Linux, and Docker disables IPv6 by default), then on `[::1]` when 127.0.0.1 refuses; the
+/// line says which answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_of_every_ipv6_address_asks_ipv4_loopback_first_then_ipv6() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        crate::common::skip::missing("the IPv6 healthcheck", "this machine has no IPv6 loopback");
+        return;
+    }
+    let env = vec![("GATEHOUSE_JWT_SECRET", SECRET.to_owned())];
+    let ready_on = |listen: String| {
+        let mut settings = env.clone();
+        settings.push(("GATEHOUSE_LISTEN", listen));
+        eventually(Duration::from_secs(20), "healthcheck to pass", move || {
+            let settings = settings.clone();
+            async move {
+                let (code, err) = healthcheck(settings).await;
+                assert_ne!(code, Some(2), "{err}");
+                (code == Some(0)).then_some(err)
+            }
+        })
+    };
+
+    // Every address, dual-stack: IPv4 loopback answers.
+    let server = Process::start_on("[::]", &env);
+    let port = server.listen.rsplit(':').next().unwrap().to_owned();
+    let err = ready_on(format!("[::]:{port}")).await;
+    assert!(
+        err.starts_with(&format!(
+            "ready: http://127.0.0.1:{port}/readyz answered 200"
+        )),
+        "{err}"
+    );
+    drop(server);
+
+    // Only IPv6 loopback listens: 127.0.0.1 refuses, [::1] answers.
+    let server = Process::start_on("[::1]", &env);
+    let port = server.listen.rsplit(':').next().unwrap().to_owned();
+    let err = ready_on(format!("[::]:{port}")).await;
+    assert!(
+        err.starts_with(&format!("ready: http://[::1]:{port}/readyz answered 200")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "http://127.0.0.1:{port}/readyz: connection refused"
+        )),
+        "{err}"
+    );
+    drop(server);
+
+    // Neither: both refusals said.
+    let (code, err) = healthcheck(vec![
+        ("GATEHOUSE_JWT_SECRET", SECRET.to_owned()),
+        ("GATEHOUSE_LISTEN", format!("[::]:{port}")),
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{err}");
+    for tried in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        assert!(err.contains(&tried), "{tried}: {err}");
+    }
 }

@@ -362,6 +362,21 @@ fn backfill_verify_and_rollback_from_the_command_line() {
 
     let (code, report, _) = gatehouse(&url, &["verify", "--data-dir", data]);
     assert_eq!((code, report["missing"].clone()), (1, json!(54)));
+    // A data directory named twice is refused, as over HTTP.
+    let (code, _, err) = gatehouse(
+        &url,
+        &[
+            "backfill",
+            "--data-dir",
+            data,
+            "--data-dir",
+            data,
+            "--default-owner",
+            "admin",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("sources[1] is sources[0] again"), "{err}");
     let (code, job, err) = gatehouse(
         &url,
         &["backfill", "--data-dir", data, "--default-owner", "admin"],
@@ -394,6 +409,12 @@ fn backfill_verify_and_rollback_from_the_command_line() {
         [again["job_id"].to_string(), job["job_id"].to_string()]
     );
     assert_eq!(page["jobs"][1]["counts"]["assigned"], 54, "{page}");
+    // Summaries, as GET /v1/backfill lists them: how many sources and errors, not the lists.
+    assert_eq!(page["jobs"][1]["source_count"], 1, "{page}");
+    assert_eq!(page["jobs"][1]["counts"]["errors"], 2, "{page}");
+    for list in ["sources", "errors"] {
+        assert!(page["jobs"][1].get(list).is_none(), "{list}: {page}");
+    }
     assert!(page.get("next_before").is_none(), "{page}");
     let (_, first, _) = gatehouse(&url, &["backfill", "jobs", "--limit", "1"]);
     assert_eq!(ids(&first), [again["job_id"].to_string()]);

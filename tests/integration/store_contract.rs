@@ -108,6 +108,65 @@ async fn backfill_jobs_are_listed_newest_first(backend: Backend) {
     assert!(past_the_end.is_empty() && next.is_none());
 }
 
+/// What the Redis listing cannot use is left out, not a failure of every page: members that
+/// are not a job's place (written by hand, not even UTF-8), a record that is not JSON, a listed
+/// job without a record. Pages cut anywhere still join up past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_listing_skips_what_it_cannot_read() {
+    let Some(mut backend) = Backend::redis() else {
+        return;
+    };
+    let store = store(&backend, None);
+    for (id, millis) in [
+        ("bf-a", 1_000),
+        ("bf-x", 1_500),
+        ("bf-b", 2_000),
+        ("bf-c", 3_000),
+    ] {
+        store
+            .save_job(&job(id, millis, JobState::Completed))
+            .await
+            .unwrap();
+    }
+    let mut admin = backend.redis_server().unwrap().client();
+    let _: () = redis::cmd("ZADD")
+        .arg("gatehouse:backfill:jobs")
+        // Newest first, these sort first, between the places and last.
+        .arg(0)
+        .arg(b"\xff\xfe".as_slice())
+        .arg(0)
+        .arg("zzzz bad member")
+        .arg(0)
+        .arg("0000000000002500:bad id!")
+        .arg(0)
+        .arg("0000000000000500:bf-gone")
+        .query(&mut admin)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("gatehouse:backfill:job:bf-x")
+        .arg("not json")
+        .query(&mut admin)
+        .unwrap();
+    let ids = |jobs: &[Job]| jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>();
+    let (all, next) = store.jobs(None, 100).await.unwrap();
+    assert_eq!(ids(&all), ["bf-c", "bf-b", "bf-a"]);
+    assert_eq!(next, None);
+    for limit in 1..=4 {
+        let mut seen = Vec::new();
+        let mut before: Option<JobCursor> = None;
+        loop {
+            let (page, next) = store.jobs(before.as_ref(), limit).await.unwrap();
+            assert!(page.len() <= limit);
+            seen.extend(ids(&page));
+            match next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["bf-c", "bf-b", "bf-a"], "limit {limit}");
+    }
+}
+
 async fn verification_counts_sessions_missing_from_their_index(backend: Backend) {
     let store = store(&backend, None);
     store.claim(&id("u1"), "alice").await.unwrap();

@@ -1,7 +1,9 @@
 //! The backfill port on Redis: assignment and rollback scripts that keep each job's assigned
 //! set, and the job records with their listing (`{prefix}backfill:jobs`, a sorted set read
 //! newest first; written with each record, in one `MULTI` on one server, before the record on
-//! a Cluster, where the two live in different slots).
+//! a Cluster, where the two live in different slots). The listing skips what it cannot use: a
+//! member that is not a job's place and a record it cannot read (each with a WARN, one line per
+//! second), and a listed job without a record.
 //!
 //! On one server a batch is one script. On a Cluster each session's owner key lives in its
 //! own slot, so a batch is one script per session (sent together), then the job's assigned
@@ -19,6 +21,7 @@ use super::RedisStore;
 use super::scans::scan_reply;
 use crate::records::Job;
 use crate::store::{BackfillStore, JobCursor, Released, StoreError};
+use crate::throttle::Throttle;
 
 #[async_trait]
 impl BackfillStore for RedisStore {
@@ -164,38 +167,73 @@ impl BackfillStore for RedisStore {
         before: Option<&JobCursor>,
         limit: usize,
     ) -> Result<(Vec<Job>, Option<JobCursor>), StoreError> {
-        let max = before.map_or_else(|| "+".to_owned(), |place| format!("({place}"));
+        let listing = self.keys.backfill_jobs();
         // One more than asked: whether there is a next page.
-        let cmd = redis::cmd("ZREVRANGEBYLEX")
-            .arg(self.keys.backfill_jobs())
-            .arg(max)
-            .arg("-")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit.saturating_add(1))
-            .clone();
-        let mut places: Vec<String> = self.read_cmd(&cmd).await?;
+        let wanted = limit.saturating_add(1);
+        let mut max: Vec<u8> = match before {
+            Some(place) => format!("({place}").into_bytes(),
+            None => b"+".to_vec(),
+        };
+        let mut places: Vec<JobCursor> = Vec::with_capacity(wanted.min(1024));
+        // A member that is not a job's place (written by hand, or by something else) is
+        // skipped, and the listing read on past it: one such member must not make every page
+        // fail, nor cut a page short and lose the pages after it.
+        loop {
+            let asked = wanted - places.len();
+            let cmd = redis::cmd("ZREVRANGEBYLEX")
+                .arg(&listing)
+                .arg(&max)
+                .arg("-")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(asked)
+                .clone();
+            // Bytes: a member that is not even UTF-8 is skipped like any other.
+            let members: Vec<Vec<u8>> = self.read_cmd(&cmd).await?;
+            for member in &members {
+                match std::str::from_utf8(member).map(str::parse::<JobCursor>) {
+                    Ok(Ok(place)) => places.push(place),
+                    _ => {
+                        static NOT_A_PLACE: Throttle = Throttle::new();
+                        if let Some(suppressed) = NOT_A_PLACE.allow() {
+                            let member = String::from_utf8_lossy(member);
+                            tracing::warn!(%listing, %member, suppressed, "backfill job listing holds a member that is not a job's place; skipped (one line per second; suppressed: those since the last)");
+                        }
+                    }
+                }
+            }
+            let Some(last) = members.last() else { break };
+            if members.len() < asked || places.len() >= wanted {
+                break;
+            }
+            max = [b"(".as_slice(), last].concat();
+        }
         let more = places.len() > limit;
         places.truncate(limit);
-        let places = places
-            .iter()
-            .map(|member| {
-                member.parse::<JobCursor>().map_err(|_| {
-                    let listing = self.keys.backfill_jobs();
-                    StoreError::Corrupt(format!("{listing} holds {member:?}, not a job's place"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let next = more.then(|| places.last().cloned()).flatten();
         // Each record in a slot of its own on a Cluster: one GET each (sent together).
         let records =
             futures_util::future::join_all(places.iter().map(|place| self.load_job(&place.job_id)))
-                .await
-                .into_iter()
-                .collect::<Result<Vec<_>, _>>()?;
-        // A listed job whose record is gone (its first save failed after the listing's) is
-        // skipped.
-        Ok((records.into_iter().flatten().collect(), next))
+                .await;
+        let mut jobs = Vec::with_capacity(records.len());
+        for record in records {
+            match record {
+                Ok(Some(job)) => jobs.push(job),
+                // A listed job whose record is gone (its first save failed after the
+                // listing's) is skipped.
+                Ok(None) => {}
+                // So is one whose record cannot be read (`GET /v1/backfill/{job_id}` says
+                // so): the others are still listed.
+                Err(StoreError::Corrupt(why)) => {
+                    static UNREADABLE: Throttle = Throttle::new();
+                    if let Some(suppressed) = UNREADABLE.allow() {
+                        tracing::warn!(error = %why, suppressed, "backfill job record unreadable; left out of the listing (one line per second; suppressed: those since the last)");
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((jobs, next))
     }
 }
 
