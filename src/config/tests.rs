@@ -17,6 +17,16 @@ fn problems(pairs: &[(&str, &str)]) -> Vec<String> {
     }
 }
 
+/// A `GATEHOUSE_CONFIG` file holding `text`: its directory (kept for the test's length) and
+/// its path.
+fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_string_lossy().into_owned();
+    (dir, path)
+}
+
 #[test]
 fn defaults_run_embedded_on_loopback() {
     let c = Config::from_vars(vars(&[])).unwrap();
@@ -244,11 +254,11 @@ fn connection_limits_have_defaults_and_refuse_zero() {
 
 #[test]
 fn the_file_sets_keys_and_the_environment_wins() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gatehouse.toml");
-    std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nredis_url = \"redis://127.0.0.1:1\"\nowner_ttl = \"24h\"\nkey_prefix = \"gh:\"\n").unwrap();
+    let (_dir, path) = config_file(
+        "listen = \"127.0.0.1:9000\"\nredis_url = \"redis://127.0.0.1:1\"\nowner_ttl = \"24h\"\nkey_prefix = \"gh:\"\n",
+    );
     let c = Config::from_vars(vars(&[
-        ("GATEHOUSE_CONFIG", path.to_str().unwrap()),
+        ("GATEHOUSE_CONFIG", &path),
         ("GATEHOUSE_KEY_PREFIX", "env:"),
     ]))
     .unwrap();
@@ -359,14 +369,7 @@ fn unknown_settings_are_refused_with_the_closest_name() {
 
 #[test]
 fn file_errors_name_the_toml_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &path,
-        "request_timeout = \"5 parsecs\"\nredis_timout = \"1s\"\n",
-    )
-    .unwrap();
-    let path = path.to_string_lossy().into_owned();
+    let (_dir, path) = config_file("request_timeout = \"5 parsecs\"\nredis_timout = \"1s\"\n");
     let found = problems(&[("GATEHOUSE_CONFIG", &path)]);
     assert!(
         found
@@ -455,14 +458,8 @@ fn contradictory_settings_warn_and_consistent_ones_do_not() {
 
 #[test]
 fn warnings_and_problems_of_the_file_name_its_toml_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &path,
-        "auth_disabled_allow_remote = true\nsettings_snapshot = \"/x/s.json\"\n",
-    )
-    .unwrap();
-    let path = path.to_string_lossy().into_owned();
+    let (_dir, path) =
+        config_file("auth_disabled_allow_remote = true\nsettings_snapshot = \"/x/s.json\"\n");
     let found = warnings(&[("GATEHOUSE_CONFIG", &path)]);
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(
@@ -604,10 +601,7 @@ fn identity_provider_settings_are_strict_and_reported_together() {
 #[test]
 fn the_file_lists_identity_providers_with_their_own_settings() {
     use crate::auth::KeysAt;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gatehouse.toml");
-    std::fs::write(
-        &path,
+    let (_dir, file) = config_file(
         r#"
 jwt_issuer = "gatehouse-cli"
 
@@ -627,9 +621,7 @@ algorithms = ["RS256", "PS256"]
 roles_claim = "https://gatehouse.example.com/roles"
 scope_claim = "permissions"
 "#,
-    )
-    .unwrap();
-    let file = path.to_string_lossy().into_owned();
+    );
     let secret = ("GATEHOUSE_JWT_SECRET", "0123456789abcdef0123456789abcdef");
     let (found, _, settings) = providers(&[("GATEHOUSE_CONFIG", &file), secret]);
     assert_eq!(found.len(), 2);
@@ -643,10 +635,10 @@ scope_claim = "permissions"
     assert_eq!(settings.issuer.as_deref(), Some("gatehouse-cli"));
     assert_eq!(found[0].claims.user_prefix.as_deref(), Some("kc:"));
     // Several issuers: each needs a prefix of its own.
-    let unprefixed = std::fs::read_to_string(&path)
+    let unprefixed = std::fs::read_to_string(&file)
         .unwrap()
         .replace("user_prefix = \"auth0:\"\n", "");
-    std::fs::write(&path, &unprefixed).unwrap();
+    std::fs::write(&file, &unprefixed).unwrap();
     let found = problems(&[("GATEHOUSE_CONFIG", &file), secret]);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
@@ -654,7 +646,7 @@ scope_claim = "permissions"
         "{found:?}"
     );
     std::fs::write(
-        &path,
+        &file,
         unprefixed.replace(
             "issuer = \"https://tenant.eu.auth0.com/\"\n",
             "issuer = \"https://tenant.eu.auth0.com/\"\nuser_prefix = \"kc:\"\n",
@@ -664,7 +656,7 @@ scope_claim = "permissions"
     let found = problems(&[("GATEHOUSE_CONFIG", &file), secret]);
     assert!(found[0].contains("is another issuer's too"), "{found:?}");
     std::fs::write(
-        &path,
+        &file,
         unprefixed.replace("user_prefix = \"kc:\"", "user_prefix = \"kc\""),
     )
     .unwrap();
@@ -677,7 +669,7 @@ scope_claim = "permissions"
     );
 
     std::fs::write(
-        &path,
+        &file,
         r#"
 jwt_issuer = "https://kc.example.com/realms/chat"
 
@@ -708,7 +700,7 @@ algorithms = 256
     }
     // Fixed those, the issuer is still configured twice, and is the secret's too.
     std::fs::write(
-        &path,
+        &file,
         r#"
 jwt_issuer = "https://kc.example.com/realms/chat"
 
