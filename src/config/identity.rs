@@ -23,20 +23,13 @@ use super::Source;
 use super::sections::has_certificate;
 use crate::auth::{ClaimMapping, ClaimPath, IdentityProvider, JwksSettings, KeysAt};
 
-/// The settings of every provider, asked in every set-up (so that each is known).
-pub(super) const PROVIDER_VARS: [&str; 12] = [
+/// The settings that describe the environment's provider (and, with them, [`FETCH_VARS`]).
+pub(super) const PROVIDER_VARS: [&str; 5] = [
     "GATEHOUSE_JWT_JWKS_URL",
     "GATEHOUSE_JWT_USER_PREFIX",
     "GATEHOUSE_JWT_DISCOVERY",
-    "GATEHOUSE_JWT_CA_FILE",
     "GATEHOUSE_JWT_ROLES_CLAIM",
     "GATEHOUSE_JWT_SCOPE_CLAIM",
-    "GATEHOUSE_JWT_JWKS_REFRESH",
-    "GATEHOUSE_JWT_JWKS_REFRESH_MIN",
-    "GATEHOUSE_JWT_JWKS_REFRESH_MAX",
-    "GATEHOUSE_JWT_JWKS_REFETCH_INTERVAL",
-    "GATEHOUSE_JWT_JWKS_TIMEOUT",
-    "GATEHOUSE_JWT_WAIT_FOR_KEYS",
 ];
 
 /// The settings that apply to identity providers only (warned about without one).

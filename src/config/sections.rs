@@ -335,7 +335,7 @@ pub(super) fn auth(src: &mut Source, listen: SocketAddr) -> AuthConfig {
 }
 
 /// The settings that read tokens: no effect with `GATEHOUSE_AUTH=disabled` (nor do the
-/// identity providers' [`identity::PROVIDER_VARS`]).
+/// identity providers' [`identity::PROVIDER_VARS`] and [`identity::FETCH_VARS`]).
 const TOKEN_VARS: [&str; 6] = [
     "GATEHOUSE_JWT_SECRET",
     "GATEHOUSE_JWT_PUBLIC_KEYS",
@@ -359,7 +359,10 @@ pub(super) fn contradictions(
         // configuration would make every caller an admin.
         const WHY: &str = "not with GATEHOUSE_AUTH=disabled, which reads no token and makes \
                            every caller the virtual admin (remove one of the two)";
-        for name in TOKEN_VARS.into_iter().chain(identity::PROVIDER_VARS) {
+        let provider_vars = identity::PROVIDER_VARS
+            .into_iter()
+            .chain(identity::FETCH_VARS);
+        for name in TOKEN_VARS.into_iter().chain(provider_vars) {
             if src.get(name).is_some() {
                 src.problems.push(format!("{name}: {WHY}"));
             }
