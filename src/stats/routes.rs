@@ -51,6 +51,10 @@ fn step_schema() -> utoipa::openapi::Object {
 /// Every decision (allow too) counted per endpoint, decision and reason in time buckets,
 /// merged across instances. Counts reach the store about once a second
 /// (`GATEHOUSE_STATS_FLUSH`), so the newest bucket lags by that much.
+///
+/// 400 when `since` is not before `until`, when the range holds more than 1,440 buckets of the
+/// step, or when it reads more than 2,880 stored buckets (two days of minutes, 120 days of
+/// hours): rules across the parameters that their schemas cannot state.
 #[utoipa::path(get, path = "/v1/stats/decisions", tag = "rollout",
     params(DecisionsQuery),
     responses(
