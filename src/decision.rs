@@ -57,7 +57,9 @@ impl std::str::FromStr for Mode {
 }
 
 /// What the caller is told to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Allowed by the rule (or enforcement is off).
@@ -69,6 +71,9 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Every verdict, in declaration order (`ALL[v as usize] == v`).
+    pub const ALL: [Verdict; 3] = [Verdict::Allow, Verdict::Deny, Verdict::WouldDeny];
+
     /// Whether the request may go ahead.
     pub fn allowed(self) -> bool {
         self != Verdict::Deny
@@ -90,7 +95,9 @@ impl Verdict {
 }
 
 /// Why the verdict is what it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// The mode is DISABLED (or the kill switch is on).
@@ -111,6 +118,17 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order (`ALL[r as usize] == r`).
+    pub const ALL: [Reason; 7] = [
+        Reason::EnforcementDisabled,
+        Reason::Admin,
+        Reason::Owner,
+        Reason::NoOwner,
+        Reason::NotOwner,
+        Reason::StoreUnavailable,
+        Reason::SettingsUnavailable,
+    ];
+
     /// The name used on the wire, in logs and in the audit stream.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -3,7 +3,8 @@
 //! `/v1/validate`, the batch endpoint and the [`crate::middleware::OwnershipLayer`] all call
 //! [`Gatekeeper::check`]: resolve the mode from the settings in force, look the owner up only
 //! when the mode needs it, apply the pure [`decide`], and log what was denied or would have
-//! been, and record it in the audit stream.
+//! been, and record it in the audit stream; every decision is counted in the time series
+//! ([`crate::stats`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +18,7 @@ use crate::decision::{
 use crate::enforcement::Enforcement;
 use crate::metrics::Metrics;
 use crate::session_id::{SessionId, SessionIds};
+use crate::stats::DecisionStats;
 use crate::store::{OwnershipStore, StoreError};
 
 /// The endpoint name used when a caller names none.
@@ -83,6 +85,7 @@ pub struct Gatekeeper {
     enforcement: Enforcement,
     audit: Audit,
     metrics: Option<Arc<Metrics>>,
+    stats: DecisionStats,
     session_ids: SessionIds,
 }
 
@@ -95,6 +98,7 @@ impl Gatekeeper {
             enforcement,
             audit: Audit::disabled("gatehouse"),
             metrics: None,
+            stats: DecisionStats::disabled(),
             session_ids: SessionIds::default(),
         }
     }
@@ -119,6 +123,12 @@ impl Gatekeeper {
     /// Counts decisions in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts every decision in the time series of `stats`.
+    pub fn with_stats(mut self, stats: DecisionStats) -> Self {
+        self.stats = stats;
         self
     }
 
@@ -256,6 +266,8 @@ impl Gatekeeper {
         if let Some(metrics) = &self.metrics {
             metrics.decision(outcome.verdict, outcome.reason, source);
         }
+        self.stats
+            .record(check.endpoint, outcome.verdict, outcome.reason);
         if outcome.verdict != Verdict::Allow || outcome.reason.is_unavailable() {
             let origin = check.origin;
             let mut event = AuditEvent::decision(

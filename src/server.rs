@@ -2,7 +2,8 @@
 //!
 //! [`Gatehouse::build`] creates the store, the authenticator and the services; [`Gatehouse::serve`]
 //! runs the HTTP server (and the metrics and gRPC listeners when configured) and the background
-//! tasks until the shutdown signal, then stops the tasks and waits for them. Tests use the same two calls on a listener bound to port 0.
+//! tasks (settings refresh and watch, owner-cache watch, the instance heartbeat; the audit
+//! writer and the decision-stats flusher, stopped last) until the shutdown signal, then stops the tasks and waits for them. Tests use the same two calls on a listener bound to port 0.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +62,8 @@ pub struct Gatehouse {
     pub bootstrap_token: Option<String>,
     /// Which store backs this instance, for the start-up log.
     pub store_kind: &'static str,
+    /// `GATEHOUSE_INSTANCE`, for the heartbeat.
+    instance: String,
 }
 
 impl Gatehouse {
@@ -102,6 +105,13 @@ impl Gatehouse {
             metrics.audit.clone(),
             &writers,
         )?;
+        let stats = crate::stats::DecisionStats::start(
+            store.clone(),
+            config.stats,
+            format!("{}-{}", config.instance, &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            metrics.stats_dropped.clone(),
+            &writers,
+        );
         let (authenticator, bootstrap_token) = authenticator(&config.auth)?;
         let mut enforcement = Enforcement::new(store.clone(), config.initial_mode)
             .with_refresh(config.settings_refresh)
@@ -115,6 +125,7 @@ impl Gatehouse {
         let gatekeeper = Gatekeeper::new(store.clone(), enforcement.clone())
             .with_audit(audit.clone())
             .with_metrics(metrics.clone())
+            .with_stats(stats)
             .with_session_ids(config.session_ids);
         let work = Tasks::new();
         let backfill = crate::backfill::Backfill::new(
@@ -138,6 +149,7 @@ impl Gatehouse {
             claim: config.claim,
             trusted_proxies: config.trusted_proxies.clone(),
             metrics_elsewhere: config.metrics_listen.is_some(),
+            stats_retention: config.stats.retention,
         });
         Ok(Self {
             state,
@@ -150,6 +162,7 @@ impl Gatehouse {
             grpc_listen: config.grpc_listen,
             bootstrap_token,
             store_kind,
+            instance: config.instance.clone(),
         })
     }
 
@@ -198,6 +211,12 @@ impl Gatehouse {
             verifier.spawn_refresh(&work);
         }
         work.spawn(self.state.enforcement.spawn_watch(work.token()));
+        work.spawn(crate::instances::heartbeat(
+            self.state.store.clone(),
+            self.state.enforcement.clone(),
+            self.instance,
+            work.token(),
+        ));
         if let Some((cache, redis)) = &self.owner_cache {
             work.spawn(cache.spawn_watch(redis.clone(), work.token()));
         }

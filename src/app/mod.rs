@@ -37,6 +37,8 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(crate::sessions::routes())
         .merge(crate::enforcement::routes())
         .merge(crate::rollout::routes())
+        .merge(crate::stats::routes())
+        .merge(crate::instances::routes())
         .merge(crate::audit::routes())
         .merge(crate::forward_auth::routes())
         .merge(crate::backfill::routes())

@@ -28,6 +28,7 @@ use crate::http::{AppState, Problem};
         (name = "sessions", description = "Claiming, reading, transferring and releasing ownership"),
         (name = "enforcement", description = "Enforcement modes (admin)"),
         (name = "audit", description = "The audit stream (admin)"),
+        (name = "rollout", description = "Decision statistics and the instances in service (admin)"),
         (name = "backfill", description = "Owners for legacy sessions (admin)"),
         (name = "forward-auth", description = "Auth subrequests of reverse proxies"),
         (name = "ops", description = "Health, readiness and metrics"),

@@ -33,7 +33,7 @@ use crate::metrics::AuditMetrics;
 use crate::store::AuditStore;
 use crate::tasks::Tasks;
 
-pub use self::routes::{Filter, Summary, parse_since, query, routes, summarize};
+pub use self::routes::{Filter, Summary, parse_since, query, routes, since_schema, summarize};
 pub use self::writer::AuditWriter;
 pub use crate::records::audit::{
     AuditDecision, AuditEntry, AuditEvent, AuditId, Sequenced, Source,

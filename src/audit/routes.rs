@@ -225,8 +225,19 @@ pub struct Summary {
     pub by_endpoint: BTreeMap<String, u64>,
     /// The users with the most denied and would-deny decisions, most first.
     pub top_users: Vec<UserCount>,
+    /// The sessions with the most denied and would-deny decisions, most first.
+    pub top_sessions: Vec<SessionCount>,
     /// False when the window held more entries than one summary examines (2,000,000).
     pub complete: bool,
+}
+
+/// A session and its count.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionCount {
+    /// The session.
+    pub session_id: String,
+    /// Deny and would-deny decisions.
+    pub count: u64,
 }
 
 /// A user and their count.
@@ -275,6 +286,7 @@ pub async fn summarize(store: &dyn AuditStore, since: Timestamp) -> Result<Summa
         ..Summary::default()
     };
     let mut users: HashMap<String, u64> = HashMap::new();
+    let mut sessions: HashMap<String, u64> = HashMap::new();
     let start = since.unix_millis();
     let mut cursor = (start > 0).then(|| AuditId {
         millis: start - 1,
@@ -300,6 +312,9 @@ pub async fn summarize(store: &dyn AuditStore, since: Timestamp) -> Result<Summa
                 }
                 if matches!(e.decision, AuditDecision::Deny | AuditDecision::WouldDeny) {
                     *users.entry(e.user.clone()).or_default() += 1;
+                    if let Some(session) = &e.session_id {
+                        *sessions.entry(session.clone()).or_default() += 1;
+                    }
                 }
             }
         }
@@ -318,6 +333,17 @@ pub async fn summarize(store: &dyn AuditStore, since: Timestamp) -> Result<Summa
     top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.user.cmp(&b.user)));
     top.truncate(TOP_USERS);
     summary.top_users = top;
+    let mut top: Vec<SessionCount> = sessions
+        .into_iter()
+        .map(|(session_id, count)| SessionCount { session_id, count })
+        .collect();
+    top.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.session_id.cmp(&b.session_id))
+    });
+    top.truncate(TOP_USERS);
+    summary.top_sessions = top;
     Ok(summary)
 }
 

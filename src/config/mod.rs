@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use self::sections::{
     audit, auth, backfill_roots, connection_limits, forward_auth, host_name, keys, logging,
-    owner_cache, read_file, redis, settings_snapshot, toml_key,
+    owner_cache, read_file, redis, settings_snapshot, stats, toml_key,
 };
 use crate::auth::JwtSettings;
 use crate::decision::Mode;
@@ -156,6 +156,10 @@ pub struct Config {
     pub session_ids: crate::session_id::SessionIds,
     /// `GATEHOUSE_CLAIM` (`service` default, `self`): who may claim sessions.
     pub claim: crate::sessions::ClaimPolicy,
+    /// `GATEHOUSE_STATS` (`on` default), `GATEHOUSE_STATS_FLUSH` (1s),
+    /// `GATEHOUSE_STATS_MINUTE_RETENTION` (14d), `GATEHOUSE_STATS_HOUR_RETENTION` (90d): the
+    /// decision time series ([`crate::stats`]).
+    pub stats: crate::stats::StatsSettings,
     /// Settings given that have no effect beside the others (`GATEHOUSE_JWT_SECRET` with
     /// `GATEHOUSE_AUTH=disabled`, ...): `serve` logs each at WARN.
     pub warnings: Vec<String>,
@@ -496,6 +500,7 @@ impl Config {
             src.problems.push(format!("GATEHOUSE_INSTANCE: {e}"));
         }
         let audit = audit(src);
+        let stats = stats(src);
         let settings_snapshot = settings_snapshot(src, &audit);
         let forward_auth = forward_auth(src);
         let trusted_proxies = src.parse(
@@ -540,6 +545,7 @@ impl Config {
             log_filter,
             instance,
             audit,
+            stats,
             forward_auth,
             trusted_proxies,
             backfill_roots,

@@ -429,6 +429,44 @@ pub(super) fn audit(src: &mut Source) -> AuditSettings {
     }
 }
 
+/// `GATEHOUSE_STATS`, `GATEHOUSE_STATS_FLUSH`, `GATEHOUSE_STATS_MINUTE_RETENTION` and
+/// `GATEHOUSE_STATS_HOUR_RETENTION`: the decision time series.
+pub(super) fn stats(src: &mut Source) -> crate::stats::StatsSettings {
+    let defaults = crate::stats::StatsSettings::default();
+    let enabled = src.flag_or("GATEHOUSE_STATS", defaults.enabled);
+    let flush = src.duration("GATEHOUSE_STATS_FLUSH", defaults.flush);
+    let minutes = src.duration(
+        "GATEHOUSE_STATS_MINUTE_RETENTION",
+        defaults.retention.minutes,
+    );
+    let hours = src.duration("GATEHOUSE_STATS_HOUR_RETENTION", defaults.retention.hours);
+    if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&flush) {
+        src.problems
+            .push("GATEHOUSE_STATS_FLUSH: must be 10ms to 60s".into());
+    }
+    if minutes < Duration::from_secs(3600) {
+        src.problems
+            .push("GATEHOUSE_STATS_MINUTE_RETENTION: must be at least 1h".into());
+    }
+    if hours < minutes.max(Duration::from_secs(86_400)) {
+        src.problems.push(
+            "GATEHOUSE_STATS_HOUR_RETENTION: must be at least 1d and at least GATEHOUSE_STATS_MINUTE_RETENTION"
+                .into(),
+        );
+    }
+    if !enabled {
+        src.ignored(
+            "GATEHOUSE_STATS_FLUSH",
+            "GATEHOUSE_STATS=off: this instance counts no decisions",
+        );
+    }
+    crate::stats::StatsSettings {
+        enabled,
+        flush,
+        retention: crate::records::Retention { minutes, hours },
+    }
+}
+
 /// `GATEHOUSE_SETTINGS_SNAPSHOT`, beside the audit spool by default.
 pub(super) fn settings_snapshot(
     src: &mut Source,

@@ -60,6 +60,8 @@ pub struct Services {
     pub trusted_proxies: TrustedProxies,
     /// `/metrics` is served on `GATEHOUSE_METRICS_LISTEN` only (404 on the API's address).
     pub metrics_elsewhere: bool,
+    /// How long the decision time series is kept (whether a range asked for is whole).
+    pub stats_retention: crate::records::Retention,
 }
 
 impl Services {

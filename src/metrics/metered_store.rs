@@ -9,10 +9,12 @@ use async_trait::async_trait;
 
 use super::StoreMetrics;
 use crate::records::{AuditEntry, AuditId, EnforcementSettings, HistoryEntry, Job, Sequenced};
+use crate::records::{Cell, InstanceRecord, Resolution, Retention, StatsBatch, VerifySummary};
+use crate::timestamp::Timestamp;
 use crate::session_id::SessionId;
 use crate::store::{
     AuditStore, BackfillStore, ClaimOutcome, Expected, JobCursor, OwnerChange, OwnershipStore,
-    Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, Store, StoreError,
+    Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, StatsStore, Store, StoreError,
 };
 
 /// `inner`, with every call measured.
@@ -220,5 +222,48 @@ impl BackfillStore for MeteredStore {
         limit: usize,
     ) -> Result<(Vec<Job>, Option<JobCursor>), StoreError> {
         self.timed("jobs", self.inner.jobs(before, limit)).await
+    }
+
+    async fn save_verification(&self, summary: &VerifySummary) -> Result<(), StoreError> {
+        self.timed("save_verification", self.inner.save_verification(summary))
+            .await
+    }
+
+    async fn last_verification(&self) -> Result<Option<VerifySummary>, StoreError> {
+        self.timed("last_verification", self.inner.last_verification())
+            .await
+    }
+}
+
+#[async_trait]
+impl StatsStore for MeteredStore {
+    async fn add_decisions(
+        &self,
+        batch: &StatsBatch,
+        retention: Retention,
+    ) -> Result<bool, StoreError> {
+        self.timed("add_decisions", self.inner.add_decisions(batch, retention))
+            .await
+    }
+
+    async fn decision_buckets(
+        &self,
+        resolution: Resolution,
+        first: u64,
+        count: usize,
+    ) -> Result<Vec<Vec<(Cell, u64)>>, StoreError> {
+        self.timed(
+            "decision_buckets",
+            self.inner.decision_buckets(resolution, first, count),
+        )
+        .await
+    }
+
+    async fn heartbeat(&self, instance: &InstanceRecord) -> Result<(), StoreError> {
+        self.timed("heartbeat", self.inner.heartbeat(instance)).await
+    }
+
+    async fn instances(&self, since: Timestamp) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.timed("instances", self.inner.instances(since)).await
     }
 }

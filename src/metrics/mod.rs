@@ -48,6 +48,8 @@ pub struct Metrics {
     pub jwks: JwksMetrics,
     /// The settings in force (set when scraped).
     pub enforcement: EnforcementGauges,
+    /// Decisions the time series lost ([`crate::stats`]).
+    pub stats_dropped: Counter,
     decision_duration: families::SecondsFamily<1>,
     /// The histograms of `decision_duration`, one per source, resolved once.
     decision_histograms: [OnceLock<seconds::Seconds>; SOURCES],
@@ -242,8 +244,15 @@ impl Metrics {
             "Ownership decisions by decision, reason and source",
             decisions.clone(),
         );
+        let stats_dropped = Counter::default();
+        registry.register(
+            "decision_stats_dropped",
+            "Decisions left out of the time series (GET /v1/stats/decisions): the store unreachable for longer than the backlog holds, or unsent at shutdown",
+            stats_dropped.clone(),
+        );
         let families = families::Families::register(&mut registry);
         Arc::new(Self {
+            stats_dropped,
             registry,
             audit,
             settings,

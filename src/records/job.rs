@@ -130,3 +130,29 @@ mod tests {
         }
     }
 }
+
+/// The outcome of the latest `GET /v1/backfill/verify`, kept for the rollout report and the
+/// dashboard (the full report, with its per-user counts and samples, is the call's answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VerifySummary {
+    /// When it ran.
+    pub at: Timestamp,
+    /// Who ran it.
+    pub by: String,
+    /// The directories it read.
+    pub sources: Vec<String>,
+    /// Unique session ids in the sources.
+    pub expected: u64,
+    /// Of those, how many have an owner.
+    pub owned: u64,
+    /// Of those, how many have none.
+    pub missing: u64,
+    /// Sessions with an owner that are not in the sources.
+    pub extra: u64,
+    /// Owned expected sessions missing from their owner's index.
+    pub unindexed: u64,
+    /// Unreadable files and invalid ids met.
+    pub errors: u64,
+    /// Every expected session has an owner.
+    pub complete: bool,
+}

@@ -1,5 +1,5 @@
 //! The records gatehouse stores: audit events and entries, the enforcement settings and their
-//! history, backfill job records.
+//! history, backfill job records, the decision time series and instance heartbeats.
 //!
 //! They sit at the bottom of the crate: they depend on nothing above them (only
 //! [`crate::decision`], [`crate::session_id`] and [`crate::timestamp`]), so the store ports
@@ -9,7 +9,9 @@
 pub mod audit;
 pub mod job;
 pub mod settings;
+pub mod stats;
 
 pub use self::audit::{AuditDecision, AuditEntry, AuditEvent, AuditId, Sequenced, Source};
-pub use self::job::{Counts, FileError, Job, JobState, Rollback};
+pub use self::job::{Counts, FileError, Job, JobState, Rollback, VerifySummary};
 pub use self::settings::{EnforcementSettings, HistoryChange, HistoryEntry, rollout_bucket};
+pub use self::stats::{Cell, InstanceRecord, MinuteCounts, Resolution, Retention, StatsBatch};

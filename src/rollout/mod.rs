@@ -82,6 +82,9 @@ pub enum Phase {
 pub struct Ownership {
     /// Sessions with an owner (counted with SCAN on Redis).
     pub owned_sessions: u64,
+    /// The latest `GET /v1/backfill/verify`, when one ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verify: Option<crate::records::VerifySummary>,
 }
 
 /// Audited decisions over a window, from the audit stream.
@@ -213,7 +216,10 @@ async fn get_rollout(
         recommendation: recommend(&settings, owned_sessions, in_phase, Some(&decisions)),
         settings,
         phase_since,
-        ownership: Ownership { owned_sessions },
+        ownership: Ownership {
+            owned_sessions,
+            last_verify: state.store.last_verification().await?,
+        },
         decisions,
     }))
 }

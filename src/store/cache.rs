@@ -38,9 +38,10 @@ use super::redis::OWNERS_HEARTBEAT;
 use super::{
     AuditStore, BackfillStore, ClaimOutcome, Expected, JobCursor, OwnerChange, OwnerChanges,
     OwnerFeed, OwnershipStore, Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore,
-    Store, StoreError,
+    StatsStore, Store, StoreError,
 };
 use crate::records::{AuditEntry, AuditId, Job, Sequenced};
+use crate::records::{Cell, InstanceRecord, Resolution, Retention, StatsBatch, VerifySummary};
 use crate::records::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
 use crate::tasks;
@@ -389,6 +390,45 @@ impl BackfillStore for CachedStore {
         limit: usize,
     ) -> Result<(Vec<Job>, Option<JobCursor>), StoreError> {
         self.inner.jobs(before, limit).await
+    }
+
+    async fn save_verification(&self, summary: &VerifySummary) -> Result<(), StoreError> {
+        self.inner.save_verification(summary).await
+    }
+
+    async fn last_verification(&self) -> Result<Option<VerifySummary>, StoreError> {
+        self.inner.last_verification().await
+    }
+}
+
+#[async_trait]
+impl StatsStore for CachedStore {
+    async fn add_decisions(
+        &self,
+        batch: &StatsBatch,
+        retention: Retention,
+    ) -> Result<bool, StoreError> {
+        self.inner.add_decisions(batch, retention).await
+    }
+
+    async fn decision_buckets(
+        &self,
+        resolution: Resolution,
+        first: u64,
+        count: usize,
+    ) -> Result<Vec<Vec<(Cell, u64)>>, StoreError> {
+        self.inner.decision_buckets(resolution, first, count).await
+    }
+
+    async fn heartbeat(&self, instance: &InstanceRecord) -> Result<(), StoreError> {
+        self.inner.heartbeat(instance).await
+    }
+
+    async fn instances(
+        &self,
+        since: crate::timestamp::Timestamp,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        self.inner.instances(since).await
     }
 }
 

@@ -93,6 +93,29 @@ impl KeySchema {
         format!("{}backfill:job:{id}:assigned", self.prefix)
     }
 
+    /// The summary of the latest backfill verification (a JSON string).
+    pub fn last_verification(&self) -> String {
+        format!("{}backfill:last-verify", self.prefix)
+    }
+
+    /// A bucket of the decision time series: a hash of cell → count, `{stats}:m:{start}` for
+    /// a minute, `{stats}:h:{start}` for an hour (start in Unix seconds). Every stats key
+    /// shares the hash tag `{stats}`, so the script that adds a batch stays in one Cluster
+    /// slot (one small write per instance per second: no hot slot).
+    pub fn stats_bucket(&self, resolution: crate::records::Resolution, start: u64) -> String {
+        format!("{}{{stats}}:{}:{start}", self.prefix, resolution.as_str())
+    }
+
+    /// The last batch number a stats writer added (expires a day after its last batch).
+    pub fn stats_writer(&self, writer: &str) -> String {
+        format!("{}{{stats}}:writer:{writer}", self.prefix)
+    }
+
+    /// The instances' heartbeats: a hash of instance name → JSON record.
+    pub fn instances(&self) -> String {
+        format!("{}instances", self.prefix)
+    }
+
     /// The record of applied migrations (hash: id → JSON).
     pub fn migrations(&self) -> String {
         format!("{}migrations", self.prefix)

@@ -1,7 +1,8 @@
 //! The store port: what gatehouse needs from its storage, and the two adapters.
 //!
 //! [`OwnershipStore`] holds who owns which session (DESIGN §4); [`SettingsStore`] holds the
-//! versioned enforcement settings and their history. [`RedisStore`] is the production adapter
+//! versioned enforcement settings and their history; [`AuditStore`], [`BackfillStore`] and
+//! [`StatsStore`] the audit stream, the backfill jobs and the decision time series. [`RedisStore`] is the production adapter
 //! and [`MemoryStore`] the embedded default; both pass the same contract suite
 //! (`tests/integration/store_contract.rs`). Capabilities call these traits, never Redis.
 
@@ -12,8 +13,10 @@ mod redis;
 
 use async_trait::async_trait;
 
-use crate::records::{AuditEntry, AuditId, Job, Sequenced};
+use crate::records::{AuditEntry, AuditId, Job, Sequenced, VerifySummary};
+use crate::records::{Cell, InstanceRecord, Resolution, Retention, StatsBatch};
 use crate::records::{EnforcementSettings, HistoryEntry};
+use crate::timestamp::Timestamp;
 use crate::session_id::SessionId;
 
 pub use self::cache::{CachedStore, HEARTBEAT_DEADLINE, HEARTBEAT_EVERY, OwnerCache};
@@ -366,12 +369,51 @@ pub trait BackfillStore: Send + Sync + 'static {
         before: Option<&JobCursor>,
         limit: usize,
     ) -> Result<(Vec<Job>, Option<JobCursor>), StoreError>;
+
+    /// Saves the summary of the latest verification (replacing the one before).
+    async fn save_verification(&self, summary: &VerifySummary) -> Result<(), StoreError>;
+
+    /// The summary of the latest verification, if any was saved.
+    async fn last_verification(&self) -> Result<Option<VerifySummary>, StoreError>;
+}
+
+/// The decision time series, merged across instances, and the instances' heartbeats.
+///
+/// Counts are kept in buckets of a minute and of an hour (each batch adds to both), each
+/// bucket kept for its [`Retention`] past its end.
+#[async_trait]
+pub trait StatsStore: Send + Sync + 'static {
+    /// Adds the counts of `batch` to their minute buckets and those minutes' hour buckets, in
+    /// one atomic step, unless a batch of `batch.writer` numbered `batch.seq` or above was
+    /// added already (a retry after a lost answer): then nothing changes. Returns whether
+    /// the counts were added.
+    async fn add_decisions(
+        &self,
+        batch: &StatsBatch,
+        retention: Retention,
+    ) -> Result<bool, StoreError>;
+
+    /// `count` consecutive buckets of `resolution`, the first starting at `first` (Unix
+    /// seconds, a multiple of the resolution): each bucket's cells and counts, in order
+    /// (empty where nothing was counted or the bucket expired).
+    async fn decision_buckets(
+        &self,
+        resolution: Resolution,
+        first: u64,
+        count: usize,
+    ) -> Result<Vec<Vec<(Cell, u64)>>, StoreError>;
+
+    /// Records an instance's heartbeat (replacing its previous one).
+    async fn heartbeat(&self, instance: &InstanceRecord) -> Result<(), StoreError>;
+
+    /// The instances whose last heartbeat is at or after `since`; older ones are forgotten.
+    async fn instances(&self, since: Timestamp) -> Result<Vec<InstanceRecord>, StoreError>;
 }
 
 /// A store that provides every port: what the service runs on.
-pub trait Store: OwnershipStore + SettingsStore + AuditStore + BackfillStore {}
+pub trait Store: OwnershipStore + SettingsStore + AuditStore + BackfillStore + StatsStore {}
 
-impl<T: OwnershipStore + SettingsStore + AuditStore + BackfillStore> Store for T {}
+impl<T: OwnershipStore + SettingsStore + AuditStore + BackfillStore + StatsStore> Store for T {}
 
 #[cfg(test)]
 mod tests {

@@ -19,7 +19,7 @@ use redis::Value;
 
 use super::RedisStore;
 use super::scans::scan_reply;
-use crate::records::Job;
+use crate::records::{Job, VerifySummary};
 use crate::store::{BackfillStore, JobCursor, Released, StoreError};
 use crate::throttle::Throttle;
 
@@ -234,6 +234,30 @@ impl BackfillStore for RedisStore {
             }
         }
         Ok((jobs, next))
+    }
+
+    async fn save_verification(&self, summary: &VerifySummary) -> Result<(), StoreError> {
+        let record =
+            serde_json::to_string(summary).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let cmd = redis::cmd("SET")
+            .arg(self.keys.last_verification())
+            .arg(record)
+            .clone();
+        let mut conn = self.conn().await?;
+        self.write(cmd.query_async::<()>(&mut conn)).await
+    }
+
+    async fn last_verification(&self) -> Result<Option<VerifySummary>, StoreError> {
+        let cmd = redis::cmd("GET")
+            .arg(self.keys.last_verification())
+            .clone();
+        let record: Option<String> = self.read_cmd(&cmd).await?;
+        record
+            .map(|json| {
+                serde_json::from_str(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("last verification: {e}")))
+            })
+            .transpose()
     }
 }
 

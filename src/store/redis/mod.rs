@@ -13,7 +13,7 @@
 //! compute some of their keys, so they need standalone Redis or Sentinel (see [`ownership`]);
 //! the settings and audit scripts touch keys sharing a hash tag.
 //!
-//! One file per port: [`ownership`], [`settings`], [`audit`], [`backfill`], with the `SCAN`s
+//! One file per port: [`ownership`], [`settings`], [`audit`], [`backfill`], [`stats`], with the `SCAN`s
 //! in [`scans`], the subscriptions in [`feeds`], what `migrate` needs in [`migrations`], and the bounded calls and what a failure
 //! means in [`calls`]. The Lua scripts are in `scripts/`, included at compile time.
 
@@ -30,6 +30,7 @@ mod migrations;
 mod ownership;
 mod scans;
 mod settings;
+mod stats;
 mod topology;
 
 use std::sync::Arc;
@@ -142,6 +143,7 @@ pub struct RedisStore {
     release: Script,
     save_settings: Script,
     append_audit: Script,
+    add_decisions: Script,
     backfill_assign: Script,
     backfill_release: Script,
     backfill_assign_one: Script,
@@ -189,6 +191,7 @@ impl RedisStore {
             release: Script::new(include_str!("scripts/release.lua")),
             save_settings: Script::new(include_str!("scripts/save_settings.lua")),
             append_audit: Script::new(include_str!("scripts/append_audit.lua")),
+            add_decisions: Script::new(include_str!("scripts/add_decisions.lua")),
             backfill_assign: Script::new(include_str!("scripts/backfill_assign.lua")),
             backfill_release: Script::new(include_str!("scripts/backfill_release.lua")),
             backfill_assign_one: Script::new(include_str!("scripts/backfill_assign_one.lua")),

@@ -19,9 +19,11 @@ use super::{
     AuditStore, BackfillStore, ClaimOutcome, Expected, JobCursor, OwnerChange, OwnershipStore,
     Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, StoreError,
 };
-use crate::records::{AuditEntry, AuditId, Job, Sequenced};
+use crate::records::{AuditEntry, AuditId, Job, Sequenced, VerifySummary};
 use crate::records::{EnforcementSettings, HistoryEntry};
 use crate::session_id::SessionId;
+
+mod stats;
 
 /// Cursor prefix, so a Redis cursor handed to this store is refused rather than misread.
 const CURSOR_PREFIX: &str = "m:";
@@ -82,6 +84,7 @@ struct Jobs {
     /// Every saved job's place in the listing (as the Redis adapter's sorted set).
     listing: BTreeSet<JobCursor>,
     assigned: HashMap<String, BTreeSet<String>>,
+    last_verification: Option<VerifySummary>,
 }
 
 /// The default bound of the in-memory audit stream.
@@ -120,6 +123,7 @@ pub struct MemoryStore {
     jobs: Mutex<Jobs>,
     settings: Mutex<Settings>,
     audit: Mutex<Audit>,
+    stats: Mutex<stats::Stats>,
     owner_ttl: Option<Duration>,
     announcements: broadcast::Sender<EnforcementSettings>,
 }
@@ -137,6 +141,7 @@ impl MemoryStore {
             owners: Mutex::default(),
             jobs: Mutex::default(),
             settings: Mutex::default(),
+            stats: Mutex::default(),
             audit: Mutex::new(Audit {
                 entries: VecDeque::new(),
                 writers: HashMap::new(),
@@ -511,5 +516,14 @@ impl BackfillStore for MemoryStore {
             .filter_map(|place| jobs.records.get(&place.job_id).cloned())
             .collect();
         Ok((records, next))
+    }
+
+    async fn save_verification(&self, summary: &VerifySummary) -> Result<(), StoreError> {
+        self.jobs().last_verification = Some(summary.clone());
+        Ok(())
+    }
+
+    async fn last_verification(&self) -> Result<Option<VerifySummary>, StoreError> {
+        Ok(self.jobs().last_verification.clone())
     }
 }
