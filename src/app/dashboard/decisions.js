@@ -169,7 +169,7 @@ export class DecisionsPanel {
     this.updateSelect(stats);
     this.draw();
     this.fillTotals(stats);
-    const partial = stats.complete === false ? ' — incomplete: some instances did not answer' : '';
+    const partial = stats.complete === false ? ' (incomplete: part of the window is older than the counts are kept)' : '';
     setText('d-range', `${utc(stats.since)} to ${utc(stats.until)}, buckets of ${stats.step_seconds / 60} min${partial}`);
   }
 

@@ -37,11 +37,16 @@ export function setText(id, text) {
 /** Replaces the rows of a table's body; each row is a list of cells (text or elements). */
 export function fillTable(table, rows, emptyText) {
   const body = table.tBodies[0];
-  const labels = [...table.tHead.rows[0].cells].map((cell) => cell.textContent.trim());
+  const heads = [...table.tHead.rows[0].cells];
+  const labels = heads.map((cell) => cell.textContent.trim());
   const fresh = rows.map((cells) => el('tr', {}, ...cells.map((cell, i) => {
     const td = cell instanceof Node && (cell.nodeName === 'TD' || cell.nodeName === 'TH')
       ? cell : el('td', {}, cellContent(cell));
     td.setAttribute('data-label', labels[i] || '');
+    // A column's kind (`id`: wraps anywhere; `num`: right-aligned) comes from its header.
+    for (const kind of ['id', 'num']) {
+      if (heads[i] && heads[i].classList.contains(kind)) td.classList.add(kind);
+    }
     return td;
   })));
   if (fresh.length === 0 && emptyText) {

@@ -86,7 +86,7 @@ export function showRollout(rollout) {
   const verify = rollout.ownership?.last_verify;
   const progress = byId('o-progress');
   if (verify) {
-    setText('o-verify', `${utc(verify.at)}: ${verify.owned} of ${verify.expected} expected owned, `
+    setText('o-verify', `${utc(verify.at)}${verify.by ? ` by ${verify.by}` : ''}: ${verify.owned} of ${verify.expected} expected owned, `
       + `${verify.missing} missing, ${verify.extra} extra${verify.complete ? '' : ' (incomplete)'}`);
     progress.max = Math.max(1, verify.expected);
     progress.value = Math.min(verify.owned, progress.max);
@@ -110,7 +110,8 @@ export function showInstances(answer, version) {
     const behind = version !== null && version !== undefined && i.settings_version < version;
     const settings = el('td', {
       className: behind ? 'alarm' : '',
-      text: `v${i.settings_version} (${i.settings_source})${behind ? ', behind' : ''}`,
+      text: `v${i.settings_version} (${i.settings_source})${behind ? ` · behind v${version}` : ''}`,
+      title: 'as of its last heartbeat (every 5 s)',
     });
     return [i.instance, settings, i.build_version, el('td', { text: ago(i.seen_at), title: `started ${utc(i.started_at)}, seen ${utc(i.seen_at)}` })];
   });
