@@ -71,7 +71,8 @@ class Watch:
         page.on("console", console)
         page.on("pageerror", lambda error: self.report["page_errors"].append(str(error)))
         page.on("response", lambda r: self.report["responses"].append({
-            "method": r.request.method, "path": path_of(r.url), "status": r.status}))
+            "method": r.request.method, "path": path_of(r.url), "status": r.status,
+            "at": time.time()}))
         return page
 
 
@@ -241,8 +242,11 @@ def tour(page, args, report):
         page.select_option("#d-endpoint", option)
     page.select_option("#audit-filters select[name=decision]", "would_deny")
     page.fill("#audit-filters input[name=user]", args["xss_user"])
-    wait_until(page, """(user) => [...document.querySelectorAll('#audit tbody td')]
-        .some((td) => td.textContent === user)""", args["xss_user"])
+    # Every row is the user's (the others' filtered out): the filtered tail came back.
+    wait_until(page, """(user) => {
+        const rows = [...document.querySelectorAll('#audit tbody tr')];
+        return rows.length > 0 && rows.every((r) => r.cells[3] && r.cells[3].textContent === user);
+      }""", args["xss_user"])
     report["audit_rows"] = page.eval_on_selector_all(
         "#audit tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
     report["top_users"] = page.eval_on_selector_all(

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{Backend, TestApp, eventually};
+use crate::common::{Backend, RedisServer, TestApp, eventually};
 
 /// How long one scenario may take in the browser.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
@@ -380,8 +380,9 @@ async fn subscribed(app: &TestApp) {
 }
 
 /// The scripted mix of test 1: owners and non-owners on two endpoints, under LOG_ONLY and
-/// ENFORCED.
-async fn scripted_mix(app: &TestApp) -> Mix<'_> {
+/// ENFORCED, and under each one check with Redis frozen (`store_unavailable`: allowed under
+/// LOG_ONLY, denied under ENFORCED, one category on the page either way).
+async fn scripted_mix<'a>(app: &'a TestApp, redis: &RedisServer) -> Mix<'a> {
     app.claim("chat-1", "alice").await;
     app.claim("chat-2", "bob").await;
     let mut mix = Mix::new(app);
@@ -393,6 +394,10 @@ async fn scripted_mix(app: &TestApp) -> Mix<'_> {
         .await;
     mix.check("alice", "chat-1", "export", 2, "allow", "owner")
         .await;
+    redis.pause();
+    mix.check("dave", "chat-8", "chat", 1, "allow", "store_unavailable")
+        .await;
+    redis.resume();
     app.set_mode("ENFORCED").await;
     mix.check("alice", "chat-1", "chat", 1, "allow", "owner")
         .await;
@@ -402,6 +407,10 @@ async fn scripted_mix(app: &TestApp) -> Mix<'_> {
         .await;
     mix.check("alice", "chat-2", "export", 1, "deny", "not_owner")
         .await;
+    redis.pause();
+    mix.check("dave", "chat-7", "export", 1, "deny", "store_unavailable")
+        .await;
+    redis.resume();
     mix
 }
 
@@ -409,12 +418,13 @@ async fn scripted_mix(app: &TestApp) -> Mix<'_> {
 /// exactly what `GET /v1/stats/decisions` says, which is exactly the checks made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_and_the_table_show_the_counts_of_the_api() {
-    let (Some(()), Some(backend)) = (available(), Backend::redis()) else {
+    let (Some(()), Some(mut backend)) = (available(), Backend::redis()) else {
         return;
     };
     let started = Instant::now();
     let app = TestApp::spawn(&backend, &[]).await;
-    let mix = scripted_mix(&app).await;
+    let redis = backend.redis_server().expect("a Redis server");
+    let mix = scripted_mix(&app, redis).await;
     let expected = mix.expected.clone();
     // The counts are flushed about once a second.
     eventually(
@@ -540,7 +550,7 @@ async fn the_chart_and_the_table_show_the_counts_of_the_api() {
         "the token in sessionStorage only"
     );
     println!(
-        "dashboard chart and table: {} checks on 2 endpoints as the API counts them ({:.1} s); screenshot {}",
+        "dashboard chart and table: {} checks on 2 endpoints in 4 categories, as the API counts them ({:.1} s); screenshot {}",
         mix.total(),
         started.elapsed().as_secs_f64(),
         screenshot.display()
@@ -621,6 +631,11 @@ async fn the_kill_switch_from_the_page_reaches_another_instance() {
     assert_eq!(newest["actor"], "root");
     assert_eq!(newest["to"], true);
     let clicked = report["clicked_at_ms"].as_f64().expect("a time");
+    assert!(
+        switched - clicked < 2000.0,
+        "B followed within a second or so of the click: {:.0} ms",
+        switched - clicked
+    );
     println!(
         "dashboard kill switch: B answered enforcement_disabled {:.0} ms after the click (the page had its answer after {:.0} ms); screenshot {}",
         switched - clicked,
@@ -780,12 +795,32 @@ async fn the_page_asks_nothing_beyond_the_instance() {
         return;
     };
     let app = TestApp::spawn(&backend, &[]).await;
-    let xss = r#"<img src=x onerror="window.__xss=1">"#;
+    // Markup that would run if parsed (`sub` may hold no whitespace).
+    let xss = "<img/src/onerror=window.__xss=1>";
     app.claim("t1", "alice").await;
     let mut mix = Mix::new(&app);
     mix.check("alice", "t1", "chat", 2, "allow", "owner").await;
     mix.check(xss, "t1", "chat", 1, "would_deny", "not_owner")
         .await;
+    // Another would-deny, which the filter on the user must leave out.
+    mix.check("bob", "t1", "chat", 1, "would_deny", "not_owner")
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "both would-deny in the audit stream",
+        || async {
+            let reply = app
+                .call(
+                    Method::GET,
+                    "/v1/audit?decision=would_deny",
+                    Some(&app.admin()),
+                    None,
+                )
+                .await;
+            (reply.body["entries"].as_array().map(Vec::len) == Some(2)).then_some(())
+        },
+    )
+    .await;
     let screenshot = out_dir().join("the_page_asks_nothing_beyond_the_instance.png");
     let report = Browser::get()
         .await
