@@ -16,6 +16,9 @@ const NOT_ADMIN = "this token is not an admin's: gatehouse accepted it, but the 
 const REFUSED = "token refused (expired or not signed by this deployment's keys)";
 
 const shown = { settings: null, rollout: null };
+// Bumped at every log-out: an answer that arrives after it belongs to the last session and is
+// dropped, so nothing it held is shown again.
+let epoch = 0;
 let decisions;
 let actions;
 
@@ -75,6 +78,7 @@ function currentWindow() {
 /** One refresh of every panel but the audit tail; panels fail on their own. */
 async function refreshMain() {
   const span = currentWindow();
+  const mine = epoch;
   const [settings, history, rollout, instances, stats, summary] = await Promise.allSettled([
     call('GET', 'v1/enforcement'),
     call('GET', 'v1/enforcement/history?limit=50'),
@@ -83,6 +87,7 @@ async function refreshMain() {
     call('GET', DecisionsPanel.path(span)),
     call('GET', withQuery('v1/audit/summary', { since: span })),
   ]);
+  if (mine !== epoch) return;
   const results = [settings, history, rollout, instances, stats, summary];
   const refusal = results.find((r) => r.status === 'rejected' && isRefusal(r.reason));
   if (refusal) {
@@ -125,9 +130,12 @@ async function refreshAudit() {
     session_id: filters.session_id.value,
     endpoint: filters.endpoint.value,
   });
+  const mine = epoch;
   try {
-    panels.showAudit(await call('GET', path));
+    const page = await call('GET', path);
+    if (mine === epoch) panels.showAudit(page);
   } catch (error) {
+    if (mine !== epoch) return;
     if (isRefusal(error)) refused(error);
     else panels.auditFailed(explain(error));
   }
@@ -162,6 +170,7 @@ function showBoard() {
 }
 
 function logOut(message) {
+  epoch += 1;
   token.clear();
   mainLoop.stop();
   auditLoop.stop();
