@@ -230,9 +230,20 @@ def refused(page, args, report):
 
 
 def tour(page, args, report):
-    """Every panel, window, endpoint and filter, two endpoint changes, then log out."""
+    """The recommended step, then (after the test's checks) every panel, window, endpoint and
+    filter, an endpoint's override set and removed, the global mode, then log out."""
     log_in(page, args["base"], args["token"])
     report["storage_logged_in"] = storage(page)
+    wait_until(page, "() => document.getElementById('apply-button').textContent.includes(':')")
+    report["apply_disabled_without_reason"] = page.locator("#apply-button").is_disabled()
+    report["apply_label"] = text(page, "#apply-button")
+    page.fill("#apply-reason", "tour: start observing")
+    page.click("#apply-button")
+    page.wait_for_selector("#apply-form .action-status.ok", timeout=TIMEOUT_MS)
+    report["applied"] = text(page, "#apply-form .action-status")
+    quiet(page)
+    send({"event": "observing"})
+    receive()
     for window in ["24h", "7d", "1h"]:
         after = refreshes(page)
         page.select_option("#window", window)
@@ -263,6 +274,13 @@ def tour(page, args, report):
         page.wait_for_selector("#endpoint-form .action-status.ok", timeout=TIMEOUT_MS)
         report.setdefault("endpoint_changes", []).append(text(page, "#endpoint-form .action-status"))
         quiet(page)
+    page.select_option("#g-mode", "ENFORCED")
+    page.fill("#g-percent", "50")
+    page.fill("#g-reason", "tour: half of the users")
+    page.click("#g-button")
+    page.wait_for_selector("#global-form .action-status.ok", timeout=TIMEOUT_MS)
+    report["global_change"] = text(page, "#global-form .action-status")
+    quiet(page)
     report["history_top"] = text(page, "#history li:first-child")
     page.click("#pause")
     page.click("#pause")

@@ -786,42 +786,22 @@ async fn a_plain_users_token_is_refused_on_the_login_box() {
     app.stop().await;
 }
 
-/// Test 5: every panel, window, endpoint and filter, two changes and a log-out: every request
-/// goes to the instance, every answer is a success, no CSP violation, no console or script
-/// error; a caller-chosen user name that is markup is shown as text.
+/// Test 5: every action but the kill switch (the recommended step, the global mode, an
+/// endpoint's override set and removed), every panel, window, endpoint and filter, and a
+/// log-out: every request goes to the instance, every answer is a success, no CSP violation,
+/// no console or script error; a caller-chosen user name that is markup is shown as text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_asks_nothing_beyond_the_instance() {
     let (Some(()), Some(backend)) = (available(), Backend::redis()) else {
         return;
     };
-    let app = TestApp::spawn(&backend, &[]).await;
+    // DISABLED with an owned session: the recommendation is to advance to LOG_ONLY.
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_INITIAL_MODE", "DISABLED")]).await;
     // Markup that would run if parsed (`sub` may hold no whitespace).
     let xss = "<img/src/onerror=window.__xss=1>";
     app.claim("t1", "alice").await;
-    let mut mix = Mix::new(&app);
-    mix.check("alice", "t1", "chat", 2, "allow", "owner").await;
-    mix.check(xss, "t1", "chat", 1, "would_deny", "not_owner")
-        .await;
-    // Another would-deny, which the filter on the user must leave out.
-    mix.check("bob", "t1", "chat", 1, "would_deny", "not_owner")
-        .await;
-    eventually(
-        Duration::from_secs(10),
-        "both would-deny in the audit stream",
-        || async {
-            let reply = app
-                .call(
-                    Method::GET,
-                    "/v1/audit?decision=would_deny",
-                    Some(&app.admin()),
-                    None,
-                )
-                .await;
-            (reply.body["entries"].as_array().map(Vec::len) == Some(2)).then_some(())
-        },
-    )
-    .await;
     let screenshot = out_dir().join("the_page_asks_nothing_beyond_the_instance.png");
+    let mut observing_at = None;
     let report = Browser::get()
         .await
         .run(
@@ -829,7 +809,33 @@ async fn the_page_asks_nothing_beyond_the_instance() {
                 "scenario": "tour", "base": app.base, "out": screenshot, "token": app.admin(),
                 "xss_user": xss, "endpoint": "tour-endpoint",
             }),
-            async |_| {},
+            // The page applied LOG_ONLY: checks to observe.
+            async |_| {
+                observing_at = Some(version(&app).await);
+                let mut mix = Mix::new(&app);
+                mix.check("alice", "t1", "chat", 2, "allow", "owner").await;
+                mix.check(xss, "t1", "chat", 1, "would_deny", "not_owner")
+                    .await;
+                // Another would-deny, which the filter on the user must leave out.
+                mix.check("bob", "t1", "chat", 1, "would_deny", "not_owner")
+                    .await;
+                eventually(
+                    Duration::from_secs(10),
+                    "both would-deny in the audit stream",
+                    || async {
+                        let reply = app
+                            .call(
+                                Method::GET,
+                                "/v1/audit?decision=would_deny",
+                                Some(&app.admin()),
+                                None,
+                            )
+                            .await;
+                        (reply.body["entries"].as_array().map(Vec::len) == Some(2)).then_some(())
+                    },
+                )
+                .await;
+            },
         )
         .await;
     assert_clean(&report, &app.base, &[]);
@@ -863,6 +869,7 @@ async fn the_page_asks_nothing_beyond_the_instance() {
         "GET /v1/audit/summary?since=24h",
         "GET /v1/audit/summary?since=7d",
         "GET /v1/audit?limit=50",
+        "PUT /v1/enforcement",
         "PUT /v1/enforcement/endpoints/tour-endpoint",
         "DELETE /v1/enforcement/endpoints/tour-endpoint",
     ] {
@@ -889,16 +896,59 @@ async fn the_page_asks_nothing_beyond_the_instance() {
     );
     assert_eq!(report["images_in_board"], 0, "the name is text, not markup");
     assert_eq!(report["xss_ran"], false);
-    let v = version(&app).await;
+    // The versions: initial 1, the recommended step 2, the endpoint's 3 and 4, the global 5.
+    assert_eq!(observing_at, Some(2));
+    assert_eq!(report["apply_disabled_without_reason"], true);
+    assert_eq!(
+        text(&report, "apply_label"),
+        "Apply the recommended next step: LOG_ONLY"
+    );
+    assert_eq!(text(&report, "applied"), "done: version 2 is in force");
     assert_eq!(
         report["endpoint_changes"],
-        json!([
-            format!("done: version {} is in force", v - 1),
-            format!("done: version {v} is in force")
-        ])
+        json!(["done: version 3 is in force", "done: version 4 is in force"])
+    );
+    assert_eq!(
+        text(&report, "global_change"),
+        "done: version 5 is in force"
+    );
+    let history = app
+        .call(
+            Method::GET,
+            "/v1/enforcement/history?limit=4",
+            Some(&app.admin()),
+            None,
+        )
+        .await;
+    let entries: Vec<Value> = history.body["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| json!([e["version"], e["change"], e["to"], e["reason"], e["actor"]]))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            json!([5, "global", { "mode": "ENFORCED", "enforce_percent": 50 }, "tour: half of the users", "root"]),
+            json!([
+                4,
+                "endpoint:tour-endpoint",
+                null,
+                "tour: back to the global mode",
+                "root"
+            ]),
+            json!([
+                3,
+                "endpoint:tour-endpoint",
+                "LOG_ONLY",
+                "tour: pilot",
+                "root"
+            ]),
+            json!([2, "global", { "mode": "LOG_ONLY", "enforce_percent": null }, "tour: start observing", "root"]),
+        ]
     );
     assert!(
-        text(&report, "history_top").contains("tour: back to the global mode"),
+        text(&report, "history_top").contains("tour: half of the users"),
         "{report}"
     );
     assert_eq!(report["storage_logged_in"]["session"], json!([TOKEN_KEY]));
