@@ -108,7 +108,11 @@ impl Gatehouse {
         let stats = crate::stats::DecisionStats::start(
             store.clone(),
             config.stats,
-            format!("{}-{}", config.instance, &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            format!(
+                "{}-{}",
+                config.instance,
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
             metrics.stats_dropped.clone(),
             &writers,
         );

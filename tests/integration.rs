@@ -73,6 +73,8 @@ mod session_ids;
 mod sessions;
 #[path = "integration/settings_fallback.rs"]
 mod settings_fallback;
+#[path = "integration/stats.rs"]
+mod stats;
 #[path = "integration/store_contract.rs"]
 mod store_contract;
 #[path = "integration/validate.rs"]

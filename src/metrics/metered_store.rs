@@ -10,12 +10,12 @@ use async_trait::async_trait;
 use super::StoreMetrics;
 use crate::records::{AuditEntry, AuditId, EnforcementSettings, HistoryEntry, Job, Sequenced};
 use crate::records::{Cell, InstanceRecord, Resolution, Retention, StatsBatch, VerifySummary};
-use crate::timestamp::Timestamp;
 use crate::session_id::SessionId;
 use crate::store::{
     AuditStore, BackfillStore, ClaimOutcome, Expected, JobCursor, OwnerChange, OwnershipStore,
     Released, SaveOutcome, SessionPage, SettingsFeed, SettingsStore, StatsStore, Store, StoreError,
 };
+use crate::timestamp::Timestamp;
 
 /// `inner`, with every call measured.
 pub struct MeteredStore {
@@ -260,7 +260,8 @@ impl StatsStore for MeteredStore {
     }
 
     async fn heartbeat(&self, instance: &InstanceRecord) -> Result<(), StoreError> {
-        self.timed("heartbeat", self.inner.heartbeat(instance)).await
+        self.timed("heartbeat", self.inner.heartbeat(instance))
+            .await
     }
 
     async fn instances(&self, since: Timestamp) -> Result<Vec<InstanceRecord>, StoreError> {

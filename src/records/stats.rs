@@ -171,7 +171,14 @@ mod tests {
                 }
             }
         }
-        for bad in ["", "allow", "allow|", "allow|owner|", "maybe|owner|x", "allow|nope|x"] {
+        for bad in [
+            "",
+            "allow",
+            "allow|",
+            "allow|owner|",
+            "maybe|owner|x",
+            "allow|nope|x",
+        ] {
             assert_eq!(Cell::from_field(bad), None, "{bad:?}");
         }
     }

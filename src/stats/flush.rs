@@ -165,24 +165,23 @@ impl Flusher {
             let Some((minute, tally)) = self.backlog.pop_first() else {
                 break;
             };
-            let cells: Vec<(Cell, u64)> = tally
-                .into_iter()
-                .flat_map(|(endpoint, counts)| {
-                    counts
-                        .into_iter()
-                        .enumerate()
-                        .filter(|(_, n)| *n > 0)
-                        .map(move |(index, n)| {
-                            let (verdict, reason) = cell_at(index);
-                            let cell = Cell {
-                                endpoint: endpoint.clone(),
-                                verdict,
-                                reason,
-                            };
-                            (cell, n)
-                        })
-                })
-                .collect();
+            let cells: Vec<(Cell, u64)> =
+                tally
+                    .into_iter()
+                    .flat_map(|(endpoint, counts)| {
+                        counts.into_iter().enumerate().filter(|(_, n)| *n > 0).map(
+                            move |(index, n)| {
+                                let (verdict, reason) = cell_at(index);
+                                let cell = Cell {
+                                    endpoint: endpoint.clone(),
+                                    verdict,
+                                    reason,
+                                };
+                                (cell, n)
+                            },
+                        )
+                    })
+                    .collect();
             if !cells.is_empty() {
                 minutes.push(MinuteCounts { minute, cells });
             }
@@ -243,7 +242,12 @@ mod tests {
         // Two flushes of one minute: 150 names in all, the cap across both.
         for round in 0..2 {
             for i in 0..75 {
-                tally.add(minute, &format!("e{round}-{i}"), Verdict::Allow, Reason::Owner);
+                tally.add(
+                    minute,
+                    &format!("e{round}-{i}"),
+                    Verdict::Allow,
+                    Reason::Owner,
+                );
             }
             tally.add(minute, "chat", Verdict::WouldDeny, Reason::NotOwner);
             assert!(flusher.flush().await);
@@ -255,7 +259,10 @@ mod tests {
         let cells = &buckets[0];
         let total: u64 = cells.iter().map(|(_, n)| n).sum();
         assert_eq!(total, 152);
-        let names: HashSet<_> = cells.iter().filter_map(|(c, _)| c.endpoint.clone()).collect();
+        let names: HashSet<_> = cells
+            .iter()
+            .filter_map(|(c, _)| c.endpoint.clone())
+            .collect();
         assert_eq!(names.len(), MAX_ENDPOINTS);
         let other: u64 = cells
             .iter()
@@ -280,8 +287,18 @@ mod tests {
         flusher.take_in();
         let batch = flusher.next_batch().unwrap();
         // The answer was "lost": the same batch is sent again.
-        assert!(store.add_decisions(&batch, Retention::default()).await.unwrap());
-        assert!(!store.add_decisions(&batch, Retention::default()).await.unwrap());
+        assert!(
+            store
+                .add_decisions(&batch, Retention::default())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .add_decisions(&batch, Retention::default())
+                .await
+                .unwrap()
+        );
         let buckets = store
             .decision_buckets(Resolution::Minute, minute, 1)
             .await

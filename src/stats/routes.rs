@@ -65,14 +65,19 @@ async fn get_decisions(
     Query(query): Query<DecisionsQuery>,
 ) -> Result<Json<DecisionSeries>, ApiError> {
     let invalid = |what: &str, why: String| ApiError::InvalidRequest(format!("{what}: {why}"));
-    let since = parse_since(query.since.as_deref().unwrap_or("1h")).map_err(|w| invalid("since", w))?;
+    let since =
+        parse_since(query.since.as_deref().unwrap_or("1h")).map_err(|w| invalid("since", w))?;
     let until = match query.until.as_deref() {
         Some(raw) => parse_since(raw).map_err(|w| invalid("until", w))?,
         None => Timestamp::now(),
     };
     let step_raw = query.step.as_deref().unwrap_or("1m");
-    let step = crate::timestamp::parse_window(step_raw)
-        .ok_or_else(|| invalid("step", format!("{step_raw:?}: write a whole number of minutes, e.g. 1m, 15m, 1h")))?;
+    let step = crate::timestamp::parse_window(step_raw).ok_or_else(|| {
+        invalid(
+            "step",
+            format!("{step_raw:?}: write a whole number of minutes, e.g. 1m, 15m, 1h"),
+        )
+    })?;
     if let Some(endpoint) = &query.endpoint {
         check_name("endpoint", endpoint).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     }

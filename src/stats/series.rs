@@ -17,7 +17,7 @@ use crate::timestamp::Timestamp;
 /// Most buckets in one answer.
 pub const MAX_BUCKETS: u64 = 1440;
 
-/// Most store buckets one answer reads (two days of minutes).
+/// Most store buckets one answer reads: two days of minutes, or 120 days of hours.
 pub const MAX_READ: u64 = 2880;
 
 /// What to read for a query.
@@ -36,7 +36,7 @@ pub struct Plan {
 impl Plan {
     /// The answer's buckets for `since`..`until` (Unix seconds) by `step` seconds, or why not.
     pub fn new(since: u64, until: u64, step: u64) -> Result<Self, String> {
-        if step == 0 || step % 60 != 0 {
+        if step == 0 || !step.is_multiple_of(60) {
             return Err(format!(
                 "step: {step} s is not a whole number of minutes (write e.g. 1m, 15m, 1h)"
             ));
@@ -44,7 +44,7 @@ impl Plan {
         if since >= until {
             return Err("since must be before until".into());
         }
-        let resolution = if step % 3600 == 0 {
+        let resolution = if step.is_multiple_of(3600) {
             Resolution::Hour
         } else {
             Resolution::Minute
@@ -59,9 +59,14 @@ impl Plan {
         }
         let read = (end - start) / resolution.seconds();
         if read > MAX_READ {
-            return Err(format!(
-                "a step of whole minutes reads minute buckets: at most {MAX_READ} (two days); for a longer range take a step of whole hours"
-            ));
+            return Err(match resolution {
+                Resolution::Minute => format!(
+                    "a step of minutes reads minute buckets, at most {MAX_READ} (two days): for a longer range take a step of whole hours"
+                ),
+                Resolution::Hour => format!(
+                    "a step of hours reads hour buckets, at most {MAX_READ} (120 days): take a shorter range"
+                ),
+            });
         }
         Ok(Self {
             start,
@@ -162,7 +167,7 @@ pub fn assemble(
             }
         })
         .collect();
-    series.sort_by(|a, b| b.total.cmp(&a.total));
+    series.sort_by_key(|s| std::cmp::Reverse(s.total));
     let kept_from = now.saturating_sub(retention.of(plan.resolution).as_secs());
     DecisionSeries {
         since: seconds(plan.start),
@@ -198,23 +203,33 @@ mod tests {
     #[test]
     fn plans_align_to_the_step_and_pick_the_resolution() {
         let plan = Plan::new(3_601, 7_199, 60).unwrap();
-        assert_eq!((plan.start, plan.end, plan.resolution), (3_600, 7_200, Resolution::Minute));
+        assert_eq!(
+            (plan.start, plan.end, plan.resolution),
+            (3_600, 7_200, Resolution::Minute)
+        );
         assert_eq!((plan.buckets(), plan.reads()), (60, 60));
         let plan = Plan::new(3_600 * 5 + 1, 3_600 * 30, 7_200).unwrap();
-        assert_eq!((plan.start, plan.end, plan.resolution), (14_400, 108_000, Resolution::Hour));
+        assert_eq!(
+            (plan.start, plan.end, plan.resolution),
+            (14_400, 108_000, Resolution::Hour)
+        );
         assert_eq!((plan.buckets(), plan.reads()), (13, 26));
         // 24 h by 15 minutes: 96 buckets from 1,440 minutes.
         let plan = Plan::new(0, 86_400, 900).unwrap();
         assert_eq!((plan.buckets(), plan.reads()), (96, 1_440));
         for (since, until, step) in [
-            (0, 60, 30),          // not whole minutes
-            (0, 60, 0),           // no step
-            (60, 60, 60),         // empty
-            (120, 60, 60),        // backwards
-            (0, 86_400 * 2, 60),  // 2,880 buckets
-            (0, 86_400 * 7, 600), // 10,080 minutes read
+            (0, 60, 30),               // not whole minutes
+            (0, 60, 0),                // no step
+            (60, 60, 60),              // empty
+            (120, 60, 60),             // backwards
+            (0, 86_400 * 2, 60),       // 2,880 buckets
+            (0, 86_400 * 7, 600),      // 10,080 minutes read
+            (0, 86_400 * 121, 86_400), // 2,904 hours read
         ] {
-            assert!(Plan::new(since, until, step).is_err(), "{since} {until} {step}");
+            assert!(
+                Plan::new(since, until, step).is_err(),
+                "{since} {until} {step}"
+            );
         }
         assert!(Plan::new(0, 86_400 * 7, 3_600).is_ok(), "7 d by the hour");
     }
@@ -240,7 +255,9 @@ mod tests {
         let counts = |s: &DecisionSeries, c: &Cell| {
             s.series
                 .iter()
-                .find(|x| x.endpoint == c.endpoint && x.decision == c.verdict && x.reason == c.reason)
+                .find(|x| {
+                    x.endpoint == c.endpoint && x.decision == c.verdict && x.reason == c.reason
+                })
                 .map(|x| x.counts.clone())
         };
         assert_eq!(counts(&all, &allow), Some(vec![5, 0, 1]));

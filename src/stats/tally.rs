@@ -99,12 +99,8 @@ impl Tally {
     pub fn drain(&self) -> BTreeMap<u64, MinuteTally> {
         let mut merged: BTreeMap<u64, MinuteTally> = BTreeMap::new();
         for shard in &self.shards {
-            let minutes = std::mem::take(
-                &mut shard
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .minutes,
-            );
+            let minutes =
+                std::mem::take(&mut shard.lock().unwrap_or_else(PoisonError::into_inner).minutes);
             for (minute, named, other) in minutes {
                 let tally = merged.entry(minute).or_default();
                 for (name, counts) in named {

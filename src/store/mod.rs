@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use crate::records::{AuditEntry, AuditId, Job, Sequenced, VerifySummary};
 use crate::records::{Cell, InstanceRecord, Resolution, Retention, StatsBatch};
 use crate::records::{EnforcementSettings, HistoryEntry};
-use crate::timestamp::Timestamp;
 use crate::session_id::SessionId;
+use crate::timestamp::Timestamp;
 
 pub use self::cache::{CachedStore, HEARTBEAT_DEADLINE, HEARTBEAT_EVERY, OwnerCache};
 pub use self::keys::KeySchema;

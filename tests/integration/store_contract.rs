@@ -33,7 +33,162 @@ every_store!(
     the_index_follows_every_ownership_write,
     verification_counts_sessions_missing_from_their_index,
     backfill_jobs_are_listed_newest_first,
+    decision_counts_add_up_once_per_batch,
+    heartbeats_list_the_live_instances,
+    the_last_verification_is_kept,
 );
+
+/// Decision counts: a batch adds to its minutes and their hour, once (a retry under the same
+/// number changes nothing, another writer's batch adds); every endpoint name, `|` included,
+/// and the merged "other endpoints" read back; buckets past their retention are gone.
+async fn decision_counts_add_up_once_per_batch(backend: Backend) {
+    use gatehouse::records::{Cell, MinuteCounts, Resolution, Retention, StatsBatch};
+    let store = store(&backend, None);
+    let hour = Timestamp::now().unix_millis() / 1000 / 3600 * 3600;
+    // The first two minutes of the current hour.
+    let (m1, m2) = (hour, hour + 60);
+    let cell = |endpoint: Option<&str>, verdict, reason| Cell {
+        endpoint: endpoint.map(str::to_owned),
+        verdict,
+        reason,
+    };
+    let allow = cell(Some("chat"), Verdict::Allow, Reason::Owner);
+    let odd = cell(Some("a|b c"), Verdict::WouldDeny, Reason::NotOwner);
+    let other = cell(None, Verdict::Deny, Reason::StoreUnavailable);
+    let batch = |writer: &str, seq, minutes: Vec<MinuteCounts>| StatsBatch {
+        writer: writer.into(),
+        seq,
+        minutes,
+    };
+    let first = batch(
+        "w1",
+        1,
+        vec![
+            MinuteCounts {
+                minute: m1,
+                cells: vec![(allow.clone(), 3), (odd.clone(), 1)],
+            },
+            MinuteCounts {
+                minute: m2,
+                cells: vec![(allow.clone(), 2), (other.clone(), 5)],
+            },
+        ],
+    );
+    let keep = Retention::default();
+    assert!(store.add_decisions(&first, keep).await.unwrap());
+    assert!(
+        !store.add_decisions(&first, keep).await.unwrap(),
+        "a retry is skipped"
+    );
+    let second = batch(
+        "w2",
+        1,
+        vec![MinuteCounts {
+            minute: m2,
+            cells: vec![(allow.clone(), 10)],
+        }],
+    );
+    assert!(store.add_decisions(&second, keep).await.unwrap());
+    let count_of = |cells: &[(Cell, u64)], wanted: &Cell| {
+        cells
+            .iter()
+            .filter(|(c, _)| c == wanted)
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    let minutes = store
+        .decision_buckets(Resolution::Minute, m1, 3)
+        .await
+        .unwrap();
+    assert_eq!(count_of(&minutes[0], &allow), 3);
+    assert_eq!(count_of(&minutes[0], &odd), 1);
+    assert_eq!(count_of(&minutes[1], &allow), 12);
+    assert_eq!(count_of(&minutes[1], &other), 5);
+    assert!(minutes[2].is_empty());
+    let total: u64 = minutes.iter().flatten().map(|(_, n)| n).sum();
+    assert_eq!(total, 21);
+    let hours = store
+        .decision_buckets(Resolution::Hour, hour, 2)
+        .await
+        .unwrap();
+    assert_eq!(count_of(&hours[0], &allow), 15);
+    assert_eq!(count_of(&hours[0], &odd), 1);
+    assert_eq!(count_of(&hours[0], &other), 5);
+    assert!(hours[1].is_empty(), "the next hour has nothing");
+    // A bucket whose retention has passed is not kept.
+    let old = m1 - 86_400 * 2;
+    let short = Retention {
+        minutes: Duration::from_secs(3600),
+        hours: Duration::from_secs(86_400),
+    };
+    let stale = batch(
+        "w1",
+        2,
+        vec![MinuteCounts {
+            minute: old,
+            cells: vec![(allow.clone(), 7)],
+        }],
+    );
+    store.add_decisions(&stale, short).await.unwrap();
+    let gone = store
+        .decision_buckets(Resolution::Minute, old, 1)
+        .await
+        .unwrap();
+    assert!(gone[0].is_empty(), "{gone:?}");
+}
+
+/// Heartbeats: the newest record per instance, those older than asked left out.
+async fn heartbeats_list_the_live_instances(backend: Backend) {
+    use gatehouse::records::InstanceRecord;
+    let store = store(&backend, None);
+    let record = |name: &str, version, seen_ms| InstanceRecord {
+        instance: name.into(),
+        build_version: "0.1.0".into(),
+        settings_version: version,
+        settings_source: "store".into(),
+        started_at: Timestamp::from_unix_millis(1_000),
+        seen_at: Timestamp::from_unix_millis(seen_ms),
+    };
+    let now = Timestamp::now().unix_millis();
+    store.heartbeat(&record("b", 3, now)).await.unwrap();
+    store.heartbeat(&record("a", 2, now - 1_000)).await.unwrap();
+    store.heartbeat(&record("a", 4, now)).await.unwrap();
+    store
+        .heartbeat(&record("gone", 1, now - 60_000))
+        .await
+        .unwrap();
+    let since = Timestamp::from_unix_millis(now - 30_000);
+    let live = store.instances(since).await.unwrap();
+    assert_eq!(live, [record("a", 4, now), record("b", 3, now)]);
+    // Forgotten, not only hidden: listed again only after a heartbeat.
+    let all = store
+        .instances(Timestamp::from_unix_millis(0))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+}
+
+/// The last verification summary replaces the one before.
+async fn the_last_verification_is_kept(backend: Backend) {
+    use gatehouse::records::VerifySummary;
+    let store = store(&backend, None);
+    assert_eq!(store.last_verification().await.unwrap(), None);
+    let summary = |missing| VerifySummary {
+        at: Timestamp::from_unix_millis(1_795_000_000_000),
+        by: "root".into(),
+        sources: vec!["/data/a".into()],
+        expected: 10,
+        owned: 10 - missing,
+        missing,
+        extra: 1,
+        unindexed: 0,
+        errors: 0,
+        complete: missing == 0,
+    };
+    store.save_verification(&summary(3)).await.unwrap();
+    store.save_verification(&summary(0)).await.unwrap();
+    assert_eq!(store.last_verification().await.unwrap(), Some(summary(0)));
+}
 
 /// A job record created at `millis` (Unix ms).
 fn job(id: &str, millis: u64, state: JobState) -> Job {

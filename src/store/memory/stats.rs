@@ -85,16 +85,16 @@ impl StatsStore for MemoryStore {
         let now = now_secs();
         let width = resolution.seconds();
         Ok((0..count as u64)
-            .map(|i| {
-                match stats.buckets.get(&(resolution, first + i * width)) {
+            .map(
+                |i| match stats.buckets.get(&(resolution, first + i * width)) {
                     Some(bucket) if bucket.expires_at > now => bucket
                         .counts
                         .iter()
                         .map(|(cell, count)| (cell.clone(), *count))
                         .collect(),
                     _ => Vec::new(),
-                }
-            })
+                },
+            )
             .collect())
     }
 

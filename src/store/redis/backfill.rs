@@ -248,9 +248,7 @@ impl BackfillStore for RedisStore {
     }
 
     async fn last_verification(&self) -> Result<Option<VerifySummary>, StoreError> {
-        let cmd = redis::cmd("GET")
-            .arg(self.keys.last_verification())
-            .clone();
+        let cmd = redis::cmd("GET").arg(self.keys.last_verification()).clone();
         let record: Option<String> = self.read_cmd(&cmd).await?;
         record
             .map(|json| {

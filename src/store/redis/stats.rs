@@ -34,7 +34,9 @@ impl StatsStore for RedisStore {
                 bucket.extend(minute.cells.iter().map(|(cell, n)| (cell, *n)));
             }
         }
-        let mut invocation = self.add_decisions.key(self.keys.stats_writer(&batch.writer));
+        let mut invocation = self
+            .add_decisions
+            .key(self.keys.stats_writer(&batch.writer));
         invocation.arg(batch.seq).arg(WRITER_TTL_SECS);
         for ((resolution, start), cells) in &buckets {
             let expires_at = start + resolution.seconds() + retention.of(*resolution).as_secs();
@@ -62,8 +64,10 @@ impl StatsStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         for i in 0..count as u64 {
-            pipe.cmd("HGETALL")
-                .arg(self.keys.stats_bucket(resolution, first + i * resolution.seconds()));
+            pipe.cmd("HGETALL").arg(
+                self.keys
+                    .stats_bucket(resolution, first + i * resolution.seconds()),
+            );
         }
         let replies: Vec<Vec<(String, u64)>> = self
             .read(|mut conn| {
