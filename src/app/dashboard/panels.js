@@ -159,6 +159,14 @@ export function auditFailed(text) {
   panelError(byId('audit-card'), text);
 }
 
+/** One side of a change; an endpoint without an override follows the global mode. */
+function side(entry, value) {
+  if ((value === null || value === undefined) && String(entry.change).startsWith('endpoint:')) {
+    return 'no override';
+  }
+  return changeValue(value);
+}
+
 /** The change history as a timeline, newest first. */
 export function showHistory(entries) {
   const card = byId('history-card');
@@ -169,7 +177,7 @@ export function showHistory(entries) {
       document.createTextNode(` · ${utc(h.at)} · ${h.actor}`)),
     el('p', { className: 'what' },
       el('code', { text: h.change }),
-      document.createTextNode(`: ${changeValue(h.from)} → ${changeValue(h.to)}`)),
+      document.createTextNode(`: ${side(h, h.from)} → ${side(h, h.to)}`)),
     el('p', { className: 'why', text: `“${h.reason}”` }))));
   if (entries.length === 0) byId('history').append(el('li', { text: 'no change recorded yet' }));
 }
