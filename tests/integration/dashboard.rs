@@ -7,43 +7,20 @@
 //! `$CARGO_TARGET_TMPDIR/dashboard/`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::common::browser::{Browser, assert_clean};
 use crate::common::{Backend, RedisServer, TestApp, eventually};
-
-/// How long one scenario may take in the browser.
-const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The key the page keeps the token under in `sessionStorage`.
 const TOKEN_KEY: &str = "gatehouse.dashboard.token";
 
 /// The stack categories of the page, bottom to top.
 const CATEGORIES: [&str; 4] = ["allow", "would_deny", "deny", "store_unavailable"];
-
-/// The running driver: `dashboard.py` with its browser.
-struct Driver {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-    log: PathBuf,
-    /// A command was sent and its last line not read (a test failed halfway): the next test
-    /// starts a fresh driver rather than read the rest of that one's answer.
-    pending: bool,
-}
-
-static DRIVER: tokio::sync::Mutex<Option<Driver>> = tokio::sync::Mutex::const_new(None);
-
-/// The browser, for one test at a time (the others wait).
-struct Browser {
-    guard: tokio::sync::MutexGuard<'static, Option<Driver>>,
-}
 
 /// Where the tests' screenshots (and the driver's log) go.
 fn out_dir() -> PathBuf {
@@ -57,175 +34,9 @@ fn available() -> Option<()> {
     crate::common::browser::chromium_and_playwright("the /dashboard browser tests").map(|_| ())
 }
 
-impl Browser {
-    /// The shared driver, started on first use.
-    async fn get() -> Self {
-        let mut guard = DRIVER.lock().await;
-        if guard.as_ref().is_some_and(|d| d.pending) {
-            let mut stale = guard.take().expect("a driver");
-            let _ = stale.child.kill();
-            let _ = stale.child.wait();
-        }
-        if guard.is_none() {
-            *guard = Some(tokio::task::block_in_place(start_driver));
-        }
-        Self { guard }
-    }
-
-    fn driver(&mut self) -> &mut Driver {
-        self.guard.as_mut().expect("a driver")
-    }
-
-    fn send(&mut self, message: &Value) {
-        let driver = self.driver();
-        let line = format!("{message}\n");
-        if driver
-            .stdin
-            .write_all(line.as_bytes())
-            .and_then(|()| driver.stdin.flush())
-            .is_err()
-        {
-            panic!(
-                "the browser driver is gone; its log:\n{}",
-                log_tail(&driver.log)
-            );
-        }
-    }
-
-    fn next(&mut self) -> Value {
-        let driver = self.driver();
-        let line = tokio::task::block_in_place(|| driver.lines.recv_timeout(SCENARIO_TIMEOUT));
-        match line {
-            Ok(line) => serde_json::from_str(&line).expect("the driver writes JSON lines"),
-            Err(e) => panic!(
-                "no answer from the browser driver ({e}); its log:\n{}",
-                log_tail(&driver.log)
-            ),
-        }
-    }
-
-    /// Runs `scenario` with `args` (`base` and `out` among them). `on_event` answers the
-    /// scenario's pauses (it acts behind the page's back, then the page goes on). Returns the
-    /// scenario's report; fails the test with the driver's traceback when the scenario failed.
-    async fn run<F>(mut self, args: Value, mut on_event: F) -> Value
-    where
-        F: AsyncFnMut(&Value),
-    {
-        self.driver().pending = true;
-        self.send(&args);
-        loop {
-            let message = self.next();
-            if let Some(event) = message.get("event") {
-                let event = json!({ "event": event, "detail": message });
-                on_event(&event).await;
-                self.send(&json!({ "go": true }));
-                continue;
-            }
-            self.driver().pending = false;
-            if let Some(report) = message.get("done") {
-                return report.clone();
-            }
-            panic!(
-                "the {} scenario failed in the browser:\n{}\nreport: {}",
-                args["scenario"],
-                message["failed"].as_str().unwrap_or("?"),
-                message["report"]
-            );
-        }
-    }
-}
-
-fn start_driver() -> Driver {
-    let (chromium, python) =
-        crate::common::browser::chromium_and_playwright("the /dashboard browser tests")
-            .expect("checked by available()");
-    let log = out_dir().join("driver.log");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/dashboard.py");
-    let mut child = Command::new(python)
-        .arg(script)
-        .arg(&chromium)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("the driver's log"))
-        .spawn()
-        .expect("python starts");
-    let stdin = child.stdin.take().expect("piped");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let ready = lines
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|e| {
-            panic!(
-                "the browser driver did not start ({e}); its log:\n{}",
-                log_tail(&log)
-            )
-        });
-    assert!(ready.contains("\"ready\""), "{ready}\n{}", log_tail(&log));
-    Driver {
-        child,
-        stdin,
-        lines,
-        log,
-        pending: false,
-    }
-}
-
-fn log_tail(log: &PathBuf) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// No request left the instance, nothing broke the policy, no script failed, and the only
-/// console errors are Chromium's lines about answers with a status the test expects
-/// (`(status, path)`; Chromium logs a failed fetch as a console error).
-fn assert_clean(report: &Value, base: &str, expected_failures: &[(u16, &str)]) {
-    assert_eq!(
-        report["foreign"],
-        json!([]),
-        "requests beyond the instance: {report}"
-    );
-    assert_eq!(
-        report["csp"],
-        json!([]),
-        "Content-Security-Policy violations: {report}"
-    );
-    assert_eq!(report["page_errors"], json!([]), "script errors: {report}");
-    for request in report["requests"].as_array().expect("requests") {
-        let url = request["url"].as_str().unwrap_or("");
-        assert!(
-            url.starts_with(&format!("{base}/")),
-            "a request beyond {base}: {url}"
-        );
-    }
-    for error in report["console_errors"].as_array().expect("console errors") {
-        let text = error["text"].as_str().unwrap_or("");
-        let url = error["url"].as_str().unwrap_or("");
-        let expected = expected_failures.iter().any(|(status, path)| {
-            text.starts_with(&format!(
-                "Failed to load resource: the server responded with a status of {status} "
-            )) && url
-                .strip_prefix(base)
-                .is_some_and(|p| p.split('?').next() == Some(path))
-        });
-        assert!(expected, "a console error: {error}\nreport: {report}");
-    }
-    for response in report["responses"].as_array().expect("responses") {
-        let status = response["status"].as_u64().unwrap_or(0) as u16;
-        let path = response["path"].as_str().unwrap_or("");
-        let plain = path.split('?').next().unwrap_or("");
-        assert!(
-            status < 400 || expected_failures.contains(&(status, plain)),
-            "an unexpected {status} for {path}: {report}"
-        );
-    }
+/// The shared browser (its driver's log beside the screenshots).
+async fn browser() -> Browser {
+    Browser::get(&out_dir().join("driver.log")).await
 }
 
 /// The text of `report[key]`.
@@ -434,7 +245,7 @@ async fn the_chart_and_the_table_show_the_counts_of_the_api() {
     )
     .await;
     let screenshot = out_dir().join("the_chart_and_the_table_show_the_counts_of_the_api.png");
-    let report = Browser::get()
+    let report = browser()
         .await
         .run(
             json!({
@@ -581,7 +392,7 @@ async fn the_kill_switch_from_the_page_reaches_another_instance() {
     .await;
     let reason = "incident 42: denials after the deploy (dashboard test)";
     let screenshot = out_dir().join("the_kill_switch_from_the_page_reaches_another_instance.png");
-    let report = Browser::get()
+    let report = browser()
         .await
         .run(
             json!({ "scenario": "kill", "base": a.base, "out": screenshot, "token": a.admin(), "reason": reason }),
@@ -658,7 +469,7 @@ async fn a_stale_version_shows_the_conflict_and_overwrites_nothing() {
     let screenshot =
         out_dir().join("a_stale_version_shows_the_conflict_and_overwrites_nothing.png");
     let mut changed_to = None;
-    let report = Browser::get()
+    let report = browser()
         .await
         .run(
             json!({
@@ -748,7 +559,7 @@ async fn a_plain_users_token_is_refused_on_the_login_box() {
     };
     let app = TestApp::spawn(&Backend::Memory, &[]).await;
     let screenshot = out_dir().join("a_plain_users_token_is_refused_on_the_login_box.png");
-    let report = Browser::get()
+    let report = browser()
         .await
         .run(
             json!({
@@ -802,7 +613,7 @@ async fn the_page_asks_nothing_beyond_the_instance() {
     app.claim("t1", "alice").await;
     let screenshot = out_dir().join("the_page_asks_nothing_beyond_the_instance.png");
     let mut observing_at = None;
-    let report = Browser::get()
+    let report = browser()
         .await
         .run(
             json!({
@@ -1047,7 +858,7 @@ async fn the_page_fits_a_phone_and_a_wide_screen() {
     let phone = dir.join("the_page_fits_a_phone_and_a_wide_screen.phone.png");
     let wide = dir.join("the_page_fits_a_phone_and_a_wide_screen.png");
     let readme = std::env::var("DASHBOARD_README_PNG").ok();
-    let report = Browser::get()
+    let report = browser()
         .await
         .run(
             json!({
