@@ -21,6 +21,8 @@ mod connections;
 mod contract;
 #[path = "integration/credentials.rs"]
 mod credentials;
+#[path = "integration/dashboard.rs"]
+mod dashboard;
 #[path = "integration/docs.rs"]
 mod docs;
 #[path = "integration/enforcement.rs"]

@@ -1,10 +1,12 @@
 //! The whole application, assembled once: every capability's routes, the OpenAPI document
-//! and docs page, health and metrics, and the layers every request goes through.
+//! and docs page, the rollout dashboard, health and metrics, and the layers every request goes
+//! through.
 //!
 //! [`app`] returns the `Router`, so tests drive it through real sockets and `main` only wires
 //! configuration and serving. Layers are stacked in one place, [`app`]. The OpenAPI document
 //! comes from the same route declarations, without any state ([`openapi_document`]).
 
+mod dashboard;
 mod health;
 mod observe;
 mod openapi;
@@ -92,6 +94,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::Extension(state.trusted_proxies.clone()));
     router
         .merge(openapi::routes(openapi::published(spec)))
+        .merge(dashboard::routes())
         .fallback(crate::http::not_found)
         .method_not_allowed_fallback(crate::http::method_not_allowed)
         .with_state(state)

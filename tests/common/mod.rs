@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod census;
 pub mod cluster;
 pub mod ext_authz;

@@ -7,30 +7,11 @@ use std::process::Command;
 
 use crate::common::{Backend, TestApp};
 
-/// Debian's Chromium and the Python of the venv with Playwright (`.ci/install-browser`), or
-/// `None` to skip outside CI.
-fn browser() -> Option<(PathBuf, PathBuf)> {
-    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or("/usr/bin/chromium".into()));
-    let venv = std::env::var("BROWSER_VENV")
-        .unwrap_or(concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-browser").into());
-    let python = PathBuf::from(venv).join("bin/python");
-    if chromium.exists() && python.exists() {
-        return Some((chromium, python));
-    }
-    crate::common::skip::missing(
-        "the /docs browser test",
-        &format!(
-            "{} or {} is missing (Chromium, Playwright)",
-            chromium.display(),
-            python.display()
-        ),
-    );
-    None
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docs_page_renders_offline_from_the_instance_alone() {
-    let Some((chromium, python)) = browser() else {
+    let Some((chromium, python)) =
+        crate::common::browser::chromium_and_playwright("the /docs browser test")
+    else {
         return;
     };
     let app = TestApp::spawn(&Backend::Memory, &[]).await;

@@ -196,7 +196,8 @@ async fn every_route_is_counted_under_its_template() {
     let app = TestApp::spawn(&Backend::Memory, &[]).await;
     let document = gatehouse::app::openapi_document();
     let mut templates: Vec<String> = document.paths.paths.keys().cloned().collect();
-    // Served but documented otherwise (or not at all): the docs page and the Envoy prefix.
+    // Served but documented otherwise (or not at all): the docs page, the dashboard and the
+    // Envoy prefix.
     templates.retain(|t| t != "/v1/forward-auth/{path}");
     templates.extend(
         [
@@ -204,6 +205,9 @@ async fn every_route_is_counted_under_its_template() {
             "/docs",
             "/docs/",
             "/docs/{*rest}",
+            "/dashboard",
+            "/dashboard/",
+            "/dashboard/{*asset}",
             "/v1/forward-auth/{*path}",
         ]
         .map(String::from),
