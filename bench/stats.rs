@@ -90,6 +90,9 @@ fn main() {
     // What the counting instance counted: the flusher sends within a second.
     std::thread::sleep(Duration::from_secs(2));
     let admin = token("root", &["admin"]);
+    // A new client: the first one's connection sat idle through the runs, past the server's
+    // idle timeout, and may be closed as it is reused.
+    let on = Client::new(&on_base);
     let (status, body) = on.send("GET", "/v1/stats/decisions?since=1h&step=1h", &admin, "");
     assert_eq!(status, 200, "{body}");
     let series: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -267,7 +267,11 @@ impl Gatekeeper {
             metrics.decision(outcome.verdict, outcome.reason, source);
         }
         self.stats
-            .record(check.endpoint, outcome.verdict, outcome.reason);
+            .record(check.endpoint, outcome.verdict, outcome.reason, || {
+                self.enforcement
+                    .in_force()
+                    .is_some_and(|s| s.endpoints.contains_key(check.endpoint))
+            });
         if outcome.verdict != Verdict::Allow || outcome.reason.is_unavailable() {
             let origin = check.origin;
             let mut event = AuditEvent::decision(

@@ -105,9 +105,21 @@ impl Gatehouse {
             metrics.audit.clone(),
             &writers,
         )?;
+        // The names counted on their own: the routes', the service's own middleware's (and the
+        // configured ones and the overrides, which `start` and `record` add).
+        let known = crate::stats::KnownEndpoints::new(
+            config
+                .forward_auth
+                .routes
+                .routes()
+                .iter()
+                .map(|route| route.name.clone())
+                .chain([crate::sessions::SESSIONS_ENDPOINT.to_owned()]),
+        );
         let stats = crate::stats::DecisionStats::start(
             store.clone(),
-            config.stats,
+            &config.stats,
+            known,
             format!(
                 "{}-{}",
                 config.instance,

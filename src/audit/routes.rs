@@ -223,9 +223,11 @@ pub struct Summary {
     pub by_reason: BTreeMap<String, u64>,
     /// By endpoint (decisions only).
     pub by_endpoint: BTreeMap<String, u64>,
-    /// The users with the most denied and would-deny decisions, most first.
+    /// The users with the most denied and would-deny decisions, most first (among the first
+    /// 100,000 distinct users of the window).
     pub top_users: Vec<UserCount>,
-    /// The sessions with the most denied and would-deny decisions, most first.
+    /// The sessions with the most denied and would-deny decisions, most first (among the first
+    /// 100,000 distinct sessions of the window).
     pub top_sessions: Vec<SessionCount>,
     /// False when the window held more entries than one summary examines (2,000,000).
     pub complete: bool,
@@ -276,6 +278,20 @@ pub fn since_schema() -> utoipa::openapi::Object {
         .build()
 }
 
+/// Distinct users (and sessions) a summary counts for its top lists: past this many, new
+/// names are not tracked (counts of those already tracked go on). Names come from callers; the
+/// bound keeps one summary's memory small whatever the stream holds.
+const MAX_TRACKED: usize = 100_000;
+
+/// Adds one to `name`'s count, tracking it only while fewer than [`MAX_TRACKED`] are.
+fn tally_top(counts: &mut HashMap<String, u64>, name: &str) {
+    if let Some(count) = counts.get_mut(name) {
+        *count += 1;
+    } else if counts.len() < MAX_TRACKED {
+        counts.insert(name.to_owned(), 1);
+    }
+}
+
 /// Counts the entries from `since` to now.
 pub async fn summarize(store: &dyn AuditStore, since: Timestamp) -> Result<Summary, StoreError> {
     let until = Timestamp::now();
@@ -311,9 +327,9 @@ pub async fn summarize(store: &dyn AuditStore, since: Timestamp) -> Result<Summa
                     *summary.by_endpoint.entry(endpoint.clone()).or_default() += 1;
                 }
                 if matches!(e.decision, AuditDecision::Deny | AuditDecision::WouldDeny) {
-                    *users.entry(e.user.clone()).or_default() += 1;
+                    tally_top(&mut users, &e.user);
                     if let Some(session) = &e.session_id {
-                        *sessions.entry(session.clone()).or_default() += 1;
+                        tally_top(&mut sessions, session);
                     }
                 }
             }

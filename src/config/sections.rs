@@ -455,15 +455,46 @@ pub(super) fn stats(src: &mut Source) -> crate::stats::StatsSettings {
         );
     }
     if !enabled {
-        src.ignored(
-            "GATEHOUSE_STATS_FLUSH",
-            "GATEHOUSE_STATS=off: this instance counts no decisions",
-        );
+        for name in ["GATEHOUSE_STATS_FLUSH", "GATEHOUSE_STATS_ENDPOINTS"] {
+            src.ignored(
+                name,
+                "GATEHOUSE_STATS=off: this instance counts no decisions",
+            );
+        }
+    }
+    if minutes > Duration::from_secs(366 * 86_400) {
+        src.problems
+            .push("GATEHOUSE_STATS_MINUTE_RETENTION: at most 366d".into());
+    }
+    if hours > Duration::from_secs(10 * 366 * 86_400) {
+        src.problems
+            .push("GATEHOUSE_STATS_HOUR_RETENTION: at most 3660d".into());
+    }
+    let endpoints: Vec<String> = src
+        .get("GATEHOUSE_STATS_ENDPOINTS")
+        .map(|raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in &endpoints {
+        if let Err(e) = crate::session_id::check_name("endpoint", name) {
+            src.problems
+                .push(format!("GATEHOUSE_STATS_ENDPOINTS: {name:?}: {e}"));
+        }
+    }
+    if endpoints.len() > 1000 {
+        src.problems
+            .push("GATEHOUSE_STATS_ENDPOINTS: at most 1000 names".into());
     }
     crate::stats::StatsSettings {
         enabled,
         flush,
         retention: crate::records::Retention { minutes, hours },
+        endpoints,
     }
 }
 

@@ -156,6 +156,20 @@ pub struct Recommendation {
     pub reasons: Vec<String>,
 }
 
+/// The latest verification's summary; one that cannot be read is left out (and logged), not
+/// a failure of the whole report.
+async fn last_verify(
+    store: &dyn crate::store::Store,
+) -> Result<Option<crate::records::VerifySummary>, crate::store::StoreError> {
+    match store.last_verification().await {
+        Err(crate::store::StoreError::Corrupt(why)) => {
+            tracing::warn!(error = %why, "the last verification's summary is unreadable; left out of the rollout report");
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
 /// The rollout report: settings, ownership coverage and a recommendation.
 #[utoipa::path(get, path = "/v1/rollout", tag = "enforcement",
     params(RolloutQuery),
@@ -218,7 +232,7 @@ async fn get_rollout(
         phase_since,
         ownership: Ownership {
             owned_sessions,
-            last_verify: state.store.last_verification().await?,
+            last_verify: last_verify(state.store.as_ref()).await?,
         },
         decisions,
     }))

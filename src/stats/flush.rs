@@ -4,20 +4,21 @@
 //! - A batch is retried, unchanged and under the same number, until the store takes it: the
 //!   store skips a number it has seen (an answer lost after Redis applied it), so a retry
 //!   never counts twice. Meanwhile new counts wait in the backlog, merged by minute.
-//! - Names are capped per minute across flushes too ([`MAX_ENDPOINTS`] per instance): the
-//!   names a minute has already sent keep their own counts, others past the cap are merged.
+//! - One batch per round, of at most [`MINUTES_PER_BATCH`] minutes: after an outage the
+//!   backlog goes in small steps, one a second, not in one long script that would hold Redis
+//!   up for every instance's owner lookups.
 //! - The backlog keeps at most [`MAX_BACKLOG_MINUTES`] minutes (an outage of a day); older
 //!   minutes are dropped and counted in `gatehouse_decision_stats_dropped_total`. What is
 //!   still unsent when the last attempt at shutdown fails is counted there too.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 
-use super::tally::{CELLS, Counts, MAX_ENDPOINTS, MinuteTally, Tally, add_counts, cell_at};
+use super::tally::{CELLS, MinuteTally, Tally, add_counts, cell_at};
 use crate::records::{Cell, MinuteCounts, Retention, StatsBatch};
 use crate::store::StatsStore;
 use crate::throttle::Throttle;
@@ -26,7 +27,7 @@ use crate::throttle::Throttle;
 pub const MAX_BACKLOG_MINUTES: usize = 1440;
 
 /// Minutes per batch: a backlog after an outage goes in several.
-const MINUTES_PER_BATCH: usize = 60;
+pub const MINUTES_PER_BATCH: usize = 10;
 
 /// Attempts at shutdown to send what is left.
 const FINAL_ATTEMPTS: usize = 3;
@@ -44,8 +45,6 @@ pub struct Flusher {
     sending: Option<StatsBatch>,
     /// Counts drained and not yet in a batch.
     backlog: BTreeMap<u64, MinuteTally>,
-    /// The names each recent minute has sent under their own name.
-    named: BTreeMap<u64, HashSet<String>>,
 }
 
 impl Flusher {
@@ -68,7 +67,6 @@ impl Flusher {
             next_seq: 1,
             sending: None,
             backlog: BTreeMap::new(),
-            named: BTreeMap::new(),
         }
     }
 
@@ -83,10 +81,16 @@ impl Flusher {
             }
             self.flush().await;
         }
-        for _ in 0..FINAL_ATTEMPTS {
-            if self.flush().await && self.sending.is_none() && self.backlog.is_empty() {
-                return;
+        // What is left, batch after batch, as long as the store takes them.
+        self.take_in();
+        let mut failures = 0;
+        while (self.sending.is_some() || !self.backlog.is_empty()) && failures < FINAL_ATTEMPTS {
+            if !self.flush().await {
+                failures += 1;
             }
+        }
+        if self.sending.is_none() && self.backlog.is_empty() {
+            return;
         }
         let lost: u64 = self.sending.iter().map(batch_total).sum::<u64>()
             + self.backlog.values().map(tally_total).sum::<u64>();
@@ -99,57 +103,39 @@ impl Flusher {
         }
     }
 
-    /// One round: drains the tally into the backlog and sends batches until the backlog is
-    /// empty or the store fails. Returns false when the store failed.
+    /// One round: drains the tally into the backlog and sends one batch (the one being
+    /// retried, or the oldest minutes). Returns false when the store failed.
     pub async fn flush(&mut self) -> bool {
         self.take_in();
-        loop {
-            if self.sending.is_none() {
-                self.sending = self.next_batch();
+        if self.sending.is_none() {
+            self.sending = self.next_batch();
+        }
+        let Some(batch) = &self.sending else {
+            return true;
+        };
+        match self.store.add_decisions(batch, self.retention).await {
+            // Skipped: the store had it (a lost answer): done all the same.
+            Ok(_) => {
+                self.sending = None;
+                true
             }
-            let Some(batch) = &self.sending else {
-                return true;
-            };
-            match self.store.add_decisions(batch, self.retention).await {
-                // Skipped: the store had it (a lost answer): done all the same.
-                Ok(_) => self.sending = None,
-                Err(e) => {
-                    static FAILED: Throttle = Throttle::new();
-                    if let Some(suppressed) = FAILED.allow() {
-                        tracing::warn!(error = %e, suppressed, "decision stats not stored yet; kept and retried (one line per second; suppressed: those since the last)");
-                    }
-                    return false;
+            Err(e) => {
+                static FAILED: Throttle = Throttle::new();
+                if let Some(suppressed) = FAILED.allow() {
+                    tracing::warn!(error = %e, suppressed, "decision stats not stored yet; kept and retried (one line per second; suppressed: those since the last)");
                 }
+                false
             }
         }
     }
 
-    /// Moves the tally's counts into the backlog, capping names per minute, and drops the
-    /// oldest minutes past the bound.
+    /// Moves the tally's counts into the backlog, and drops the oldest minutes past the bound.
     fn take_in(&mut self) {
         for (minute, tally) in self.tally.drain() {
-            let named = self.named.entry(minute).or_default();
             let into = self.backlog.entry(minute).or_default();
-            // Busiest names first, so that the cap keeps the endpoints that matter.
-            let mut entries: Vec<(Option<String>, Counts)> = tally.into_iter().collect();
-            entries.sort_by_key(|(name, counts)| {
-                (std::cmp::Reverse(counts.iter().sum::<u64>()), name.clone())
-            });
-            for (name, counts) in entries {
-                let key = match name {
-                    Some(name) if named.contains(&name) => Some(name),
-                    Some(name) if named.len() < MAX_ENDPOINTS => {
-                        named.insert(name.clone());
-                        Some(name)
-                    }
-                    _ => None,
-                };
-                add_counts(into.entry(key).or_insert([0; CELLS]), &counts);
+            for (name, counts) in tally {
+                add_counts(into.entry(name).or_insert([0; CELLS]), &counts);
             }
-        }
-        // The names of minutes long gone are not needed: a minute is flushed within seconds.
-        while self.named.len() > 10 {
-            self.named.pop_first();
         }
         while self.backlog.len() > MAX_BACKLOG_MINUTES {
             if let Some((_, tally)) = self.backlog.pop_first() {
@@ -234,47 +220,127 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn every_count_reaches_the_minute_and_its_hour_and_names_are_capped_per_minute() {
+    async fn every_count_reaches_the_minute_and_its_hour_over_several_rounds() {
         let tally = Arc::new(Tally::default());
         let store = Arc::new(MemoryStore::default());
         let mut flusher = flusher(&tally, &store);
         let minute = now_minute();
-        // Two flushes of one minute: 150 names in all, the cap across both.
-        for round in 0..2 {
-            for i in 0..75 {
-                tally.add(
-                    minute,
-                    &format!("e{round}-{i}"),
-                    Verdict::Allow,
-                    Reason::Owner,
-                );
-            }
-            tally.add(minute, "chat", Verdict::WouldDeny, Reason::NotOwner);
-            assert!(flusher.flush().await);
+        // A backlog of 25 minutes (an outage) goes in three batches, one per round.
+        for back in 0..25 {
+            tally.add(
+                minute - back * 60,
+                Some("chat"),
+                Verdict::Allow,
+                Reason::Owner,
+            );
+            tally.add(
+                minute - back * 60,
+                None,
+                Verdict::WouldDeny,
+                Reason::NotOwner,
+            );
         }
+        for round in 1..=3 {
+            assert!(flusher.flush().await);
+            assert_eq!(flusher.next_seq, round + 1, "one batch a round");
+        }
+        assert!(flusher.backlog.is_empty());
+        let first = minute - 24 * 60;
+        let buckets = store
+            .decision_buckets(Resolution::Minute, first, 25)
+            .await
+            .unwrap();
+        for cells in &buckets {
+            let mut cells = cells.clone();
+            cells.sort();
+            let named: Vec<_> = cells
+                .iter()
+                .map(|(c, n)| (c.endpoint.as_deref(), *n))
+                .collect();
+            assert_eq!(named, [(None, 1), (Some("chat"), 1)]);
+        }
+        let hours = store
+            .decision_buckets(Resolution::Hour, first / 3600 * 3600, 2)
+            .await
+            .unwrap();
+        let in_hours: u64 = hours.iter().flatten().map(|(_, n)| n).sum();
+        assert_eq!(in_hours, 50);
+    }
+
+    /// A store that fails its first `failures` calls, then adds to `inner`.
+    struct Flaky {
+        inner: MemoryStore,
+        failures: std::sync::atomic::AtomicUsize,
+        seen: std::sync::Mutex<Vec<u64>>,
+    }
+
+    #[async_trait::async_trait]
+    impl StatsStore for Flaky {
+        async fn add_decisions(
+            &self,
+            batch: &StatsBatch,
+            retention: Retention,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.seen.lock().unwrap().push(batch.seq);
+            let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
+            if left > 0 {
+                self.failures
+                    .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+                return Err(crate::store::StoreError::OutcomeUnknown("test".into()));
+            }
+            self.inner.add_decisions(batch, retention).await
+        }
+        async fn decision_buckets(
+            &self,
+            resolution: Resolution,
+            first: u64,
+            count: usize,
+        ) -> Result<Vec<Vec<(Cell, u64)>>, crate::store::StoreError> {
+            self.inner.decision_buckets(resolution, first, count).await
+        }
+        async fn heartbeat(
+            &self,
+            instance: &crate::records::InstanceRecord,
+        ) -> Result<(), crate::store::StoreError> {
+            self.inner.heartbeat(instance).await
+        }
+        async fn instances(
+            &self,
+            since: crate::timestamp::Timestamp,
+        ) -> Result<Vec<crate::records::InstanceRecord>, crate::store::StoreError> {
+            self.inner.instances(since).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_retried_under_its_number_while_new_counts_wait() {
+        let tally = Arc::new(Tally::default());
+        let store = Arc::new(Flaky {
+            inner: MemoryStore::default(),
+            failures: 2.into(),
+            seen: Default::default(),
+        });
+        let mut flusher = Flusher::new(
+            tally.clone(),
+            store.clone(),
+            Retention::default(),
+            Duration::from_secs(1),
+            "flaky".into(),
+            Counter::default(),
+        );
+        let minute = now_minute();
+        tally.add(minute, Some("chat"), Verdict::Deny, Reason::NoOwner);
+        assert!(!flusher.flush().await);
+        tally.add(minute, Some("chat"), Verdict::Deny, Reason::NoOwner);
+        assert!(!flusher.flush().await);
+        assert!(flusher.flush().await, "the first batch, at last");
+        assert!(flusher.flush().await, "then what came meanwhile");
+        assert_eq!(*store.seen.lock().unwrap(), [1, 1, 1, 2]);
         let buckets = store
             .decision_buckets(Resolution::Minute, minute, 1)
             .await
             .unwrap();
-        let cells = &buckets[0];
-        let total: u64 = cells.iter().map(|(_, n)| n).sum();
-        assert_eq!(total, 152);
-        let names: HashSet<_> = cells
-            .iter()
-            .filter_map(|(c, _)| c.endpoint.clone())
-            .collect();
-        assert_eq!(names.len(), MAX_ENDPOINTS);
-        let other: u64 = cells
-            .iter()
-            .filter(|(c, _)| c.endpoint.is_none())
-            .map(|(_, n)| n)
-            .sum();
-        assert_eq!(other, 152 - 101, "chat counted twice under its name");
-        let hour = store
-            .decision_buckets(Resolution::Hour, minute / 3600 * 3600, 1)
-            .await
-            .unwrap();
-        assert_eq!(hour[0].iter().map(|(_, n)| n).sum::<u64>(), 152);
+        assert_eq!(buckets[0].iter().map(|(_, n)| n).sum::<u64>(), 2);
     }
 
     #[tokio::test]
@@ -283,7 +349,7 @@ mod tests {
         let store = Arc::new(MemoryStore::default());
         let mut flusher = flusher(&tally, &store);
         let minute = now_minute();
-        tally.add(minute, "chat", Verdict::Deny, Reason::NoOwner);
+        tally.add(minute, Some("chat"), Verdict::Deny, Reason::NoOwner);
         flusher.take_in();
         let batch = flusher.next_batch().unwrap();
         // The answer was "lost": the same batch is sent again.

@@ -16,12 +16,19 @@
 //!   left. Counts of an instance killed without a shutdown (`SIGKILL`, a crash) since its last
 //!   flush, one flush interval at most, are lost.
 //! - Queries ([`series`]) read the buckets of a range in one round trip and sum them by step.
+//! - Endpoint names are counted under their own name only when the deployment knows them
+//!   ([`KnownEndpoints`]: `default`, the forward-auth routes' names, the service's own
+//!   middleware, `GATEHOUSE_STATS_ENDPOINTS`, and any name with an override in the settings in
+//!   force); any other name, which a caller may choose freely, is counted as "other endpoints"
+//!   (`endpoint: null`). So callers cannot grow the series without bound, and cannot crowd a
+//!   real endpoint out of it.
 
 pub mod flush;
 mod routes;
 pub mod series;
 pub mod tally;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +41,7 @@ pub use self::routes::routes;
 pub use self::series::{DecisionSeries, Series};
 
 /// How the time series is kept (`GATEHOUSE_STATS*`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsSettings {
     /// `GATEHOUSE_STATS` (default on): whether this instance counts its decisions.
     pub enabled: bool,
@@ -42,6 +49,9 @@ pub struct StatsSettings {
     pub flush: Duration,
     /// `GATEHOUSE_STATS_MINUTE_RETENTION` (14d) and `GATEHOUSE_STATS_HOUR_RETENTION` (90d).
     pub retention: Retention,
+    /// `GATEHOUSE_STATS_ENDPOINTS`: more names to count under their own name (those
+    /// `/v1/validate` callers use without an override).
+    pub endpoints: Vec<String>,
 }
 
 impl Default for StatsSettings {
@@ -50,7 +60,27 @@ impl Default for StatsSettings {
             enabled: true,
             flush: Duration::from_secs(1),
             retention: Retention::default(),
+            endpoints: Vec::new(),
         }
+    }
+}
+
+/// The endpoint names the deployment itself names (besides the overrides in the settings,
+/// which [`DecisionStats::record`] is asked about): counted under their own name.
+#[derive(Debug, Clone, Default)]
+pub struct KnownEndpoints(Arc<HashSet<String>>);
+
+impl KnownEndpoints {
+    /// `names` and `default`.
+    pub fn new(names: impl IntoIterator<Item = String>) -> Self {
+        let mut set: HashSet<String> = names.into_iter().collect();
+        set.insert(crate::gatekeeper::DEFAULT_ENDPOINT.to_owned());
+        Self(Arc::new(set))
+    }
+
+    /// Whether `name` is one of them.
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains(name)
     }
 }
 
@@ -58,19 +88,21 @@ impl Default for StatsSettings {
 #[derive(Clone, Default)]
 pub struct DecisionStats {
     tally: Option<Arc<tally::Tally>>,
+    known: KnownEndpoints,
 }
 
 impl DecisionStats {
     /// A handle that counts nothing (`GATEHOUSE_STATS=off`, library users).
     pub fn disabled() -> Self {
-        Self { tally: None }
+        Self::default()
     }
 
     /// A handle whose counts a flusher, started as one of `tasks`, adds to `store` as writer
     /// `writer` (unique per process); stopping `tasks` sends what is left.
     pub fn start(
         store: Arc<dyn StatsStore>,
-        settings: StatsSettings,
+        settings: &StatsSettings,
+        known: KnownEndpoints,
         writer: String,
         dropped: prometheus_client::metrics::counter::Counter,
         tasks: &Tasks,
@@ -78,6 +110,13 @@ impl DecisionStats {
         if !settings.enabled {
             return Self::disabled();
         }
+        let known = KnownEndpoints::new(
+            settings
+                .endpoints
+                .iter()
+                .cloned()
+                .chain(known.0.iter().cloned()),
+        );
         let tally = Arc::new(tally::Tally::default());
         let flusher = flush::Flusher::new(
             tally.clone(),
@@ -88,16 +127,27 @@ impl DecisionStats {
             dropped,
         );
         tasks.spawn(flusher.run(tasks.token()));
-        Self { tally: Some(tally) }
+        Self {
+            tally: Some(tally),
+            known,
+        }
     }
 
-    /// Counts one decision.
-    pub fn record(&self, endpoint: &str, verdict: Verdict, reason: Reason) {
+    /// Counts one decision: under `endpoint`'s name when it is known or `overridden()` says
+    /// the settings in force have an override for it, else as "other endpoints".
+    pub fn record(
+        &self,
+        endpoint: &str,
+        verdict: Verdict,
+        reason: Reason,
+        overridden: impl FnOnce() -> bool,
+    ) {
         if let Some(tally) = &self.tally {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            tally.add(now, endpoint, verdict, reason);
+            let name = (self.known.contains(endpoint) || overridden()).then_some(endpoint);
+            tally.add(now, name, verdict, reason);
         }
     }
 }

@@ -39,11 +39,14 @@ pub struct DecisionsQuery {
     pub endpoint: Option<String>,
 }
 
+/// A window of whole minutes: [`crate::timestamp::WINDOW_PATTERN`] without seconds.
+const STEP_PATTERN: &str = "^[1-9][0-9]{0,5}[mhdw]$";
+
 /// The schema of `step`: a window of whole minutes.
 fn step_schema() -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
-        .pattern(Some(format!("^{}$", crate::timestamp::WINDOW_PATTERN)))
+        .pattern(Some(STEP_PATTERN.to_owned()))
         .examples(["1m", "15m", "1h"])
         .build()
 }
@@ -76,12 +79,14 @@ async fn get_decisions(
         None => Timestamp::now(),
     };
     let step_raw = query.step.as_deref().unwrap_or("1m");
-    let step = crate::timestamp::parse_window(step_raw).ok_or_else(|| {
-        invalid(
-            "step",
-            format!("{step_raw:?}: write a whole number of minutes, e.g. 1m, 15m, 1h"),
-        )
-    })?;
+    let step = crate::timestamp::parse_window(step_raw)
+        .filter(|_| !step_raw.ends_with('s'))
+        .ok_or_else(|| {
+            invalid(
+                "step",
+                format!("{step_raw:?}: write a whole number of minutes, e.g. 1m, 15m, 1h"),
+            )
+        })?;
     if let Some(endpoint) = &query.endpoint {
         check_name("endpoint", endpoint).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     }

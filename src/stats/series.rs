@@ -44,20 +44,28 @@ impl Plan {
         if since >= until {
             return Err("since must be before until".into());
         }
+        // Times written with four-digit years only (RFC 3339), the rounded-up end included.
+        const LAST_SECOND: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+        if until.saturating_add(step) > LAST_SECOND {
+            return Err("until: at most 9999-12-31 (less one step)".into());
+        }
         let resolution = if step.is_multiple_of(3600) {
             Resolution::Hour
         } else {
             Resolution::Minute
         };
+        // The limits apply to the range asked for; rounding both ends out to the step adds at
+        // most one bucket, which is allowed (so `since=24h` by the minute is 1,440 buckets).
+        let asked = (until - since).div_ceil(step);
         let start = since / step * step;
         let end = until.div_ceil(step).saturating_mul(step);
-        let buckets = (end - start) / step;
+        let buckets = asked;
         if buckets > MAX_BUCKETS {
             return Err(format!(
                 "{buckets} buckets of {step} s from since to until: at most {MAX_BUCKETS}; take a larger step or a shorter range"
             ));
         }
-        let read = (end - start) / resolution.seconds();
+        let read = (until - since).div_ceil(resolution.seconds());
         if read > MAX_READ {
             return Err(match resolution {
                 Resolution::Minute => format!(
@@ -114,8 +122,10 @@ pub struct DecisionSeries {
 /// The counts of one endpoint, decision and reason, per bucket.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Series {
-    /// The endpoint; `null` for the endpoints past the limit of 100 names per instance and
-    /// minute, merged.
+    /// The endpoint; `null` for "other endpoints": names the deployment does not know (not
+    /// `default`, a forward-auth route's, `GATEHOUSE_STATS_ENDPOINTS` or an override in the
+    /// settings in force when the check was counted), merged.
+    #[schema(required = true)]
     pub endpoint: Option<String>,
     /// The decision.
     pub decision: Verdict,
@@ -217,6 +227,11 @@ mod tests {
         // 24 h by 15 minutes: 96 buckets from 1,440 minutes.
         let plan = Plan::new(0, 86_400, 900).unwrap();
         assert_eq!((plan.buckets(), plan.reads()), (96, 1_440));
+        // A day by the minute from any second: 1,440 buckets asked, 1,441 once rounded out.
+        let plan = Plan::new(30, 86_430, 60).unwrap();
+        assert_eq!((plan.buckets(), plan.reads()), (1_441, 1_441));
+        assert!(Plan::new(30, 86_430 + 60, 60).is_err(), "1,441 asked");
+        assert!(Plan::new(0, 253_402_300_799, 86_400).is_err(), "past 9999");
         for (since, until, step) in [
             (0, 60, 30),               // not whole minutes
             (0, 60, 0),                // no step

@@ -3,19 +3,18 @@
 //!
 //! A check costs one clock read, one uncontended lock (the counts are split into shards, a
 //! thread keeps to one) and one hash lookup by the endpoint's name, with no allocation but
-//! for the first check of a name in a minute. Each shard holds at most [`MAX_ENDPOINTS`] names
-//! per minute; checks for others are counted as "other endpoints": endpoint names come from
-//! callers (`POST /v1/validate {endpoint}`), and must not grow the counts without bound.
+//! for the first check of a name in a minute.
+//!
+//! Only names the deployment knows are counted under their own name ([`super::KnownEndpoints`]);
+//! the others, which callers choose freely (`POST /v1/validate {endpoint}`), are counted
+//! together as "other endpoints": a caller can neither grow the counts without bound nor push
+//! a real endpoint out of them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::decision::{Reason, Verdict};
-
-/// Endpoint names counted under their own name per instance and minute; the others are
-/// merged as "other endpoints" (`endpoint: null` in the series).
-pub const MAX_ENDPOINTS: usize = 100;
 
 /// Cells per endpoint: every verdict with every reason.
 pub const CELLS: usize = Verdict::ALL.len() * Reason::ALL.len();
@@ -39,8 +38,8 @@ pub fn cell_at(index: usize) -> (Verdict, Reason) {
 
 const SHARDS: usize = 8;
 
-/// The names' hash: foldhash, randomly seeded. Names come from callers, but a shard holds at
-/// most [`MAX_ENDPOINTS`] of them a minute, so colliding names cannot make lookups slow.
+/// The names' hash: foldhash, randomly seeded. Only known names are kept (the deployment's
+/// own), so no caller can choose colliding keys.
 type Names = HashMap<String, Counts, foldhash::fast::RandomState>;
 
 /// A shard on cache lines of its own: two threads counting at once never write one line.
@@ -74,8 +73,9 @@ fn shard_index() -> usize {
 }
 
 impl Tally {
-    /// Counts one decision at `now_secs` (Unix seconds).
-    pub fn add(&self, now_secs: u64, endpoint: &str, verdict: Verdict, reason: Reason) {
+    /// Counts one decision at `now_secs` (Unix seconds), under `endpoint`'s name, or as "other
+    /// endpoints" for `None`.
+    pub fn add(&self, now_secs: u64, endpoint: Option<&str>, verdict: Verdict, reason: Reason) {
         let minute = now_secs / 60 * 60;
         let mut shard = self.shards[shard_index()]
             .lock()
@@ -90,14 +90,16 @@ impl Tally {
         };
         let (_, named, other) = &mut shard.minutes[at];
         let index = cell(verdict, reason);
-        if let Some(counts) = named.get_mut(endpoint) {
-            counts[index] += 1;
-        } else if named.len() < MAX_ENDPOINTS {
-            let mut counts = [0; CELLS];
-            counts[index] = 1;
-            named.insert(endpoint.to_owned(), counts);
-        } else {
-            other[index] += 1;
+        match endpoint {
+            Some(name) => match named.get_mut(name) {
+                Some(counts) => counts[index] += 1,
+                None => {
+                    let mut counts = [0; CELLS];
+                    counts[index] = 1;
+                    named.insert(name.to_owned(), counts);
+                }
+            },
+            None => other[index] += 1,
         }
     }
 
@@ -152,15 +154,22 @@ mod tests {
     }
 
     #[test]
-    fn counts_by_minute_and_name_from_many_threads_and_caps_the_names() {
+    fn counts_by_minute_and_name_from_many_threads() {
         let tally = std::sync::Arc::new(Tally::default());
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let tally = tally.clone();
                 std::thread::spawn(move || {
                     for i in 0..1000u64 {
-                        tally.add(120 + i % 2 * 60, "chat", Verdict::Allow, Reason::Owner);
-                        tally.add(120, &format!("e{t}-{i}"), Verdict::Deny, Reason::NotOwner);
+                        tally.add(
+                            120 + i % 2 * 60,
+                            Some("chat"),
+                            Verdict::Allow,
+                            Reason::Owner,
+                        );
+                        let name = format!("e{}", (t + i) % 3);
+                        tally.add(120, Some(&name), Verdict::Deny, Reason::NotOwner);
+                        tally.add(120, None, Verdict::Deny, Reason::NotOwner);
                     }
                 })
             })
@@ -174,11 +183,11 @@ mod tests {
         let deny = cell(Verdict::Deny, Reason::NotOwner);
         assert_eq!(drained[&120][&Some("chat".into())][allow], 2000);
         assert_eq!(drained[&180][&Some("chat".into())][allow], 2000);
-        // 4,000 names: each shard keeps at most the cap; every check is counted somewhere.
         let minute = &drained[&120];
-        assert!(minute.len() <= SHARDS * MAX_ENDPOINTS + 1);
+        assert_eq!(minute.len(), 5, "chat, e0-e2 and the others");
         let denied: u64 = minute.values().map(|c| c[deny]).sum();
-        assert_eq!(denied, 4000);
+        assert_eq!(denied, 8000);
+        assert_eq!(minute[&None][deny], 4000);
         assert!(tally.drain().is_empty(), "drained means empty");
     }
 }

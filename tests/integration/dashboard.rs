@@ -233,7 +233,7 @@ async fn the_chart_and_the_table_show_the_counts_of_the_api() {
         return;
     };
     let started = Instant::now();
-    let app = TestApp::spawn(&backend, &[]).await;
+    let app = TestApp::spawn(&backend, &[("GATEHOUSE_STATS_ENDPOINTS", "chat,export")]).await;
     let redis = backend.redis_server().expect("a Redis server");
     let mix = scripted_mix(&app, redis).await;
     let expected = mix.expected.clone();
@@ -607,7 +607,14 @@ async fn the_page_asks_nothing_beyond_the_instance() {
         return;
     };
     // DISABLED with an owned session: the recommendation is to advance to LOG_ONLY.
-    let app = TestApp::spawn(&backend, &[("GATEHOUSE_INITIAL_MODE", "DISABLED")]).await;
+    let app = TestApp::spawn(
+        &backend,
+        &[
+            ("GATEHOUSE_INITIAL_MODE", "DISABLED"),
+            ("GATEHOUSE_STATS_ENDPOINTS", "chat"),
+        ],
+    )
+    .await;
     // Markup that would run if parsed (`sub` may hold no whitespace).
     let xss = "<img/src/onerror=window.__xss=1>";
     app.claim("t1", "alice").await;
@@ -785,8 +792,9 @@ async fn the_page_fits_a_phone_and_a_wide_screen() {
     let (Some(()), Some(backend)) = (available(), Backend::redis()) else {
         return;
     };
-    let a = TestApp::spawn(&backend, &[("GATEHOUSE_INSTANCE", "gh-a")]).await;
-    let b = TestApp::spawn(&backend, &[("GATEHOUSE_INSTANCE", "gh-b")]).await;
+    let known = ("GATEHOUSE_STATS_ENDPOINTS", "chat.read,chat.write");
+    let a = TestApp::spawn(&backend, &[("GATEHOUSE_INSTANCE", "gh-a"), known]).await;
+    let b = TestApp::spawn(&backend, &[("GATEHOUSE_INSTANCE", "gh-b"), known]).await;
     let long_session = format!("conv-{}", "7f3a9c".repeat(20));
     let long_user = "firstname.lastname.with-a-very-long-department-suffix@example.org";
     for (session, owner) in [

@@ -48,20 +48,19 @@ fn tally_of(answer: &Value) -> Tally {
     tally
 }
 
+/// `GET /v1/stats/decisions?{query}` as `token`.
+async fn stats(app: &TestApp, query: &str, token: &str) -> crate::common::Reply {
+    let path = format!("/v1/stats/decisions?{query}");
+    app.call(Method::GET, &path, Some(token), None).await
+}
+
 /// Asks `app` for the series until it equals `expected` (counts lag by a flush).
 async fn series_equal(app: &TestApp, query: &str, expected: &Tally) -> Value {
     let admin = app.admin();
     let mut last = Value::Null;
     let found = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let reply = app
-                .call(
-                    Method::GET,
-                    &format!("/v1/stats/decisions?{query}"),
-                    Some(&admin),
-                    None,
-                )
-                .await;
+            let reply = stats(app, query, &admin).await;
             assert_eq!(reply.status, 200, "{:?}", reply.body);
             if tally_of(&reply.body) == *expected {
                 return reply.body;
@@ -120,10 +119,13 @@ async fn mix(app: &TestApp, tally: &mut Tally, rounds: usize) {
     }
 }
 
-fn named(name: &'static str) -> [(&'static str, &'static str); 2] {
+/// An instance named `name` that flushes every 200 ms and counts `chat` under its name (it has
+/// no override; `files` has one).
+fn named(name: &'static str) -> [(&'static str, &'static str); 3] {
     [
         ("GATEHOUSE_INSTANCE", name),
         ("GATEHOUSE_STATS_FLUSH", "200ms"),
+        ("GATEHOUSE_STATS_ENDPOINTS", "chat"),
     ]
 }
 
@@ -163,13 +165,21 @@ async fn the_series_counts_every_decision_across_two_instances_and_a_restart() {
     }
 
     let mut made = Tally::new();
+    let began = gatehouse::timestamp::Timestamp::now();
     mix(&a, &mut made, 20).await;
+    b.stop().await;
+    // B again, flushing only once a minute: what it counts reaches the store through the
+    // graceful stop's last flush.
+    let mut slow = named("stats-b").to_vec();
+    slow[1] = ("GATEHOUSE_STATS_FLUSH", "60s");
+    let b = TestApp::spawn(&backend, &slow).await;
     mix(&b, &mut made, 15).await;
     // B restarts (a graceful stop sends what it counted), under the same name.
     b.stop().await;
     let b = TestApp::spawn(&backend, &named("stats-b")).await;
     mix(&b, &mut made, 10).await;
     mix(&a, &mut made, 5).await;
+    let ended = gatehouse::timestamp::Timestamp::now();
     // Every kind of decision the mix makes is there.
     let kinds: Vec<(&str, &str, &str)> = made
         .keys()
@@ -191,6 +201,21 @@ async fn the_series_counts_every_decision_across_two_instances_and_a_restart() {
     let minutes = series_equal(&a, "since=15m&step=1m", &made).await;
     assert_eq!(minutes["resolution"], "minute");
     assert_eq!(minutes["complete"], true);
+    // Each count is in the bucket of the minute it was made in: only the minutes of the mix
+    // have any.
+    let first = began.unix_millis() / 60_000 * 60_000;
+    let last = ended.unix_millis() / 60_000 * 60_000;
+    let buckets = minutes["buckets"].as_array().unwrap();
+    for series in minutes["series"].as_array().unwrap() {
+        for (at, count) in buckets.iter().zip(series["counts"].as_array().unwrap()) {
+            let at: gatehouse::timestamp::Timestamp = at.as_str().unwrap().parse().unwrap();
+            let inside = (first..=last).contains(&at.unix_millis());
+            assert!(
+                inside || count == 0,
+                "{count} at {at} outside the mix: {series}"
+            );
+        }
+    }
     series_equal(&b, "since=15m&step=5m", &made).await;
     let hours = series_equal(&b, "since=3h&step=1h", &made).await;
     assert_eq!(hours["resolution"], "hour");
@@ -284,13 +309,49 @@ async fn counts_made_while_redis_is_away_arrive_once_it_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_query_is_checked_and_for_admins_only() {
-    let app = TestApp::spawn(&Backend::Memory, &[("GATEHOUSE_STATS_FLUSH", "100ms")]).await;
+    let app = TestApp::spawn(
+        &Backend::Memory,
+        &[
+            ("GATEHOUSE_STATS_FLUSH", "100ms"),
+            ("GATEHOUSE_STATS_ENDPOINTS", "chat,files"),
+        ],
+    )
+    .await;
     let admin = app.admin();
     let mut made = Tally::new();
     app.claim("s1", "alice").await;
     app.set_mode("ENFORCED").await;
+    // Names the deployment does not know are counted together as "other endpoints" (a caller
+    // cannot grow the series, nor push `chat` out of it), even before the known ones.
+    let alice = app.user("alice");
+    for i in 0..150 {
+        let endpoint = format!("made-up-{i}");
+        let mut other = Tally::new();
+        check(&app, &mut other, &alice, "s1", &endpoint).await;
+        *made
+            .entry(("(other)".into(), "allow".into(), "owner".into()))
+            .or_default() += other.values().sum::<u64>();
+    }
     mix(&app, &mut made, 3).await;
     series_equal(&app, "since=1h&step=15m", &made).await;
+    // The top sessions of the audit summary: s2 denied to alice 6 times, s9 to carol 3.
+    let summary = app
+        .call(
+            Method::GET,
+            "/v1/audit/summary?since=1h",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        summary.body["top_sessions"],
+        json!([{ "session_id": "s2", "count": 6 }, { "session_id": "s9", "count": 3 }]),
+        "{:?}",
+        summary.body
+    );
+    // A day by the minute, from any second: 1,441 buckets once rounded out, allowed.
+    let day = stats(&app, "since=24h", &admin).await;
+    assert_eq!(day.status, 200, "{:?}", day.body);
     // Since as a time, until as a window back from now: nothing after until.
     let none = app
         .call(
@@ -308,6 +369,11 @@ async fn the_query_is_checked_and_for_admins_only() {
     );
     for (query, why) in [
         ("step=30s", "whole number of minutes"),
+        ("step=60s", "whole number of minutes"),
+        (
+            "since=9999-12-31T23:00:00Z&until=9999-12-31T23:59:59Z",
+            "9999",
+        ),
         ("step=1x", "step"),
         ("since=7d&step=1m", "buckets"),
         ("since=7d&step=10m", "two days"),
@@ -317,14 +383,7 @@ async fn the_query_is_checked_and_for_admins_only() {
         ("endpoint=a%20b", "endpoint"),
         ("window=1h", "unknown"),
     ] {
-        let reply = app
-            .call(
-                Method::GET,
-                &format!("/v1/stats/decisions?{query}"),
-                Some(&admin),
-                None,
-            )
-            .await;
+        let reply = stats(&app, query, &admin).await;
         assert_eq!(reply.status, 400, "{query}: {:?}", reply.body);
         assert_eq!(reply.content_type, "application/problem+json", "{query}");
         let detail = reply.body["detail"].as_str().unwrap_or_default();

@@ -54,7 +54,9 @@ impl StatsStore for MemoryStore {
             for resolution in [Resolution::Minute, Resolution::Hour] {
                 let width = resolution.seconds();
                 let start = minute.minute / width * width;
-                let expires_at = start + width + retention.of(resolution).as_secs();
+                let expires_at = start
+                    .saturating_add(width)
+                    .saturating_add(retention.of(resolution).as_secs());
                 if expires_at <= now {
                     continue;
                 }

@@ -22,8 +22,9 @@ impl StatsStore for RedisStore {
         batch: &StatsBatch,
         retention: Retention,
     ) -> Result<bool, StoreError> {
-        // Minute and hour buckets, each once, with what the batch adds to them.
-        let mut buckets: std::collections::BTreeMap<(Resolution, u64), Vec<(&Cell, u64)>> =
+        // Minute and hour buckets, each once, with each cell once (an hour sums its minutes).
+        type Adds<'a> = std::collections::BTreeMap<&'a Cell, u64>;
+        let mut buckets: std::collections::BTreeMap<(Resolution, u64), Adds<'_>> =
             Default::default();
         for minute in &batch.minutes {
             for resolution in [Resolution::Minute, Resolution::Hour] {
@@ -31,7 +32,9 @@ impl StatsStore for RedisStore {
                 let bucket = buckets
                     .entry((resolution, minute.minute / width * width))
                     .or_default();
-                bucket.extend(minute.cells.iter().map(|(cell, n)| (cell, *n)));
+                for (cell, n) in &minute.cells {
+                    *bucket.entry(cell).or_default() += n;
+                }
             }
         }
         let mut invocation = self
@@ -39,7 +42,9 @@ impl StatsStore for RedisStore {
             .key(self.keys.stats_writer(&batch.writer));
         invocation.arg(batch.seq).arg(WRITER_TTL_SECS);
         for ((resolution, start), cells) in &buckets {
-            let expires_at = start + resolution.seconds() + retention.of(*resolution).as_secs();
+            let expires_at = start
+                .saturating_add(resolution.seconds())
+                .saturating_add(retention.of(*resolution).as_secs());
             invocation
                 .key(self.keys.stats_bucket(*resolution, *start))
                 .arg(expires_at)
