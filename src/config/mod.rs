@@ -157,8 +157,8 @@ pub struct Config {
     /// `GATEHOUSE_CLAIM` (`service` default, `self`): who may claim sessions.
     pub claim: crate::sessions::ClaimPolicy,
     /// `GATEHOUSE_STATS` (`on` default), `GATEHOUSE_STATS_FLUSH` (1s),
-    /// `GATEHOUSE_STATS_MINUTE_RETENTION` (14d), `GATEHOUSE_STATS_HOUR_RETENTION` (90d): the
-    /// decision time series ([`crate::stats`]).
+    /// `GATEHOUSE_STATS_MINUTE_RETENTION` (14d), `GATEHOUSE_STATS_HOUR_RETENTION` (90d),
+    /// `GATEHOUSE_STATS_ENDPOINTS` (none): the decision time series ([`crate::stats`]).
     pub stats: crate::stats::StatsSettings,
     /// Settings given that have no effect beside the others (`GATEHOUSE_JWT_SECRET` with
     /// `GATEHOUSE_AUTH=disabled`, ...): `serve` logs each at WARN.

@@ -137,6 +137,20 @@ async fn census_tree_backfill_verify_and_rollback(backend: Backend) {
     assert_eq!(after["missing"], 0);
     assert_eq!(after["unindexed"], 0, "{after}");
     assert_eq!(after["per_user"], json!({ "admin": 54 }));
+    // The rollout report shows the latest verification's counts, and who ran it.
+    let rollout = app
+        .call(Method::GET, "/v1/rollout", Some(&app.admin()), None)
+        .await;
+    let last = &rollout.body["ownership"]["last_verify"];
+    assert_eq!(last["expected"], after["expected"], "{last}");
+    assert_eq!(
+        (&last["owned"], &last["missing"]),
+        (&after["owned"], &json!(0))
+    );
+    assert_eq!(
+        (&last["complete"], &last["by"]),
+        (&json!(true), &json!("root"))
+    );
     let page = app
         .call(
             Method::GET,
