@@ -50,7 +50,6 @@ fn main() {
     // in every run, whatever its setting).
     let (_setup, setup_base) = start("stats-setup", "off");
     Client::new(&setup_base).claim_for_alice_and_enforce("bench-s");
-    let on = Client::new(&on_base);
     let alice = token("alice", &[]);
     let check = r#"{"session_id":"bench-s"}"#;
     // Both instances have the settings (pub/sub) before the load.
