@@ -105,8 +105,9 @@ impl Gatehouse {
             metrics.audit.clone(),
             &writers,
         )?;
-        // The names counted on their own: the routes', the service's own middleware's (and the
-        // configured ones and the overrides, which `start` and `record` add).
+        // The names counted on their own: `default`, the routes', the service's own
+        // middleware's (and the configured ones and the overrides, which `start` and `record`
+        // add).
         let known = crate::stats::KnownEndpoints::new(
             config
                 .forward_auth
@@ -114,7 +115,10 @@ impl Gatehouse {
                 .routes()
                 .iter()
                 .map(|route| route.name.clone())
-                .chain([crate::sessions::SESSIONS_ENDPOINT.to_owned()]),
+                .chain([
+                    crate::gatekeeper::DEFAULT_ENDPOINT.to_owned(),
+                    crate::sessions::SESSIONS_ENDPOINT.to_owned(),
+                ]),
         );
         let stats = crate::stats::DecisionStats::start(
             store.clone(),

@@ -71,11 +71,9 @@ impl Default for StatsSettings {
 pub struct KnownEndpoints(Arc<HashSet<String>>);
 
 impl KnownEndpoints {
-    /// `names` and `default`.
+    /// `names` (the server passes `default` among them).
     pub fn new(names: impl IntoIterator<Item = String>) -> Self {
-        let mut set: HashSet<String> = names.into_iter().collect();
-        set.insert(crate::gatekeeper::DEFAULT_ENDPOINT.to_owned());
-        Self(Arc::new(set))
+        Self(Arc::new(names.into_iter().collect()))
     }
 
     /// Whether `name` is one of them.
