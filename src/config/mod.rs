@@ -517,6 +517,12 @@ impl Config {
                     .into(),
             );
         }
+        if cluster && keys.prefix_has_braces() {
+            src.problems.push(
+                "GATEHOUSE_KEY_PREFIX: no braces with GATEHOUSE_REDIS_CLUSTER (gatehouse tags                  its keys after the prefix, {enforcement} and {stats}, so that each script                  stays in one slot; a brace in the prefix would change which slot)"
+                    .into(),
+            );
+        }
         let owner_cache = owner_cache(src, cluster);
         if settings_refresh.is_zero() {
             src.problems

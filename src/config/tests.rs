@@ -816,3 +816,46 @@ fn owner_cache_values_are_checked_on_a_cluster_too() {
     off.push(("GATEHOUSE_OWNER_CACHE", "off"));
     assert!(problems(&off).is_empty());
 }
+
+#[test]
+fn stats_settings_are_bounded_and_named_endpoints_checked() {
+    let config = Config::from_vars(vars(&[
+        ("GATEHOUSE_STATS_ENDPOINTS", "chat.read, chat.write,"),
+        ("GATEHOUSE_STATS_FLUSH", "250ms"),
+    ]))
+    .unwrap();
+    assert_eq!(config.stats.endpoints, ["chat.read", "chat.write"]);
+    assert_eq!(config.stats.flush, Duration::from_millis(250));
+    for (name, value, says) in [
+        ("GATEHOUSE_STATS_FLUSH", "0s", "10ms to 60s"),
+        ("GATEHOUSE_STATS_FLUSH", "2m", "10ms to 60s"),
+        ("GATEHOUSE_STATS_MINUTE_RETENTION", "10m", "at least 1h"),
+        ("GATEHOUSE_STATS_MINUTE_RETENTION", "400d", "at most 366d"),
+        ("GATEHOUSE_STATS_HOUR_RETENTION", "1h", "at least 1d"),
+        ("GATEHOUSE_STATS_HOUR_RETENTION", "4000d", "at most 3660d"),
+        ("GATEHOUSE_STATS_ENDPOINTS", "ok,\u{200b}hidden", "endpoint must be"),
+    ] {
+        let found = problems(&[(name, value)]);
+        assert!(
+            found.iter().any(|p| p.starts_with(name) && p.contains(says)),
+            "{name}={value}: {found:?}"
+        );
+    }
+    // A brace in the prefix would move gatehouse's tagged keys between Cluster slots.
+    let cluster = [
+        ("REDIS_URL", "redis://cluster"),
+        ("GATEHOUSE_REDIS_CLUSTER", "127.0.0.1:7000"),
+    ];
+    for prefix in ["a{}:", "app:{x}:"] {
+        let mut pairs = cluster.to_vec();
+        pairs.push(("GATEHOUSE_KEY_PREFIX", prefix));
+        let found = problems(&pairs);
+        assert!(
+            found.iter().any(|p| p.starts_with("GATEHOUSE_KEY_PREFIX: no braces")),
+            "{prefix}: {found:?}"
+        );
+    }
+    let mut plain = cluster.to_vec();
+    plain.push(("GATEHOUSE_KEY_PREFIX", "app:"));
+    assert!(problems(&plain).is_empty(), "{:?}", problems(&plain));
+}

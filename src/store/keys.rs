@@ -134,6 +134,14 @@ impl KeySchema {
 }
 
 impl KeySchema {
+    /// Whether the prefix of gatehouse's own keys holds a brace: refused on a Cluster, where
+    /// those keys are grouped by the tags gatehouse puts after the prefix (`{enforcement}`,
+    /// `{stats}`), which a tag in the prefix would take over, and an empty one (`a{}:`) would
+    /// undo (each key then hashed whole: the settings and stats scripts fail CROSSSLOT).
+    pub fn prefix_has_braces(&self) -> bool {
+        self.prefix.contains(['{', '}'])
+    }
+
     /// Whether the owner keys carry a hash tag: refused on a Cluster, where the backfill's
     /// marker beside an owner key could then be another session's owner key.
     pub fn owner_keys_are_tagged(&self) -> bool {
