@@ -833,11 +833,17 @@ fn stats_settings_are_bounded_and_named_endpoints_checked() {
         ("GATEHOUSE_STATS_MINUTE_RETENTION", "400d", "at most 366d"),
         ("GATEHOUSE_STATS_HOUR_RETENTION", "1h", "at least 1d"),
         ("GATEHOUSE_STATS_HOUR_RETENTION", "4000d", "at most 3660d"),
-        ("GATEHOUSE_STATS_ENDPOINTS", "ok,\u{200b}hidden", "endpoint must be"),
+        (
+            "GATEHOUSE_STATS_ENDPOINTS",
+            "ok,\u{200b}hidden",
+            "endpoint must be",
+        ),
     ] {
         let found = problems(&[(name, value)]);
         assert!(
-            found.iter().any(|p| p.starts_with(name) && p.contains(says)),
+            found
+                .iter()
+                .any(|p| p.starts_with(name) && p.contains(says)),
             "{name}={value}: {found:?}"
         );
     }
@@ -851,7 +857,9 @@ fn stats_settings_are_bounded_and_named_endpoints_checked() {
         pairs.push(("GATEHOUSE_KEY_PREFIX", prefix));
         let found = problems(&pairs);
         assert!(
-            found.iter().any(|p| p.starts_with("GATEHOUSE_KEY_PREFIX: no braces")),
+            found
+                .iter()
+                .any(|p| p.starts_with("GATEHOUSE_KEY_PREFIX: no braces")),
             "{prefix}: {found:?}"
         );
     }
