@@ -106,8 +106,8 @@ impl Gatehouse {
             &writers,
         )?;
         // The names counted on their own: `default`, the routes', the service's own
-        // middleware's (and the configured ones and the overrides, which `start` and `record`
-        // add).
+        // middleware's, `GATEHOUSE_STATS_ENDPOINTS` (and the overrides, which `record` asks
+        // the settings in force about).
         let known = crate::stats::KnownEndpoints::new(
             config
                 .forward_auth
@@ -115,6 +115,7 @@ impl Gatehouse {
                 .routes()
                 .iter()
                 .map(|route| route.name.clone())
+                .chain(config.stats.endpoints.iter().cloned())
                 .chain([
                     crate::gatekeeper::DEFAULT_ENDPOINT.to_owned(),
                     crate::sessions::SESSIONS_ENDPOINT.to_owned(),
@@ -124,11 +125,7 @@ impl Gatehouse {
             store.clone(),
             &config.stats,
             known,
-            format!(
-                "{}-{}",
-                config.instance,
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            ),
+            crate::records::writer_id(&config.instance),
             metrics.stats_dropped.clone(),
             &writers,
         );

@@ -84,7 +84,6 @@ impl AuditWriter {
                 "audit spool holds events from an earlier run; replaying them first"
             );
         }
-        let unique = uuid::Uuid::new_v4().simple().to_string();
         Ok(Self {
             receiver,
             arrived: Vec::new(),
@@ -92,7 +91,7 @@ impl AuditWriter {
                 store,
                 buffer: VecDeque::new(),
                 next_seq: 1,
-                writer_id: format!("{}-{}", config.instance, &unique[..12]),
+                writer_id: crate::records::writer_id(&config.instance),
                 spool: spool.map(|s| Arc::new(Mutex::new(s))),
                 metrics,
                 batch: config.batch.max(1),

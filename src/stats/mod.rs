@@ -50,7 +50,8 @@ pub struct StatsSettings {
     /// `GATEHOUSE_STATS_MINUTE_RETENTION` (14d) and `GATEHOUSE_STATS_HOUR_RETENTION` (90d).
     pub retention: Retention,
     /// `GATEHOUSE_STATS_ENDPOINTS`: more names to count under their own name (those
-    /// `/v1/validate` callers use without an override).
+    /// `/v1/validate` callers use without an override); the server adds them to the
+    /// [`KnownEndpoints`] it passes to [`DecisionStats::start`].
     pub endpoints: Vec<String>,
 }
 
@@ -96,7 +97,8 @@ impl DecisionStats {
     }
 
     /// A handle whose counts a flusher, started as one of `tasks`, adds to `store` as writer
-    /// `writer` (unique per process); stopping `tasks` sends what is left.
+    /// `writer` (unique per process), counting `known` under their own names; stopping `tasks`
+    /// sends what is left.
     pub fn start(
         store: Arc<dyn StatsStore>,
         settings: &StatsSettings,
@@ -108,13 +110,6 @@ impl DecisionStats {
         if !settings.enabled {
             return Self::disabled();
         }
-        let known = KnownEndpoints::new(
-            settings
-                .endpoints
-                .iter()
-                .cloned()
-                .chain(known.0.iter().cloned()),
-        );
         let tally = Arc::new(tally::Tally::default());
         let flusher = flush::Flusher::new(
             tally.clone(),
